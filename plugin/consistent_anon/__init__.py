@@ -1,0 +1,4 @@
+"""Consistent anonymization for Orthanc: keyed pseudonyms that keep every UID relationship."""
+from .adapter import register
+
+__all__ = ["register"]

@@ -1,0 +1,156 @@
+"""The thin layer that talks to the `orthanc` module: routes, built-in calls, HTTP answers.
+
+The `orthanc` module is passed in, never imported here, so the rest of the package is plain
+Python tested without a server, and this layer is tested against a real Orthanc.
+"""
+from __future__ import annotations
+
+import json
+import traceback
+from typing import Any, Callable
+
+from .config import parse_config
+from .engine import Anonymizer
+from .errors import BadRequest, PluginError, status_for_orthanc_error
+from .keys import KeyStore
+from .options import parse_request
+from .pseudonyms import fresh_uid
+
+NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
+UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
+_HTTP_ERRORS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+                500: "Internal Server Error", 501: "Not Implemented"}
+
+
+class NativeError(PluginError):
+    """An error answered by Orthanc's built-in API, with the status it would have answered."""
+
+
+class RestPort:
+    """The engine's OrthancPort over the built-in REST API (`orthanc.RestApi*`, not the plugins')."""
+
+    def __init__(self, orthanc: Any) -> None:
+        self._orthanc = orthanc
+
+    def _call(self, function: Callable, *args: Any) -> Any:
+        try:
+            return function(*args)
+        except self._orthanc.OrthancException as error:
+            code = int(error.args[0]) if error.args else 1
+            message = str(error.args[1]) if len(error.args) > 1 else "Orthanc error"
+            raise NativeError(message, status_for_orthanc_error(code)) from None
+
+    def instances_of(self, level: str, resource_id: str) -> list[str]:
+        answer = json.loads(self._call(self._orthanc.RestApiGet, f"/{level}/{resource_id}/instances"))
+        return [instance["ID"] for instance in answer]
+
+    def read_file(self, instance_id: str) -> bytes:
+        return self._call(self._orthanc.RestApiGet, f"/instances/{instance_id}/file")
+
+    def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes:
+        return self._call(self._orthanc.RestApiPost, f"/instances/{instance_id}/anonymize", json.dumps(body))
+
+    def store(self, data: bytes) -> dict[str, Any]:
+        return json.loads(self._call(self._orthanc.RestApiPost, "/instances", data))
+
+    def delete(self, level: str, resource_id: str) -> None:
+        self._call(self._orthanc.RestApiDelete, f"/{level}/{resource_id}")
+
+
+def send_error(output: Any, status: int, message: str, method: str, uri: str) -> None:
+    """A JSON error like native's. orthanc-python 4.0 takes (status, str, size); later, bytes."""
+    body = json.dumps({"HttpError": _HTTP_ERRORS.get(status, "Error"), "HttpStatus": status,
+                       "Message": message, "Method": method, "Uri": uri}, indent=1)
+    try:
+        output.SendHttpStatus(status, body.encode("utf-8"))
+    except TypeError:
+        output.SendHttpStatus(status, body, len(body))
+
+
+class Plugin:
+    """The routes the plugin serves, wired to one Orthanc."""
+
+    def __init__(self, orthanc: Any) -> None:
+        self._orthanc = orthanc
+        self.config = parse_config(json.loads(orthanc.GetConfiguration()))
+        self.keys = KeyStore(self.config, orthanc.GetGlobalProperty, orthanc.SetGlobalProperty)
+        self.anonymizer = Anonymizer(RestPort(orthanc), self.keys)
+
+    def register(self) -> None:
+        self._orthanc.RegisterRestCallback("/tools/generate-uid", self._guarded(self.generate_uid))
+        self._orthanc.RegisterRestCallback("/(patients|studies|series|instances)/([^/]+)/anonymize",
+                                           self._guarded(self.anonymize))
+        self._orthanc.LogWarning(f"Consistent anonymization plugin ready: {self.config!r}")
+
+    def _guarded(self, handler: Callable) -> Callable:
+        """Every failure becomes a JSON answer; nothing escapes to crash or 500 blindly."""
+        def callback(output: Any, uri: str, **request: Any) -> None:
+            method = request.get("method", "")
+            try:
+                handler(output, uri, **request)
+            except PluginError as error:
+                if error.status >= 500:
+                    self._orthanc.LogError(f"{method} {uri}: {error.message}")
+                send_error(output, error.status, error.message, method, uri)
+            except Exception as error:  # a bug: log where, never what (values may identify)
+                self._orthanc.LogError(f"{method} {uri}: unexpected {type(error).__name__}\n"
+                                       + "".join(traceback.format_tb(error.__traceback__)))
+                send_error(output, 500, f"Internal error in the anonymization plugin "
+                                        f"({type(error).__name__})", method, uri)
+        return callback
+
+    def generate_uid(self, output: Any, uri: str, **request: Any) -> None:
+        if request["method"] != "GET":
+            output.SendMethodNotAllowed("GET")
+            return
+        args = request.get("get", {})
+        level = args.get("level")
+        if level not in UID_LEVELS:
+            raise BadRequest(f"Unknown or missing level {level!r}: use one of {', '.join(UID_LEVELS)}")
+        if "uid" in args or "patient-id" in args or "anonymized-patient-id" in args:
+            output.AnswerBuffer(self._pseudonym_for(level, args), "text/plain")
+        elif level in NATIVE_UID_LEVELS:
+            answer = RestPort(self._orthanc)._call(self._orthanc.RestApiGet, f"/tools/generate-uid?level={level}")
+            output.AnswerBuffer(answer, "text/plain")
+        else:
+            output.AnswerBuffer(fresh_uid(self.config.uid_root), "text/plain")
+
+    def _pseudonym_for(self, level: str, args: dict[str, str]) -> str:
+        """The pseudonym /anonymize gives a UID (or a PatientID), for scripts that build requests."""
+        if self.keys.fresh_per_call:
+            raise BadRequest("FreshPseudonymsPerCall is set: pseudonyms exist only inside one call")
+        pseudonyms = self.keys.pseudonymizer(args.get("project"))
+        if "anonymized-patient-id" in args:
+            patient_id = args["anonymized-patient-id"]
+        elif "patient-id" in args:
+            patient_id = pseudonyms.patient_id(args["patient-id"])
+        else:
+            raise BadRequest("Give patient-id (the source PatientID) or anonymized-patient-id: "
+                             "UID pseudonyms are scoped by the anonymized patient")
+        if "uid" not in args:
+            if level != "patient":
+                raise BadRequest("Give uid, the source UID whose pseudonym is wanted")
+            return patient_id
+        return pseudonyms.uid(patient_id, args["uid"])
+
+    def anonymize(self, output: Any, uri: str, **request: Any) -> None:
+        if request["method"] != "POST":
+            output.SendMethodNotAllowed("POST")
+            return
+        level, resource_id = request["groups"]
+        options = parse_request(request.get("body"))
+        if options.asynchronous:
+            raise BadRequest("Asynchronous anonymization is not supported by the consistent "
+                             "anonymization plugin yet: send the request synchronously")
+        if level == "instances":
+            output.AnswerBuffer(self.anonymizer.anonymize_instance(resource_id, options), "application/dicom")
+        else:
+            answer = self.anonymizer.anonymize_resource(level, resource_id, options)
+            output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+
+
+def register(orthanc: Any) -> Plugin:
+    """Register the plugin's routes in this Orthanc; call once, from the Python script Orthanc loads."""
+    plugin = Plugin(orthanc)
+    plugin.register()
+    return plugin

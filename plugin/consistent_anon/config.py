@@ -1,0 +1,74 @@
+"""The plugin's section of orthanc.json, with the defaults a cautious site wants."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .pseudonyms import UUID_ROOT, check_uid_root
+
+SECTION = "ConsistentAnonymization"
+MIN_KEY_LENGTH = 32
+
+
+class ConfigurationError(ValueError):
+    """A wrong setting: the plugin refuses to start rather than pseudonymize with a weak key."""
+
+
+def _read_key(where: str, settings: dict[str, Any]) -> bytes | None:
+    if "Key" in settings and "KeyFile" in settings:
+        raise ConfigurationError(f"{where}: set Key or KeyFile, not both")
+    if "Key" in settings:
+        key = settings["Key"]
+    elif "KeyFile" in settings:
+        try:
+            key = Path(settings["KeyFile"]).read_text().strip()
+        except OSError as error:
+            raise ConfigurationError(f"{where}: cannot read KeyFile ({error.strerror})") from None
+    else:
+        return None
+    if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH:
+        raise ConfigurationError(f"{where}: the key must be a string of at least {MIN_KEY_LENGTH} characters")
+    return key.encode("utf-8")
+
+
+@dataclass
+class PluginConfig:
+    key: bytes | None = None  # None: generated once and kept in Orthanc's database
+    project_keys: dict[str, bytes | None] = field(default_factory=dict)  # None: derived from `key`
+    default_project: str = "default"
+    uid_root: str = UUID_ROOT
+    fresh_pseudonyms_per_call: bool = False
+
+    def __repr__(self) -> str:  # never show a key
+        return (f"PluginConfig(projects={sorted(self.project_keys)}, default_project={self.default_project!r}, "
+                f"uid_root={self.uid_root!r}, fresh_pseudonyms_per_call={self.fresh_pseudonyms_per_call})")
+
+
+def parse_config(orthanc_configuration: dict[str, Any]) -> PluginConfig:
+    section = orthanc_configuration.get(SECTION, {})
+    if not isinstance(section, dict):
+        raise ConfigurationError(f"{SECTION} must be an object")
+    known = {"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall"}
+    unknown = set(section) - known
+    if unknown:
+        raise ConfigurationError(f"{SECTION}: unknown option(s) {sorted(unknown)}")
+    config = PluginConfig(key=_read_key(SECTION, section))
+    projects = section.get("Projects", {})
+    if not isinstance(projects, dict) or not all(isinstance(v, dict) for v in projects.values()):
+        raise ConfigurationError(f"{SECTION}.Projects must map project names to objects")
+    for name, settings in projects.items():
+        config.project_keys[name] = _read_key(f"{SECTION}.Projects.{name}", settings)
+    config.default_project = section.get("DefaultProject", "default")
+    if not isinstance(config.default_project, str) or not config.default_project:
+        raise ConfigurationError(f"{SECTION}.DefaultProject must be a non-empty string")
+    config.project_keys.setdefault(config.default_project, None)
+    try:
+        config.uid_root = check_uid_root(str(section.get("UidRoot", UUID_ROOT)))
+    except ValueError as error:
+        raise ConfigurationError(f"{SECTION}: {error}") from None
+    fresh = section.get("FreshPseudonymsPerCall", False)
+    if not isinstance(fresh, bool):
+        raise ConfigurationError(f"{SECTION}.FreshPseudonymsPerCall must be true or false")
+    config.fresh_pseudonyms_per_call = fresh
+    return config

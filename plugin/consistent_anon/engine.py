@@ -1,0 +1,118 @@
+"""The anonymization loop: native de-identifies each instance, the plugin decides identities,
+checks the output, then stores it. Talks to Orthanc only through an `OrthancPort`."""
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from .errors import NotFound, VerificationFailed
+from .identities import NativeMarkers, plan_instance
+from .keys import KeyStore
+from .options import DEIDENTIFICATION_METHOD, PATIENT_IDENTITY_REMOVED, AnonymizeRequest
+from .pseudonyms import Pseudonymizer
+from .scanning import read_header
+from .uid_attributes import UID_TAGS
+from .verification import check_output
+
+LEVEL_TYPES = {"patients": "Patient", "studies": "Study", "series": "Series", "instances": "Instance"}
+_PARENT_FIELD = {"patients": "ParentPatient", "studies": "ParentStudy", "series": "ParentSeries",
+                 "instances": "ID"}
+
+
+class OrthancPort(Protocol):
+    """The few built-in REST calls the engine needs; errors raise PluginError with native's status."""
+
+    def instances_of(self, level: str, resource_id: str) -> list[str]: ...
+    def read_file(self, instance_id: str) -> bytes: ...
+    def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes: ...
+    def store(self, data: bytes) -> dict[str, Any]: ...
+    def delete(self, level: str, resource_id: str) -> None: ...
+
+
+class Anonymizer:
+    def __init__(self, port: OrthancPort, keys: KeyStore, uid_tags: frozenset[int] = UID_TAGS) -> None:
+        self._port = port
+        self._keys = keys
+        self._uid_tags = uid_tags
+        self._markers: dict[str, NativeMarkers] = {}
+
+    def native_markers(self, instance_id: str, request: AnonymizeRequest) -> NativeMarkers:
+        """What native writes in the de-identification markers for these options.
+
+        Learnt by anonymizing one instance natively with the caller's exact options (stored
+        nowhere), once per set of options: native's answer also validates the options exactly
+        as native would, before the plugin changes anything.
+        """
+        fingerprint = json.dumps(request.native_body, sort_keys=True)
+        if fingerprint not in self._markers:
+            header = read_header(self._port.anonymize_instance(instance_id, request.native_body))
+            if len(self._markers) > 256:
+                self._markers.clear()
+
+            def value(tag: int) -> str | None:
+                return str(header[tag].value) if tag in header else None
+            self._markers[fingerprint] = NativeMarkers(value(DEIDENTIFICATION_METHOD),
+                                                       value(PATIENT_IDENTITY_REMOVED))
+        return self._markers[fingerprint]
+
+    def _anonymized_file(self, instance_id: str, request: AnonymizeRequest,
+                         pseudonyms: Pseudonymizer, markers: NativeMarkers) -> bytes:
+        header = read_header(self._port.read_file(instance_id))
+        plan = plan_instance(header, request, pseudonyms, markers, self._uid_tags)
+        output = self._port.anonymize_instance(instance_id, plan.native_body)
+        problems = check_output(output, plan, self._uid_tags)
+        if problems:
+            raise VerificationFailed("The anonymized instance failed the plugin's check, nothing was "
+                                     "stored: " + "; ".join(problems[:10]))
+        return output
+
+    def anonymize_instance(self, instance_id: str, request: AnonymizeRequest) -> bytes:
+        """/instances/{id}/anonymize: the checked file, stored nowhere (as native)."""
+        pseudonyms = self._keys.pseudonymizer(request.project)
+        markers = self.native_markers(instance_id, request)
+        return self._anonymized_file(instance_id, request, pseudonyms, markers)
+
+    def anonymize_resource(self, level: str, resource_id: str, request: AnonymizeRequest) -> dict[str, Any]:
+        """/{patients,studies,series}/{id}/anonymize: store every checked instance, answer as native.
+
+        If any instance fails, the instances this call added are deleted again and the source is
+        untouched: nothing partial stays behind as if it were complete.
+        """
+        instance_ids = self._port.instances_of(level, resource_id)
+        if not instance_ids:
+            raise NotFound(f"{LEVEL_TYPES[level]} {resource_id} has no instance")
+        pseudonyms = self._keys.pseudonymizer(request.project)
+        markers = self.native_markers(instance_ids[0], request)
+        added: list[str] = []
+        parents: set[str] = set()
+        patients: set[str] = set()
+        try:
+            for instance_id in instance_ids:
+                stored = self._port.store(self._anonymized_file(instance_id, request, pseudonyms, markers))
+                if stored.get("Status") == "Success":
+                    added.append(stored["ID"])
+                parents.add(stored[_PARENT_FIELD[level]])
+                patients.add(stored["ParentPatient"])
+            if len(parents) != 1 or len(patients) != 1:
+                raise VerificationFailed(f"The anonymized {LEVEL_TYPES[level].lower()} would be split into "
+                                         f"{len(parents)} resources; nothing was stored")
+        except BaseException:
+            for instance_id in added:
+                try:
+                    self._port.delete("instances", instance_id)
+                except Exception:
+                    pass  # the original error is the one to report
+            raise
+        if not request.keep_source:
+            self._port.delete(level, resource_id)
+        parent = parents.pop()
+        return {
+            "Description": "REST API",
+            "FailedInstancesCount": 0,
+            "ID": parent,
+            "InstancesCount": len(instance_ids),
+            "IsAnonymization": True,
+            "Path": f"/{level}/{parent}",
+            "PatientID": patients.pop(),
+            "Type": LEVEL_TYPES[level],
+        }

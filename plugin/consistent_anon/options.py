@@ -1,0 +1,130 @@
+"""The body of an /anonymize request, parsed and checked the way native Orthanc checks it."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.datadict import tag_for_keyword
+
+from .errors import BadRequest
+
+PATIENT_ID = 0x00100020
+PATIENT_NAME = 0x00100010
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+SOP_INSTANCE_UID = 0x00080018
+PATIENT_IDENTITY_REMOVED = 0x00120062
+DEIDENTIFICATION_METHOD = 0x00120063
+
+_BOOLEANS = ("Force", "KeepPrivateTags", "KeepSource", "Asynchronous", "Synchronous", "Permissive")
+_STRINGS = ("DicomVersion", "PrivateCreator", "Transcode", "Project")
+_HEX_TAG = re.compile(r"^\(?([0-9a-fA-F]{4})[,|-]?([0-9a-fA-F]{4})\)?$")
+#: Body members that concern the whole call, not how one instance is de-identified.
+CALL_MEMBERS = ("Asynchronous", "Synchronous", "KeepSource", "Priority", "Project", "Resources", "Level")
+
+
+def parse_tag(name: str) -> int | None:
+    """A top-level tag from a keyword or `gggg,eeee`; None for a nested path or an unknown name."""
+    name = name.strip()
+    match = _HEX_TAG.match(name)
+    if match:
+        return int(match.group(1) + match.group(2), 16)
+    if "." in name or "[" in name:
+        return None
+    return tag_for_keyword(name)
+
+
+@dataclass
+class AnonymizeRequest:
+    """What the caller asked for; `native_body` is what native Orthanc would have received."""
+
+    native_body: dict[str, Any]
+    keep: list[str] = field(default_factory=list)
+    replace: dict[str, Any] = field(default_factory=dict)
+    remove: list[str] = field(default_factory=list)
+    force: bool = False
+    keep_source: bool = True
+    asynchronous: bool = False
+    priority: int = 0
+    project: str | None = None
+
+    @property
+    def kept_tags(self) -> set[int]:
+        return {tag for tag in map(parse_tag, self.keep) if tag is not None}
+
+    @property
+    def replaced_tags(self) -> dict[int, Any]:
+        return {tag: value for key, value in self.replace.items()
+                if (tag := parse_tag(key)) is not None}
+
+    @property
+    def removed_tags(self) -> set[int]:
+        return {tag for tag in map(parse_tag, self.remove) if tag is not None}
+
+    def mentions(self, tag: int) -> bool:
+        """Whether the caller decided this top-level tag's fate himself."""
+        return tag in self.kept_tags or tag in self.replaced_tags or tag in self.removed_tags
+
+
+def _member_error(name: str, kind: str) -> BadRequest:
+    return BadRequest(f'Member "{name}" should be {kind}')
+
+
+_IDENTIFIERS = {PATIENT_ID: "PatientID", STUDY_INSTANCE_UID: "StudyInstanceUID",
+                SERIES_INSTANCE_UID: "SeriesInstanceUID", SOP_INSTANCE_UID: "SOPInstanceUID"}
+
+
+def _refuse_identifiers_without_force(document: dict[str, Any]) -> None:
+    """Native refuses to keep, replace or remove the four identifiers without "Force"."""
+    for member, verb in (("Keep", "kept"), ("Replace", "replaced"), ("Remove", "removed")):
+        for name in document.get(member, ()):
+            tag = parse_tag(name)
+            if tag in _IDENTIFIERS:
+                raise BadRequest(f'Marking tag "{_IDENTIFIERS[tag]}" as to be {verb} requires '
+                                 f'the "Force" option to be set to true')
+
+
+def parse_request(body: bytes | str | None) -> AnonymizeRequest:
+    """Parse the request body; 400 for what native refuses with 400 (malformed JSON, wrong types)."""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("The body of the request is not valid UTF-8") from None
+    try:
+        document = json.loads(body or "")
+    except ValueError:
+        raise BadRequest("The body of the request must be a JSON object (it is not valid JSON)") from None
+    if not isinstance(document, dict):
+        raise BadRequest("The body of the request must be a JSON object")
+    for name in _BOOLEANS:
+        if name in document and not isinstance(document[name], bool):
+            raise _member_error(name, "a Boolean value")
+    for name in _STRINGS:
+        if name in document and not isinstance(document[name], str):
+            raise _member_error(name, "a string")
+    for name in ("Keep", "Remove"):
+        if name in document and (not isinstance(document[name], list)
+                                 or not all(isinstance(v, str) for v in document[name])):
+            raise _member_error(name, "an array of strings")
+    if "Replace" in document and not isinstance(document["Replace"], dict):
+        raise _member_error("Replace", "an object")
+    if "Priority" in document and (isinstance(document["Priority"], bool)
+                                   or not isinstance(document["Priority"], int)):
+        raise _member_error("Priority", "an integer value")
+    if not document.get("Force", False):
+        _refuse_identifiers_without_force(document)
+    asynchronous = document.get("Asynchronous", False) or document.get("Synchronous", True) is False
+    return AnonymizeRequest(
+        native_body={k: v for k, v in document.items() if k not in CALL_MEMBERS},
+        keep=list(document.get("Keep", [])),
+        replace=dict(document.get("Replace", {})),
+        remove=list(document.get("Remove", [])),
+        force=document.get("Force", False),
+        keep_source=document.get("KeepSource", True),
+        asynchronous=asynchronous,
+        priority=document.get("Priority", 0),
+        project=document.get("Project"),
+    )

@@ -1,0 +1,82 @@
+"""Keyed pseudonyms: the same original under the same key and scope always gives the same value.
+
+A pseudonym is HMAC-SHA256(key, kind | scope | original). Without the key nobody can tell which
+original a pseudonym stands for, nor confirm a guess (unlike unkeyed MD5/SHA schemes), and every
+Orthanc that shares the key agrees without any shared state.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import uuid
+
+UUID_ROOT = "2.25"
+MAX_UID_LENGTH = 64
+MIN_UID_DIGITS = 30  # below this a configured root leaves too little room for collision resistance
+
+
+def _digest(key: bytes, kind: str, *parts: str) -> bytes:
+    message = "\x00".join((kind,) + parts).encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def _as_uuid(digest: bytes) -> uuid.UUID:
+    """128 bits of the digest shaped as an RFC 9562 version 8 (custom) UUID."""
+    value = int.from_bytes(digest[:16], "big")
+    value &= ~(0xF << 76)
+    value |= 0x8 << 76
+    value &= ~(0x3 << 62)
+    value |= 0x2 << 62
+    return uuid.UUID(int=value)
+
+
+def check_uid_root(root: str) -> str:
+    """A root under which pseudonyms are written: dotted decimal, room left for 30 digits."""
+    components = root.split(".")
+    if not root or not all(c.isdigit() and (c == "0" or not c.startswith("0")) for c in components):
+        raise ValueError(f"UidRoot {root!r} is not a dotted decimal UID root")
+    if MAX_UID_LENGTH - len(root) - 1 < MIN_UID_DIGITS:
+        raise ValueError(f"UidRoot {root!r} is too long: at most {MAX_UID_LENGTH - MIN_UID_DIGITS - 1} characters")
+    return root
+
+
+def uid_from_digest(digest: bytes, root: str = UUID_ROOT) -> str:
+    """`2.25.<decimal of a UUID>` (PS3.5 B.2), or `<root>.<decimal>` fitting in 64 characters."""
+    if root == UUID_ROOT:
+        return f"{UUID_ROOT}.{_as_uuid(digest).int}"
+    digits = min(39, MAX_UID_LENGTH - len(root) - 1)
+    return f"{root}.{int.from_bytes(digest, 'big') % 10 ** digits}"
+
+
+def fresh_uid(root: str = UUID_ROOT) -> str:
+    """A new random UID under the root, for requests that want no pseudonym."""
+    return uid_from_digest(os.urandom(32), root)
+
+
+class Pseudonymizer:
+    """Pseudonyms under one key (one project)."""
+
+    def __init__(self, key: bytes, uid_root: str = UUID_ROOT) -> None:
+        self._key = key
+        self.uid_root = uid_root
+
+    def patient_id(self, original_patient_id: str) -> str:
+        """The anonymized PatientID, shaped like the UUIDs native Orthanc writes there."""
+        return str(_as_uuid(_digest(self._key, "patient-id", original_patient_id)))
+
+    def patient_name(self, anonymized_patient_id: str) -> str:
+        """The anonymized PatientName, following the resulting PatientID as native's does."""
+        return "Anonymized-" + _digest(self._key, "patient-name", anonymized_patient_id)[:5].hex().upper()
+
+    def uid(self, scope: str, original_uid: str) -> str:
+        """The pseudonym of a UID within a scope (the resulting PatientID)."""
+        return uid_from_digest(_digest(self._key, "uid", scope, original_uid), self.uid_root)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"Pseudonymizer(uid_root={self.uid_root!r})"
+
+
+def project_key(master_key: bytes, project: str) -> bytes:
+    """An independent key for a project, derived from the master key."""
+    return _digest(master_key, "project", project)

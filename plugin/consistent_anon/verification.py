@@ -1,0 +1,34 @@
+"""The fail-closed check of one anonymized file against its plan, before anything is stored."""
+from __future__ import annotations
+
+from .identities import InstancePlan
+from .scanning import (MEDIA_STORAGE_SOP_INSTANCE_UID, SOP_INSTANCE_UID, describe, find_uids,
+                       read_header, uid_elements)
+
+
+def check_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) -> list[str]:
+    """Problems found in the anonymized file; empty when it may be stored.
+
+    Messages name tag paths only, never a value: they reach the client and the log.
+    """
+    try:
+        ds = read_header(data)
+    except Exception as error:  # pydicom raises many types on a damaged file
+        return [f"the anonymized file cannot be read ({type(error).__name__})"]
+    problems = []
+    for element in uid_elements(ds, uid_tags):
+        expected = plan.expected_uids.get(element.path)
+        if expected is None:
+            problems.append(f"{describe(element.path)} carries a UID the plugin did not assign")
+        elif element.values != expected:
+            problems.append(f"{describe(element.path)} does not carry its pseudonym")
+    for element, _ in find_uids(ds, plan.source_uids):
+        problems.append(f"a source UID remains in {describe(element.path)}")
+    if str(ds.get("PatientID", "")) != plan.patient_id:
+        problems.append("PatientID is not the one the plugin assigned")
+    meta = getattr(ds, "file_meta", None)
+    sop_instance_uid = str(ds[SOP_INSTANCE_UID].value) if SOP_INSTANCE_UID in ds else ""
+    if meta is not None and MEDIA_STORAGE_SOP_INSTANCE_UID in meta and \
+            str(meta[MEDIA_STORAGE_SOP_INSTANCE_UID].value) != sop_instance_uid:
+        problems.append("MediaStorageSOPInstanceUID differs from SOPInstanceUID")
+    return sorted(set(problems))

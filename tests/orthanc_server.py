@@ -1,0 +1,163 @@
+"""Start a real Orthanc (Debian bookworm's on the host, or trixie's in a chroot) for the tests.
+
+ORTHANC_RUNTIME selects the Orthanc: "host" (default: the Orthanc installed on this machine) or
+"chroot" with ORTHANC_CHROOT naming a root made by scripts/trixie-chroot.sh. Each server gets
+free loopback ports and its own temporary folder; in a chroot that folder lives inside the root
+and the plugin is copied there, so the chroot sees the same code as the host.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN_DIR = REPO / "plugin"
+PYTHON_PLUGIN_LIB = "/usr/share/orthanc/plugins/libOrthancPython.so"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Runtime:
+    """Where Orthanc runs: the host's root, or a chroot whose paths are seen from inside."""
+
+    def __init__(self) -> None:
+        self.kind = os.environ.get("ORTHANC_RUNTIME", "host")
+        self.root = Path(os.environ["ORTHANC_CHROOT"]) if self.kind == "chroot" else None
+        if self.root is not None and not (self.root / "proc" / "self").exists():
+            subprocess.run(["mount", "-t", "proc", "proc", str(self.root / "proc")], check=True)
+
+    def workdir(self) -> Path:
+        base = (self.root / "tmp") if self.root else None
+        return Path(tempfile.mkdtemp(prefix="orthanc-test-", dir=base))
+
+    def inside(self, path: Path) -> str:
+        """The path as Orthanc sees it."""
+        if self.root is None:
+            return str(path)
+        return "/" + str(path.relative_to(self.root))
+
+    def command(self, config: Path) -> list[str]:
+        if self.root is None:
+            return ["Orthanc", "--verbose", str(config)]
+        return ["chroot", str(self.root), "Orthanc", "--verbose", self.inside(config)]
+
+
+RUNTIME = Runtime()
+
+
+class OrthancServer:
+    """One Orthanc process with the plugin (or without it, `plugin=False`, for native baselines)."""
+
+    def __init__(self, plugin: bool = True, config: dict | None = None,
+                 workdir: Path | None = None, lua: list[Path] | None = None) -> None:
+        self.workdir = workdir or RUNTIME.workdir()
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.log_path = self.workdir / "orthanc.log"
+        self.process: subprocess.Popen | None = None
+        self.auth: tuple[str, str] | None = None
+        settings = {
+            "Name": "consistent-anon-test",
+            "StorageDirectory": RUNTIME.inside(self.workdir / "storage"),
+            "IndexDirectory": RUNTIME.inside(self.workdir / "storage"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomServerEnabled": True,
+            "StableAge": 1,
+            "Plugins": [],
+        }
+        if plugin:
+            plugin_copy = self.workdir / "plugin"
+            if not plugin_copy.exists():
+                shutil.copytree(PLUGIN_DIR, plugin_copy, ignore=shutil.ignore_patterns("__pycache__"))
+            settings["Plugins"] = [PYTHON_PLUGIN_LIB]
+            settings["PythonScript"] = RUNTIME.inside(plugin_copy / "consistent_anonymization.py")
+            settings["PythonVerbose"] = False
+        if lua:
+            copies = []
+            for script in lua:
+                target = self.workdir / script.name
+                shutil.copy(script, target)
+                copies.append(RUNTIME.inside(target))
+            settings["LuaScripts"] = copies
+        settings.update(config or {})
+        self.settings = settings
+        self.config_path = self.workdir / "orthanc.json"
+        self.config_path.write_text(json.dumps(settings, indent=1))
+
+    def start(self, timeout: float = 60) -> "OrthancServer":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(RUNTIME.command(self.config_path), stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            try:
+                if requests.get(self.url + "/system", auth=self.auth, timeout=2).status_code in (200, 401):
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"Orthanc did not answer in {timeout}s:\n{self.log()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # --- REST helpers -------------------------------------------------------------------
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, auth=self.auth, timeout=300, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(self.url + path, auth=self.auth, timeout=600, **kwargs)
+
+    def delete(self, path: str) -> requests.Response:
+        return requests.delete(self.url + path, auth=self.auth, timeout=300)
+
+    def json(self, path: str):
+        answer = self.get(path)
+        answer.raise_for_status()
+        return answer.json()
+
+    def upload(self, data: bytes) -> dict:
+        answer = self.post("/instances", data=data)
+        answer.raise_for_status()
+        return answer.json()
