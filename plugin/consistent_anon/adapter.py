@@ -6,6 +6,7 @@ Python tested without a server, and this layer is tested against a real Orthanc.
 from __future__ import annotations
 
 import json
+import re
 import traceback
 from typing import Any, Callable
 
@@ -31,6 +32,7 @@ class RestPort:
 
     def __init__(self, orthanc: Any) -> None:
         self._orthanc = orthanc
+        self._version: tuple[int, ...] | None = None
 
     def _call(self, function: Callable, *args: Any) -> Any:
         try:
@@ -40,9 +42,16 @@ class RestPort:
             message = str(error.args[1]) if len(error.args) > 1 else "Orthanc error"
             raise NativeError(message, status_for_orthanc_error(code)) from None
 
-    def instances_of(self, level: str, resource_id: str) -> list[str]:
+    def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]:
         answer = json.loads(self._call(self._orthanc.RestApiGet, f"/{level}/{resource_id}/instances"))
-        return [instance["ID"] for instance in answer]
+        return [{"ID": instance["ID"], "ParentSeries": instance["ParentSeries"]} for instance in answer]
+
+    def parent_of(self, level: str, resource_id: str) -> str:
+        field = {"instances": "ParentSeries", "series": "ParentStudy", "studies": "ParentPatient"}[level]
+        return json.loads(self._call(self._orthanc.RestApiGet, f"/{level}/{resource_id}"))[field]
+
+    def set_metadata(self, level: str, resource_id: str, name: str, value: str) -> None:
+        self._call(self._orthanc.RestApiPut, f"/{level}/{resource_id}/metadata/{name}", value)
 
     def read_file(self, instance_id: str) -> bytes:
         return self._call(self._orthanc.RestApiGet, f"/instances/{instance_id}/file")
@@ -55,6 +64,12 @@ class RestPort:
 
     def delete(self, level: str, resource_id: str) -> None:
         self._call(self._orthanc.RestApiDelete, f"/{level}/{resource_id}")
+
+    def version(self) -> tuple[int, ...]:
+        if self._version is None:
+            text = json.loads(self._call(self._orthanc.RestApiGet, "/system"))["Version"]
+            self._version = tuple(int(p) for p in re.findall(r"\d+", text)[:3]) or (0,)
+        return self._version
 
 
 def send_error(output: Any, status: int, message: str, method: str, uri: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from .errors import NotFound, VerificationFailed
+from .errors import NotFound, PluginError, VerificationFailed
 from .identities import NativeMarkers, plan_instance
 from .keys import KeyStore
 from .options import DEIDENTIFICATION_METHOD, PATIENT_IDENTITY_REMOVED, AnonymizeRequest
@@ -22,11 +22,20 @@ _PARENT_FIELD = {"patients": "ParentPatient", "studies": "ParentStudy", "series"
 class OrthancPort(Protocol):
     """The few built-in REST calls the engine needs; errors raise PluginError with native's status."""
 
-    def instances_of(self, level: str, resource_id: str) -> list[str]: ...
+    def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]: ...
+    def parent_of(self, level: str, resource_id: str) -> str: ...
+    def set_metadata(self, level: str, resource_id: str, name: str, value: str) -> None: ...
     def read_file(self, instance_id: str) -> bytes: ...
     def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes: ...
     def store(self, data: bytes) -> dict[str, Any]: ...
     def delete(self, level: str, resource_id: str) -> None: ...
+    def version(self) -> tuple[int, ...]: ...
+
+
+#: From this Orthanc version on, native answers also list the source in "ParentResources".
+PARENT_RESOURCES_SINCE = (1, 12, 0)
+#: Levels at which native records "AnonymizedFrom", child first.
+_ORIGIN_LEVELS = ("instances", "series", "studies", "patients")
 
 
 class Anonymizer:
@@ -35,6 +44,7 @@ class Anonymizer:
         self._keys = keys
         self._uid_tags = uid_tags
         self._markers: dict[str, NativeMarkers] = {}
+        self._origin_writable: bool | None = None  # None: not tried yet on this Orthanc
 
     def native_markers(self, instance_id: str, request: AnonymizeRequest) -> NativeMarkers:
         """What native writes in the de-identification markers for these options.
@@ -66,6 +76,107 @@ class Anonymizer:
                                      "stored: " + "; ".join(problems[:10]))
         return output
 
+    def _record_origin(self, stored: dict[str, str], source: dict[str, str], cache: dict[str, str]) -> None:
+        """Write "AnonymizedFrom" at every level, as native does, where this Orthanc lets a plugin
+        write it (1.12 does; 1.10 refuses, and the result then carries no such link)."""
+        if self._origin_writable is False:
+            return
+        series = source["ParentSeries"]
+        if series not in cache:
+            cache[series] = self._port.parent_of("series", series)
+        study = cache[series]
+        if study not in cache:
+            cache[study] = self._port.parent_of("studies", study)
+        origins = (source["ID"], series, study, cache[study])
+        targets = (stored["ID"], stored["ParentSeries"], stored["ParentStudy"], stored["ParentPatient"])
+        for level, target, origin in zip(_ORIGIN_LEVELS, targets, origins):
+            if cache.get("written:" + target) == origin:
+                continue
+            try:
+                self._port.set_metadata(level, target, "AnonymizedFrom", origin)
+            except PluginError:
+                if self._origin_writable is None:  # this Orthanc refuses: stop trying
+                    self._origin_writable = False
+                    return
+                raise
+            self._origin_writable = True
+            cache["written:" + target] = origin
+
+    def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes: ...
+    def store(self, data: bytes) -> dict[str, Any]: ...
+    def delete(self, level: str, resource_id: str) -> None: ...
+    def version(self) -> tuple[int, ...]: ...
+
+
+#: From this Orthanc version on, native answers also list the source in "ParentResources".
+PARENT_RESOURCES_SINCE = (1, 12, 0)
+#: Levels at which native records "AnonymizedFrom", child first.
+_ORIGIN_LEVELS = ("instances", "series", "studies", "patients")
+
+
+class Anonymizer:
+    def __init__(self, port: OrthancPort, keys: KeyStore, uid_tags: frozenset[int] = UID_TAGS) -> None:
+        self._port = port
+        self._keys = keys
+        self._uid_tags = uid_tags
+        self._markers: dict[str, NativeMarkers] = {}
+        self._origin_writable: bool | None = None  # None: not tried yet on this Orthanc
+
+    def native_markers(self, instance_id: str, request: AnonymizeRequest) -> NativeMarkers:
+        """What native writes in the de-identification markers for these options.
+
+        Learnt by anonymizing one instance natively with the caller's exact options (stored
+        nowhere), once per set of options: native's answer also validates the options exactly
+        as native would, before the plugin changes anything.
+        """
+        fingerprint = json.dumps(request.native_body, sort_keys=True)
+        if fingerprint not in self._markers:
+            header = read_header(self._port.anonymize_instance(instance_id, request.native_body))
+            if len(self._markers) > 256:
+                self._markers.clear()
+
+            def value(tag: int) -> str | None:
+                return str(header[tag].value) if tag in header else None
+            self._markers[fingerprint] = NativeMarkers(value(DEIDENTIFICATION_METHOD),
+                                                       value(PATIENT_IDENTITY_REMOVED))
+        return self._markers[fingerprint]
+
+    def _anonymized_file(self, instance_id: str, request: AnonymizeRequest,
+                         pseudonyms: Pseudonymizer, markers: NativeMarkers) -> bytes:
+        header = read_header(self._port.read_file(instance_id))
+        plan = plan_instance(header, request, pseudonyms, markers, self._uid_tags)
+        output = self._port.anonymize_instance(instance_id, plan.native_body)
+        problems = check_output(output, plan, self._uid_tags)
+        if problems:
+            raise VerificationFailed("The anonymized instance failed the plugin's check, nothing was "
+                                     "stored: " + "; ".join(problems[:10]))
+        return output
+
+    def _record_origin(self, stored: dict[str, str], source: dict[str, str], done: dict[str, str]) -> None:
+        """Write "AnonymizedFrom" at every level, as native does, where this Orthanc lets a plugin
+        write it (1.12 does; 1.10 refuses, and the result then carries no such link)."""
+        if self._origin_writable is False:
+            return
+        targets = [stored["ID"], stored["ParentSeries"], stored["ParentStudy"], stored["ParentPatient"]]
+        origin = source["ID"]
+        for level, target in zip(_ORIGIN_LEVELS, targets):
+            if level != "instances":
+                key = f"{level}/{origin}"
+                if key not in done:
+                    done[key] = self._port.parent_of(_ORIGIN_LEVELS[_ORIGIN_LEVELS.index(level) - 1], origin)
+                origin = done[key]
+            if done.get(f"written/{target}") == origin:
+                continue
+            try:
+                self._port.set_metadata(level, target, "AnonymizedFrom", origin)
+            except PluginError:
+                if self._origin_writable is None:
+                    self._origin_writable = False
+                    return
+                raise
+            self._origin_writable = True
+            done[f"written/{target}"] = origin
+
     def anonymize_instance(self, instance_id: str, request: AnonymizeRequest) -> bytes:
         """/instances/{id}/anonymize: the checked file, stored nowhere (as native)."""
         pseudonyms = self._keys.pseudonymizer(request.project)
@@ -78,7 +189,8 @@ class Anonymizer:
         If any instance fails, the instances this call added are deleted again and the source is
         untouched: nothing partial stays behind as if it were complete.
         """
-        instance_ids = self._port.instances_of(level, resource_id)
+        sources = self._port.instances_of(level, resource_id)
+        instance_ids = [source["ID"] for source in sources]
         if not instance_ids:
             raise NotFound(f"{LEVEL_TYPES[level]} {resource_id} has no instance")
         pseudonyms = self._keys.pseudonymizer(request.project)
@@ -87,10 +199,12 @@ class Anonymizer:
         parents: set[str] = set()
         patients: set[str] = set()
         try:
-            for instance_id in instance_ids:
-                stored = self._port.store(self._anonymized_file(instance_id, request, pseudonyms, markers))
+            lookups: dict[str, str] = {}
+            for source in sources:
+                stored = self._port.store(self._anonymized_file(source["ID"], request, pseudonyms, markers))
                 if stored.get("Status") == "Success":
                     added.append(stored["ID"])
+                self._record_origin(stored, source, lookups)
                 parents.add(stored[_PARENT_FIELD[level]])
                 patients.add(stored["ParentPatient"])
             if len(parents) != 1 or len(patients) != 1:
@@ -106,7 +220,7 @@ class Anonymizer:
         if not request.keep_source:
             self._port.delete(level, resource_id)
         parent = parents.pop()
-        return {
+        answer = {
             "Description": "REST API",
             "FailedInstancesCount": 0,
             "ID": parent,
@@ -116,3 +230,6 @@ class Anonymizer:
             "PatientID": patients.pop(),
             "Type": LEVEL_TYPES[level],
         }
+        if self._port.version() >= PARENT_RESOURCES_SINCE:
+            answer["ParentResources"] = [resource_id]
+        return answer

@@ -98,6 +98,11 @@ def plan_instance(header: Dataset, request: AnonymizeRequest, pseudonyms: Pseudo
             continue
         if value is None:
             remove.append(orthanc_path(((), tag)))
+        elif tag == DEIDENTIFICATION_METHOD:
+            # Native drops a Replace of DeidentificationMethod equal to its own profile string
+            # whenever the request has any Replace. A trailing space, which DICOM defines as
+            # padding of a LO value, keeps the value exactly as native writes it when read.
+            replace[orthanc_path(((), tag))] = value + " "
         else:
             replace[orthanc_path(((), tag))] = value
 

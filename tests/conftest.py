@@ -1,0 +1,68 @@
+"""Fixtures: real Orthanc servers (with and without the plugin) and synthetic studies."""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from dicom_factory import Patient, TwoFrameStudy, to_bytes, two_frame_study  # noqa: E402
+from orthanc_server import RUNTIME, OrthancServer  # noqa: E402
+
+TEST_KEY = "test-key-0123456789abcdef0123456789abcdef"
+
+
+def pytest_report_header(config):
+    where = os.environ.get("ORTHANC_CHROOT", "this machine")
+    return f"Orthanc runtime: {RUNTIME.kind} ({where})"
+
+
+@pytest.fixture(scope="session")
+def orthanc():
+    """The Orthanc with the plugin, its key generated and kept in its database."""
+    server = OrthancServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def native():
+    """A plain Orthanc, to compare with what native anonymization does."""
+    server = OrthancServer(plugin=False).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def server_factory():
+    """Start extra servers for a test; all are stopped and removed after it."""
+    started: list[OrthancServer] = []
+
+    def make(**kwargs) -> OrthancServer:
+        server = OrthancServer(**kwargs)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.cleanup()
+
+
+def new_patient() -> Patient:
+    """A synthetic patient no other test uses."""
+    suffix = uuid.uuid4().hex[:10].upper()
+    return Patient(patient_id=f"PID-{suffix}", name=f"Doe^Jane^{suffix}")
+
+
+@pytest.fixture
+def study() -> TwoFrameStudy:
+    return two_frame_study(per_series=3, patient=new_patient())
+
+
+def upload(server: OrthancServer, study: TwoFrameStudy) -> dict[str, dict]:
+    """Store every instance of the study; map each SOPInstanceUID to Orthanc's answer."""
+    return {ds.SOPInstanceUID: server.upload(to_bytes(ds)) for ds in study.instances}
