@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "plugin"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 
 from dicom_factory import Patient, TwoFrameStudy, to_bytes, two_frame_study  # noqa: E402
 from orthanc_server import RUNTIME, OrthancServer  # noqa: E402
@@ -42,10 +44,10 @@ def server_factory():
     """Start extra servers for a test; all are stopped and removed after it."""
     started: list[OrthancServer] = []
 
-    def make(**kwargs) -> OrthancServer:
+    def make(start: bool = True, **kwargs) -> OrthancServer:
         server = OrthancServer(**kwargs)
         started.append(server)
-        return server.start()
+        return server.start() if start else server
 
     yield make
     for server in started:

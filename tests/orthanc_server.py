@@ -96,10 +96,14 @@ class OrthancServer:
                 shutil.copy(script, target)
                 copies.append(RUNTIME.inside(target))
             settings["LuaScripts"] = copies
-        settings.update(config or {})
         self.settings = settings
         self.config_path = self.workdir / "orthanc.json"
-        self.config_path.write_text(json.dumps(settings, indent=1))
+        self.configure(config or {})
+
+    def configure(self, changes: dict) -> None:
+        """Change settings; they apply at the next start."""
+        self.settings.update(changes)
+        self.config_path.write_text(json.dumps(self.settings, indent=1))
 
     def start(self, timeout: float = 60) -> "OrthancServer":
         log = open(self.log_path, "ab")

@@ -1,0 +1,96 @@
+"""Bad input gets native's status (or a clearer message), a JSON body, and loses nothing."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import upload
+
+UID = re.compile(r"^[0-9]+(\.(0|[1-9][0-9]*))+$")
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+BAD_BODIES = [
+    ("malformed JSON", b"{bad"),
+    ("empty body", b""),
+    ("not an object", b"[1]"),
+    ("flag of the wrong type", b'{"Force": "yes"}'),
+    ("Keep not a list", b'{"Keep": "PatientName"}'),
+    ("Replace not an object", b'{"Replace": ["PatientName"]}'),
+    ("identifier replaced without Force", b'{"Replace": {"StudyInstanceUID": "1.2.3"}}'),
+    ("identifier removed without Force", b'{"Remove": ["SeriesInstanceUID"]}'),
+    ("identifier kept without Force", b'{"Keep": ["SOPInstanceUID"]}'),
+    ("unknown tag", b'{"Keep": ["NoSuchAttributeAnywhere"]}'),
+]
+
+
+@pytest.mark.parametrize("level", ["instances", "series"])
+@pytest.mark.parametrize("name,body", BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+def test_bad_bodies_get_natives_status_and_change_nothing(orthanc, native, study, level, name, body):
+    uploaded = upload(orthanc, study)
+    upload(native, study)
+    source = next(iter(uploaded.values()))
+    resource = source["ID"] if level == "instances" else source["ParentSeries"]
+    before = orthanc.json("/instances")
+    ours = orthanc.post(f"/{level}/{resource}/anonymize", data=body)
+    theirs = native.post(f"/{level}/{resource}/anonymize", data=body)
+    assert ours.status_code == theirs.status_code, ours.text
+    assert ours.status_code in (400, 500)
+    assert ours.json()["HttpStatus"] == ours.status_code
+    if "Force" in name:
+        assert 'requires the "Force" option' in ours.json()["Message"]
+    assert sorted(orthanc.json("/instances")) == sorted(before)
+
+
+@pytest.mark.parametrize("level", ["patients", "studies", "series", "instances"])
+def test_unknown_resource_is_404_with_a_json_body(orthanc, native, level):
+    ours = orthanc.post(f"/{level}/0000-no-such-resource/anonymize", json={})
+    theirs = native.post(f"/{level}/0000-no-such-resource/anonymize", json={})
+    assert ours.status_code == theirs.status_code == 404
+    assert ours.json()["HttpStatus"] == 404
+
+
+def test_other_methods_are_refused_as_native_does(orthanc, native, study):
+    uploaded = upload(orthanc, study)
+    upload(native, study)
+    series = next(iter(uploaded.values()))["ParentSeries"]
+    assert orthanc.get(f"/series/{series}/anonymize").status_code == native.get(f"/series/{series}/anonymize").status_code
+    assert orthanc.post("/tools/generate-uid?level=study").status_code == native.post("/tools/generate-uid?level=study").status_code
+
+
+def test_generate_uid_frame_of_reference_level(orthanc):
+    uids = {orthanc.get("/tools/generate-uid", params={"level": "frame-of-reference"}).text for _ in range(20)}
+    assert len(uids) == 20
+    assert all(UID.match(uid) and len(uid) <= 64 for uid in uids)
+
+
+@pytest.mark.parametrize("level", ["patient", "study", "series", "instance"])
+def test_generate_uid_native_levels_are_forwarded(orthanc, native, level):
+    ours = orthanc.get("/tools/generate-uid", params={"level": level})
+    theirs = native.get("/tools/generate-uid", params={"level": level})
+    assert ours.status_code == theirs.status_code == 200
+    assert ours.headers["content-type"].split(";")[0] == theirs.headers["content-type"].split(";")[0]
+    assert ours.text != theirs.text
+    if level == "patient":  # native answers a UUID for the patient level
+        assert UUID.match(ours.text) and UUID.match(theirs.text)
+    else:  # the same generator: the same root for the level and host
+        assert ours.text.rsplit(".", 3)[0] == theirs.text.rsplit(".", 3)[0]
+
+
+@pytest.mark.parametrize("params", [{}, {"level": "frame"}, {"level": "FRAME-OF-REFERENCE"}])
+def test_generate_uid_unknown_or_missing_level_is_400_naming_the_levels(orthanc, params):
+    answer = orthanc.get("/tools/generate-uid", params=params)
+    assert answer.status_code == 400
+    message = answer.json()["Message"]
+    assert all(level in message for level in ("patient", "study", "series", "instance", "frame-of-reference"))
+
+
+def test_pseudonym_queries_need_the_patient(orthanc):
+    answer = orthanc.get("/tools/generate-uid", params={"level": "study", "uid": "1.2.3.4"})
+    assert answer.status_code == 400
+    assert "patient-id" in answer.json()["Message"]
+
+
+def test_the_server_survives_all_of_it(orthanc):
+    assert orthanc.get("/system").status_code == 200
+    assert "Traceback" not in orthanc.log()

@@ -1,0 +1,61 @@
+"""Fail closed: an output that keeps a source UID is never stored, not even in part."""
+from __future__ import annotations
+
+from anonymized import find_patient
+from conftest import upload
+
+
+def pseudonymous_patient(orthanc, study) -> str:
+    return orthanc.get("/tools/generate-uid", params={
+        "level": "patient", "patient-id": study.study.patient.patient_id}).text
+
+
+def test_a_source_uid_in_kept_free_text_refuses_the_instance(orthanc, study):
+    leaky = study.series[0][0]
+    leaky.ImageComments = f"copied from {leaky.SOPInstanceUID}"
+    uploaded = upload(orthanc, study)
+    answer = orthanc.post(f"/instances/{uploaded[leaky.SOPInstanceUID]['ID']}/anonymize",
+                          json={"Keep": ["ImageComments"]})
+    assert answer.status_code == 500
+    assert "ImageComments" in answer.json()["Message"]
+    assert leaky.SOPInstanceUID not in answer.text
+    assert "nothing was stored" in answer.json()["Message"]
+
+
+def test_one_bad_instance_stores_nothing_of_the_whole_call(orthanc, study):
+    series = study.series[0]
+    leaky = series[-1]  # the last one: its siblings are anonymized and stored before it fails
+    leaky.ImageComments = f"see {leaky.FrameOfReferenceUID}"
+    uploaded = upload(orthanc, study)
+    source_series = uploaded[leaky.SOPInstanceUID]["ParentSeries"]
+    before = sorted(orthanc.json("/instances"))
+    source_files = {i["ID"]: orthanc.get(f"/instances/{i['ID']}/file").content
+                    for i in orthanc.json(f"/series/{source_series}/instances")}
+
+    answer = orthanc.post(f"/series/{source_series}/anonymize",
+                          json={"Keep": ["ImageComments"], "KeepSource": False})
+    assert answer.status_code == 500
+    assert find_patient(orthanc, pseudonymous_patient(orthanc, study)) == []
+    assert sorted(orthanc.json("/instances")) == before
+    for instance, content in source_files.items():  # the source is untouched, KeepSource or not
+        assert orthanc.get(f"/instances/{instance}/file").content == content
+
+
+def test_a_source_uid_in_a_kept_private_tag_is_refused(orthanc, study):
+    image = study.series[1][0]
+    block = image.private_block(0x0011, "SYNTHETIC VENDOR", create=True)
+    block.add_new(0x10, "UI", image.SOPInstanceUID)
+    uploaded = upload(orthanc, study)
+    answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
+                          json={"KeepPrivateTags": True})
+    assert answer.status_code == 500
+    assert "(0011,1010)" in answer.json()["Message"]
+
+
+def test_without_the_leak_the_same_requests_succeed(orthanc, study):
+    uploaded = upload(orthanc, study)
+    image = study.series[0][0]
+    for options in ({"Keep": ["ImageComments"]}, {"KeepPrivateTags": True}):
+        answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize", json=options)
+        assert answer.status_code == 200, answer.text
+
