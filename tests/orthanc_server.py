@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +22,9 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = REPO / "plugin"
-PYTHON_PLUGIN_LIB = "/usr/share/orthanc/plugins/libOrthancPython.so"
+sys.path.insert(0, str(REPO / "scripts"))
+
+from run_config import effective_config  # noqa: E402
 
 
 def free_port() -> int:
@@ -70,25 +73,17 @@ class OrthancServer:
         self.log_path = self.workdir / "orthanc.log"
         self.process: subprocess.Popen | None = None
         self.auth: tuple[str, str] | None = None
-        settings = {
-            "Name": "consistent-anon-test",
-            "StorageDirectory": RUNTIME.inside(self.workdir / "storage"),
-            "IndexDirectory": RUNTIME.inside(self.workdir / "storage"),
-            "HttpPort": self.http_port,
-            "DicomPort": self.dicom_port,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "DicomServerEnabled": True,
-            "StableAge": 1,
-            "Plugins": [],
-        }
-        if plugin:
-            plugin_copy = self.workdir / "plugin"
-            if not plugin_copy.exists():
-                shutil.copytree(PLUGIN_DIR, plugin_copy, ignore=shutil.ignore_patterns("__pycache__"))
-            settings["Plugins"] = [PYTHON_PLUGIN_LIB]
-            settings["PythonScript"] = RUNTIME.inside(plugin_copy / "consistent_anonymization.py")
-            settings["PythonVerbose"] = False
+        plugin_copy = self.workdir / "plugin"
+        if plugin and not plugin_copy.exists():
+            shutil.copytree(PLUGIN_DIR, plugin_copy, ignore=shutil.ignore_patterns("__pycache__"))
+        # The repository's orthanc.json, as `make run` uses it, with this server's ports and folders.
+        settings = effective_config(self.http_port, self.dicom_port,
+                                    RUNTIME.inside(self.workdir / "storage"), RUNTIME.inside(plugin_copy))
+        settings.update({"Name": "consistent-anon-test", "StableAge": 1})
+        if not plugin:
+            settings["Plugins"] = []
+            for name in [k for k in settings if k.startswith("Python") or k == "ConsistentAnonymization"]:
+                del settings[name]
         if lua:
             copies = []
             for script in lua:

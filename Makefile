@@ -1,0 +1,66 @@
+# Two commands on a fresh Debian or Ubuntu machine: `make run` and `make test`.
+SHELL := /bin/bash
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+export ORTHANC_HTTP_PORT ?= 8042
+export ORTHANC_DICOM_PORT ?= 4242
+export ORTHANC_STORAGE ?= $(CURDIR)/data
+
+# Debian packages: Orthanc, its Python plugin and pydicom for the Python Orthanc embeds.
+RUN_PACKAGES := orthanc orthanc-python python3-pydicom
+# What the tests add: a second Orthanc version (trixie, via debootstrap), a PostgreSQL server
+# and the PostgreSQL index plugin for the two-node tests, dcmtk for DICOM network sends.
+TEST_PACKAGES := $(RUN_PACKAGES) python3-venv debootstrap debian-archive-keyring postgresql \
+	orthanc-postgresql dcmtk chromium
+
+.PHONY: run test test-bookworm test-trixie deps-run deps-test venv clean
+
+define apt_install
+	missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+endef
+
+deps-run:
+	@$(call apt_install,$(RUN_PACKAGES))
+	@# Debian starts a system-wide Orthanc on 8042/4242 when the package is installed.
+	@if systemctl is-active --quiet orthanc 2>/dev/null; then $(SUDO) systemctl disable --now orthanc; fi
+	@if [ -x /etc/init.d/orthanc ] && pgrep -x Orthanc >/dev/null && ! pgrep -f "$(ORTHANC_STORAGE)" >/dev/null; then \
+		$(SUDO) /etc/init.d/orthanc stop || true; fi
+
+run: deps-run
+	mkdir -p "$(ORTHANC_STORAGE)"
+	python3 scripts/run_config.py "$(ORTHANC_STORAGE)/orthanc.run.json"
+	exec Orthanc "$(ORTHANC_STORAGE)/orthanc.run.json"
+
+deps-test:
+	@$(call apt_install,$(TEST_PACKAGES))
+	@# The packaged services are not used: the tests start their own servers on free ports.
+	@for s in orthanc postgresql; do \
+		if [ -x /etc/init.d/$$s ]; then $(SUDO) /etc/init.d/$$s stop >/dev/null 2>&1 || true; fi; done
+
+$(VENV)/.installed: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: test-bookworm test-trixie
+
+# Orthanc 1.10.1 + orthanc-python 4.0: the packages of this machine (Debian bookworm).
+test-bookworm: deps-test venv
+	ORTHANC_RUNTIME=host $(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+# Orthanc 1.12.7 + orthanc-python 5.0: Debian trixie in a chroot, built once and cached.
+test-trixie: deps-test venv
+	chroot_dir=$$(scripts/trixie-chroot.sh) && \
+	ORTHANC_RUNTIME=chroot ORTHANC_CHROOT=$$chroot_dir $(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache
