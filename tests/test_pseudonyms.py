@@ -80,3 +80,30 @@ def test_call_members_are_not_sent_to_native_and_async_is_recognized():
 def test_bad_requests_are_refused_before_anything_happens(body):
     with pytest.raises(BadRequest):
         parse_request(body)
+
+
+def test_nodes_that_generate_a_key_at_the_same_moment_converge_on_one():
+    """Two nodes find no key and both write one: after the pause both use the last one written."""
+    from consistent_anon.config import PluginConfig
+    from consistent_anon.keys import KeyStore
+
+    database: dict[int, str] = {}
+    results: dict[str, bytes] = {}
+
+    def node(name: str, during_pause=lambda: None) -> KeyStore:
+        reads = []
+
+        def get(key, default):
+            reads.append(key)
+            return default if len(reads) == 1 else database.get(key, default)  # first read: no key yet
+
+        def sleep(seconds):
+            assert seconds >= 1.0
+            during_pause()
+        return KeyStore(PluginConfig(), get, database.__setitem__, sleep=sleep)
+
+    second = node("second")
+    first = node("first", during_pause=lambda: results.__setitem__("second", second.master_key()))
+    results["first"] = first.master_key()
+    assert results["first"] == results["second"]
+    assert first.master_key() == second.master_key() == results["first"]
