@@ -13,6 +13,8 @@ from typing import Any, Callable
 from .config import parse_config
 from .engine import Anonymizer
 from .errors import BadRequest, PluginError, status_for_orthanc_error
+from .job_routes import JobRoutes, node_jobs_store
+from .jobs import Job, JobQueue
 from .keys import KeyStore
 from .options import parse_request
 from .pseudonyms import fresh_uid
@@ -34,40 +36,40 @@ class RestPort:
         self._orthanc = orthanc
         self._version: tuple[int, ...] | None = None
 
-    def _call(self, function: Callable, *args: Any) -> Any:
+    def call(self, function: Callable, *args: Any) -> Any:
         try:
             return function(*args)
         except self._orthanc.OrthancException as error:
             code = int(error.args[0]) if error.args else 1
             message = str(error.args[1]) if len(error.args) > 1 else "Orthanc error"
-            raise NativeError(message, status_for_orthanc_error(code)) from None
+            raise NativeError(message, status_for_orthanc_error(code), code, message) from None
 
     def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]:
-        answer = json.loads(self._call(self._orthanc.RestApiGet, f"/{level}/{resource_id}/instances"))
+        answer = json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}/instances"))
         return [{"ID": instance["ID"], "ParentSeries": instance["ParentSeries"]} for instance in answer]
 
     def parent_of(self, level: str, resource_id: str) -> str:
         field = {"instances": "ParentSeries", "series": "ParentStudy", "studies": "ParentPatient"}[level]
-        return json.loads(self._call(self._orthanc.RestApiGet, f"/{level}/{resource_id}"))[field]
+        return json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}"))[field]
 
     def set_metadata(self, level: str, resource_id: str, name: str, value: str) -> None:
-        self._call(self._orthanc.RestApiPut, f"/{level}/{resource_id}/metadata/{name}", value)
+        self.call(self._orthanc.RestApiPut, f"/{level}/{resource_id}/metadata/{name}", value)
 
     def read_file(self, instance_id: str) -> bytes:
-        return self._call(self._orthanc.RestApiGet, f"/instances/{instance_id}/file")
+        return self.call(self._orthanc.RestApiGet, f"/instances/{instance_id}/file")
 
     def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes:
-        return self._call(self._orthanc.RestApiPost, f"/instances/{instance_id}/anonymize", json.dumps(body))
+        return self.call(self._orthanc.RestApiPost, f"/instances/{instance_id}/anonymize", json.dumps(body))
 
     def store(self, data: bytes) -> dict[str, Any]:
-        return json.loads(self._call(self._orthanc.RestApiPost, "/instances", data))
+        return json.loads(self.call(self._orthanc.RestApiPost, "/instances", data))
 
     def delete(self, level: str, resource_id: str) -> None:
-        self._call(self._orthanc.RestApiDelete, f"/{level}/{resource_id}")
+        self.call(self._orthanc.RestApiDelete, f"/{level}/{resource_id}")
 
     def version(self) -> tuple[int, ...]:
         if self._version is None:
-            text = json.loads(self._call(self._orthanc.RestApiGet, "/system"))["Version"]
+            text = json.loads(self.call(self._orthanc.RestApiGet, "/system"))["Version"]
             self._version = tuple(int(p) for p in re.findall(r"\d+", text)[:3]) or (0,)
         return self._version
 
@@ -87,15 +89,36 @@ class Plugin:
 
     def __init__(self, orthanc: Any) -> None:
         self._orthanc = orthanc
-        self.config = parse_config(json.loads(orthanc.GetConfiguration()))
+        configuration = json.loads(orthanc.GetConfiguration())
+        self.config = parse_config(configuration)
         self.keys = KeyStore(self.config, orthanc.GetGlobalProperty, orthanc.SetGlobalProperty)
-        self.anonymizer = Anonymizer(RestPort(orthanc), self.keys)
+        self.port = RestPort(orthanc)
+        self.anonymizer = Anonymizer(self.port, self.keys)
+        load, save = node_jobs_store(orthanc, str(configuration.get("Name", "")))
+        self.jobs = JobQueue(self._run_job, load, save, orthanc.LogError)
+        self.job_routes = JobRoutes(orthanc, self.jobs, self.port.call)
 
-    def register(self) -> None:
+    def register(self, on_change: bool = True) -> None:
+        """Register the routes; with `on_change`, also the change callback that resumes the jobs a
+        restart interrupted (a site whose own script registers one calls `on_change` from it)."""
+        if on_change:
+            self._orthanc.RegisterOnChangeCallback(self.on_change)
+        self.job_routes.register(self._guarded)
         self._orthanc.RegisterRestCallback("/tools/generate-uid", self._guarded(self.generate_uid))
         self._orthanc.RegisterRestCallback("/(patients|studies|series|instances)/([^/]+)/anonymize",
                                            self._guarded(self.anonymize))
         self._orthanc.LogWarning(f"Consistent anonymization plugin ready: {self.config!r}")
+
+    def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
+        if change_type == self._orthanc.ChangeType.ORTHANC_STARTED:
+            resumed = self.jobs.restore()
+            if resumed:
+                self._orthanc.LogWarning(f"Consistent anonymization: resuming {resumed} job(s) "
+                                         f"interrupted by the previous stop")
+
+    def _run_job(self, job: Job, progress: Callable[[int, int], None], canceled: Callable[[], bool]) -> dict:
+        options = parse_request(job.body)
+        return self.anonymizer.anonymize_resource(job.level, job.resource_id, options, progress, canceled)
 
     def _guarded(self, handler: Callable) -> Callable:
         """Every failure becomes a JSON answer; nothing escapes to crash or 500 blindly."""
@@ -125,7 +148,7 @@ class Plugin:
         if "uid" in args or "patient-id" in args or "anonymized-patient-id" in args:
             output.AnswerBuffer(self._pseudonym_for(level, args), "text/plain")
         elif level in NATIVE_UID_LEVELS:
-            answer = RestPort(self._orthanc)._call(self._orthanc.RestApiGet, f"/tools/generate-uid?level={level}")
+            answer = self.port.call(self._orthanc.RestApiGet, f"/tools/generate-uid?level={level}")
             output.AnswerBuffer(answer, "text/plain")
         else:
             output.AnswerBuffer(fresh_uid(self.config.uid_root), "text/plain")
@@ -153,19 +176,23 @@ class Plugin:
             output.SendMethodNotAllowed("POST")
             return
         level, resource_id = request["groups"]
-        options = parse_request(request.get("body"))
-        if options.asynchronous:
-            raise BadRequest("Asynchronous anonymization is not supported by the consistent "
-                             "anonymization plugin yet: send the request synchronously")
-        if level == "instances":
+        body = request.get("body")
+        options = parse_request(body)
+        if options.asynchronous and level != "instances":
+            sources = self.anonymizer.check_request(level, resource_id, options)
+            text = body.decode("utf-8") if isinstance(body, bytes) else body
+            job = self.jobs.submit(level, resource_id, text, options.priority, len(sources))
+            output.AnswerBuffer(json.dumps({"ID": job.id, "Path": f"/jobs/{job.id}"}, indent=1),
+                                "application/json")
+        elif level == "instances":
             output.AnswerBuffer(self.anonymizer.anonymize_instance(resource_id, options), "application/dicom")
         else:
             answer = self.anonymizer.anonymize_resource(level, resource_id, options)
             output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
 
-def register(orthanc: Any) -> Plugin:
-    """Register the plugin's routes in this Orthanc; call once, from the Python script Orthanc loads."""
+def register(orthanc: Any, on_change: bool = True) -> Plugin:
+    """Register the plugin in this Orthanc; call once, from the Python script Orthanc loads."""
     plugin = Plugin(orthanc)
-    plugin.register()
+    plugin.register(on_change)
     return plugin

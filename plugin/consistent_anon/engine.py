@@ -3,9 +3,9 @@ checks the output, then stores it. Talks to Orthanc only through an `OrthancPort
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
-from .errors import NotFound, PluginError, VerificationFailed
+from .errors import JobCanceled, NotFound, PluginError, VerificationFailed
 from .identities import NativeMarkers, plan_instance
 from .keys import KeyStore
 from .options import DEIDENTIFICATION_METHOD, PATIENT_IDENTITY_REMOVED, AnonymizeRequest
@@ -183,16 +183,26 @@ class Anonymizer:
         markers = self.native_markers(instance_id, request)
         return self._anonymized_file(instance_id, request, pseudonyms, markers)
 
-    def anonymize_resource(self, level: str, resource_id: str, request: AnonymizeRequest) -> dict[str, Any]:
+    def check_request(self, level: str, resource_id: str, request: AnonymizeRequest) -> list[dict[str, str]]:
+        """The source instances, once the resource is known to exist and native accepts the options
+        (done before a job is queued, so bad requests are refused at once, as native does)."""
+        sources = self._port.instances_of(level, resource_id)
+        if not sources:
+            raise NotFound(f"{LEVEL_TYPES[level]} {resource_id} has no instance")
+        self._keys.project_name(request.project)
+        self.native_markers(sources[0]["ID"], request)
+        return sources
+
+    def anonymize_resource(self, level: str, resource_id: str, request: AnonymizeRequest,
+                           progress: Callable[[int, int], None] = lambda done, total: None,
+                           canceled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
         """/{patients,studies,series}/{id}/anonymize: store every checked instance, answer as native.
 
-        If any instance fails, the instances this call added are deleted again and the source is
-        untouched: nothing partial stays behind as if it were complete.
+        If any instance fails, or the job is canceled, the instances this call added are deleted
+        again and the source is untouched: nothing partial stays behind as if it were complete.
         """
-        sources = self._port.instances_of(level, resource_id)
+        sources = self.check_request(level, resource_id, request)
         instance_ids = [source["ID"] for source in sources]
-        if not instance_ids:
-            raise NotFound(f"{LEVEL_TYPES[level]} {resource_id} has no instance")
         pseudonyms = self._keys.pseudonymizer(request.project)
         markers = self.native_markers(instance_ids[0], request)
         added: list[str] = []
@@ -200,7 +210,10 @@ class Anonymizer:
         patients: set[str] = set()
         try:
             lookups: dict[str, str] = {}
-            for source in sources:
+            for done, source in enumerate(sources):
+                if canceled():
+                    raise JobCanceled()
+                progress(done, len(sources))
                 stored = self._port.store(self._anonymized_file(source["ID"], request, pseudonyms, markers))
                 if stored.get("Status") == "Success":
                     added.append(stored["ID"])

@@ -1,34 +1,46 @@
-"""Errors that become HTTP answers: each carries the status native Orthanc would give."""
+"""Errors that become HTTP answers (or failed jobs), each with the status native Orthanc gives."""
 from __future__ import annotations
 
 
 class PluginError(Exception):
-    """An error answered to the client with `status` and a JSON body naming `message`."""
+    """An error answered with `status` and a JSON body naming `message`.
+
+    `orthanc_code` and `description` are Orthanc's ErrorCode and its text, shown by failed jobs.
+    """
 
     status = 500
+    orthanc_code = 1
+    description = "Internal error"
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, orthanc_code: int | None = None,
+                 description: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if status is not None:
             self.status = status
+        if orthanc_code is not None:
+            self.orthanc_code = orthanc_code
+        if description is not None:
+            self.description = description
 
 
 class BadRequest(PluginError):
-    status = 400
+    status, orthanc_code, description = 400, 8, "Bad request"
 
 
 class NotFound(PluginError):
-    status = 404
+    status, orthanc_code, description = 404, 17, "Unknown resource"
 
 
 class VerificationFailed(PluginError):
     """The anonymized output did not pass the fail-closed check: nothing was stored."""
 
-    status = 500
+
+class JobCanceled(Exception):
+    """Raised inside a running job once it has been canceled."""
 
 
-# Orthanc's ErrorCode values (OrthancCPluginErrorCode) mapped to the HTTP status its REST API uses.
+# Orthanc's ErrorCode values mapped to the HTTP status its REST API answers with.
 ORTHANC_ERROR_STATUS = {
     3: 400,   # ParameterOutOfRange
     7: 404,   # InexistentItem

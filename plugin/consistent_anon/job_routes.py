@@ -1,0 +1,100 @@
+"""The /jobs routes: the plugin's own jobs in native's shape, every other job forwarded as is."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+from urllib.parse import urlencode
+
+from .errors import BadRequest
+from .jobs import FAILURE, SUCCESS, JobQueue
+
+#: The global property where the plugin's jobs are kept across restarts, per Orthanc node name.
+JOBS_PROPERTY = 9732
+
+
+class JobRoutes:
+    def __init__(self, orthanc: Any, queue: JobQueue, call_native: Callable) -> None:
+        self._orthanc = orthanc
+        self._queue = queue
+        self._native = call_native  # RestPort._call: built-in API errors become native's statuses
+
+    def register(self, guarded: Callable[[Callable], Callable]) -> None:
+        self._orthanc.RegisterRestCallback("/jobs", guarded(self.list_jobs))
+        self._orthanc.RegisterRestCallback("/jobs/([^/]+)", guarded(self.one_job))
+        self._orthanc.RegisterRestCallback("/jobs/([^/]+)/(cancel|pause|resume|resubmit)", guarded(self.action))
+
+    def _answer_json(self, output: Any, value: Any) -> None:
+        output.AnswerBuffer(json.dumps(value, indent=3), "application/json")
+
+    def _query(self, request: dict[str, Any]) -> str:
+        args = request.get("get") or {}
+        return "?" + urlencode(args) if args else ""
+
+    def list_jobs(self, output: Any, uri: str, **request: Any) -> None:
+        if request["method"] != "GET":
+            output.SendMethodNotAllowed("GET")
+            return
+        native = json.loads(self._native(self._orthanc.RestApiGet, "/jobs" + self._query(request)))
+        expand = "expand" in (request.get("get") or {})
+        ours = [job.describe() if expand else job.id for job in self._queue.all()]
+        self._answer_json(output, native + ours)
+
+    def one_job(self, output: Any, uri: str, **request: Any) -> None:
+        job_id = request["groups"][0]
+        job = self._queue.get(job_id)
+        method = request["method"]
+        if job is None:  # a native job, or none at all: native answers
+            if method == "GET":
+                self._answer_json(output, json.loads(self._native(self._orthanc.RestApiGet, uri + self._query(request))))
+            elif method == "DELETE":
+                self._native(self._orthanc.RestApiDelete, uri)
+                output.AnswerBuffer("", "text/plain")
+            else:
+                output.SendMethodNotAllowed("GET,DELETE")
+            return
+        if method == "GET":
+            self._answer_json(output, job.describe())
+        elif method == "DELETE":
+            if job.state not in (SUCCESS, FAILURE):
+                raise BadRequest("Only a finished job can be deleted; cancel it first")
+            self._queue.forget(job_id)
+            output.AnswerBuffer("", "text/plain")
+        else:
+            output.SendMethodNotAllowed("GET,DELETE")
+
+    def action(self, output: Any, uri: str, **request: Any) -> None:
+        if request["method"] != "POST":
+            output.SendMethodNotAllowed("POST")
+            return
+        job_id, verb = request["groups"]
+        job = self._queue.get(job_id)
+        if job is None:
+            self._answer_json(output, json.loads(self._native(self._orthanc.RestApiPost, uri, request.get("body") or b"{}")))
+            return
+        if verb == "cancel":
+            self._queue.cancel(job_id)
+        elif verb == "resubmit":
+            self._queue.resubmit(job_id)
+        elif job.state not in (SUCCESS, FAILURE):  # pause, resume
+            raise BadRequest(f"Anonymization jobs of the consistent anonymization plugin cannot {verb}: "
+                             f"cancel the job, then resubmit it")
+        self._answer_json(output, {})
+
+
+def node_jobs_store(orthanc: Any, node: str) -> tuple[Callable[[], str], Callable[[str], None]]:
+    """load() and save(text) of this node's jobs, in one global property shared by all nodes."""
+    def read_all() -> dict[str, Any]:
+        try:
+            return json.loads(orthanc.GetGlobalProperty(JOBS_PROPERTY, "") or "{}")
+        except ValueError:
+            return {}
+
+    def load() -> str:
+        return json.dumps(read_all().get(node, []))
+
+    def save(text: str) -> None:
+        everything = read_all()
+        everything[node] = json.loads(text)
+        orthanc.SetGlobalProperty(JOBS_PROPERTY, json.dumps(everything))
+    return load, save
+
