@@ -94,3 +94,12 @@ def test_pseudonym_queries_need_the_patient(orthanc):
 def test_the_server_survives_all_of_it(orthanc):
     assert orthanc.get("/system").status_code == 200
     assert "Traceback" not in orthanc.log()
+
+
+def test_an_id_of_another_level_is_a_clear_404(orthanc, study):
+    """Native anonymizes /studies/{a series ID} as if it were a study; the plugin says what is wrong."""
+    uploaded = upload(orthanc, study)
+    series = next(iter(uploaded.values()))["ParentSeries"]
+    answer = orthanc.post(f"/studies/{series}/anonymize", json={})
+    assert answer.status_code == 404
+    assert "no studies has the ID" in answer.json()["Message"]

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from .config import parse_config
 from .engine import Anonymizer
-from .errors import BadRequest, PluginError, status_for_orthanc_error
+from .errors import BadRequest, NotFound, PluginError, status_for_orthanc_error
 from .job_routes import JobRoutes, node_jobs_store
 from .jobs import Job, JobQueue
 from .keys import KeyStore
@@ -21,6 +21,7 @@ from .pseudonyms import fresh_uid
 
 NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
 UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
+BULK = "bulk"  # the "level" of a job made by /tools/bulk-anonymize
 _HTTP_ERRORS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
                 500: "Internal Server Error", 501: "Not Implemented"}
 
@@ -45,7 +46,15 @@ class RestPort:
             raise NativeError(message, status_for_orthanc_error(code), code, message) from None
 
     def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]:
-        answer = json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}/instances"))
+        if level == "instances":
+            answer = [json.loads(self.call(self._orthanc.RestApiGet, f"/instances/{resource_id}"))]
+        else:
+            try:
+                answer = json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}/instances"))
+            except NativeError as error:
+                if error.status == 400:  # Orthanc's answer for a resource of another level
+                    raise NotFound(f"Unknown resource: no {level} has the ID {resource_id}") from None
+                raise
         return [{"ID": instance["ID"], "ParentSeries": instance["ParentSeries"]} for instance in answer]
 
     def parent_of(self, level: str, resource_id: str) -> str:
@@ -105,6 +114,7 @@ class Plugin:
             self._orthanc.RegisterOnChangeCallback(self.on_change)
         self.job_routes.register(self._guarded)
         self._orthanc.RegisterRestCallback("/tools/generate-uid", self._guarded(self.generate_uid))
+        self._orthanc.RegisterRestCallback("/tools/bulk-anonymize", self._guarded(self.bulk_anonymize))
         self._orthanc.RegisterRestCallback("/(patients|studies|series|instances)/([^/]+)/anonymize",
                                            self._guarded(self.anonymize))
         self._orthanc.LogWarning(f"Consistent anonymization plugin ready: {self.config!r}")
@@ -118,6 +128,9 @@ class Plugin:
 
     def _run_job(self, job: Job, progress: Callable[[int, int], None], canceled: Callable[[], bool]) -> dict:
         options = parse_request(job.body)
+        if job.level == BULK:
+            targets = self.anonymizer.resolve(options.resources)
+            return self.anonymizer.anonymize_bulk(targets, options, progress, canceled)
         return self.anonymizer.anonymize_resource(job.level, job.resource_id, options, progress, canceled)
 
     def _guarded(self, handler: Callable) -> Callable:
@@ -179,17 +192,39 @@ class Plugin:
         body = request.get("body")
         options = parse_request(body)
         if options.asynchronous and level != "instances":
-            sources = self.anonymizer.check_request(level, resource_id, options)
-            text = body.decode("utf-8") if isinstance(body, bytes) else body
-            job = self.jobs.submit(level, resource_id, text, options.priority, len(sources))
-            output.AnswerBuffer(json.dumps({"ID": job.id, "Path": f"/jobs/{job.id}"}, indent=1),
-                                "application/json")
+            sources = self.anonymizer.check_request([(level, resource_id)], options)
+            self._submit(output, level, resource_id, body, options.priority, len(sources))
         elif level == "instances":
             output.AnswerBuffer(self.anonymizer.anonymize_instance(resource_id, options), "application/dicom")
         else:
             answer = self.anonymizer.anonymize_resource(level, resource_id, options)
             output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
+
+    def _submit(self, output: Any, level: str, resource_id: str, body: Any, priority: int, instances: int) -> None:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        job = self.jobs.submit(level, resource_id, text, priority, instances)
+        output.AnswerBuffer(json.dumps({"ID": job.id, "Path": f"/jobs/{job.id}"}, indent=1), "application/json")
+
+    def bulk_anonymize(self, output: Any, uri: str, **request: Any) -> None:
+        if request["method"] != "POST":
+            output.SendMethodNotAllowed("POST")
+            return
+        body = request.get("body")
+        options = parse_request(body)
+        if not isinstance(options.resources, list) or not all(isinstance(r, str) for r in options.resources):
+            raise BadRequest("List of strings expected in field: Resources")
+        targets = self.anonymizer.resolve(options.resources)
+        if not targets:
+            answer = {"Description": "REST API", "FailedInstancesCount": 0, "InstancesCount": 0,
+                      "IsAnonymization": True, "Resources": []}
+            output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+        elif options.asynchronous:
+            sources = self.anonymizer.check_request(targets, options)
+            self._submit(output, BULK, "", body, options.priority, len(sources))
+        else:
+            answer = self.anonymizer.anonymize_bulk(targets, options)
+            output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
 def register(orthanc: Any, on_change: bool = True) -> Plugin:
     """Register the plugin in this Orthanc; call once, from the Python script Orthanc loads."""

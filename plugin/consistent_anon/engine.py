@@ -183,33 +183,35 @@ class Anonymizer:
         markers = self.native_markers(instance_id, request)
         return self._anonymized_file(instance_id, request, pseudonyms, markers)
 
-    def check_request(self, level: str, resource_id: str, request: AnonymizeRequest) -> list[dict[str, str]]:
-        """The source instances, once the resource is known to exist and native accepts the options
-        (done before a job is queued, so bad requests are refused at once, as native does)."""
-        sources = self._port.instances_of(level, resource_id)
-        if not sources:
-            raise NotFound(f"{LEVEL_TYPES[level]} {resource_id} has no instance")
+    def check_request(self, targets: list[tuple[str, str]], request: AnonymizeRequest) -> list[dict[str, str]]:
+        """The source instances of the (level, id) targets, without repeats, once each target is known
+        to exist and native accepts the options: done before a job is queued, so that bad requests
+        are refused at once, as native does."""
+        sources: dict[str, dict[str, str]] = {}
+        for level, resource_id in targets:
+            found = self._port.instances_of(level, resource_id)
+            if not found:
+                raise NotFound(f"{LEVEL_TYPES[level]} {resource_id} has no instance")
+            sources.update((source["ID"], source) for source in found)
         self._keys.project_name(request.project)
-        self.native_markers(sources[0]["ID"], request)
-        return sources
+        first = next(iter(sources.values()))
+        self.native_markers(first["ID"], request)
+        return list(sources.values())
 
-    def anonymize_resource(self, level: str, resource_id: str, request: AnonymizeRequest,
-                           progress: Callable[[int, int], None] = lambda done, total: None,
-                           canceled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
-        """/{patients,studies,series}/{id}/anonymize: store every checked instance, answer as native.
+    def _store_all(self, sources: list[dict[str, str]], request: AnonymizeRequest,
+                   progress: Callable[[int, int], None], canceled: Callable[[], bool],
+                   check: Callable[[list[dict[str, str]]], None]) -> list[dict[str, str]]:
+        """Anonymize, check and store every source instance: all of them, or none.
 
-        If any instance fails, or the job is canceled, the instances this call added are deleted
-        again and the source is untouched: nothing partial stays behind as if it were complete.
+        If any instance fails, `check` refuses the whole, or the job is canceled, the instances
+        this call added are deleted again; the source is never touched here.
         """
-        sources = self.check_request(level, resource_id, request)
-        instance_ids = [source["ID"] for source in sources]
         pseudonyms = self._keys.pseudonymizer(request.project)
-        markers = self.native_markers(instance_ids[0], request)
+        markers = self.native_markers(sources[0]["ID"], request)
         added: list[str] = []
-        parents: set[str] = set()
-        patients: set[str] = set()
+        results: list[dict[str, str]] = []
+        lookups: dict[str, str] = {}
         try:
-            lookups: dict[str, str] = {}
             for done, source in enumerate(sources):
                 if canceled():
                     raise JobCanceled()
@@ -218,11 +220,8 @@ class Anonymizer:
                 if stored.get("Status") == "Success":
                     added.append(stored["ID"])
                 self._record_origin(stored, source, lookups)
-                parents.add(stored[_PARENT_FIELD[level]])
-                patients.add(stored["ParentPatient"])
-            if len(parents) != 1 or len(patients) != 1:
-                raise VerificationFailed(f"The anonymized {LEVEL_TYPES[level].lower()} would be split into "
-                                         f"{len(parents)} resources; nothing was stored")
+                results.append(stored)
+            check(results)
         except BaseException:
             for instance_id in added:
                 try:
@@ -230,19 +229,79 @@ class Anonymizer:
                 except Exception:
                     pass  # the original error is the one to report
             raise
+        return results
+
+    def anonymize_resource(self, level: str, resource_id: str, request: AnonymizeRequest,
+                           progress: Callable[[int, int], None] = lambda done, total: None,
+                           canceled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+        """/{patients,studies,series}/{id}/anonymize: store every checked instance, answer as native."""
+        sources = self.check_request([(level, resource_id)], request)
+
+        def one_result(results: list[dict[str, str]]) -> None:
+            parents = {stored[_PARENT_FIELD[level]] for stored in results}
+            if len(parents) != 1 or len({stored["ParentPatient"] for stored in results}) != 1:
+                raise VerificationFailed(f"The anonymized {LEVEL_TYPES[level].lower()} would be split into "
+                                         f"{len(parents)} resources; nothing was stored")
+        results = self._store_all(sources, request, progress, canceled, one_result)
         if not request.keep_source:
             self._port.delete(level, resource_id)
-        parent = parents.pop()
+        parent = results[0][_PARENT_FIELD[level]]
         answer = {
             "Description": "REST API",
             "FailedInstancesCount": 0,
             "ID": parent,
-            "InstancesCount": len(instance_ids),
+            "InstancesCount": len(sources),
             "IsAnonymization": True,
             "Path": f"/{level}/{parent}",
-            "PatientID": patients.pop(),
+            "PatientID": results[0]["ParentPatient"],
             "Type": LEVEL_TYPES[level],
         }
         if self._port.version() >= PARENT_RESOURCES_SINCE:
             answer["ParentResources"] = [resource_id]
         return answer
+
+    def resolve(self, resource_ids: list[str]) -> list[tuple[str, str]]:
+        """The level of each resource of a bulk request (native's /tools/bulk-anonymize takes IDs of any level)."""
+        targets = []
+        for resource_id in resource_ids:
+            for level in LEVEL_TYPES:
+                try:
+                    self._port.instances_of(level, resource_id)
+                except PluginError as error:
+                    if error.status == 404:
+                        continue
+                    raise
+                targets.append((level, resource_id))
+                break
+            else:
+                raise NotFound(f"Unknown resource {resource_id}")
+        return targets
+
+    def anonymize_bulk(self, targets: list[tuple[str, str]], request: AnonymizeRequest,
+                       progress: Callable[[int, int], None] = lambda done, total: None,
+                       canceled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+        """/tools/bulk-anonymize: every instance of every resource, once, under the same rules.
+
+        Unlike native, resources that overlap (an instance and its study) are no error: each
+        instance is anonymized once.
+        """
+        sources = self.check_request(targets, request)
+        results = self._store_all(sources, request, progress, canceled, lambda results: None)
+        if not request.keep_source:
+            for level, resource_id in targets:
+                try:
+                    self._port.delete(level, resource_id)
+                except PluginError as error:
+                    if error.status != 404:  # already gone with a parent listed before it
+                        raise
+        resources: list[dict[str, str]] = []
+        seen: set[str] = set()
+        for level, field in (("instances", "ID"), ("series", "ParentSeries"), ("studies", "ParentStudy"),
+                             ("patients", "ParentPatient")):
+            for stored in results:
+                if stored[field] not in seen:
+                    seen.add(stored[field])
+                    resources.append({"ID": stored[field], "Path": f"/{level}/{stored[field]}",
+                                      "Type": LEVEL_TYPES[level]})
+        return {"Description": "REST API", "FailedInstancesCount": 0, "InstancesCount": len(sources),
+                "IsAnonymization": True, "Resources": resources}

@@ -9,7 +9,7 @@ class PluginError(Exception):
     """
 
     status = 500
-    orthanc_code = 1
+    orthanc_code = -1
     description = "Internal error"
 
     def __init__(self, message: str, status: int | None = None, orthanc_code: int | None = None,
@@ -43,16 +43,20 @@ class JobCanceled(Exception):
 # Orthanc's ErrorCode values mapped to the HTTP status its REST API answers with.
 ORTHANC_ERROR_STATUS = {
     3: 400,   # ParameterOutOfRange
+    5: 400,   # BadParameterType
+    6: 400,   # BadSequenceOfCalls
     7: 404,   # InexistentItem
     8: 400,   # BadRequest
-    13: 501,  # NotImplemented
+    12: 400,  # UriSyntax
+    13: 404,  # InexistentFile
     15: 400,  # BadFileFormat
     17: 404,  # UnknownResource
-    19: 400,  # BadParameterType
-    21: 401,  # Unauthorized
-    27: 500,  # UnknownDicomTag (native answers 500)
+    21: 404,  # InexistentTag
+    2: 501,   # NotImplemented
 }
 
 
 def status_for_orthanc_error(code: int) -> int:
+    """Native's HTTP status for an Orthanc error code; 500 for the rest (UnknownDicomTag included,
+    as native answers it)."""
     return ORTHANC_ERROR_STATUS.get(code, 500)

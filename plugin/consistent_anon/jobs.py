@@ -205,7 +205,7 @@ class JobQueue:
         except PluginError as error:
             self._finish(job, FAILURE, error.orthanc_code, error.description, error.message)
         except Exception as error:  # a bug: the job fails, the worker lives on
-            self._finish(job, FAILURE, 1, "Internal error", type(error).__name__)
+            self._finish(job, FAILURE, -1, "Internal error", type(error).__name__)
             self._log_error(f"anonymization job failed unexpectedly ({type(error).__name__})")
         else:
             job.content = content

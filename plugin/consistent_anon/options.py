@@ -49,6 +49,7 @@ class AnonymizeRequest:
     asynchronous: bool = False
     priority: int = 0
     project: str | None = None
+    resources: Any = None  # /tools/bulk-anonymize: the IDs to anonymize
 
     @property
     def kept_tags(self) -> set[int]:
@@ -127,4 +128,5 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
         asynchronous=asynchronous,
         priority=document.get("Priority", 0),
         project=document.get("Project"),
+        resources=document.get("Resources"),
     )
