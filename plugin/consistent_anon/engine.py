@@ -303,5 +303,8 @@ class Anonymizer:
                     seen.add(stored[field])
                     resources.append({"ID": stored[field], "Path": f"/{level}/{stored[field]}",
                                       "Type": LEVEL_TYPES[level]})
-        return {"Description": "REST API", "FailedInstancesCount": 0, "InstancesCount": len(sources),
-                "IsAnonymization": True, "Resources": resources}
+        answer = {"Description": "REST API", "FailedInstancesCount": 0, "InstancesCount": len(sources),
+                  "IsAnonymization": True, "Resources": resources}
+        if self._port.version() >= PARENT_RESOURCES_SINCE:
+            answer["ParentResources"] = [resource_id for _, resource_id in targets]
+        return answer
