@@ -8,7 +8,7 @@ runs with.
 
 The settings come from scripts/run_config.py's effective_config, the function `make run` and the
 tests build their configuration with, applied to the repository's orthanc.json: the image runs
-the plugin script, PythonVerbose and ConsistentAnonymization section the tests exercise. Only the
+the plugin script, PythonVerbose, the Python section (AllowThreads) and ConsistentAnonymization section the tests exercise. Only the
 plugin's own settings are taken; ports, storage, database index, plugins folder and remote access
 are the image's business and come from environment variables. tests/test_docker.py replays the
 Dockerfile's COPY steps and this script and compares the result with the tests' configuration.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(APP_DIR / "scripts"))
 from run_config import effective_config  # noqa: E402
 
 #: The settings the image takes from orthanc.json.
-PLUGIN_SETTINGS = ("PythonScript", "PythonVerbose", "ConsistentAnonymization")
+PLUGIN_SETTINGS = ("PythonScript", "PythonVerbose", "Python", "ConsistentAnonymization")
 
 
 def plugin_settings(base: Path = APP_DIR / "orthanc.json", plugin_dir: Path = APP_DIR / "plugin") -> dict:

@@ -142,6 +142,9 @@ class OrthancServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     # --- REST helpers -------------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        return requests.request(method, self.url + path, auth=self.auth, timeout=600, **kwargs)
+
     def get(self, path: str, **kwargs) -> requests.Response:
         return requests.get(self.url + path, auth=self.auth, timeout=300, **kwargs)
 

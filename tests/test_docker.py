@@ -38,7 +38,7 @@ README = DOCKER / "README.md"
 ORTHANC_NODES = ("orthanc-a", "orthanc-b")
 PLUGIN_CONFIG_FILE = "/etc/orthanc/consistent-anonymization.json"
 #: The settings the image takes from orthanc.json; everything else is the image's own.
-PLUGIN_SETTINGS = {"PythonScript", "PythonVerbose", "ConsistentAnonymization"}
+PLUGIN_SETTINGS = {"PythonScript", "PythonVerbose", "Python", "ConsistentAnonymization"}
 
 
 # --- the Dockerfile ----------------------------------------------------------------------------
@@ -443,7 +443,7 @@ def test_plugin_config_script_follows_orthanc_json(tmp_path):
     (tmp_path / "orthanc.json").write_text(json.dumps(changed))
     written = plugin_config.plugin_settings(base=tmp_path / "orthanc.json", plugin_dir=Path("/opt/x/plugin"))
     assert written == {"PythonScript": "/opt/x/plugin/consistent_anonymization.py", "PythonVerbose": True,
-                       "ConsistentAnonymization": changed["ConsistentAnonymization"]}
+                       "Python": changed["Python"], "ConsistentAnonymization": changed["ConsistentAnonymization"]}
 
 
 # =============================================================================================
