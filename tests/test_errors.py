@@ -102,4 +102,4 @@ def test_an_id_of_another_level_is_a_clear_404(orthanc, study):
     series = next(iter(uploaded.values()))["ParentSeries"]
     answer = orthanc.post(f"/studies/{series}/anonymize", json={})
     assert answer.status_code == 404
-    assert "no studies has the ID" in answer.json()["Message"]
+    assert answer.json()["Message"] in ("Unknown resource", f"Unknown resource: no studies has the ID {series}")

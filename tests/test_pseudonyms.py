@@ -82,28 +82,56 @@ def test_bad_requests_are_refused_before_anything_happens(body):
         parse_request(body)
 
 
-def test_nodes_that_generate_a_key_at_the_same_moment_converge_on_one():
-    """Two nodes find no key and both write one: after the pause both use the last one written."""
-    from consistent_anon.config import PluginConfig
-    from consistent_anon.keys import KeyStore
+def _race(functions, rounds: int = 8) -> list[bytes]:
+    """Call every function from its own thread, all released at once."""
+    import threading
+
+    barrier = threading.Barrier(len(functions) * rounds)
+    results: list[bytes] = []
+
+    def run(function):
+        barrier.wait()
+        results.append(function())
+    threads = [threading.Thread(target=run, args=(f,)) for f in functions for _ in range(rounds)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return results
+
+
+def test_calls_racing_to_generate_the_property_key_all_get_the_same():
+    import time
+    from consistent_anon.keys import PropertyKey
 
     database: dict[int, str] = {}
-    results: dict[str, bytes] = {}
 
-    def node(name: str, during_pause=lambda: None) -> KeyStore:
-        reads = []
+    def slow_get(key, default):  # widens the window between reading "no key" and writing one
+        value = database.get(key, default)
+        time.sleep(0.002)
+        return value
+    keys = _race([PropertyKey(slow_get, database.__setitem__)])
+    assert len(keys) == 8 and len(set(keys)) == 1
 
-        def get(key, default):
-            reads.append(key)
-            return default if len(reads) == 1 else database.get(key, default)  # first read: no key yet
 
-        def sleep(seconds):
-            assert seconds >= 1.0
-            during_pause()
-        return KeyStore(PluginConfig(), get, database.__setitem__, sleep=sleep)
+def test_nodes_racing_to_generate_the_shared_file_key_all_get_the_same(tmp_path):
+    import stat
+    from consistent_anon.keys import KEY_FILE_NAME, SharedFileKey
 
-    second = node("second")
-    first = node("first", during_pause=lambda: results.__setitem__("second", second.master_key()))
-    results["first"] = first.master_key()
-    assert results["first"] == results["second"]
-    assert first.master_key() == second.master_key() == results["first"]
+    nodes = [SharedFileKey(tmp_path) for _ in range(3)]  # three Orthancs sharing one storage folder
+    keys = _race(nodes)
+    assert len(keys) == 24 and len(set(keys)) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE_NAME]  # no draft left behind
+    assert stat.S_IMODE((tmp_path / KEY_FILE_NAME).stat().st_mode) == 0o600
+    assert SharedFileKey(tmp_path)() == keys[0]  # and a node started later reads it
+
+
+def test_a_storage_plugin_without_a_configured_key_is_refused():
+    from consistent_anon.config import parse_config
+    from consistent_anon.errors import PluginError
+    from consistent_anon.keys import KeyStore, no_generated_key
+
+    with pytest.raises(PluginError, match="Key or KeyFile"):
+        KeyStore(parse_config({}), no_generated_key).pseudonymizer(None)
+    configured = KeyStore(parse_config({"ConsistentAnonymization": {"Key": "k" * 32}}), no_generated_key)
+    assert configured.pseudonymizer(None).uid("P", "1.2.3")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 from .config import parse_config
@@ -15,9 +16,10 @@ from .engine import Anonymizer
 from .errors import BadRequest, NotFound, PluginError, status_for_orthanc_error
 from .job_routes import JobRoutes, node_jobs_store
 from .jobs import Job, JobQueue
-from .keys import KeyStore
+from .keys import KeyStore, PropertyKey, SharedFileKey, no_generated_key
 from .options import parse_request
 from .pseudonyms import fresh_uid
+from .set_verification import RestSetReader, list_frames_of_reference, parse_verify_request, verify
 
 NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
 UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
@@ -41,8 +43,9 @@ class RestPort:
         try:
             return function(*args)
         except self._orthanc.OrthancException as error:
-            code = int(error.args[0]) if error.args else 1
+            code = int(error.args[0]) if error.args else -1
             message = str(error.args[1]) if len(error.args) > 1 else "Orthanc error"
+            self._orthanc.LogInfo(f"built-in call {getattr(function, '__name__', '')} {args[0]}: {message}")
             raise NativeError(message, status_for_orthanc_error(code), code, message) from None
 
     def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]:
@@ -100,7 +103,9 @@ class Plugin:
         self._orthanc = orthanc
         configuration = json.loads(orthanc.GetConfiguration())
         self.config = parse_config(configuration)
-        self.keys = KeyStore(self.config, orthanc.GetGlobalProperty, orthanc.SetGlobalProperty)
+        self._storage_directory = str(configuration.get("StorageDirectory", "OrthancStorage"))
+        self._generated_key: Callable[[], bytes] | None = None
+        self.keys = KeyStore(self.config, lambda: self.generated_key_source()())
         self.port = RestPort(orthanc)
         self.anonymizer = Anonymizer(self.port, self.keys)
         load, save = node_jobs_store(orthanc, str(configuration.get("Name", "")))
@@ -117,7 +122,22 @@ class Plugin:
         self._orthanc.RegisterRestCallback("/tools/bulk-anonymize", self._guarded(self.bulk_anonymize))
         self._orthanc.RegisterRestCallback("/(patients|studies|series|instances)/([^/]+)/anonymize",
                                            self._guarded(self.anonymize))
+        self._orthanc.RegisterRestCallback("/(patients|studies|series)/([^/]+)/frames-of-reference",
+                                           self._guarded(self.frames_of_reference))
+        self._orthanc.RegisterRestCallback("/tools/verify-anonymization", self._guarded(self.verify_anonymization))
         self._orthanc.LogWarning(f"Consistent anonymization plugin ready: {self.config!r}")
+
+    def generated_key_source(self) -> Callable[[], bytes]:
+        """Where a generated key is kept, chosen once the database is open (see keys.py)."""
+        if self._generated_key is None:
+            system = json.loads(self.port.call(self._orthanc.RestApiGet, "/system"))
+            if not system.get("DatabaseBackendPlugin"):
+                self._generated_key = PropertyKey(self._orthanc.GetGlobalProperty, self._orthanc.SetGlobalProperty)
+            elif not system.get("StorageAreaPlugin"):
+                self._generated_key = SharedFileKey(Path(self._storage_directory).resolve())
+            else:
+                self._generated_key = no_generated_key
+        return self._generated_key
 
     def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
         if change_type == self._orthanc.ChangeType.ORTHANC_STARTED:
@@ -225,6 +245,28 @@ class Plugin:
         else:
             answer = self.anonymizer.anonymize_bulk(targets, options)
             output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+
+    # --- Verification of anonymized sets (set_verification.py) ---------------------------------
+    def _set_reader(self) -> RestSetReader:
+        return RestSetReader(lambda uri: self.port.call(self._orthanc.RestApiGet, uri))
+
+    def frames_of_reference(self, output: Any, uri: str, **request: Any) -> None:
+        if request["method"] != "GET":
+            output.SendMethodNotAllowed("GET")
+            return
+        level, resource_id = request["groups"]
+        answer = list_frames_of_reference(self._set_reader(), level, resource_id, self._orthanc.LogInfo)
+        output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+
+    def verify_anonymization(self, output: Any, uri: str, **request: Any) -> None:
+        if request["method"] != "POST":
+            output.SendMethodNotAllowed("POST")
+            return
+        verify_request = parse_verify_request(request.get("body"))
+        pseudonyms = None if self.keys.fresh_per_call else self.keys.pseudonymizer(verify_request.project)
+        answer = verify(self._set_reader(), verify_request, pseudonyms, self._orthanc.LogInfo)
+        output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+
 
 def register(orthanc: Any, on_change: bool = True) -> Plugin:
     """Register the plugin in this Orthanc; call once, from the Python script Orthanc loads."""

@@ -95,10 +95,10 @@ class Anonymizer:
             try:
                 self._port.set_metadata(level, target, "AnonymizedFrom", origin)
             except PluginError:
-                if self._origin_writable is None:  # this Orthanc refuses: stop trying
+                if not self._origin_writable:  # this Orthanc refuses (even to a concurrent call): stop
                     self._origin_writable = False
                     return
-                raise
+                raise  # it worked before: a real failure
             self._origin_writable = True
             cache["written:" + target] = origin
 
