@@ -186,3 +186,20 @@ def two_frame_study(per_series: int = 3, size: int = 16, patient: Patient | None
         mr_series(study, frame_b, per_series, 3, size),
     ]
     return TwoFrameStudy(study, series, rtstruct(study, series[0]))
+
+
+def write_study(folder: str, per_series: int = 3) -> None:
+    """Write a two-frame study as files, for the README's walk-through."""
+    from pathlib import Path
+
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    made = two_frame_study(per_series=per_series)
+    for index, ds in enumerate(made.instances):
+        (target / f"{index:03d}.dcm").write_bytes(to_bytes(ds))
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_study(sys.argv[1] if len(sys.argv) > 1 else "study")
