@@ -6,6 +6,7 @@ Python tested without a server, and this layer is tested against a real Orthanc.
 from __future__ import annotations
 
 import json
+import os
 import re
 import traceback
 from pathlib import Path
@@ -38,6 +39,7 @@ class RestPort:
     def __init__(self, orthanc: Any) -> None:
         self._orthanc = orthanc
         self._version: tuple[int, ...] | None = None
+        self._workers: int | None = None
 
     def call(self, function: Callable, *args: Any) -> Any:
         try:
@@ -78,6 +80,20 @@ class RestPort:
 
     def delete(self, level: str, resource_id: str) -> None:
         self.call(self._orthanc.RestApiDelete, f"/{level}/{resource_id}")
+
+    def workers(self) -> int:
+        """How many instances to do at once: one per core where orthanc-python (4.3 and later)
+        releases Python's lock during Orthanc calls ("Python": {"AllowThreads": true}), else one."""
+        if self._workers is None:
+            configuration = json.loads(self._orthanc.GetConfiguration())
+            allowed = bool((configuration.get("Python") or {}).get("AllowThreads", False))
+            try:
+                text = json.loads(self.call(self._orthanc.RestApiGet, "/plugins/python"))["Version"]
+                plugin_version = tuple(int(p) for p in re.findall(r"\d+", text)[:2])
+            except (PluginError, KeyError, ValueError):
+                plugin_version = (0,)
+            self._workers = (os.cpu_count() or 1) if allowed and plugin_version >= (4, 3) else 1
+        return self._workers
 
     def version(self) -> tuple[int, ...]:
         if self._version is None:

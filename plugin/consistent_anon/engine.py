@@ -3,6 +3,8 @@ checks the output, then stores it. Talks to Orthanc only through an `OrthancPort
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
 from .errors import JobCanceled, NotFound, PluginError, VerificationFailed
@@ -30,6 +32,7 @@ class OrthancPort(Protocol):
     def store(self, data: bytes) -> dict[str, Any]: ...
     def delete(self, level: str, resource_id: str) -> None: ...
     def version(self) -> tuple[int, ...]: ...
+    def workers(self) -> int: ...
 
 
 #: From this Orthanc version on, native answers also list the source in "ParentResources".
@@ -130,23 +133,49 @@ class Anonymizer:
         """Anonymize, check and store every source instance: all of them, or none.
 
         If any instance fails, `check` refuses the whole, or the job is canceled, the instances
-        this call added are deleted again; the source is never touched here.
+        this call added are deleted again; the source is never touched here. Instances are done
+        by `port.workers()` threads at once (several only where Orthanc calls release Python's
+        lock), each instance on its own, so the order does not matter.
         """
         pseudonyms = self._keys.pseudonymizer(request.project)
         markers = self.native_markers(sources[0]["ID"], request)
         added: list[str] = []
         results: list[dict[str, str]] = []
         lookups: dict[str, str] = {}
-        try:
-            for done, source in enumerate(sources):
-                if canceled():
-                    raise JobCanceled()
-                progress(done, len(sources))
-                stored = self._port.store(self._anonymized_file(source["ID"], request, pseudonyms, markers))
+        lock = threading.Lock()
+        failures: list[BaseException] = []
+
+        def one(source: dict[str, str]) -> None:
+            if failures:
+                return  # another instance failed: the call is lost anyway
+            if canceled():
+                raise JobCanceled()
+            stored = self._port.store(self._anonymized_file(source["ID"], request, pseudonyms, markers))
+            with lock:
                 if stored.get("Status") == "Success":
                     added.append(stored["ID"])
-                self._record_origin(stored, source, lookups)
                 results.append(stored)
+                progress(len(results), len(sources))
+            self._record_origin(stored, source, lookups)
+
+        def guarded(source: dict[str, str]) -> None:
+            try:
+                one(source)
+            except BaseException as error:
+                failures.append(error)
+
+        workers = max(1, min(self._port.workers(), len(sources)))
+        if workers == 1:
+            for source in sources:
+                guarded(source)
+                if failures:
+                    break
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="consistent-anon") as pool:
+                list(pool.map(guarded, sources))
+        try:
+            if failures:
+                raise failures[0]
             check(results)
         except BaseException:
             for instance_id in added:
