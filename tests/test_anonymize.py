@@ -1,11 +1,13 @@
 """The core promise on a real Orthanc: every /anonymize call, at every level, agrees."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from anonymized import AnonymizedSet, dataset, find_patient, parse
-from conftest import upload
-from dicom_factory import to_bytes
+from conftest import new_patient, upload
+from dicom_factory import two_frame_study
 
 
 def series_ids(uploaded: dict[str, dict]) -> list[str]:
@@ -247,3 +249,36 @@ def test_anonymized_from_is_recorded_where_orthanc_allows_it(orthanc, native, st
         assert instance.get("AnonymizedFrom") in {a["ID"] for a in uploaded.values()}
     else:  # 1.10 refuses the metadata to plugins: the link is absent, never wrong
         assert "AnonymizedFrom" not in series
+
+
+def file_reads(server) -> int:
+    """How many instance files the plugin has read so far (from Orthanc's verbose log)."""
+    return len(re.findall(r"REST GET call on URI /instances/[0-9a-f-]+/file", server.log()))
+
+
+def test_a_rerun_reads_no_file_and_redoes_only_what_is_missing(orthanc, study):
+    uploaded = upload(orthanc, study)
+    study_id = next(iter(uploaded.values()))["ParentStudy"]
+    first = orthanc.post(f"/studies/{study_id}/anonymize", json={}).json()
+    reads = file_reads(orthanc)
+    again = orthanc.post(f"/studies/{study_id}/anonymize", json={}).json()
+    assert again == first
+    assert file_reads(orthanc) == reads  # everything recognized from the index alone
+    victim = orthanc.json(f"/studies/{first['ID']}/instances")[0]["ID"]
+    assert orthanc.delete(f"/instances/{victim}").status_code == 200
+    third = orthanc.post(f"/studies/{study_id}/anonymize", json={}).json()
+    assert third["ID"] == first["ID"]
+    assert file_reads(orthanc) == reads + 1  # only the missing one was done again
+    assert victim in {i["ID"] for i in orthanc.json(f"/studies/{first['ID']}/instances")}
+
+
+def test_with_overwrite_instances_a_rerun_redoes_everything(server_factory):
+    server = server_factory(config={"OverwriteInstances": True})
+    study = two_frame_study(per_series=2, patient=new_patient())
+    uploaded = upload(server, study)
+    study_id = next(iter(uploaded.values()))["ParentStudy"]
+    first = server.post(f"/studies/{study_id}/anonymize", json={}).json()
+    reads = file_reads(server)
+    again = server.post(f"/studies/{study_id}/anonymize", json={}).json()
+    assert again["ID"] == first["ID"]
+    assert file_reads(server) == reads + len(study.instances)

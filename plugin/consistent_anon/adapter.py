@@ -40,6 +40,7 @@ class RestPort:
         self._orthanc = orthanc
         self._version: tuple[int, ...] | None = None
         self._workers: int | None = None
+        self._overwrites: bool | None = None
 
     def call(self, function: Callable, *args: Any) -> Any:
         try:
@@ -60,7 +61,31 @@ class RestPort:
                 if error.status == 400:  # Orthanc's answer for a resource of another level
                     raise NotFound(f"Unknown resource: no {level} has the ID {resource_id}") from None
                 raise
-        return [{"ID": instance["ID"], "ParentSeries": instance["ParentSeries"]} for instance in answer]
+        return [{"ID": instance["ID"], "ParentSeries": instance["ParentSeries"],
+                 "SOPInstanceUID": instance.get("MainDicomTags", {}).get("SOPInstanceUID", "")}
+                for instance in answer]
+
+    def identifiers(self, series_id: str) -> tuple[str, str, str]:
+        """PatientID, StudyInstanceUID and SeriesInstanceUID of a series, from the index."""
+        series = json.loads(self.call(self._orthanc.RestApiGet, f"/series/{series_id}"))
+        study = json.loads(self.call(self._orthanc.RestApiGet, f"/studies/{series['ParentStudy']}"))
+        return (study.get("PatientMainDicomTags", {}).get("PatientID", ""),
+                study["MainDicomTags"].get("StudyInstanceUID", ""),
+                series["MainDicomTags"].get("SeriesInstanceUID", ""))
+
+    def existing_instances(self, series_id: str) -> set[str]:
+        try:
+            answer = json.loads(self.call(self._orthanc.RestApiGet, f"/series/{series_id}/instances"))
+        except NativeError as error:
+            if error.status == 404:
+                return set()
+            raise
+        return {instance["ID"] for instance in answer}
+
+    def overwrites(self) -> bool:
+        if self._overwrites is None:
+            self._overwrites = bool(json.loads(self._orthanc.GetConfiguration()).get("OverwriteInstances", False))
+        return self._overwrites
 
     def parent_of(self, level: str, resource_id: str) -> str:
         field = {"instances": "ParentSeries", "series": "ParentStudy", "studies": "ParentPatient"}[level]

@@ -8,9 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
 from .errors import JobCanceled, NotFound, PluginError, VerificationFailed
+from pydicom.dataset import Dataset
+
 from .identities import NativeMarkers, plan_instance
 from .keys import KeyStore
-from .options import DEIDENTIFICATION_METHOD, PATIENT_IDENTITY_REMOVED, AnonymizeRequest
+from .options import (DEIDENTIFICATION_METHOD, PATIENT_IDENTITY_REMOVED, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
+                      STUDY_INSTANCE_UID, AnonymizeRequest)
+from . import orthanc_ids
 from .pseudonyms import Pseudonymizer
 from .scanning import read_header
 from .uid_attributes import UID_TAGS
@@ -33,6 +37,9 @@ class OrthancPort(Protocol):
     def delete(self, level: str, resource_id: str) -> None: ...
     def version(self) -> tuple[int, ...]: ...
     def workers(self) -> int: ...
+    def identifiers(self, series_id: str) -> tuple[str, str, str]: ...
+    def existing_instances(self, series_id: str) -> set[str]: ...
+    def overwrites(self) -> bool: ...
 
 
 #: From this Orthanc version on, native answers also list the source in "ParentResources".
@@ -140,7 +147,10 @@ class Anonymizer:
         pseudonyms = self._keys.pseudonymizer(request.project)
         markers = self.native_markers(sources[0]["ID"], request)
         added: list[str] = []
-        results: list[dict[str, str]] = []
+        total = len(sources)
+        results = list(self._already_stored(sources, request, pseudonyms, markers).values())
+        done = {stored["Source"] for stored in results}
+        sources = [source for source in sources if source["ID"] not in done]
         lookups: dict[str, str] = {}
         lock = threading.Lock()
         failures: list[BaseException] = []
@@ -155,7 +165,7 @@ class Anonymizer:
                 if stored.get("Status") == "Success":
                     added.append(stored["ID"])
                 results.append(stored)
-                progress(len(results), len(sources))
+                progress(len(results), total)
             self._record_origin(stored, source, lookups)
 
         def guarded(source: dict[str, str]) -> None:
@@ -165,6 +175,7 @@ class Anonymizer:
                 failures.append(error)
 
         workers = max(1, min(self._port.workers(), len(sources)))
+        progress(len(results), total)
         if workers == 1:
             for source in sources:
                 guarded(source)
@@ -185,6 +196,44 @@ class Anonymizer:
                     pass  # the original error is the one to report
             raise
         return results
+
+    def _already_stored(self, sources: list[dict[str, str]], request: AnonymizeRequest,
+                        pseudonyms: Pseudonymizer, markers: NativeMarkers) -> dict[str, dict[str, str]]:
+        """The sources whose anonymized instance is already stored, with where it is.
+
+        A pseudonym depends only on the key and the original, so the identifiers, hence the
+        Orthanc ID, of an instance's result are known from the index alone, without reading the
+        file: a re-run (or the rest of an interrupted one) skips what is there. That instance
+        was checked when it was stored, and storing it again would change nothing, as Orthanc
+        keeps the first copy; with "OverwriteInstances" everything is redone.
+        """
+        if self._port.overwrites():
+            return {}
+        found: dict[str, dict[str, str]] = {}
+        existing: dict[str, set[str]] = {}
+        identifiers: dict[str, tuple[str, str, str]] = {}
+        for source in sources:
+            if source["ParentSeries"] not in identifiers:
+                identifiers[source["ParentSeries"]] = self._port.identifiers(source["ParentSeries"])
+            patient_id, study_uid, series_uid = identifiers[source["ParentSeries"]]
+            roots = Dataset()
+            roots.PatientID, roots.StudyInstanceUID = patient_id, study_uid
+            roots.SeriesInstanceUID, roots.SOPInstanceUID = series_uid, source["SOPInstanceUID"]
+            plan = plan_instance(roots, request, pseudonyms, markers, self._uid_tags)
+            targets = [plan.patient_id] + [plan.expected_uids.get(((), tag), ("",))[0]
+                                           for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)]
+            if not all(targets):
+                continue  # an identifier removed or emptied: no shortcut, do the work
+            series = orthanc_ids.resource_id(*targets[:3])
+            if series not in existing:
+                existing[series] = self._port.existing_instances(series)
+            instance = orthanc_ids.resource_id(*targets)
+            if instance in existing[series]:
+                found[source["ID"]] = {"ID": instance, "ParentSeries": series,
+                                       "ParentStudy": orthanc_ids.resource_id(*targets[:2]),
+                                       "ParentPatient": orthanc_ids.resource_id(targets[0]),
+                                       "Status": "AlreadyStored", "Source": source["ID"]}
+        return found
 
     def anonymize_resource(self, level: str, resource_id: str, request: AnonymizeRequest,
                            progress: Callable[[int, int], None] = lambda done, total: None,
