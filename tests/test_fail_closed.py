@@ -1,7 +1,7 @@
 """Fail closed: an output that keeps a source UID is never stored, not even in part."""
 from __future__ import annotations
 
-from anonymized import find_patient
+from anonymized import find_patient, parse
 from conftest import upload
 
 
@@ -41,10 +41,24 @@ def test_one_bad_instance_stores_nothing_of_the_whole_call(orthanc, study):
         assert orthanc.get(f"/instances/{instance}/file").content == content
 
 
-def test_a_source_uid_in_a_kept_private_tag_is_refused(orthanc, study):
+def test_a_uid_of_the_instance_in_a_kept_private_tag_gets_its_pseudonym(orthanc, study):
     image = study.series[1][0]
     block = image.private_block(0x0011, "SYNTHETIC VENDOR", create=True)
     block.add_new(0x10, "UI", image.SOPInstanceUID)
+    uploaded = upload(orthanc, study)
+    answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
+                          json={"KeepPrivateTags": True})
+    assert answer.status_code == 200, answer.text
+    anonymized = parse(answer.content)
+    value = anonymized[0x00111010].value  # native writes it back with VR UN
+    value = value.decode("ascii") if isinstance(value, bytes) else str(value)
+    assert value.rstrip("\x00 ") == str(anonymized.SOPInstanceUID) != image.SOPInstanceUID
+
+
+def test_a_source_uid_in_kept_private_text_is_refused(orthanc, study):
+    image = study.series[1][0]
+    block = image.private_block(0x0011, "SYNTHETIC VENDOR", create=True)
+    block.add_new(0x10, "LT", f"uid={image.SOPInstanceUID}")  # not a UID element: not mapped
     uploaded = upload(orthanc, study)
     answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
                           json={"KeepPrivateTags": True})

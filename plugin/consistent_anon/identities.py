@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from .options import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, PATIENT_NAME,
                       AnonymizeRequest)
 from .pseudonyms import Pseudonymizer
-from .scanning import Path, orthanc_path, uid_elements, values_of
+from .scanning import Element, Path, orthanc_path, uid_elements, values_of, walk
 from .uid_attributes import is_well_known
 
 
@@ -39,6 +39,22 @@ class InstancePlan:
 
 def _root_values(header: Dataset, tag: int) -> tuple[str, ...]:
     return values_of(header[tag].value) if tag in header else ()
+
+
+def _private_uid_values(element: Element, known: dict[str, str]) -> tuple[str, ...] | None:
+    """The values a private element gets when it holds UIDs the instance maps, else None.
+
+    A UI element gets the pseudonym of each value the instance maps elsewhere (other values,
+    vendor constants, stay). An element of unknown VR (UN: implicit VR files, or an element
+    written back by native Orthanc) is taken for UIDs only if every value is one the instance maps.
+    """
+    tag = element.tag
+    if not (tag >> 16) & 1 or not tag & 0xFF00 or not element.values:
+        return None  # a standard element, a private creator, or empty
+    if element.vr == "UI" or (element.vr == "UN" and all(v in known for v in element.values)):
+        new_values = tuple(known.get(v, v) for v in element.values)
+        return new_values if new_values != element.values else None
+    return None
 
 
 def resulting_patient_id(header: Dataset, request: AnonymizeRequest, pseudonyms: Pseudonymizer) -> str:
@@ -85,6 +101,18 @@ def plan_instance(header: Dataset, request: AnonymizeRequest, pseudonyms: Pseudo
         replace[orthanc_path(element.path)] = "\\".join(new_values)
     for tag, value in caller_uids.items():
         plan.expected_uids[((), tag)] = values_of(value)
+
+    if request.native_body.get("KeepPrivateTags") is True:
+        # Private elements that native keeps as they are: those holding a UID this instance maps
+        # elsewhere get its pseudonym too (native writes them back with VR UN).
+        known = {v: target(v) for element in uid_elements(header, uid_tags) for v in element.values}
+        for element in walk(header):
+            steps, tag = element.path
+            new_values = _private_uid_values(element, known)
+            if new_values is None or (not steps and request.mentions(tag)):
+                continue
+            plan.expected_uids[element.path] = new_values
+            replace[orthanc_path(element.path)] = "\\".join(new_values)
 
     if not request.mentions(PATIENT_ID):
         replace[orthanc_path(((), PATIENT_ID))] = patient_id

@@ -82,16 +82,60 @@ def uid_tokens(text: str) -> set[str]:
     return set(_UID_TOKEN.findall(text))
 
 
-def find_uids(ds: Dataset, wanted: set[str]) -> list[tuple[Element, str]]:
+def walk_file(ds: Dataset) -> Iterator[Element]:
+    """Every non-sequence element of the dataset, then of its file meta information."""
+    yield from walk(ds)
+    if getattr(ds, "file_meta", None) is not None:
+        yield from walk(ds.file_meta)
+
+
+def find_uids(ds: Dataset, wanted: set[str] | frozenset[str]) -> list[tuple[Element, str]]:
     """Where any of `wanted` appears, as a value or inside text, anywhere in the dataset and its meta."""
     found = []
-    datasets = [ds] + ([ds.file_meta] if getattr(ds, "file_meta", None) is not None else [])
-    for dataset in datasets:
-        for element in walk(dataset):
-            for value in element.values:
-                for token in uid_tokens(value) & wanted:
-                    found.append((element, token))
+    for element in walk_file(ds):
+        for value in element.values:
+            for token in uid_tokens(value) & wanted:
+                found.append((element, token))
     return found
+
+
+#: Value representations that cannot hold identifying text: numbers, binary numbers, UIDs (the
+#: UIDs are searched by `find_uids`, token by token), times and ages.
+_NOT_TEXT_VRS = frozenset({"UI", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT", "OW", "OF",
+                           "OD", "OL", "OV", "DS", "IS", "TM", "AS", "US or SS", "US or OW",
+                           "US or SS or OW", "OB or OW"})
+
+
+class TextFinder:
+    """Finds given texts (case-insensitive) in any textual element, private and unknown (UN, OB)
+    ones included: as a whole word inside a longer text when they have at least `min_word`
+    characters, as the whole value of an element when shorter (a short word is everywhere).
+    `needles` maps each text to a label."""
+
+    def __init__(self, needles: dict[str, str], min_word: int = 5) -> None:
+        self._labels = {text.lower(): label for text, label in needles.items() if text}
+        self._whole = {text for text in self._labels if len(text) < min_word}
+        words = sorted((t for t in self._labels if t not in self._whole), key=len, reverse=True)
+        self._pattern = re.compile(
+            r"(?<![0-9A-Za-z_])(?:" + "|".join(re.escape(text) for text in words) + r")(?![0-9A-Za-z_])",
+            re.IGNORECASE) if words else None
+
+    def find(self, ds: Dataset) -> list[tuple[Element, str]]:
+        """(element, label) for every element holding one of the texts."""
+        if self._pattern is None and not self._whole:
+            return []
+        found = []
+        for element in walk_file(ds):
+            if element.vr in _NOT_TEXT_VRS:
+                continue
+            labels = set()
+            for value in element.values:
+                if value.strip().lower() in self._whole:
+                    labels.add(self._labels[value.strip().lower()])
+                if self._pattern is not None:
+                    labels.update(self._labels.get(m.group(0).lower(), "text") for m in self._pattern.finditer(value))
+            found.extend((element, label) for label in sorted(labels))
+        return found
 
 
 def describe(path: Path) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .identities import InstancePlan
 from .scanning import (MEDIA_STORAGE_SOP_INSTANCE_UID, SOP_INSTANCE_UID, describe, find_uids,
-                       read_header, uid_elements)
+                       read_header, uid_elements, walk)
 
 
 def check_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) -> list[str]:
@@ -22,6 +22,11 @@ def check_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) -> l
             problems.append(f"{describe(element.path)} carries a UID the plugin did not assign")
         elif element.values != expected:
             problems.append(f"{describe(element.path)} does not carry its pseudonym")
+    elsewhere = {path: values for path, values in plan.expected_uids.items() if path[1] not in uid_tags}
+    if elsewhere:  # private elements the plan maps
+        for element in walk(ds):
+            if element.path in elsewhere and element.values != elsewhere[element.path]:
+                problems.append(f"{describe(element.path)} does not carry its pseudonym")
     for element, _ in find_uids(ds, plan.source_uids):
         problems.append(f"a source UID remains in {describe(element.path)}")
     if str(ds.get("PatientID", "")) != plan.patient_id:

@@ -1,0 +1,555 @@
+"""Verification of a whole anonymized set against its source: does the set still hang together,
+and does anything of the source remain in it?
+
+Pure logic over DICOM headers (read with `scanning.read_header`, never the pixel data), using the
+same scanner as the fail-closed check of each anonymized file. Orthanc is reached only through a
+`get` callable given by the adapter, so everything here runs without a server.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataset import Dataset
+
+from .errors import BadRequest, NotFound, PluginError
+from .pseudonyms import Pseudonymizer
+from .scanning import Path, TextFinder, describe, find_uids, read_header, values_of, walk
+from .uid_attributes import UID_TAGS, is_well_known
+
+SOP_INSTANCE_UID = 0x00080018
+SERIES_INSTANCE_UID = 0x0020000E
+STUDY_INSTANCE_UID = 0x0020000D
+FRAME_OF_REFERENCE_UID = 0x00200052
+REFERENCED_SOP_CLASS_UID = 0x00081150
+REFERENCED_SOP_INSTANCE_UID = 0x00081155
+
+INSTANCE, SERIES, STUDY, FRAME = "Instance", "Series", "Study", "FrameOfReference"
+KINDS = (INSTANCE, SERIES, STUDY, FRAME)
+
+#: The UIDs that identify something of the set, at the root of each instance: what references
+#: may point at.
+ROOT_IDENTITIES = {SOP_INSTANCE_UID: INSTANCE, SERIES_INSTANCE_UID: SERIES,
+                   STUDY_INSTANCE_UID: STUDY, FRAME_OF_REFERENCE_UID: FRAME}
+#: The same attributes inside a sequence are references (ReferencedSeriesSequence,
+#: RTReferencedSeriesSequence, RegistrationSequence, CurrentRequestedProcedureEvidenceSequence...).
+NESTED_REFERENCES = {SERIES_INSTANCE_UID: SERIES, STUDY_INSTANCE_UID: STUDY,
+                     FRAME_OF_REFERENCE_UID: FRAME}
+#: Attributes that are references wherever they are.
+REFERENCES = {
+    REFERENCED_SOP_INSTANCE_UID: INSTANCE,  # a study when its ReferencedSOPClassUID says so (RT)
+    0x00081167: INSTANCE,  # MultiFrameSourceSOPInstanceUID
+    0x00200242: INSTANCE,  # SOPInstanceUIDOfConcatenationSource
+    0x00280304: INSTANCE,  # ReferencedColorPaletteInstanceUID
+    0x30060024: FRAME,     # ReferencedFrameOfReferenceUID
+    0x300600C2: FRAME,     # RelatedFrameOfReferenceUID
+    0x00640003: FRAME,     # SourceFrameOfReferenceUID (deformable registration)
+    0x0018991E: FRAME,     # TargetFrameOfReferenceUID
+}
+#: ReferencedSOPClassUID of a reference to a study (Detached Study Management and its kin).
+STUDY_CLASS_PREFIX = "1.2.840.10008.3.1.2.3."
+
+#: Source attributes whose text must not remain anywhere in the anonymized files.
+IDENTIFYING_TEXT = {
+    0x00100020: "PatientID", 0x00101000: "PatientID",  # OtherPatientIDs
+    0x00100010: "PatientName", 0x00101001: "PatientName",  # OtherPatientNames
+    0x00100030: "PatientBirthDate",
+    0x00080050: "AccessionNumber",
+    0x00080080: "InstitutionName", 0x00080081: "InstitutionAddress",
+    0x00081040: "InstitutionalDepartmentName",
+}
+#: Shorter texts are not searched: they would be found everywhere ("1", "CT"). Texts shorter than
+#: TextFinder's word length (5) are found only as the whole value of an element.
+MIN_TEXT_LENGTH = 3
+#: A family name is also searched alone from this length on ("Test" is a coding scheme too).
+FAMILY_NAME_LENGTH = 5
+#: Attributes that tell two instances apart without any identifier: the last resort to pair a
+#: source instance with its anonymized counterpart.
+FINGERPRINT = ("SOPClassUID", "Modality", "SeriesNumber", "InstanceNumber", "AcquisitionNumber",
+               "InConcatenationNumber", "NumberOfFrames", "Rows", "Columns", "ImagePositionPatient",
+               "EchoNumbers", "TemporalPositionIdentifier")
+#: Each list of the report holds at most this many entries (the counts stay exact).
+LIST_LIMIT = 1000
+LEVELS = ("patients", "studies", "series", "instances")
+LEVEL_TYPES = {"patients": "Patient", "studies": "Study", "series": "Series", "instances": "Instance"}
+
+
+# --- One instance ------------------------------------------------------------------------
+
+@dataclass
+class InstanceSummary:
+    """What the set-level checks need of one instance, read once from its header."""
+
+    id: str
+    series_id: str
+    root: dict[str, str] = field(default_factory=dict)  # kind -> the instance's own UID
+    uids: dict[Path, tuple[str, ...]] = field(default_factory=dict)  # identifying UID elements
+    references: dict[Path, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # path -> kind, UIDs
+    patient_id: str = ""
+    series: tuple[str, str, str] = ("", "", "")  # SeriesInstanceUID, SeriesNumber, Modality
+    fingerprint: tuple = ()
+
+
+def _text(header: Dataset, keyword: str) -> str:
+    try:
+        value = header.get(keyword)
+    except Exception:  # a malformed value
+        return ""
+    return "\\".join(values_of(value)) if value is not None else ""
+
+
+def summarize(instance_id: str, series_id: str, header: Dataset,
+              uid_tags: frozenset[int] = UID_TAGS) -> InstanceSummary:
+    summary = InstanceSummary(instance_id, series_id)
+    classes: dict[tuple, str] = {}  # the ReferencedSOPClassUID of each item, which comes first
+    for element in walk(header):
+        steps, tag = element.path
+        if not element.values:
+            continue
+        if tag == REFERENCED_SOP_CLASS_UID:
+            classes[steps] = element.values[0]
+        if tag in uid_tags:
+            summary.uids[element.path] = element.values
+        if not steps and tag in ROOT_IDENTITIES:
+            summary.root[ROOT_IDENTITIES[tag]] = element.values[0]
+        kind = REFERENCES.get(tag) or (NESTED_REFERENCES.get(tag) if steps else None)
+        if kind is not None:
+            if tag == REFERENCED_SOP_INSTANCE_UID and classes.get(steps, "").startswith(STUDY_CLASS_PREFIX):
+                kind = STUDY
+            summary.references[element.path] = (kind, element.values)
+    summary.patient_id = _text(header, "PatientID")
+    summary.series = (_text(header, "SeriesInstanceUID"), _text(header, "SeriesNumber"), _text(header, "Modality"))
+    summary.fingerprint = tuple(_text(header, keyword) for keyword in FINGERPRINT)
+    return summary
+
+
+def _name_variants(name: str) -> set[str]:
+    """A PersonName as it may be written in free text: whole, in either order, or its family name."""
+    parts = [p.strip() for p in name.split("=")[0].split("^")]
+    family, given = (parts + ["", ""])[:2]
+    variants = {name.split("=")[0].strip("^ ")}
+    if family and given:
+        variants |= {f"{given} {family}", f"{family} {given}", f"{family}, {given}", f"{family}^{given}"}
+    if len(family) >= FAMILY_NAME_LENGTH:
+        variants.add(family)
+    return variants
+
+
+def _date_variants(date: str) -> set[str]:
+    if len(date) == 8 and date.isdigit():
+        return {date, f"{date[:4]}-{date[4:6]}-{date[6:]}", f"{date[:4]}.{date[4:6]}.{date[6:]}"}
+    return set()
+
+
+@dataclass
+class SourceIdentifiers:
+    """Everything of the source set that must not appear in the anonymized set."""
+
+    uids: dict[str, str] = field(default_factory=dict)   # UID -> the attribute it identifies
+    texts: dict[str, str] = field(default_factory=dict)  # text -> the attribute it comes from
+
+    def add(self, header: Dataset, uid_tags: frozenset[int] = UID_TAGS) -> None:
+        for element in walk(header):
+            tag = element.tag
+            if tag in uid_tags:
+                for value in element.values:
+                    if value and not is_well_known(value) and (not element.path[0] or value not in self.uids):
+                        # named after the attribute it identifies: the root one wins over references
+                        self.uids[value] = keyword_for_tag(tag) or describe(((), tag))
+            elif tag in IDENTIFYING_TEXT:
+                label = IDENTIFYING_TEXT[tag]
+                for value in element.values:
+                    value = value.strip()
+                    if label == "PatientBirthDate":
+                        texts = _date_variants(value)
+                    elif label == "PatientName":
+                        texts = _name_variants(value)
+                    else:
+                        texts = {value}
+                    for text in texts:
+                        if len(text) >= MIN_TEXT_LENGTH:
+                            self.texts.setdefault(text, label)
+
+    def finder(self) -> "LeakFinder":
+        return LeakFinder(frozenset(self.uids), self.uids, TextFinder(self.texts))
+
+
+@dataclass(frozen=True)
+class LeakFinder:
+    wanted_uids: frozenset[str]
+    uid_labels: dict[str, str]
+    texts: TextFinder
+
+    def find(self, header: Dataset) -> list[tuple[Path, str]]:
+        """(path, what was found) for every source identifier in the file, file meta included."""
+        found = {(element.path, self.uid_labels[token]) for element, token in find_uids(header, self.wanted_uids)}
+        found |= {(element.path, label) for element, label in self.texts.find(header)}
+        return sorted(found, key=lambda item: (describe(item[0]), item[1]))
+
+
+# --- Reading a resource ------------------------------------------------------------------
+
+class SetReader(Protocol):
+    def level_of(self, resource_id: str) -> str: ...
+    def instances(self, level: str, resource_id: str) -> list[dict[str, str]]: ...
+    def header(self, instance_id: str) -> Dataset: ...
+    def anonymized_from(self, instance_id: str) -> str | None: ...
+
+
+class RestSetReader:
+    """A SetReader over Orthanc's built-in REST API: `get(uri)` answers the body or raises
+    PluginError (status 404 for an unknown resource)."""
+
+    def __init__(self, get: Callable[[str], Any]) -> None:
+        self._get = get
+
+    def level_of(self, resource_id: str) -> str:
+        for level in LEVELS:
+            try:
+                self._get(f"/{level}/{resource_id}")
+                return level
+            except PluginError as error:
+                if error.status not in (400, 404):
+                    raise
+        raise NotFound(f"Unknown resource: {resource_id}")
+
+    def instances(self, level: str, resource_id: str) -> list[dict[str, str]]:
+        if level == "instances":
+            answer = [json.loads(self._get(f"/instances/{resource_id}"))]
+        else:
+            try:
+                answer = json.loads(self._get(f"/{level}/{resource_id}/instances"))
+            except PluginError as error:
+                if error.status == 400:  # Orthanc's answer for an ID of another level
+                    raise NotFound(f"Unknown resource: no {level} has the ID {resource_id}") from None
+                raise
+        return [{"ID": i["ID"], "ParentSeries": i["ParentSeries"]} for i in answer]
+
+    def header(self, instance_id: str) -> Dataset:
+        return read_header(self._get(f"/instances/{instance_id}/file"))
+
+    def anonymized_from(self, instance_id: str) -> str | None:
+        try:
+            value = self._get(f"/instances/{instance_id}/metadata/AnonymizedFrom")
+        except PluginError:
+            return None
+        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class Progress:
+    """Logs how far a long read has gone: every `every` instances and every `seconds`."""
+
+    def __init__(self, log: Callable[[str], None], what: str, total: int, every: int = 100,
+                 seconds: float = 10.0) -> None:
+        self._log, self._what, self._total = log, what, total
+        self._every, self._seconds = every, seconds
+        self._last = time.monotonic()
+
+    def step(self, done: int) -> None:
+        now = time.monotonic()
+        if done == self._total or done % self._every == 0 or now - self._last >= self._seconds:
+            self._last = now
+            self._log(f"{self._what}: {done}/{self._total} instances read")
+
+
+def _read(reader: SetReader, level: str, resource_id: str, log: Callable[[str], None], what: str,
+          visit: Callable[[dict[str, str], Dataset], None]) -> int:
+    instances = reader.instances(level, resource_id)
+    progress = Progress(log, what, len(instances))
+    for done, instance in enumerate(instances, 1):
+        visit(instance, reader.header(instance["ID"]))
+        progress.step(done)
+    return len(instances)
+
+
+# --- Frames of reference of one resource ---------------------------------------------------
+
+def frames_of_reference(summaries: Iterable[InstanceSummary]) -> list[dict[str, Any]]:
+    """Each frame of reference the instances lie on or refer to, with its series and counts."""
+    on: dict[str, dict[str, list[InstanceSummary]]] = defaultdict(lambda: defaultdict(list))
+    referring: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for summary in summaries:
+        own = summary.root.get(FRAME)
+        if own:
+            on[own][summary.series_id].append(summary)
+        for kind, values in summary.references.values():
+            for value in values:
+                if kind == FRAME and value != own:
+                    referring[value][summary.series_id].add(summary.id)
+    answer = []
+    for frame in sorted(set(on) | set(referring)):
+        series = []
+        for series_id, members in sorted(on[frame].items(), key=lambda item: item[1][0].series[1:]):
+            uid, number, modality = members[0].series
+            series.append({"ID": series_id, "SeriesInstanceUID": uid, "SeriesNumber": number,
+                           "Modality": modality, "InstancesCount": len(members)})
+        answer.append({
+            "FrameOfReferenceUID": frame,
+            "InstancesCount": sum(len(members) for members in on[frame].values()),
+            "Series": series,
+            "ReferencedBy": [{"ID": series_id, "InstancesCount": len(ids)}
+                             for series_id, ids in sorted(referring[frame].items())],
+        })
+    return answer
+
+
+def list_frames_of_reference(reader: SetReader, level: str, resource_id: str,
+                             log: Callable[[str], None] = lambda message: None) -> list[dict[str, Any]]:
+    summaries: list[InstanceSummary] = []
+    count = _read(reader, level, resource_id, log, f"frames-of-reference of {resource_id}",
+                  lambda instance, header: summaries.append(
+                      summarize(instance["ID"], instance["ParentSeries"], header)))
+    if not count:
+        raise NotFound(f"{LEVEL_TYPES[level]} {resource_id} has no instance")
+    return frames_of_reference(summaries)
+
+
+# --- A source and its anonymized counterpart -----------------------------------------------
+
+@dataclass
+class VerifyRequest:
+    source: str
+    anonymized: str
+    project: str | None = None
+
+
+def parse_verify_request(body: bytes | str | None) -> VerifyRequest:
+    try:
+        document = json.loads(body or "")
+    except ValueError:
+        raise BadRequest("The body of the request must be a JSON object (it is not valid JSON)") from None
+    if not isinstance(document, dict):
+        raise BadRequest("The body of the request must be a JSON object")
+    for name in ("Source", "Anonymized"):
+        if not isinstance(document.get(name), str) or not document[name]:
+            raise BadRequest(f'Member "{name}" should be the Orthanc ID of a patient, study, series or instance')
+    if "Project" in document and not isinstance(document["Project"], str):
+        raise BadRequest('Member "Project" should be a string')
+    unknown = set(document) - {"Source", "Anonymized", "Project"}
+    if unknown:
+        raise BadRequest(f"Unknown member(s): {', '.join(sorted(unknown))}")
+    return VerifyRequest(document["Source"], document["Anonymized"], document.get("Project"))
+
+
+def pair_instances(sources: list[InstanceSummary], anonymized: list[InstanceSummary],
+                   pseudonyms: Pseudonymizer | None,
+                   anonymized_from: Callable[[str], str | None]) -> tuple[dict[str, str], dict[str, int]]:
+    """anonymized instance ID -> source instance ID, and how many pairs each method found.
+
+    In order: the plugin's own pseudonym of the source SOPInstanceUID (under the anonymized
+    PatientID), Orthanc's AnonymizedFrom metadata (native anonymization, and the plugin on 1.12),
+    then attributes that no anonymization changes, when they tell instances apart unambiguously.
+    """
+    pairs: dict[str, str] = {}
+    taken: set[str] = set()
+    counts = {"Pseudonym": 0, "AnonymizedFrom": 0, "Attributes": 0}
+
+    def add(anonymized_id: str, source_id: str, method: str) -> None:
+        pairs[anonymized_id] = source_id
+        taken.add(source_id)
+        counts[method] += 1
+
+    if pseudonyms is not None:
+        for patient_id in sorted({a.patient_id for a in anonymized}):
+            expected = {pseudonyms.uid(patient_id, s.root[INSTANCE]): s.id
+                        for s in sources if s.root.get(INSTANCE)}
+            for a in anonymized:
+                source_id = expected.get(a.root.get(INSTANCE, ""))
+                if a.patient_id == patient_id and a.id not in pairs and source_id and source_id not in taken:
+                    add(a.id, source_id, "Pseudonym")
+    source_ids = {s.id for s in sources}
+    for a in anonymized:
+        if a.id not in pairs:
+            origin = anonymized_from(a.id)
+            if origin in source_ids and origin not in taken:
+                add(a.id, origin, "AnonymizedFrom")
+
+    def unique(summaries: Iterable[InstanceSummary]) -> dict[tuple, str]:
+        seen: dict[tuple, list[str]] = defaultdict(list)
+        for summary in summaries:
+            seen[summary.fingerprint].append(summary.id)
+        return {key: ids[0] for key, ids in seen.items() if len(ids) == 1}
+
+    left_sources = unique(s for s in sources if s.id not in taken)
+    for key, anonymized_id in unique(a for a in anonymized if a.id not in pairs).items():
+        if key in left_sources:
+            add(anonymized_id, left_sources[key], "Attributes")
+    return pairs, counts
+
+
+class _Limited(list):
+    """A report list that keeps the first LIST_LIMIT entries and counts them all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def add(self, entry: Any) -> None:
+        self.total += 1
+        if len(self) < LIST_LIMIT:
+            self.append(entry)
+
+
+def _targets(summaries: Iterable[InstanceSummary]) -> dict[str, set[str]]:
+    targets: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    for summary in summaries:
+        for kind, uid in summary.root.items():
+            targets[kind].add(uid)
+    return targets
+
+
+def compare(sources: list[InstanceSummary], anonymized: list[InstanceSummary], pairs: dict[str, str],
+            leaks: list[tuple[str, Path, str]]) -> dict[str, Any]:
+    """The report of a source set and its anonymized set, once instances are paired."""
+    by_id = {s.id: s for s in sources}
+    source_targets, anonymized_targets = _targets(sources), _targets(anonymized)
+
+    # What each source UID became, learnt where the paired files hold a UID at the same path.
+    images: dict[str, set[str]] = defaultdict(set)
+    preimages: dict[str, set[str]] = defaultdict(set)
+    attribute: dict[str, str] = {}
+    for a in anonymized:
+        s = by_id.get(pairs.get(a.id, ""))
+        if s is None:
+            continue
+        for path, values in s.uids.items():
+            new_values = a.uids.get(path)
+            if new_values is None or len(new_values) != len(values):
+                continue
+            for old, new in zip(values, new_values):
+                if not is_well_known(old):
+                    images[old].add(new)
+                    preimages[new].add(old)
+                    if not path[0] or old not in attribute:  # named after the root attribute
+                        attribute[old] = keyword_for_tag(path[1]) or describe(((), path[1]))
+
+    inconsistent = _Limited()
+    for old in sorted(images):
+        if len(images[old]) > 1:
+            inconsistent.add({"Attribute": attribute[old], "Problem": "OneSourceUidBecameSeveral",
+                              "Source": old, "Anonymized": sorted(images[old])})
+    for new in sorted(preimages):
+        if len(preimages[new]) > 1:
+            inconsistent.add({"Attribute": attribute[min(preimages[new])],
+                              "Problem": "SeveralSourceUidsBecameOne",
+                              "Source": sorted(preimages[new]), "Anonymized": new})
+
+    # Frames of reference: every one the source lies on or refers to.
+    source_frames: dict[str, set[str]] = defaultdict(set)  # FoR -> series IDs of instances on it
+    for s in sources:
+        if s.root.get(FRAME):
+            source_frames[s.root[FRAME]].add(s.series_id)
+        for kind, values in s.references.values():
+            for value in values:
+                if kind == FRAME:
+                    source_frames.setdefault(value, set())
+    anonymized_on: dict[str, list[InstanceSummary]] = defaultdict(list)
+    for a in anonymized:
+        if a.root.get(FRAME):
+            anonymized_on[a.root[FRAME]].append(a)
+    frames = []
+    for frame in sorted(source_frames):
+        targets = sorted(images.get(frame, ()))
+        one_to_one = len(targets) == 1 and preimages[targets[0]] == {frame}
+        members = [m for target in targets for m in anonymized_on.get(target, ())]
+        frames.append({
+            "Source": frame, "Anonymized": targets, "OneToOne": one_to_one,
+            "SourceInstancesCount": sum(1 for s in sources if s.root.get(FRAME) == frame),
+            "AnonymizedInstancesCount": len(members),
+            "SourceSeries": sorted(source_frames[frame]),
+            "AnonymizedSeries": sorted({m.series_id for m in members}),
+        })
+
+    # References: each must resolve inside the anonymized set, unless its source counterpart
+    # did not resolve inside the source set either (a reference to something never given).
+    unresolved, removed = _Limited(), _Limited()
+    checked = 0
+    for a in anonymized:
+        s = by_id.get(pairs.get(a.id, ""))
+        for path, (kind, values) in a.references.items():
+            for value in values:
+                checked += 1
+                if value in anonymized_targets[kind]:
+                    continue
+                if s is None:
+                    in_source = "Unpaired"
+                elif path not in s.references:
+                    in_source = "Absent"
+                elif any(v in source_targets[s.references[path][0]] for v in s.references[path][1]):
+                    in_source = "Resolved"
+                else:
+                    in_source = "Unresolved"
+                unresolved.add({"Instance": a.id, "Path": describe(path), "Kind": kind, "InSource": in_source})
+        if s is not None:
+            for path, (kind, values) in s.references.items():
+                if path not in a.references and any(v in source_targets[kind] for v in values):
+                    removed.add({"Instance": a.id, "Path": describe(path), "Kind": kind})
+
+    found = _Limited()
+    for instance_id, path, label in leaks:
+        found.add({"Instance": instance_id, "Path": describe(path), "Found": label})
+
+    paired_sources = set(pairs.values())
+    unpaired_sources = sorted(s.id for s in sources if s.id not in paired_sources)
+    unpaired_anonymized = sorted(a.id for a in anonymized if a.id not in pairs)
+    # An instance without a source here (another call's, another study's) cannot be judged.
+    broken_references = [r for r in unresolved if r["InSource"] in ("Resolved", "Absent")]
+    clean = (not found.total and not inconsistent.total and not broken_references
+             and all(f["OneToOne"] for f in frames) and not unpaired_sources)
+    return {
+        "Clean": clean,
+        "PairedInstancesCount": len(pairs),
+        "UnpairedSourceInstances": unpaired_sources[:LIST_LIMIT],
+        "UnpairedAnonymizedInstances": unpaired_anonymized[:LIST_LIMIT],
+        "FramesOfReference": frames,
+        "InconsistentUids": list(inconsistent),
+        "ReferencesCount": checked,
+        "UnresolvedReferences": list(unresolved),
+        "UnresolvedReferencesCount": unresolved.total,
+        "RemovedReferences": list(removed),
+        "RemovedReferencesCount": removed.total,
+        "Leaks": list(found),
+        "LeaksCount": found.total,
+    }
+
+
+def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer | None,
+           log: Callable[[str], None] = lambda message: None,
+           uid_tags: frozenset[int] = UID_TAGS) -> dict[str, Any]:
+    """Read the source, then the anonymized set (headers only), and compare them."""
+    source_level = reader.level_of(request.source)
+    anonymized_level = reader.level_of(request.anonymized)
+    identifiers = SourceIdentifiers()
+    sources: list[InstanceSummary] = []
+
+    def visit_source(instance: dict[str, str], header: Dataset) -> None:
+        sources.append(summarize(instance["ID"], instance["ParentSeries"], header, uid_tags))
+        identifiers.add(header, uid_tags)
+
+    _read(reader, source_level, request.source, log, f"verify-anonymization, source {request.source}",
+          visit_source)
+    finder = identifiers.finder()
+    anonymized: list[InstanceSummary] = []
+    leaks: list[tuple[str, Path, str]] = []
+
+    def visit_anonymized(instance: dict[str, str], header: Dataset) -> None:
+        anonymized.append(summarize(instance["ID"], instance["ParentSeries"], header, uid_tags))
+        leaks.extend((instance["ID"], path, label) for path, label in finder.find(header))
+
+    _read(reader, anonymized_level, request.anonymized, log,
+          f"verify-anonymization, anonymized {request.anonymized}", visit_anonymized)
+    pairs, methods = pair_instances(sources, anonymized, pseudonyms, reader.anonymized_from)
+    report = compare(sources, anonymized, pairs, leaks)
+    answer = {
+        "Clean": report.pop("Clean"),
+        "Source": {"ID": request.source, "Type": LEVEL_TYPES[source_level], "InstancesCount": len(sources)},
+        "Anonymized": {"ID": request.anonymized, "Type": LEVEL_TYPES[anonymized_level],
+                       "InstancesCount": len(anonymized)},
+        "PairedBy": methods,
+    }
+    answer.update(report)
+    return answer
