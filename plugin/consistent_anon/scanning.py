@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass
 from typing import Iterator
 
 import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
 #: A path: the (sequence tag, item index) steps down to an element, then the element's tag.
@@ -18,6 +19,8 @@ Path = tuple[tuple[tuple[int, int], ...], int]
 
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 SOP_INSTANCE_UID = 0x00080018
+PIXEL_DATA = 0x7FE00010
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 _UID_TOKEN = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 
 
@@ -46,30 +49,71 @@ def values_of(value) -> tuple[str, ...]:
     return tuple(text.split("\\")) if text else ()
 
 
-@dataclass(frozen=True)
 class Element:
-    path: Path
-    vr: str
-    values: tuple[str, ...]
+    """One element found by `walk`: its path, its VR and, read only when asked, its values.
+
+    Most elements of a header are never looked at (the plan needs the UID attributes, the leak
+    search only texts), so their values are left undecoded: converting every element is most of
+    what reading a header costs.
+    """
+
+    __slots__ = ("path", "vr", "_dataset", "_raw", "_values")
+
+    def __init__(self, path: Path, vr: str, dataset: Dataset | None = None, raw: bytes | None = None,
+                 values: tuple[str, ...] | None = None) -> None:
+        self.path = path
+        self.vr = vr
+        self._dataset = dataset
+        self._raw = raw
+        self._values = values
 
     @property
     def tag(self) -> int:
         return self.path[1]
 
+    @property
+    def values(self) -> tuple[str, ...]:
+        if self._values is None:
+            if self._raw is not None and self.vr == "UI":  # ASCII by definition: no character set
+                self._values = values_of(self._raw.decode("ascii", "replace"))
+            else:
+                try:
+                    self._values = values_of(self._dataset[self.tag].value)
+                except Exception:  # an undecodable value is scanned as raw text
+                    self._values = values_of(bytes(self._raw or b""))
+        return self._values
+
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _raw_vr(raw: RawDataElement) -> str:
+    if raw.VR is not None:
+        return str(raw.VR)
+    try:  # implicit VR: the dictionary's
+        return dictionary_VR(raw.tag)
+    except KeyError:
+        return "UN"
+
 
 def walk(ds: Dataset, steps: tuple = ()) -> Iterator[Element]:
-    """Every non-sequence element at every depth, private ones included."""
-    for elem in ds:
-        tag = int(elem.tag)
-        if elem.VR == "SQ":
-            for index, item in enumerate(elem.value or ()):
-                yield from walk(item, steps + ((tag, index),))
-        elif tag != 0x7FE00010:
-            try:
-                values = values_of(elem.value)
-            except Exception:  # an undecodable value is scanned as raw text
-                values = values_of(bytes(elem.value or b""))
-            yield Element((steps, tag), elem.VR, values)
+    """Every non-sequence element at every depth, private ones included, pixel data excepted."""
+    for key in list(ds.keys()):
+        tag = int(key)
+        if tag == PIXEL_DATA:
+            continue
+        item = ds.get_item(key)
+        if isinstance(item, RawDataElement):
+            vr = _raw_vr(item)
+            if vr != "SQ" and item.length != _UNDEFINED_LENGTH:
+                yield Element((steps, tag), vr, ds, raw=item.value if item.value is not None else b"")
+                continue
+            item = ds[key]  # a sequence (or what may be one): pydicom reads its items
+        if item.VR == "SQ":
+            for index, child in enumerate(item.value or ()):
+                yield from walk(child, steps + ((tag, index),))
+        else:
+            yield Element((steps, tag), str(item.VR), ds)
 
 
 def uid_elements(ds: Dataset, uid_tags: frozenset[int]) -> list[Element]:
@@ -82,6 +126,11 @@ def uid_tokens(text: str) -> set[str]:
     return set(_UID_TOKEN.findall(text))
 
 
+def _is_deflated(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    return meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+
+
 def walk_file(ds: Dataset) -> Iterator[Element]:
     """Every non-sequence element of the dataset, then of its file meta information."""
     yield from walk(ds)
@@ -89,8 +138,14 @@ def walk_file(ds: Dataset) -> Iterator[Element]:
         yield from walk(ds.file_meta)
 
 
-def find_uids(ds: Dataset, wanted: set[str] | frozenset[str]) -> list[tuple[Element, str]]:
-    """Where any of `wanted` appears, as a value or inside text, anywhere in the dataset and its meta."""
+def find_uids(ds: Dataset, wanted: set[str] | frozenset[str], data: bytes | None = None) -> list[tuple[Element, str]]:
+    """Where any of `wanted` appears, as a value or inside text, anywhere in the dataset and its meta.
+
+    With `data`, the file the dataset was read from: a UID that is nowhere in its bytes is in no
+    element either (unless the dataset is deflated), which settles most files without a scan.
+    """
+    if data is not None and not _is_deflated(ds) and not any(uid.encode("ascii") in data for uid in wanted):
+        return []
     found = []
     for element in walk_file(ds):
         for value in element.values:

@@ -27,7 +27,7 @@ def check_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) -> l
         for element in walk(ds):
             if element.path in elsewhere and element.values != elsewhere[element.path]:
                 problems.append(f"{describe(element.path)} does not carry its pseudonym")
-    for element, _ in find_uids(ds, plan.source_uids):
+    for element, _ in find_uids(ds, plan.source_uids, data):
         problems.append(f"a source UID remains in {describe(element.path)}")
     if str(ds.get("PatientID", "")) != plan.patient_id:
         problems.append("PatientID is not the one the plugin assigned")
