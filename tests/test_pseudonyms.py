@@ -135,3 +135,26 @@ def test_a_storage_plugin_without_a_configured_key_is_refused():
         KeyStore(parse_config({}), no_generated_key).pseudonymizer(None)
     configured = KeyStore(parse_config({"ConsistentAnonymization": {"Key": "k" * 32}}), no_generated_key)
     assert configured.pseudonymizer(None).uid("P", "1.2.3")
+
+
+def test_the_byte_level_shortcut_of_the_leak_search_does_not_miss_a_deflated_file():
+    import io
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from consistent_anon.scanning import find_uids, read_header
+    from dicom_factory import Study, mr_series, to_bytes
+
+    image = mr_series(Study(), "1.2.3.4.5.6.7.8.9", 1, 1)[0]
+    image.ImageComments = "copied from 1.2.3.4.5.6.7.8.9.10.11"
+    plain = to_bytes(image)
+    image.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    image.save_as(buffer, enforce_file_format=True)
+    deflated = buffer.getvalue()
+    wanted = {"1.2.3.4.5.6.7.8.9.10.11"}
+    assert wanted.pop().encode() not in deflated  # compressed: invisible to a byte search
+    wanted = {"1.2.3.4.5.6.7.8.9.10.11"}
+    for data in (plain, deflated):
+        found = find_uids(read_header(data), wanted, data)
+        assert [element.path for element, _ in found] == [((), 0x00204000)]
