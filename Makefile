@@ -27,21 +27,17 @@ endef
 
 deps-run:
 	@$(call apt_install,$(RUN_PACKAGES))
-	@# Debian starts a system-wide Orthanc on 8042/4242 when the package is installed.
+	@# Debian starts a system-wide Orthanc service on 8042/4242 when the package is installed.
 	@if systemctl is-active --quiet orthanc 2>/dev/null; then $(SUDO) systemctl disable --now orthanc; fi
-	@if [ -x /etc/init.d/orthanc ] && pgrep -x Orthanc >/dev/null && ! pgrep -f "$(ORTHANC_STORAGE)" >/dev/null; then \
-		$(SUDO) /etc/init.d/orthanc stop || true; fi
 
 run: deps-run
 	mkdir -p "$(ORTHANC_STORAGE)"
 	python3 scripts/run_config.py "$(ORTHANC_STORAGE)/orthanc.run.json"
 	exec Orthanc "$(ORTHANC_STORAGE)/orthanc.run.json"
 
+# The packaged services are left alone: the tests start their own servers on free ports.
 deps-test:
 	@$(call apt_install,$(TEST_PACKAGES))
-	@# The packaged services are not used: the tests start their own servers on free ports.
-	@for s in orthanc postgresql; do \
-		if [ -x /etc/init.d/$$s ]; then $(SUDO) /etc/init.d/$$s stop >/dev/null 2>&1 || true; fi; done
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -61,6 +57,17 @@ test-bookworm: deps-test venv
 test-trixie: deps-test venv
 	chroot_dir=$$(scripts/trixie-chroot.sh) && \
 	ORTHANC_RUNTIME=chroot ORTHANC_CHROOT=$$chroot_dir $(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+# The benchmark (bench/run.py): the plugin against native Orthanc on this machine, not part of
+# the tests. Results in bench/results/<version>.json and bench/latest-<version>.json;
+# BENCH_ARGS=--quick for a short smoke run.
+.PHONY: bench bench-trixie
+bench: deps-test venv
+	ORTHANC_RUNTIME=host $(PYTHON) bench/run.py $(BENCH_ARGS)
+
+bench-trixie: deps-test venv
+	chroot_dir=$$(scripts/trixie-chroot.sh) && \
+	ORTHANC_RUNTIME=chroot ORTHANC_CHROOT=$$chroot_dir $(PYTHON) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

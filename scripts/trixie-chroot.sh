@@ -22,4 +22,7 @@ if [ ! -f "$DIR/.complete" ]; then
     rm -rf "$DIR"
     mv "$DIR.tmp" "$DIR"
 fi
+# Orthanc asks for this machine's name for every UID it generates: without the name in the
+# chroot's hosts file each one becomes a DNS query, which can wait seconds on a closed network.
+grep -qw "$(hostname)" "$DIR/etc/hosts" 2>/dev/null || printf '127.0.0.1\t%s\n' "$(hostname)" >> "$DIR/etc/hosts"
 echo "$DIR"
