@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from anonymized import AnonymizedSet, find_patient
+from anonymized import AnonymizedSet, find_patient, parse
 from conftest import new_patient, upload
 from dicom_factory import two_frame_study
 
@@ -163,3 +163,28 @@ def test_keep_source_false_deletes_the_source_only_after_the_result_is_stored(or
     assert orthanc.get(f"/studies/{study_id}").status_code == 404
     assert len(orthanc.json(f"/studies/{answer.json()['ID']}/instances")) == len(study.instances)
 
+
+
+def test_transcode_works_as_native(orthanc, native, study):
+    uploaded = upload(orthanc, study)
+    upload(native, study)
+    some = next(iter(uploaded.values()))
+    body = {"Transcode": "1.2.840.10008.1.2"}  # Implicit VR Little Endian
+    version = tuple(int(p) for p in orthanc.json("/system")["Version"].split(".")[:2])
+    for server in (orthanc, native):
+        # Instance level: the same file syntax as native's (1.10 ignores Transcode there).
+        single = server.post(f"/instances/{some['ID']}/anonymize", json=body)
+        assert single.status_code == 200
+        syntax = str(parse(single.content).file_meta.TransferSyntaxUID)
+        assert syntax == ("1.2.840.10008.1.2" if version >= (1, 12) else "1.2.840.10008.1.2.1")
+    if version < (1, 12):  # native transcodes in its jobs only, which the plugin cannot use: refused
+        before = sorted(orthanc.json("/instances"))
+        refused = orthanc.post(f"/series/{some['ParentSeries']}/anonymize", json=body)
+        assert refused.status_code == 400 and "1.12" in refused.json()["Message"]
+        assert sorted(orthanc.json("/instances")) == before
+        return
+    for server in (orthanc, native):
+        answer = server.post(f"/series/{some['ParentSeries']}/anonymize", json=body)
+        assert answer.status_code == 200, answer.text
+        for instance in server.json(f"/series/{answer.json()['ID']}/instances"):
+            assert server.get(f"/instances/{instance['ID']}/metadata/TransferSyntax").text == "1.2.840.10008.1.2"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -152,12 +153,12 @@ class Plugin:
         load, save = node_jobs_store(orthanc, str(configuration.get("Name", "")))
         self.jobs = JobQueue(self._run_job, load, save, orthanc.LogError)
         self.job_routes = JobRoutes(orthanc, self.jobs, self.port.call)
+        self._restore_lock = threading.Lock()
+        self._restored = False
 
-    def register(self, on_change: bool = True) -> None:
-        """Register the routes; with `on_change`, also the change callback that resumes the jobs a
-        restart interrupted (a site whose own script registers one calls `on_change` from it)."""
-        if on_change:
-            self._orthanc.RegisterOnChangeCallback(self.on_change)
+    def register(self) -> None:
+        """Register the routes. No change callback: it would run Python for every stored instance
+        and slow every anonymization down; jobs a stop interrupted resume at the first call instead."""
         self.job_routes.register(self._guarded)
         self._orthanc.RegisterRestCallback("/tools/generate-uid", self._guarded(self.generate_uid))
         self._orthanc.RegisterRestCallback("/tools/bulk-anonymize", self._guarded(self.bulk_anonymize))
@@ -180,12 +181,17 @@ class Plugin:
                 self._generated_key = no_generated_key
         return self._generated_key
 
-    def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
-        if change_type == self._orthanc.ChangeType.ORTHANC_STARTED:
-            resumed = self.jobs.restore()
-            if resumed:
-                self._orthanc.LogWarning(f"Consistent anonymization: resuming {resumed} job(s) "
-                                         f"interrupted by the previous stop")
+    def _resume_interrupted_jobs(self) -> None:
+        """Once, at the first call to any of the plugin's routes after Orthanc starts (the database
+        is open by then): reload the saved jobs and run again those a stop interrupted."""
+        with self._restore_lock:
+            if self._restored:
+                return
+            self._restored = True
+        resumed = self.jobs.restore()
+        if resumed:
+            self._orthanc.LogWarning(f"Consistent anonymization: resuming {resumed} job(s) "
+                                     f"interrupted by the previous stop")
 
     def _run_job(self, job: Job, progress: Callable[[int, int], None], canceled: Callable[[], bool]) -> dict:
         options = parse_request(job.body)
@@ -199,6 +205,7 @@ class Plugin:
         def callback(output: Any, uri: str, **request: Any) -> None:
             method = request.get("method", "")
             try:
+                self._resume_interrupted_jobs()
                 handler(output, uri, **request)
             except PluginError as error:
                 if error.status >= 500:
@@ -309,8 +316,8 @@ class Plugin:
         output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
 
-def register(orthanc: Any, on_change: bool = True) -> Plugin:
+def register(orthanc: Any) -> Plugin:
     """Register the plugin in this Orthanc; call once, from the Python script Orthanc loads."""
     plugin = Plugin(orthanc)
-    plugin.register(on_change)
+    plugin.register()
     return plugin

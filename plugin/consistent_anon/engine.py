@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
-from .errors import JobCanceled, NotFound, PluginError, VerificationFailed
+from .errors import BadRequest, JobCanceled, NotFound, PluginError, VerificationFailed
 from pydicom.dataset import Dataset
 
 from .identities import NativeMarkers, plan_instance
@@ -44,6 +44,8 @@ class OrthancPort(Protocol):
 
 #: From this Orthanc version on, native answers also list the source in "ParentResources".
 PARENT_RESOURCES_SINCE = (1, 12, 0)
+#: From this Orthanc version on, the instance-level anonymization the plugin uses honours "Transcode".
+TRANSCODE_SINCE = (1, 12, 0)
 #: Levels at which native records "AnonymizedFrom", child first.
 _ORIGIN_LEVELS = ("instances", "series", "studies", "patients")
 
@@ -123,6 +125,9 @@ class Anonymizer:
         """The source instances of the (level, id) targets, without repeats, once each target is known
         to exist and native accepts the options: done before a job is queued, so that bad requests
         are refused at once, as native does."""
+        if "Transcode" in request.native_body and self._port.version() < TRANSCODE_SINCE:
+            raise BadRequest("Transcode needs Orthanc 1.12 or later with this plugin: Orthanc 1.10 "
+                             "transcodes only inside its own jobs, never for a single instance")
         sources: dict[str, dict[str, str]] = {}
         for level, resource_id in targets:
             found = self._port.instances_of(level, resource_id)
