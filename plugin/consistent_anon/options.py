@@ -87,8 +87,8 @@ def _refuse_identifiers_without_force(document: dict[str, Any]) -> None:
                                  f'the "Force" option to be set to true')
 
 
-def parse_request(body: bytes | str | None) -> AnonymizeRequest:
-    """Parse the request body; 400 for what native refuses with 400 (malformed JSON, wrong types)."""
+def parse_json_object(body: bytes | str | None) -> dict[str, Any]:
+    """A request body that must be a JSON object; 400 otherwise (an empty body too, as native)."""
     if isinstance(body, bytes):
         try:
             body = body.decode("utf-8")
@@ -100,6 +100,12 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
         raise BadRequest("The body of the request must be a JSON object (it is not valid JSON)") from None
     if not isinstance(document, dict):
         raise BadRequest("The body of the request must be a JSON object")
+    return document
+
+
+def parse_request(body: bytes | str | None) -> AnonymizeRequest:
+    """Parse the request body; 400 for what native refuses with 400 (malformed JSON, wrong types)."""
+    document = parse_json_object(body)
     for name in _BOOLEANS:
         if name in document and not isinstance(document[name], bool):
             raise _member_error(name, "a Boolean value")

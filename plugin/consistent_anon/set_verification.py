@@ -17,6 +17,7 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 
 from .errors import BadRequest, NotFound, PluginError
+from .options import parse_json_object
 from .pseudonyms import Pseudonymizer
 from .scanning import Path, TextFinder, describe, find_uids, read_header, values_of, walk
 from .uid_attributes import UID_TAGS, is_well_known
@@ -318,12 +319,7 @@ class VerifyRequest:
 
 
 def parse_verify_request(body: bytes | str | None) -> VerifyRequest:
-    try:
-        document = json.loads(body or "")
-    except ValueError:
-        raise BadRequest("The body of the request must be a JSON object (it is not valid JSON)") from None
-    if not isinstance(document, dict):
-        raise BadRequest("The body of the request must be a JSON object")
+    document = parse_json_object(body)
     for name in ("Source", "Anonymized"):
         if not isinstance(document.get(name), str) or not document[name]:
             raise BadRequest(f'Member "{name}" should be the Orthanc ID of a patient, study, series or instance')
