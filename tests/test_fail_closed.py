@@ -73,3 +73,15 @@ def test_without_the_leak_the_same_requests_succeed(orthanc, study):
         answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize", json=options)
         assert answer.status_code == 200, answer.text
 
+
+
+def test_a_source_uid_after_the_pixel_data_is_refused(orthanc, study):
+    """Elements after the pixel data escape the header scan: the file's bytes still give them away."""
+    image = study.series[0][1]
+    block = image.private_block(0x7FE1, "SYNTHETIC VENDOR", create=True)
+    block.add_new(0x01, "UI", image.SOPInstanceUID)
+    uploaded = upload(orthanc, study)
+    answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
+                          json={"KeepPrivateTags": True})
+    assert answer.status_code == 500
+    assert "after the pixel data" in answer.json()["Message"]

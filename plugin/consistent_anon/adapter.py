@@ -147,6 +147,7 @@ class Plugin:
         self.config = parse_config(configuration)
         self._storage_directory = str(configuration.get("StorageDirectory", "OrthancStorage"))
         self._generated_key: Callable[[], bytes] | None = None
+        self._key_lock = threading.Lock()
         self.keys = KeyStore(self.config, lambda: self.generated_key_source()())
         self.port = RestPort(orthanc)
         self.anonymizer = Anonymizer(self.port, self.keys)
@@ -170,16 +171,19 @@ class Plugin:
         self._orthanc.LogWarning(f"Consistent anonymization plugin ready: {self.config!r}")
 
     def generated_key_source(self) -> Callable[[], bytes]:
-        """Where a generated key is kept, chosen once the database is open (see keys.py)."""
-        if self._generated_key is None:
-            system = json.loads(self.port.call(self._orthanc.RestApiGet, "/system"))
-            if not system.get("DatabaseBackendPlugin"):
-                self._generated_key = PropertyKey(self._orthanc.GetGlobalProperty, self._orthanc.SetGlobalProperty)
-            elif not system.get("StorageAreaPlugin"):
-                self._generated_key = SharedFileKey(Path(self._storage_directory).resolve())
-            else:
-                self._generated_key = no_generated_key
-        return self._generated_key
+        """Where a generated key is kept, chosen once the database is open (see keys.py); under a
+        lock, so that concurrent first calls share one source, hence one creation lock."""
+        with self._key_lock:
+            if self._generated_key is None:
+                system = json.loads(self.port.call(self._orthanc.RestApiGet, "/system"))
+                if not system.get("DatabaseBackendPlugin"):
+                    self._generated_key = PropertyKey(self._orthanc.GetGlobalProperty,
+                                                      self._orthanc.SetGlobalProperty)
+                elif not system.get("StorageAreaPlugin"):
+                    self._generated_key = SharedFileKey(Path(self._storage_directory).resolve())
+                else:
+                    self._generated_key = no_generated_key
+            return self._generated_key
 
     def _resume_interrupted_jobs(self) -> None:
         """Once, at the first call to any of the plugin's routes after Orthanc starts (the database

@@ -66,16 +66,17 @@ class Anonymizer:
         as native would, before the plugin changes anything.
         """
         fingerprint = json.dumps(request.native_body, sort_keys=True)
-        if fingerprint not in self._markers:
+        markers = self._markers.get(fingerprint)
+        if markers is None:
             header = read_header(self._port.anonymize_instance(instance_id, request.native_body))
-            if len(self._markers) > 256:
-                self._markers.clear()
 
             def value(tag: int) -> str | None:
                 return str(header[tag].value) if tag in header else None
-            self._markers[fingerprint] = NativeMarkers(value(DEIDENTIFICATION_METHOD),
-                                                       value(PATIENT_IDENTITY_REMOVED))
-        return self._markers[fingerprint]
+            markers = NativeMarkers(value(DEIDENTIFICATION_METHOD), value(PATIENT_IDENTITY_REMOVED))
+            if len(self._markers) > 256:
+                self._markers.clear()
+            self._markers[fingerprint] = markers
+        return markers
 
     def _anonymized_file(self, instance_id: str, request: AnonymizeRequest,
                          pseudonyms: Pseudonymizer, markers: NativeMarkers) -> bytes:
@@ -166,6 +167,9 @@ class Anonymizer:
             if canceled():
                 raise JobCanceled()
             stored = self._port.store(self._anonymized_file(source["ID"], request, pseudonyms, markers))
+            if stored.get("Status") not in ("Success", "AlreadyStored"):  # e.g. FilteredOut
+                raise VerificationFailed(f"Orthanc did not store an anonymized instance "
+                                         f"(status {stored.get('Status')}); nothing was kept")
             with lock:
                 if stored.get("Status") == "Success":
                     added.append(stored["ID"])
@@ -193,6 +197,7 @@ class Anonymizer:
             if failures:
                 raise failures[0]
             check(results)
+            self._check_still_stored(results)
         except BaseException:
             for instance_id in added:
                 try:
@@ -201,6 +206,17 @@ class Anonymizer:
                     pass  # the original error is the one to report
             raise
         return results
+
+    def _check_still_stored(self, results: list[dict[str, str]]) -> None:
+        """Every result is there at the end: a concurrent call that failed may have rolled back an
+        instance this call counted as already stored."""
+        by_series: dict[str, set[str]] = {}
+        for stored in results:
+            by_series.setdefault(stored["ParentSeries"], set()).add(stored["ID"])
+        for series, instances in by_series.items():
+            if not instances <= self._port.existing_instances(series):
+                raise VerificationFailed("An anonymized instance disappeared while the call ran (a concurrent "
+                                         "call was rolled back): run the call again; nothing was deleted")
 
     def _already_stored(self, sources: list[dict[str, str]], request: AnonymizeRequest,
                         pseudonyms: Pseudonymizer, markers: NativeMarkers) -> dict[str, dict[str, str]]:
@@ -240,6 +256,16 @@ class Anonymizer:
                                        "Status": "AlreadyStored", "Source": source["ID"]}
         return found
 
+    def _delete_sources(self, sources: list[dict[str, str]]) -> None:
+        """KeepSource false: delete the instances this call anonymized, and those only (others may
+        have arrived in the same study meanwhile); Orthanc removes the parents left empty."""
+        for source in sources:
+            try:
+                self._port.delete("instances", source["ID"])
+            except PluginError as error:
+                if error.status != 404:  # deleted meanwhile: nothing left to do
+                    raise
+
     def anonymize_resource(self, level: str, resource_id: str, request: AnonymizeRequest,
                            progress: Callable[[int, int], None] = lambda done, total: None,
                            canceled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
@@ -253,7 +279,7 @@ class Anonymizer:
                                          f"{len(parents)} resources; nothing was stored")
         results = self._store_all(sources, request, progress, canceled, one_result)
         if not request.keep_source:
-            self._port.delete(level, resource_id)
+            self._delete_sources(sources)
         parent = results[0][_PARENT_FIELD[level]]
         answer = {
             "Description": "REST API",
@@ -297,12 +323,7 @@ class Anonymizer:
         sources = self.check_request(targets, request)
         results = self._store_all(sources, request, progress, canceled, lambda results: None)
         if not request.keep_source:
-            for level, resource_id in targets:
-                try:
-                    self._port.delete(level, resource_id)
-                except PluginError as error:
-                    if error.status != 404:  # already gone with a parent listed before it
-                        raise
+            self._delete_sources(sources)
         resources: list[dict[str, str]] = []
         seen: set[str] = set()
         for level, field in (("instances", "ID"), ("series", "ParentSeries"), ("studies", "ParentStudy"),

@@ -172,10 +172,10 @@ class JobQueue:
             for old in sorted(finished, key=lambda j: j.creation_time)[:-HISTORY_SIZE]:
                 del self._jobs[old.id]
             records = [asdict(j) for j in self._jobs.values()]
-        try:
-            self._save(json.dumps(records))
-        except Exception as error:  # the job still runs; only its record after a restart is at risk
-            self._log_error(f"could not save the anonymization jobs ({type(error).__name__})")
+            try:  # under the lock: saves never overtake one another
+                self._save(json.dumps(records))
+            except Exception as error:  # the job still runs; only its record after a restart is at risk
+                self._log_error(f"could not save the anonymization jobs ({type(error).__name__})")
 
     def _work(self) -> None:
         while True:

@@ -126,6 +126,12 @@ def uid_tokens(text: str) -> set[str]:
     return set(_UID_TOKEN.findall(text))
 
 
+def in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
+    """Whether any of `wanted` is somewhere in the file's bytes (pixel data and what follows it
+    included, where the header scan does not look)."""
+    return any(uid.encode("ascii", "replace") in data for uid in wanted)
+
+
 def _is_deflated(ds: Dataset) -> bool:
     meta = getattr(ds, "file_meta", None)
     return meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
@@ -144,7 +150,7 @@ def find_uids(ds: Dataset, wanted: set[str] | frozenset[str], data: bytes | None
     With `data`, the file the dataset was read from: a UID that is nowhere in its bytes is in no
     element either (unless the dataset is deflated), which settles most files without a scan.
     """
-    if data is not None and not _is_deflated(ds) and not any(uid.encode("ascii") in data for uid in wanted):
+    if data is not None and not _is_deflated(ds) and not in_bytes(data, wanted):
         return []
     found = []
     for element in walk_file(ds):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .identities import InstancePlan
-from .scanning import (MEDIA_STORAGE_SOP_INSTANCE_UID, SOP_INSTANCE_UID, describe, find_uids,
+from .scanning import (MEDIA_STORAGE_SOP_INSTANCE_UID, SOP_INSTANCE_UID, describe, find_uids, in_bytes,
                        read_header, uid_elements, walk)
 
 
@@ -27,8 +27,12 @@ def check_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) -> l
         for element in walk(ds):
             if element.path in elsewhere and element.values != elsewhere[element.path]:
                 problems.append(f"{describe(element.path)} does not carry its pseudonym")
-    for element, _ in find_uids(ds, plan.source_uids, data):
+    leaks = find_uids(ds, plan.source_uids, data)
+    for element, _ in leaks:
         problems.append(f"a source UID remains in {describe(element.path)}")
+    if not leaks and in_bytes(data, plan.source_uids):
+        # Where the header scan does not look: elements after the pixel data (private ones, kept).
+        problems.append("a source UID remains in the file outside the header (after the pixel data)")
     if str(ds.get("PatientID", "")) != plan.patient_id:
         problems.append("PatientID is not the one the plugin assigned")
     meta = getattr(ds, "file_meta", None)
