@@ -22,6 +22,7 @@ SOP_INSTANCE_UID = 0x00080018
 PIXEL_DATA = 0x7FE00010
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 _UID_TOKEN = re.compile(r"[0-9]+(?:\.[0-9]+)+")
+_UID_TOKEN_BYTES = re.compile(rb"[0-9]+(?:\.[0-9]+)+")
 
 
 def read_header(data: bytes) -> Dataset:
@@ -130,6 +131,15 @@ def in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
     """Whether any of `wanted` is somewhere in the file's bytes (pixel data and what follows it
     included, where the header scan does not look)."""
     return any(uid.encode("ascii", "replace") in data for uid in wanted)
+
+
+def whole_uid_in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
+    """Whether any of `wanted` stands in the file's bytes as a whole dotted-decimal token (not as
+    the start of a longer UID): for the places the header scan does not reach."""
+    if not in_bytes(data, wanted):
+        return False
+    tokens = set(_UID_TOKEN_BYTES.findall(data))
+    return any(uid.encode("ascii", "replace") in tokens for uid in wanted)
 
 
 def _is_deflated(ds: Dataset) -> bool:

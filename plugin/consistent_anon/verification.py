@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from .identities import InstancePlan
-from .scanning import (MEDIA_STORAGE_SOP_INSTANCE_UID, SOP_INSTANCE_UID, describe, find_uids, in_bytes,
-                       read_header, uid_elements, walk)
+from .scanning import (MEDIA_STORAGE_SOP_INSTANCE_UID, SOP_INSTANCE_UID, describe, find_uids,
+                       read_header, uid_elements, walk, whole_uid_in_bytes)
 
 
 def check_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) -> list[str]:
@@ -30,7 +30,7 @@ def check_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) -> l
     leaks = find_uids(ds, plan.source_uids, data)
     for element, _ in leaks:
         problems.append(f"a source UID remains in {describe(element.path)}")
-    if not leaks and in_bytes(data, plan.source_uids):
+    if not leaks and whole_uid_in_bytes(data, plan.source_uids):
         # Where the header scan does not look: elements after the pixel data (private ones, kept).
         problems.append("a source UID remains in the file outside the header (after the pixel data)")
     if str(ds.get("PatientID", "")) != plan.patient_id:
