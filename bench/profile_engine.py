@@ -205,11 +205,11 @@ def child(args: argparse.Namespace) -> None:
     configuration = json.loads(Path(args.configuration).read_text())
     configuration["ConsistentAnonymization"] = {"Key": PROFILE_KEY}
     orthanc = HttpOrthanc(args.url, configuration, args.python_plugin_version)
-    real_port = RestPort(orthanc)
+    real_port = RestPort(orthanc, configuration)
     port = TimedPort(real_port)
     anonymizer = Anonymizer(port, KeyStore(parse_config(configuration), lambda: b""))
     request = parse_request(b"{}")
-    workers = real_port.workers() if hasattr(real_port, "workers") else 1
+    workers = real_port.workers()
     instances = json.loads(orthanc.RestApiGet(f"/studies/{args.study}/instances"))
     anonymizer.anonymize_instance(instances[0]["ID"], request)  # warm-up: imports, native markers
 

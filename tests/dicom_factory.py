@@ -75,35 +75,47 @@ def _base(study: Study, sop_class: str, modality: str) -> Dataset:
     return ds
 
 
-def mr_series(study: Study, frame_of_reference: str, count: int, number: int,
-              size: int = 16, description: str | None = None) -> list[Dataset]:
-    """One MR series of `count` slices on the given frame of reference."""
+def image_series(study: Study, sop_class: str, modality: str, frame_of_reference: str, count: int,
+                 number: int, size: int = 16, description: str | None = None,
+                 synchronization: str | None = None) -> list[Dataset]:
+    """`count` slices of one series on a frame of reference (and a synchronization FoR if given)."""
     series_uid = generate_uid()
     slices = []
     for index in range(count):
-        ds = _base(study, MR_IMAGE_STORAGE, "MR")
+        ds = _base(study, sop_class, modality)
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = number
-        ds.SeriesDescription = description or f"Synthetic MR series {number}"
+        ds.SeriesDescription = description or f"Synthetic {modality} series {number}"
         ds.InstanceNumber = index + 1
         ds.FrameOfReferenceUID = frame_of_reference
         ds.PositionReferenceIndicator = ""
+        if synchronization:
+            ds.SynchronizationFrameOfReferenceUID = synchronization
+            ds.SynchronizationTrigger = "NO TRIGGER"
+            ds.AcquisitionTimeSynchronized = "Y"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.ImagePositionPatient = [0.0, 0.0, float(index)]
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         ds.PixelSpacing = [1.0, 1.0]
         ds.SliceThickness = 1.0
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = size
-        ds.Columns = size
+        ds.Rows = ds.Columns = size
         ds.BitsAllocated = 16
         ds.BitsStored = 12
         ds.HighBit = 11
         ds.PixelRepresentation = 0
-        pixels = (np.arange(size * size, dtype=np.uint16).reshape(size, size) + index * 7) % 4096
-        ds.PixelData = pixels.tobytes()
+        ds.RescaleIntercept = 0
+        ds.RescaleSlope = 1
+        ds.PixelData = ((np.arange(size * size, dtype=np.uint16) + index * 7) % 4096).tobytes()
         slices.append(ds)
     return slices
+
+
+def mr_series(study: Study, frame_of_reference: str, count: int, number: int,
+              size: int = 16, description: str | None = None) -> list[Dataset]:
+    """One MR series of `count` slices on the given frame of reference."""
+    return image_series(study, MR_IMAGE_STORAGE, "MR", frame_of_reference, count, number, size, description)
 
 
 def rtstruct(study: Study, images: list[Dataset]) -> Dataset:

@@ -16,7 +16,8 @@ from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from dicom_factory import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, Patient, Study, _base, _file_meta, rtstruct
+from dicom_factory import (CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, Patient, Study, _base, _file_meta, image_series,
+                           rtstruct)
 
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -26,42 +27,6 @@ RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
 DEFORMABLE_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.3"
 IDENTITY = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
-
-
-def image_series(study: Study, sop_class: str, modality: str, frame_of_reference: str, count: int,
-                 number: int, synchronization: str | None = None, size: int = 8) -> list[Dataset]:
-    """`count` slices of one series on a frame of reference (and a synchronization FoR if given)."""
-    series_uid = generate_uid()
-    slices = []
-    for index in range(count):
-        ds = _base(study, sop_class, modality)
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = number
-        ds.SeriesDescription = f"Synthetic {modality} series {number}"
-        ds.InstanceNumber = index + 1
-        ds.FrameOfReferenceUID = frame_of_reference
-        ds.PositionReferenceIndicator = ""
-        if synchronization:
-            ds.SynchronizationFrameOfReferenceUID = synchronization
-            ds.SynchronizationTrigger = "NO TRIGGER"
-            ds.AcquisitionTimeSynchronized = "Y"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImagePositionPatient = [0.0, 0.0, float(index)]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing = [1.0, 1.0]
-        ds.SliceThickness = 1.0
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = ds.Columns = size
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
-        ds.RescaleIntercept = 0
-        ds.RescaleSlope = 1
-        ds.PixelData = ((np.arange(size * size, dtype=np.uint16) + index) % 4096).tobytes()
-        slices.append(ds)
-    return slices
 
 
 def _sop_reference(ds: Dataset) -> Dataset:
@@ -352,10 +317,10 @@ def relationship_study(patient: Patient) -> RelationshipStudy:
     study = Study(patient=patient)
     planning_for, mr_for, pet_ct_for, synchronization = (generate_uid() for _ in range(4))
     result = RelationshipStudy(study)
-    ct = image_series(study, CT_IMAGE_STORAGE, "CT", planning_for, 4, 1)
-    mr = image_series(study, MR_IMAGE_STORAGE, "MR", mr_for, 3, 2)
-    pet = image_series(study, PET_IMAGE_STORAGE, "PT", pet_ct_for, 3, 3, synchronization)
-    pet_ct = image_series(study, CT_IMAGE_STORAGE, "CT", pet_ct_for, 3, 4, synchronization)
+    ct = image_series(study, CT_IMAGE_STORAGE, "CT", planning_for, 4, 1, size=8)
+    mr = image_series(study, MR_IMAGE_STORAGE, "MR", mr_for, 3, 2, size=8)
+    pet = image_series(study, PET_IMAGE_STORAGE, "PT", pet_ct_for, 3, 3, size=8, synchronization=synchronization)
+    pet_ct = image_series(study, CT_IMAGE_STORAGE, "CT", pet_ct_for, 3, 4, size=8, synchronization=synchronization)
     for ds in pet:
         ds.Units = "BQML"
         ds.DecayCorrection = "START"

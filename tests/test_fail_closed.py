@@ -41,13 +41,18 @@ def test_one_bad_instance_stores_nothing_of_the_whole_call(orthanc, study):
         assert orthanc.get(f"/instances/{instance}/file").content == content
 
 
+def anonymize_with_a_private_element(orthanc, study, image, group: int, vr: str, value: str):
+    """Add a private element to `image`, store the study, anonymize the image keeping private tags."""
+    block = image.private_block(group, "SYNTHETIC VENDOR", create=True)
+    block.add_new(0x10 if group == 0x0011 else 0x01, vr, value)
+    uploaded = upload(orthanc, study)
+    return orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
+                        json={"KeepPrivateTags": True})
+
+
 def test_a_uid_of_the_instance_in_a_kept_private_tag_gets_its_pseudonym(orthanc, study):
     image = study.series[1][0]
-    block = image.private_block(0x0011, "SYNTHETIC VENDOR", create=True)
-    block.add_new(0x10, "UI", image.SOPInstanceUID)
-    uploaded = upload(orthanc, study)
-    answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
-                          json={"KeepPrivateTags": True})
+    answer = anonymize_with_a_private_element(orthanc, study, image, 0x0011, "UI", image.SOPInstanceUID)
     assert answer.status_code == 200, answer.text
     anonymized = parse(answer.content)
     value = anonymized[0x00111010].value  # native writes it back with VR UN
@@ -57,11 +62,8 @@ def test_a_uid_of_the_instance_in_a_kept_private_tag_gets_its_pseudonym(orthanc,
 
 def test_a_source_uid_in_kept_private_text_is_refused(orthanc, study):
     image = study.series[1][0]
-    block = image.private_block(0x0011, "SYNTHETIC VENDOR", create=True)
-    block.add_new(0x10, "LT", f"uid={image.SOPInstanceUID}")  # not a UID element: not mapped
-    uploaded = upload(orthanc, study)
-    answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
-                          json={"KeepPrivateTags": True})
+    # Not a UID element: not mapped.
+    answer = anonymize_with_a_private_element(orthanc, study, image, 0x0011, "LT", f"uid={image.SOPInstanceUID}")
     assert answer.status_code == 500
     assert "(0011,1010)" in answer.json()["Message"]
 
@@ -74,14 +76,9 @@ def test_without_the_leak_the_same_requests_succeed(orthanc, study):
         assert answer.status_code == 200, answer.text
 
 
-
 def test_a_source_uid_after_the_pixel_data_is_refused(orthanc, study):
     """Elements after the pixel data escape the header scan: the file's bytes still give them away."""
     image = study.series[0][1]
-    block = image.private_block(0x7FE1, "SYNTHETIC VENDOR", create=True)
-    block.add_new(0x01, "UI", image.SOPInstanceUID)
-    uploaded = upload(orthanc, study)
-    answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
-                          json={"KeepPrivateTags": True})
+    answer = anonymize_with_a_private_element(orthanc, study, image, 0x7FE1, "UI", image.SOPInstanceUID)
     assert answer.status_code == 500
     assert "after the pixel data" in answer.json()["Message"]

@@ -308,6 +308,22 @@ def test_verification_route_errors(orthanc, piecewise):
     assert answer.status_code == 400
 
 
+def test_verification_routes_take_any_level_and_refuse_wrong_ones(orthanc, piecewise):
+    """The levels are found by the same port the anonymization uses, on a real Orthanc."""
+    made, uploaded, anonymized_study = piecewise
+    source_series = uploaded["ct"][0]["ParentSeries"]
+    anonymized_series = orthanc.json(f"/studies/{anonymized_study}/series")
+    ct_series = next(s["ID"] for s in anonymized_series if s["MainDicomTags"].get("Modality") == "CT"
+                     and len(s["Instances"]) == len(uploaded["ct"]))
+    report = verify(orthanc, source_series, ct_series)
+    assert report["Source"]["Type"] == report["Anonymized"]["Type"] == "Series"
+    assert report["Source"]["InstancesCount"] == len(uploaded["ct"])
+    assert orthanc.post("/tools/verify-anonymization",
+                        json={"Source": "no-such-id", "Anonymized": ct_series}).status_code == 404
+    assert orthanc.get(f"/studies/{source_series}/frames-of-reference").status_code == 404
+    assert orthanc.get(f"/series/{source_series}/frames-of-reference").status_code == 200
+
+
 @pytest.fixture
 def anonymized_two_frames(orthanc):
     """A two-frame study (three MR series, an RTSTRUCT) anonymized series by series."""

@@ -2,18 +2,16 @@
 fail-closed check) and the private-tag plan, without a server."""
 from __future__ import annotations
 
-import json
-
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from consistent_anon.errors import BadRequest, NotFound, PluginError
+from consistent_anon.errors import BadRequest, NotFound
 from consistent_anon.identities import NativeMarkers, plan_instance
 from consistent_anon.options import parse_request
 from consistent_anon.pseudonyms import Pseudonymizer
 from consistent_anon.scanning import TextFinder, read_header
-from consistent_anon.set_verification import (INSTANCE, Progress, RestSetReader, SourceIdentifiers,
+from consistent_anon.set_verification import (INSTANCE, Progress, SourceIdentifiers,
                                               VerifyRequest, frames_of_reference, parse_verify_request,
                                               summarize, verify)
 from consistent_anon.uid_attributes import UID_TAGS
@@ -116,7 +114,7 @@ class FakeReader:
             raise NotFound("Unknown resource")
         return "studies"
 
-    def instances(self, level: str, resource_id: str) -> list[dict[str, str]]:
+    def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]:
         return [{"ID": i, "ParentSeries": s} for i, s, _ in self.resources[resource_id]]
 
     def header(self, instance_id: str) -> Dataset:
@@ -250,23 +248,6 @@ def test_verify_request_parsing():
                  b'{"Source": "a", "Anonymized": "b", "Project": 1}', b'{"Source": "a", "Anonymized": "b", "X": 1}'):
         with pytest.raises(BadRequest):
             parse_verify_request(body)
-
-
-def test_rest_reader_finds_the_level_and_maps_wrong_levels_to_404():
-    answers = {"/studies/x": b"{}", "/studies/x/instances": json.dumps([{"ID": "i", "ParentSeries": "s"}]).encode()}
-
-    def get(uri: str):
-        if uri in answers:
-            return answers[uri]
-        raise PluginError("Unknown resource", 404 if "/series/" not in uri else 400)
-    reader = RestSetReader(get)
-    assert reader.level_of("x") == "studies"
-    assert reader.instances("studies", "x") == [{"ID": "i", "ParentSeries": "s"}]
-    with pytest.raises(NotFound):
-        reader.level_of("y")
-    with pytest.raises(NotFound):
-        reader.instances("series", "x")
-    assert reader.anonymized_from("i") is None
 
 
 def test_progress_is_logged_every_hundred_instances_and_at_the_end():

@@ -13,15 +13,19 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from pydicom.dataset import Dataset
+
 from .config import parse_config
 from .engine import Anonymizer
 from .errors import BadRequest, NotFound, PluginError, status_for_orthanc_error
-from .job_routes import JobRoutes, node_jobs_store
+from .job_routes import JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue
 from .keys import KeyStore, PropertyKey, SharedFileKey, no_generated_key
 from .options import parse_request
+from .orthanc_ids import LEVEL_TYPES
 from .pseudonyms import fresh_uid
-from .set_verification import RestSetReader, list_frames_of_reference, parse_verify_request, verify
+from .scanning import read_header
+from .set_verification import list_frames_of_reference, parse_verify_request, verify
 
 NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
 UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
@@ -37,11 +41,11 @@ class NativeError(PluginError):
 class RestPort:
     """The engine's OrthancPort over the built-in REST API (`orthanc.RestApi*`, not the plugins')."""
 
-    def __init__(self, orthanc: Any) -> None:
+    def __init__(self, orthanc: Any, configuration: dict[str, Any]) -> None:
         self._orthanc = orthanc
+        self._configuration = configuration
         self._version: tuple[int, ...] | None = None
         self._workers: int | None = None
-        self._overwrites: bool | None = None
 
     def call(self, function: Callable, *args: Any) -> Any:
         try:
@@ -66,6 +70,28 @@ class RestPort:
                  "SOPInstanceUID": instance.get("MainDicomTags", {}).get("SOPInstanceUID", "")}
                 for instance in answer]
 
+    def level_of(self, resource_id: str) -> str:
+        """The level of an ID of any level (bulk requests, the verification route take those)."""
+        for level in LEVEL_TYPES:
+            try:
+                self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}")
+            except NativeError as error:
+                if error.status == 404:
+                    continue
+                raise
+            return level
+        raise NotFound(f"Unknown resource {resource_id}")
+
+    def header(self, instance_id: str) -> Dataset:
+        return read_header(self.read_file(instance_id))
+
+    def anonymized_from(self, instance_id: str) -> str | None:
+        try:
+            value = self.call(self._orthanc.RestApiGet, f"/instances/{instance_id}/metadata/AnonymizedFrom")
+        except NativeError:
+            return None
+        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
     def identifiers(self, series_id: str) -> tuple[str, str, str]:
         """PatientID, StudyInstanceUID and SeriesInstanceUID of a series, from the index."""
         series = json.loads(self.call(self._orthanc.RestApiGet, f"/series/{series_id}"))
@@ -84,9 +110,7 @@ class RestPort:
         return {instance["ID"] for instance in answer}
 
     def overwrites(self) -> bool:
-        if self._overwrites is None:
-            self._overwrites = bool(json.loads(self._orthanc.GetConfiguration()).get("OverwriteInstances", False))
-        return self._overwrites
+        return bool(self._configuration.get("OverwriteInstances", False))
 
     def parent_of(self, level: str, resource_id: str) -> str:
         field = {"instances": "ParentSeries", "series": "ParentStudy", "studies": "ParentPatient"}[level]
@@ -111,8 +135,7 @@ class RestPort:
         """How many instances to do at once: one per core where orthanc-python (4.3 and later)
         releases Python's lock during Orthanc calls ("Python": {"AllowThreads": true}), else one."""
         if self._workers is None:
-            configuration = json.loads(self._orthanc.GetConfiguration())
-            allowed = bool((configuration.get("Python") or {}).get("AllowThreads", False))
+            allowed = bool((self._configuration.get("Python") or {}).get("AllowThreads", False))
             try:
                 text = json.loads(self.call(self._orthanc.RestApiGet, "/plugins/python"))["Version"]
                 plugin_version = tuple(int(p) for p in re.findall(r"\d+", text)[:2])
@@ -149,10 +172,10 @@ class Plugin:
         self._generated_key: Callable[[], bytes] | None = None
         self._key_lock = threading.Lock()
         self.keys = KeyStore(self.config, lambda: self.generated_key_source()())
-        self.port = RestPort(orthanc)
+        self.port = RestPort(orthanc, configuration)
         self.anonymizer = Anonymizer(self.port, self.keys)
-        load, save = node_jobs_store(orthanc, str(configuration.get("Name", "")))
-        self.jobs = JobQueue(self._run_job, load, save, orthanc.LogError)
+        self.jobs = JobQueue(self._run_job, lambda: orthanc.GetGlobalProperty(JOBS_PROPERTY, ""),
+                             lambda text: orthanc.SetGlobalProperty(JOBS_PROPERTY, text), orthanc.LogError)
         self.job_routes = JobRoutes(orthanc, self.jobs, self.port.call)
         self._restore_lock = threading.Lock()
         self._restored = False
@@ -299,15 +322,12 @@ class Plugin:
             output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
     # --- Verification of anonymized sets (set_verification.py) ---------------------------------
-    def _set_reader(self) -> RestSetReader:
-        return RestSetReader(lambda uri: self.port.call(self._orthanc.RestApiGet, uri))
-
     def frames_of_reference(self, output: Any, uri: str, **request: Any) -> None:
         if request["method"] != "GET":
             output.SendMethodNotAllowed("GET")
             return
         level, resource_id = request["groups"]
-        answer = list_frames_of_reference(self._set_reader(), level, resource_id, self._orthanc.LogInfo)
+        answer = list_frames_of_reference(self.port, level, resource_id, self._orthanc.LogInfo)
         output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
     def verify_anonymization(self, output: Any, uri: str, **request: Any) -> None:
@@ -316,7 +336,7 @@ class Plugin:
             return
         verify_request = parse_verify_request(request.get("body"))
         pseudonyms = None if self.keys.fresh_per_call else self.keys.pseudonymizer(verify_request.project)
-        answer = verify(self._set_reader(), verify_request, pseudonyms, self._orthanc.LogInfo)
+        answer = verify(self.port, verify_request, pseudonyms, self._orthanc.LogInfo)
         output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
 

@@ -15,12 +15,12 @@ from .keys import KeyStore
 from .options import (DEIDENTIFICATION_METHOD, PATIENT_IDENTITY_REMOVED, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
                       STUDY_INSTANCE_UID, AnonymizeRequest)
 from . import orthanc_ids
+from .orthanc_ids import LEVEL_TYPES
 from .pseudonyms import Pseudonymizer
 from .scanning import read_header
 from .uid_attributes import UID_TAGS
 from .verification import check_output
 
-LEVEL_TYPES = {"patients": "Patient", "studies": "Study", "series": "Series", "instances": "Instance"}
 _PARENT_FIELD = {"patients": "ParentPatient", "studies": "ParentStudy", "series": "ParentSeries",
                  "instances": "ID"}
 
@@ -40,6 +40,7 @@ class OrthancPort(Protocol):
     def identifiers(self, series_id: str) -> tuple[str, str, str]: ...
     def existing_instances(self, series_id: str) -> set[str]: ...
     def overwrites(self) -> bool: ...
+    def level_of(self, resource_id: str) -> str: ...
 
 
 #: From this Orthanc version on, native answers also list the source in "ParentResources".
@@ -230,30 +231,36 @@ class Anonymizer:
         """
         if self._port.overwrites():
             return {}
-        found: dict[str, dict[str, str]] = {}
-        existing: dict[str, set[str]] = {}
-        identifiers: dict[str, tuple[str, str, str]] = {}
+        by_series: dict[str, list[dict[str, str]]] = {}
         for source in sources:
-            if source["ParentSeries"] not in identifiers:
-                identifiers[source["ParentSeries"]] = self._port.identifiers(source["ParentSeries"])
-            patient_id, study_uid, series_uid = identifiers[source["ParentSeries"]]
-            roots = Dataset()
-            roots.PatientID, roots.StudyInstanceUID = patient_id, study_uid
-            roots.SeriesInstanceUID, roots.SOPInstanceUID = series_uid, source["SOPInstanceUID"]
-            plan = plan_instance(roots, request, pseudonyms, markers, self._uid_tags)
-            targets = [plan.patient_id] + [plan.expected_uids.get(((), tag), ("",))[0]
-                                           for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)]
-            if not all(targets):
+            by_series.setdefault(source["ParentSeries"], []).append(source)
+        found: dict[str, dict[str, str]] = {}
+        for source_series, members in by_series.items():
+            patient_id, study_uid, series_uid = self._port.identifiers(source_series)
+
+            def targets_of(sop_instance_uid: str) -> list[str]:
+                """PatientID, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID of the result."""
+                roots = Dataset()
+                roots.PatientID, roots.StudyInstanceUID = patient_id, study_uid
+                roots.SeriesInstanceUID, roots.SOPInstanceUID = series_uid, sop_instance_uid
+                plan = plan_instance(roots, request, pseudonyms, markers, self._uid_tags)
+                return [plan.patient_id] + [plan.expected_uids.get(((), tag), ("",))[0]
+                                            for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)]
+            first = targets_of(members[0]["SOPInstanceUID"])
+            if not all(first[:3]):
                 continue  # an identifier removed or emptied: no shortcut, do the work
-            series = orthanc_ids.resource_id(*targets[:3])
-            if series not in existing:
-                existing[series] = self._port.existing_instances(series)
-            instance = orthanc_ids.resource_id(*targets)
-            if instance in existing[series]:
-                found[source["ID"]] = {"ID": instance, "ParentSeries": series,
-                                       "ParentStudy": orthanc_ids.resource_id(*targets[:2]),
-                                       "ParentPatient": orthanc_ids.resource_id(targets[0]),
-                                       "Status": "AlreadyStored", "Source": source["ID"]}
+            series = orthanc_ids.resource_id(*first[:3])  # the same for every member
+            existing = self._port.existing_instances(series)
+            if not existing:
+                continue  # nothing of this series yet (a first run): no instance to plan
+            for source in members:
+                targets = targets_of(source["SOPInstanceUID"])
+                instance = orthanc_ids.resource_id(*targets)
+                if targets[3] and instance in existing:
+                    found[source["ID"]] = {"ID": instance, "ParentSeries": series,
+                                           "ParentStudy": orthanc_ids.resource_id(*targets[:2]),
+                                           "ParentPatient": orthanc_ids.resource_id(targets[0]),
+                                           "Status": "AlreadyStored", "Source": source["ID"]}
         return found
 
     def _delete_sources(self, sources: list[dict[str, str]]) -> None:
@@ -297,20 +304,7 @@ class Anonymizer:
 
     def resolve(self, resource_ids: list[str]) -> list[tuple[str, str]]:
         """The level of each resource of a bulk request (native's /tools/bulk-anonymize takes IDs of any level)."""
-        targets = []
-        for resource_id in resource_ids:
-            for level in LEVEL_TYPES:
-                try:
-                    self._port.instances_of(level, resource_id)
-                except PluginError as error:
-                    if error.status == 404:
-                        continue
-                    raise
-                targets.append((level, resource_id))
-                break
-            else:
-                raise NotFound(f"Unknown resource {resource_id}")
-        return targets
+        return [(self._port.level_of(resource_id), resource_id) for resource_id in resource_ids]
 
     def anonymize_bulk(self, targets: list[tuple[str, str]], request: AnonymizeRequest,
                        progress: Callable[[int, int], None] = lambda done, total: None,

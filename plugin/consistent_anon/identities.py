@@ -89,7 +89,8 @@ def plan_instance(header: Dataset, request: AnonymizeRequest, pseudonyms: Pseudo
     replace: dict[str, Any] = {}
     plan = InstancePlan(native_body={}, patient_id=patient_id)
     removed_by_caller = request.removed_tags
-    for element in uid_elements(header, uid_tags):
+    elements = uid_elements(header, uid_tags)
+    for element in elements:
         steps, tag = element.path
         new_values = tuple(target(v) for v in element.values)
         plan.source_uids.update(v for v, n in zip(element.values, new_values) if v != n)
@@ -105,7 +106,7 @@ def plan_instance(header: Dataset, request: AnonymizeRequest, pseudonyms: Pseudo
     if request.native_body.get("KeepPrivateTags") is True:
         # Private elements that native keeps as they are: those holding a UID this instance maps
         # elsewhere get its pseudonym too (native writes them back with VR UN).
-        known = {v: target(v) for element in uid_elements(header, uid_tags) for v in element.values}
+        known = {v: target(v) for element in elements for v in element.values}
         for element in walk(header):
             steps, tag = element.path
             new_values = _private_uid_values(element, known)

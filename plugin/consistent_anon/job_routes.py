@@ -8,7 +8,9 @@ from urllib.parse import urlencode
 from .errors import BadRequest
 from .jobs import FAILURE, SUCCESS, JobQueue
 
-#: The global property where the plugin's jobs are kept across restarts, per Orthanc node name.
+#: The global property where the plugin's jobs are kept across restarts. Orthanc keeps it per
+#: server (its own database with SQLite; per DatabaseServerIdentifier with a database plugin),
+#: so each node keeps its own jobs, as it does with its native ones.
 JOBS_PROPERTY = 9732
 
 
@@ -79,22 +81,3 @@ class JobRoutes:
             raise BadRequest(f"Anonymization jobs of the consistent anonymization plugin cannot {verb}: "
                              f"cancel the job, then resubmit it")
         self._answer_json(output, {})
-
-
-def node_jobs_store(orthanc: Any, node: str) -> tuple[Callable[[], str], Callable[[str], None]]:
-    """load() and save(text) of this node's jobs, in one global property shared by all nodes."""
-    def read_all() -> dict[str, Any]:
-        try:
-            return json.loads(orthanc.GetGlobalProperty(JOBS_PROPERTY, "") or "{}")
-        except ValueError:
-            return {}
-
-    def load() -> str:
-        return json.dumps(read_all().get(node, []))
-
-    def save(text: str) -> None:
-        everything = read_all()
-        everything[node] = json.loads(text)
-        orthanc.SetGlobalProperty(JOBS_PROPERTY, json.dumps(everything))
-    return load, save
-

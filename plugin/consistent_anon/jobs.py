@@ -138,6 +138,8 @@ class JobQueue:
             saved = json.loads(self._load() or "[]")
         except ValueError:
             saved = []
+        if not isinstance(saved, list):
+            saved = []
         resumed = 0
         with self._lock:
             for record in saved:

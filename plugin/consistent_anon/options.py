@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
@@ -51,22 +52,28 @@ class AnonymizeRequest:
     project: str | None = None
     resources: Any = None  # /tools/bulk-anonymize: the IDs to anonymize
 
-    @property
-    def kept_tags(self) -> set[int]:
-        return {tag for tag in map(parse_tag, self.keep) if tag is not None}
+    # The top-level tags the caller names, parsed once per request rather than at every
+    # instance and element the plan looks at.
+    @cached_property
+    def kept_tags(self) -> frozenset[int]:
+        return frozenset(tag for tag in map(parse_tag, self.keep) if tag is not None)
 
-    @property
+    @cached_property
     def replaced_tags(self) -> dict[int, Any]:
         return {tag: value for key, value in self.replace.items()
                 if (tag := parse_tag(key)) is not None}
 
-    @property
-    def removed_tags(self) -> set[int]:
-        return {tag for tag in map(parse_tag, self.remove) if tag is not None}
+    @cached_property
+    def removed_tags(self) -> frozenset[int]:
+        return frozenset(tag for tag in map(parse_tag, self.remove) if tag is not None)
+
+    @cached_property
+    def mentioned_tags(self) -> frozenset[int]:
+        return self.kept_tags | frozenset(self.replaced_tags) | self.removed_tags
 
     def mentions(self, tag: int) -> bool:
         """Whether the caller decided this top-level tag's fate himself."""
-        return tag in self.kept_tags or tag in self.replaced_tags or tag in self.removed_tags
+        return tag in self.mentioned_tags
 
 
 def _member_error(name: str, kind: str) -> BadRequest:

@@ -1,8 +1,12 @@
-"""Orthanc's resource IDs, which it derives from the DICOM identifiers (SHA-1 of them joined by
-"|"): they let the plugin know where an anonymized instance is stored before storing it."""
+"""Orthanc's resource levels and IDs. Orthanc derives an ID from the DICOM identifiers (SHA-1 of
+them joined by "|"): that lets the plugin know where an anonymized instance is stored before
+storing it."""
 from __future__ import annotations
 
 import hashlib
+
+#: The REST API's name of each level, and the "Type" its answers give it.
+LEVEL_TYPES = {"patients": "Patient", "studies": "Study", "series": "Series", "instances": "Instance"}
 
 
 def resource_id(*identifiers: str) -> str:

@@ -3,11 +3,10 @@ and does anything of the source remain in it?
 
 Pure logic over DICOM headers (read with `scanning.read_header`, never the pixel data), using the
 same scanner as the fail-closed check of each anonymized file. Orthanc is reached only through a
-`get` callable given by the adapter, so everything here runs without a server.
+`SetReader` (the adapter's RestPort), so everything here runs without a server.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,10 +15,11 @@ from typing import Any, Callable, Iterable, Protocol
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 
-from .errors import BadRequest, NotFound, PluginError
+from .errors import BadRequest, NotFound
+from .orthanc_ids import LEVEL_TYPES
 from .options import parse_json_object
 from .pseudonyms import Pseudonymizer
-from .scanning import Path, TextFinder, describe, find_uids, read_header, values_of, walk
+from .scanning import Path, TextFinder, describe, find_uids, values_of, walk
 from .uid_attributes import UID_TAGS, is_well_known
 
 SOP_INSTANCE_UID = 0x00080018
@@ -75,8 +75,6 @@ FINGERPRINT = ("SOPClassUID", "Modality", "SeriesNumber", "InstanceNumber", "Acq
                "EchoNumbers", "TemporalPositionIdentifier")
 #: Each list of the report holds at most this many entries (the counts stay exact).
 LIST_LIMIT = 1000
-LEVELS = ("patients", "studies", "series", "instances")
-LEVEL_TYPES = {"patients": "Patient", "studies": "Study", "series": "Series", "instances": "Instance"}
 
 
 # --- One instance ------------------------------------------------------------------------
@@ -195,50 +193,12 @@ class LeakFinder:
 # --- Reading a resource ------------------------------------------------------------------
 
 class SetReader(Protocol):
+    """What the verification reads of Orthanc (adapter.RestPort, the anonymization's port too)."""
+
     def level_of(self, resource_id: str) -> str: ...
-    def instances(self, level: str, resource_id: str) -> list[dict[str, str]]: ...
+    def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]: ...
     def header(self, instance_id: str) -> Dataset: ...
     def anonymized_from(self, instance_id: str) -> str | None: ...
-
-
-class RestSetReader:
-    """A SetReader over Orthanc's built-in REST API: `get(uri)` answers the body or raises
-    PluginError (status 404 for an unknown resource)."""
-
-    def __init__(self, get: Callable[[str], Any]) -> None:
-        self._get = get
-
-    def level_of(self, resource_id: str) -> str:
-        for level in LEVELS:
-            try:
-                self._get(f"/{level}/{resource_id}")
-                return level
-            except PluginError as error:
-                if error.status not in (400, 404):
-                    raise
-        raise NotFound(f"Unknown resource: {resource_id}")
-
-    def instances(self, level: str, resource_id: str) -> list[dict[str, str]]:
-        if level == "instances":
-            answer = [json.loads(self._get(f"/instances/{resource_id}"))]
-        else:
-            try:
-                answer = json.loads(self._get(f"/{level}/{resource_id}/instances"))
-            except PluginError as error:
-                if error.status == 400:  # Orthanc's answer for an ID of another level
-                    raise NotFound(f"Unknown resource: no {level} has the ID {resource_id}") from None
-                raise
-        return [{"ID": i["ID"], "ParentSeries": i["ParentSeries"]} for i in answer]
-
-    def header(self, instance_id: str) -> Dataset:
-        return read_header(self._get(f"/instances/{instance_id}/file"))
-
-    def anonymized_from(self, instance_id: str) -> str | None:
-        try:
-            value = self._get(f"/instances/{instance_id}/metadata/AnonymizedFrom")
-        except PluginError:
-            return None
-        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 class Progress:
@@ -259,7 +219,7 @@ class Progress:
 
 def _read(reader: SetReader, level: str, resource_id: str, log: Callable[[str], None], what: str,
           visit: Callable[[dict[str, str], Dataset], None]) -> int:
-    instances = reader.instances(level, resource_id)
+    instances = reader.instances_of(level, resource_id)
     progress = Progress(log, what, len(instances))
     for done, instance in enumerate(instances, 1):
         visit(instance, reader.header(instance["ID"]))
