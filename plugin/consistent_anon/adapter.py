@@ -9,6 +9,7 @@ import json
 import os
 import re
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +31,8 @@ from .set_verification import list_frames_of_reference, parse_verify_request, ve
 NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
 UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
 BULK = "bulk"  # the "level" of a job made by /tools/bulk-anonymize
+DATABASE_ERROR = 11  # Orthanc's ErrorCode_Database: e.g. a serialization failure between nodes
+DATABASE_RETRIES = 5
 _HTTP_ERRORS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
                 500: "Internal Server Error", 501: "Not Implemented"}
 
@@ -117,7 +120,16 @@ class RestPort:
         return json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}"))[field]
 
     def set_metadata(self, level: str, resource_id: str, name: str, value: str) -> None:
-        self.call(self._orthanc.RestApiPut, f"/{level}/{resource_id}/metadata/{name}", value)
+        """Orthanc retries a store that collides with another node's in a shared database, but not
+        a metadata write: retry it here (it is idempotent)."""
+        for attempt in range(DATABASE_RETRIES):
+            try:
+                self.call(self._orthanc.RestApiPut, f"/{level}/{resource_id}/metadata/{name}", value)
+                return
+            except NativeError as error:
+                if error.orthanc_code != DATABASE_ERROR or attempt == DATABASE_RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
 
     def read_file(self, instance_id: str) -> bytes:
         return self.call(self._orthanc.RestApiGet, f"/instances/{instance_id}/file")

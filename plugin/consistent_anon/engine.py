@@ -108,11 +108,11 @@ class Anonymizer:
                 continue
             try:
                 self._port.set_metadata(level, target, "AnonymizedFrom", origin)
-            except PluginError:
-                if not self._origin_writable:  # this Orthanc refuses (even to a concurrent call): stop
+            except PluginError as error:
+                if error.status < 500 and not self._origin_writable:  # this Orthanc refuses: stop trying
                     self._origin_writable = False
                     return
-                raise  # it worked before: a real failure
+                raise  # it worked before, or the database failed: a real failure
             self._origin_writable = True
             cache["written:" + target] = origin
 
