@@ -142,7 +142,8 @@ def test_the_byte_level_shortcut_of_the_leak_search_does_not_miss_a_deflated_fil
 
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    from consistent_anon.scanning import find_uids, read_header
+    from consistent_anon.filereader import read_header
+    from consistent_anon.scanning import find_uids
     from dicom_factory import Study, mr_series, to_bytes
 
     image = mr_series(Study(), "1.2.3.4.5.6.7.8.9", 1, 1)[0]
@@ -156,13 +157,14 @@ def test_the_byte_level_shortcut_of_the_leak_search_does_not_miss_a_deflated_fil
     assert wanted.pop().encode() not in deflated  # compressed: invisible to a byte search
     wanted = {"1.2.3.4.5.6.7.8.9.10.11"}
     for data in (plain, deflated):
-        found = find_uids(read_header(data), wanted, data)
+        found = find_uids(read_header(data), wanted)
         assert [element.path for element, _ in found] == [((), 0x00204000)]
 
 
 def test_a_uid_with_a_stray_byte_is_searched_without_crashing():
-    from consistent_anon.scanning import find_uids, read_header
+    from consistent_anon.filereader import read_header
+    from consistent_anon.scanning import find_uids
     from dicom_factory import Study, mr_series, to_bytes
 
     data = to_bytes(mr_series(Study(), "1.2.3.4.5", 1, 1)[0])
-    assert find_uids(read_header(data), {"1.2.3\ufffd4"}, data) == []
+    assert find_uids(read_header(data), {"1.2.3\ufffd4"}) == []

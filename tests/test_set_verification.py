@@ -2,6 +2,9 @@
 fail-closed check) and the private-tag plan, without a server."""
 from __future__ import annotations
 
+import io
+
+import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -10,7 +13,8 @@ from consistent_anon.errors import BadRequest, NotFound
 from consistent_anon.identities import NativeMarkers, plan_instance
 from consistent_anon.options import parse_request
 from consistent_anon.pseudonyms import Pseudonymizer
-from consistent_anon.scanning import TextFinder, read_header
+from consistent_anon.filereader import Header, read_header
+from consistent_anon.scanning import TextFinder
 from consistent_anon.set_verification import (INSTANCE, Progress, SourceIdentifiers,
                                               VerifyRequest, frames_of_reference, parse_verify_request,
                                               summarize, verify)
@@ -22,8 +26,18 @@ KEY = b"v" * 32
 MARKERS = NativeMarkers(None, None)
 
 
-def header(ds: Dataset) -> Dataset:
-    return read_header(to_bytes(ds))
+def header(ds: Dataset) -> Header:
+    """The dataset as the plugin reads it: through a file (a bare dataset when it has no file meta)."""
+    if "file_meta" in ds.__dict__:
+        return read_header(to_bytes(ds))
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
+    return read_header(buffer.getvalue())
+
+
+def copy_of(ds: Dataset) -> Dataset:
+    """A copy made through the file, as pydicom reads it back."""
+    return pydicom.dcmread(io.BytesIO(to_bytes(ds)))
 
 
 # --- The shared scanner: text -------------------------------------------------------------
@@ -36,7 +50,7 @@ def test_text_finder_matches_whole_words_case_insensitively_in_any_textual_eleme
     ds.private_block(0x0011, "X", create=True).add_new(0x01, "OB", b"SYNTHETIC GENERAL HOSPITAL\x00")
     ds.SOPInstanceUID = "1.2.19610412.3"                         # UIDs are searched as UIDs only
     ds.ContentDate = "19610412"
-    found = TextFinder({"Synthetic General Hospital": "InstitutionName", "19610412": "PatientBirthDate"}).find(ds)
+    found = TextFinder({"Synthetic General Hospital": "InstitutionName", "19610412": "PatientBirthDate"}).find(header(ds))
     assert sorted((e.tag, label) for e, label in found) == [
         (0x00080023, "PatientBirthDate"), (0x00111001, "InstitutionName"), (0x00204000, "InstitutionName")]
 
@@ -45,7 +59,7 @@ def test_short_texts_are_found_only_as_whole_values():
     ds = Dataset()
     ds.Manufacturer = "Manufacturer name here"
     ds.StationName = "HERE"
-    found = TextFinder({"Here": "InstitutionName"}).find(ds)
+    found = TextFinder({"Here": "InstitutionName"}).find(header(ds))
     assert [e.tag for e, _ in found] == [0x00081010]
 
 
@@ -76,7 +90,7 @@ def test_leak_finder_reports_paths_in_private_nested_and_meta_elements():
     item.private_block(0x0013, "V", create=True).add_new(0x01, "UI", study.series[2][0].SOPInstanceUID)
     anonymized.ReferencedImageSequence = Sequence([item])
     anonymized.ImageComments = "Jane Doe, born 1961.04.12"
-    found = identifiers.finder().find(anonymized)
+    found = identifiers.finder().find(header(anonymized))
     assert [(p[0], p[1], label) for p, label in found] == [
         ((), 0x00204000, "PatientBirthDate"), ((), 0x00204000, "PatientName"),
         (((0x00081140, 0),), 0x00131001, "SOPInstanceUID")]
@@ -117,7 +131,7 @@ class FakeReader:
     def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]:
         return [{"ID": i, "ParentSeries": s} for i, s, _ in self.resources[resource_id]]
 
-    def header(self, instance_id: str) -> Dataset:
+    def header(self, instance_id: str) -> Header:
         return read_header(self.files[instance_id])
 
     def anonymized_from(self, instance_id: str) -> str | None:
@@ -128,7 +142,7 @@ def anonymize_locally(study, pseudonyms: Pseudonymizer, patient_id: str = "ANON"
     """What the plugin would write, made here: every UID of the table replaced by its pseudonym."""
     result = []
     for ds in study.instances:
-        copy = read_header(to_bytes(ds))
+        copy = copy_of(ds)
         for element in copy.iterall():
             if int(element.tag) in UID_TAGS and element.value and not str(element.value).startswith("1.2.840.10008."):
                 element.value = pseudonyms.uid(patient_id, str(element.value))
@@ -300,7 +314,7 @@ def test_the_check_refuses_a_private_uid_that_does_not_carry_its_planned_pseudon
     del image[0x00111013], image[0x00111015]  # the text and mixed elements, refused anyway
     pseudonyms = Pseudonymizer(KEY)
     plan = plan_instance(header(image), parse_request(b'{"KeepPrivateTags": true}'), pseudonyms, MARKERS, UID_TAGS)
-    output = read_header(to_bytes(image))
+    output = copy_of(image)
     for element in output.iterall():
         if int(element.tag) in UID_TAGS and not str(element.value).startswith("1.2.840.10008."):
             element.value = "\\".join(plan.expected_uids[((), int(element.tag))])

@@ -14,7 +14,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from pydicom.dataset import Dataset
 
 from .config import parse_config
 from .engine import Anonymizer
@@ -25,7 +24,7 @@ from .keys import KeyStore, PropertyKey, SharedFileKey, no_generated_key
 from .options import parse_request
 from .orthanc_ids import LEVEL_TYPES
 from .pseudonyms import fresh_uid
-from .scanning import read_header
+from .filereader import Header, read_header
 from .set_verification import list_frames_of_reference, parse_verify_request, verify
 
 NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
@@ -85,7 +84,7 @@ class RestPort:
             return level
         raise NotFound(f"Unknown resource {resource_id}")
 
-    def header(self, instance_id: str) -> Dataset:
+    def header(self, instance_id: str) -> Header:
         return read_header(self.read_file(instance_id))
 
     def anonymized_from(self, instance_id: str) -> str | None:

@@ -8,16 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
 from .errors import BadRequest, JobCanceled, NotFound, PluginError, VerificationFailed
-from pydicom.dataset import Dataset
-
+from .filereader import Header, UnreadableHeader, read_header
 from .identities import NativeMarkers, plan_instance
 from .keys import KeyStore
-from .options import (DEIDENTIFICATION_METHOD, PATIENT_IDENTITY_REMOVED, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
+from .options import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
                       STUDY_INSTANCE_UID, AnonymizeRequest)
 from . import orthanc_ids
 from .orthanc_ids import LEVEL_TYPES
 from .pseudonyms import Pseudonymizer
-from .scanning import read_header
 from .uid_attributes import UID_TAGS
 from .verification import check_output
 
@@ -69,11 +67,12 @@ class Anonymizer:
         fingerprint = json.dumps(request.native_body, sort_keys=True)
         markers = self._markers.get(fingerprint)
         if markers is None:
-            header = read_header(self._port.anonymize_instance(instance_id, request.native_body))
-
-            def value(tag: int) -> str | None:
-                return str(header[tag].value) if tag in header else None
-            markers = NativeMarkers(value(DEIDENTIFICATION_METHOD), value(PATIENT_IDENTITY_REMOVED))
+            try:
+                header = read_header(self._port.anonymize_instance(instance_id, request.native_body))
+            except UnreadableHeader as error:
+                raise VerificationFailed(f"Native anonymization gave a file the plugin cannot read ({error})") from None
+            markers = NativeMarkers(*(header.text(tag) if tag in header else None
+                                      for tag in (DEIDENTIFICATION_METHOD, PATIENT_IDENTITY_REMOVED)))
             if len(self._markers) > 256:
                 self._markers.clear()
             self._markers[fingerprint] = markers
@@ -81,7 +80,11 @@ class Anonymizer:
 
     def _anonymized_file(self, instance_id: str, request: AnonymizeRequest,
                          pseudonyms: Pseudonymizer, markers: NativeMarkers) -> bytes:
-        header = read_header(self._port.read_file(instance_id))
+        try:
+            header = read_header(self._port.read_file(instance_id))
+        except UnreadableHeader as error:
+            raise PluginError(f"Instance {instance_id} cannot be read by the plugin ({error}); nothing was "
+                              "stored") from None
         plan = plan_instance(header, request, pseudonyms, markers, self._uid_tags)
         output = self._port.anonymize_instance(instance_id, plan.native_body)
         problems = check_output(output, plan, self._uid_tags)
@@ -240,9 +243,8 @@ class Anonymizer:
 
             def targets_of(sop_instance_uid: str) -> list[str]:
                 """PatientID, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID of the result."""
-                roots = Dataset()
-                roots.PatientID, roots.StudyInstanceUID = patient_id, study_uid
-                roots.SeriesInstanceUID, roots.SOPInstanceUID = series_uid, sop_instance_uid
+                roots = Header.of_values({PATIENT_ID: patient_id, STUDY_INSTANCE_UID: study_uid,
+                                          SERIES_INSTANCE_UID: series_uid, SOP_INSTANCE_UID: sop_instance_uid})
                 plan = plan_instance(roots, request, pseudonyms, markers, self._uid_tags)
                 return [plan.patient_id] + [plan.expected_uids.get(((), tag), ("",))[0]
                                             for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)]

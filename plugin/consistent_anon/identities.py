@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.dataset import Dataset
-
+from .filereader import Element, Header, Path
 from .options import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, PATIENT_NAME,
                       AnonymizeRequest)
 from .pseudonyms import Pseudonymizer
-from .scanning import Element, Path, orthanc_path, uid_elements, values_of, walk
+from .scanning import orthanc_path, uid_elements, values_of
 from .uid_attributes import is_well_known
 
 
@@ -37,10 +36,6 @@ class InstancePlan:
     source_uids: set[str] = field(default_factory=set)
 
 
-def _root_values(header: Dataset, tag: int) -> tuple[str, ...]:
-    return values_of(header[tag].value) if tag in header else ()
-
-
 def _private_uid_values(element: Element, known: dict[str, str]) -> tuple[str, ...] | None:
     """The values a private element gets when it holds UIDs the instance maps, else None.
 
@@ -57,9 +52,9 @@ def _private_uid_values(element: Element, known: dict[str, str]) -> tuple[str, .
     return None
 
 
-def resulting_patient_id(header: Dataset, request: AnonymizeRequest, pseudonyms: Pseudonymizer) -> str:
+def resulting_patient_id(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer) -> str:
     """The PatientID of the anonymized instance: the caller's choice, else the keyed pseudonym."""
-    original = str(header.get("PatientID", "") or "")
+    original = header.text(PATIENT_ID)
     if PATIENT_ID in request.replaced_tags:
         return str(request.replaced_tags[PATIENT_ID])
     if PATIENT_ID in request.kept_tags:
@@ -67,7 +62,7 @@ def resulting_patient_id(header: Dataset, request: AnonymizeRequest, pseudonyms:
     return pseudonyms.patient_id(original)
 
 
-def plan_instance(header: Dataset, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
+def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
                   markers: NativeMarkers, uid_tags: frozenset[int]) -> InstancePlan:
     patient_id = resulting_patient_id(header, request, pseudonyms)
 
@@ -75,10 +70,10 @@ def plan_instance(header: Dataset, request: AnonymizeRequest, pseudonyms: Pseudo
     # then applies to every nested reference to that original.
     fixed: dict[str, str] = {}
     for tag in request.kept_tags & uid_tags:
-        fixed.update((v, v) for v in _root_values(header, tag))
+        fixed.update((v, v) for v in header.values(tag))
     caller_uids = {tag: value for tag, value in request.replaced_tags.items() if tag in uid_tags}
     for tag, value in caller_uids.items():
-        for original, target in zip(_root_values(header, tag), values_of(value)):
+        for original, target in zip(header.values(tag), values_of(value)):
             fixed[original] = target
 
     def target(original: str) -> str:
@@ -107,7 +102,7 @@ def plan_instance(header: Dataset, request: AnonymizeRequest, pseudonyms: Pseudo
         # Private elements that native keeps as they are: those holding a UID this instance maps
         # elsewhere get its pseudonym too (native writes them back with VR UN).
         known = {v: target(v) for element in elements for v in element.values}
-        for element in walk(header):
+        for element in header.elements:
             steps, tag = element.path
             new_values = _private_uid_values(element, known)
             if new_values is None or (not steps and request.mentions(tag)):

@@ -1,33 +1,21 @@
 """Header scanning: where the UIDs and the text of a DICOM file are, with their full paths.
 
 One scanner serves both the fail-closed check of each anonymized file and the verification of
-a whole anonymized set, so both see exactly the same attributes. Pixel data is never decoded.
+a whole anonymized set, so both see exactly the same attributes (read by `filereader`, which
+never reads pixel data).
 """
 from __future__ import annotations
 
-import io
 import re
-from typing import Iterator
 
 import pydicom
-from pydicom.dataelem import RawDataElement
-from pydicom.datadict import dictionary_VR
-from pydicom.dataset import Dataset
 
-#: A path: the (sequence tag, item index) steps down to an element, then the element's tag.
-Path = tuple[tuple[tuple[int, int], ...], int]
+from .filereader import Element, Header, Path
 
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 SOP_INSTANCE_UID = 0x00080018
-PIXEL_DATA = 0x7FE00010
-DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 _UID_TOKEN = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 _UID_TOKEN_BYTES = re.compile(rb"[0-9]+(?:\.[0-9]+)+")
-
-
-def read_header(data: bytes) -> Dataset:
-    """The dataset up to (not including) the pixel data."""
-    return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
 
 
 def orthanc_path(path: Path) -> str:
@@ -38,88 +26,15 @@ def orthanc_path(path: Path) -> str:
     return ".".join(parts)
 
 
-def values_of(value) -> tuple[str, ...]:
-    """An element's value as a tuple of strings, without DICOM padding."""
-    if value is None:
-        return ()
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return tuple(str(v).rstrip("\x00 ") for v in value)
+def values_of(value: str) -> tuple[str, ...]:
+    """A value written as in a request (backslash-separated) as a tuple, without DICOM padding."""
     text = str(value).rstrip("\x00 ")
     return tuple(text.split("\\")) if text else ()
 
 
-class Element:
-    """One element found by `walk`: its path, its VR and, read only when asked, its values.
-
-    Most elements of a header are never looked at (the plan needs the UID attributes, the leak
-    search only texts), so their values are left undecoded: converting every element is most of
-    what reading a header costs.
-    """
-
-    __slots__ = ("path", "vr", "_dataset", "_raw", "_values")
-
-    def __init__(self, path: Path, vr: str, dataset: Dataset | None = None, raw: bytes | None = None,
-                 values: tuple[str, ...] | None = None) -> None:
-        self.path = path
-        self.vr = vr
-        self._dataset = dataset
-        self._raw = raw
-        self._values = values
-
-    @property
-    def tag(self) -> int:
-        return self.path[1]
-
-    @property
-    def values(self) -> tuple[str, ...]:
-        if self._values is None:
-            if self._raw is not None and self.vr == "UI":  # ASCII by definition: no character set
-                self._values = values_of(self._raw.decode("ascii", "replace"))
-            else:
-                try:
-                    self._values = values_of(self._dataset[self.tag].value)
-                except Exception:  # an undecodable value is scanned as raw text
-                    self._values = values_of(bytes(self._raw or b""))
-        return self._values
-
-
-_UNDEFINED_LENGTH = 0xFFFFFFFF
-
-
-def _raw_vr(raw: RawDataElement) -> str:
-    if raw.VR is not None:
-        return str(raw.VR)
-    try:  # implicit VR: the dictionary's
-        return dictionary_VR(raw.tag)
-    except KeyError:
-        return "UN"
-
-
-def walk(ds: Dataset, steps: tuple = ()) -> Iterator[Element]:
-    """Every non-sequence element at every depth, private ones included, pixel data excepted."""
-    for key in list(ds.keys()):
-        tag = int(key)
-        if tag == PIXEL_DATA:
-            continue
-        item = ds.get_item(key)
-        if isinstance(item, RawDataElement):
-            vr = _raw_vr(item)
-            if vr != "SQ" and item.length != _UNDEFINED_LENGTH:
-                yield Element((steps, tag), vr, ds, raw=item.value if item.value is not None else b"")
-                continue
-            item = ds[key]  # a sequence (or what may be one): pydicom reads its items
-        if item.VR == "SQ":
-            for index, child in enumerate(item.value or ()):
-                yield from walk(child, steps + ((tag, index),))
-        else:
-            yield Element((steps, tag), str(item.VR), ds)
-
-
-def uid_elements(ds: Dataset, uid_tags: frozenset[int]) -> list[Element]:
+def uid_elements(header: Header, uid_tags: frozenset[int]) -> list[Element]:
     """Elements whose attribute is one of `uid_tags`, at any depth."""
-    return [e for e in walk(ds) if e.tag in uid_tags and e.values]
+    return [e for e in header.elements if e.tag in uid_tags and e.values]
 
 
 def uid_tokens(text: str) -> set[str]:
@@ -142,28 +57,16 @@ def whole_uid_in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
     return any(uid.encode("ascii", "replace") in tokens for uid in wanted)
 
 
-def _is_deflated(ds: Dataset) -> bool:
-    meta = getattr(ds, "file_meta", None)
-    return meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
-
-
-def walk_file(ds: Dataset) -> Iterator[Element]:
-    """Every non-sequence element of the dataset, then of its file meta information."""
-    yield from walk(ds)
-    if getattr(ds, "file_meta", None) is not None:
-        yield from walk(ds.file_meta)
-
-
-def find_uids(ds: Dataset, wanted: set[str] | frozenset[str], data: bytes | None = None) -> list[tuple[Element, str]]:
+def find_uids(header: Header, wanted: set[str] | frozenset[str]) -> list[tuple[Element, str]]:
     """Where any of `wanted` appears, as a value or inside text, anywhere in the dataset and its meta.
 
-    With `data`, the file the dataset was read from: a UID that is nowhere in its bytes is in no
-    element either (unless the dataset is deflated), which settles most files without a scan.
+    A UID that is nowhere in the header's bytes is in no element either, which settles most
+    files without decoding a value.
     """
-    if data is not None and not _is_deflated(ds) and not in_bytes(data, wanted):
+    if not in_bytes(header.searchable, wanted):
         return []
     found = []
-    for element in walk_file(ds):
+    for element in header.all_elements():
         for value in element.values:
             for token in uid_tokens(value) & wanted:
                 found.append((element, token))
@@ -191,12 +94,12 @@ class TextFinder:
             r"(?<![0-9A-Za-z_])(?:" + "|".join(re.escape(text) for text in words) + r")(?![0-9A-Za-z_])",
             re.IGNORECASE) if words else None
 
-    def find(self, ds: Dataset) -> list[tuple[Element, str]]:
+    def find(self, header: Header) -> list[tuple[Element, str]]:
         """(element, label) for every element holding one of the texts."""
         if self._pattern is None and not self._whole:
             return []
         found = []
-        for element in walk_file(ds):
+        for element in header.all_elements():
             if element.vr in _NOT_TEXT_VRS:
                 continue
             labels = set()

@@ -1,7 +1,7 @@
 """Verification of a whole anonymized set against its source: does the set still hang together,
 and does anything of the source remain in it?
 
-Pure logic over DICOM headers (read with `scanning.read_header`, never the pixel data), using the
+Pure logic over DICOM headers (read with `filereader.read_header`, never the pixel data), using the
 same scanner as the fail-closed check of each anonymized file. Orthanc is reached only through a
 `SetReader` (the adapter's RestPort), so everything here runs without a server.
 """
@@ -12,14 +12,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from pydicom.datadict import keyword_for_tag
-from pydicom.dataset import Dataset
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from .errors import BadRequest, NotFound
 from .orthanc_ids import LEVEL_TYPES
 from .options import parse_json_object
 from .pseudonyms import Pseudonymizer
-from .scanning import Path, TextFinder, describe, find_uids, values_of, walk
+from .filereader import Header, Path
+from .scanning import TextFinder, describe, find_uids
 from .uid_attributes import UID_TAGS, is_well_known
 
 SOP_INSTANCE_UID = 0x00080018
@@ -93,19 +93,15 @@ class InstanceSummary:
     fingerprint: tuple = ()
 
 
-def _text(header: Dataset, keyword: str) -> str:
-    try:
-        value = header.get(keyword)
-    except Exception:  # a malformed value
-        return ""
-    return "\\".join(values_of(value)) if value is not None else ""
+def _text(header: Header, keyword: str) -> str:
+    return header.text(tag_for_keyword(keyword))
 
 
-def summarize(instance_id: str, series_id: str, header: Dataset,
+def summarize(instance_id: str, series_id: str, header: Header,
               uid_tags: frozenset[int] = UID_TAGS) -> InstanceSummary:
     summary = InstanceSummary(instance_id, series_id)
     classes: dict[tuple, str] = {}  # the ReferencedSOPClassUID of each item, which comes first
-    for element in walk(header):
+    for element in header.elements:
         steps, tag = element.path
         if not element.values:
             continue
@@ -151,8 +147,8 @@ class SourceIdentifiers:
     uids: dict[str, str] = field(default_factory=dict)   # UID -> the attribute it identifies
     texts: dict[str, str] = field(default_factory=dict)  # text -> the attribute it comes from
 
-    def add(self, header: Dataset, uid_tags: frozenset[int] = UID_TAGS) -> None:
-        for element in walk(header):
+    def add(self, header: Header, uid_tags: frozenset[int] = UID_TAGS) -> None:
+        for element in header.elements:
             tag = element.tag
             if tag in uid_tags:
                 for value in element.values:
@@ -183,7 +179,7 @@ class LeakFinder:
     uid_labels: dict[str, str]
     texts: TextFinder
 
-    def find(self, header: Dataset) -> list[tuple[Path, str]]:
+    def find(self, header: Header) -> list[tuple[Path, str]]:
         """(path, what was found) for every source identifier in the file, file meta included."""
         found = {(element.path, self.uid_labels[token]) for element, token in find_uids(header, self.wanted_uids)}
         found |= {(element.path, label) for element, label in self.texts.find(header)}
@@ -197,7 +193,7 @@ class SetReader(Protocol):
 
     def level_of(self, resource_id: str) -> str: ...
     def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]: ...
-    def header(self, instance_id: str) -> Dataset: ...
+    def header(self, instance_id: str) -> Header: ...
     def anonymized_from(self, instance_id: str) -> str | None: ...
 
 
@@ -218,7 +214,7 @@ class Progress:
 
 
 def _read(reader: SetReader, level: str, resource_id: str, log: Callable[[str], None], what: str,
-          visit: Callable[[dict[str, str], Dataset], None]) -> int:
+          visit: Callable[[dict[str, str], Header], None]) -> int:
     instances = reader.instances_of(level, resource_id)
     progress = Progress(log, what, len(instances))
     for done, instance in enumerate(instances, 1):
@@ -482,7 +478,7 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
     identifiers = SourceIdentifiers()
     sources: list[InstanceSummary] = []
 
-    def visit_source(instance: dict[str, str], header: Dataset) -> None:
+    def visit_source(instance: dict[str, str], header: Header) -> None:
         sources.append(summarize(instance["ID"], instance["ParentSeries"], header, uid_tags))
         identifiers.add(header, uid_tags)
 
@@ -492,7 +488,7 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
     anonymized: list[InstanceSummary] = []
     leaks: list[tuple[str, Path, str]] = []
 
-    def visit_anonymized(instance: dict[str, str], header: Dataset) -> None:
+    def visit_anonymized(instance: dict[str, str], header: Header) -> None:
         anonymized.append(summarize(instance["ID"], instance["ParentSeries"], header, uid_tags))
         leaks.extend((instance["ID"], path, label) for path, label in finder.find(header))
 
