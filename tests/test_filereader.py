@@ -208,7 +208,15 @@ def test_a_un_of_undefined_length_is_read_as_an_implicit_sequence():
     assert {e.path: e.values for e in header.elements}[(((0x00091010, 0),), 0x00081155)] == ("1.2.3.4",)
 
 
-@pytest.mark.parametrize("damage", ["value past the end", "bad VR", "item outside sequence", "runaway sequence"])
+def _nested_too_deep(depth: int = 5000) -> bytes:
+    opening = struct.pack("<HH", 0x0008, 0x1115) + b"SQ" + struct.pack("<HI", 0, 0xFFFFFFFF) + \
+        struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    closing = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    return opening * depth + closing * depth
+
+
+@pytest.mark.parametrize("damage", ["value past the end", "bad VR", "item outside sequence", "runaway sequence",
+                                    "nested too deep"])
 def test_a_malformed_header_is_refused(damage):
     good = _explicit(0x00080018, b"UI", b"1.2.9\x00") + _explicit(0x00100020, b"LO", b"PID1")
     broken = {
@@ -216,6 +224,7 @@ def test_a_malformed_header_is_refused(damage):
         "bad VR": good + _explicit(0x00100030, b"d\x01", b"19700101"),
         "item outside sequence": good + struct.pack("<HHI", 0xFFFE, 0xE000, 0),
         "runaway sequence": good + struct.pack("<HH", 0x0008, 0x1115) + b"SQ" + struct.pack("<HI", 0, 4000),
+        "nested too deep": good + _nested_too_deep(),
     }[damage]
     assert read_header(_part10(good)).text(0x00100020) == "PID1"
     with pytest.raises(UnreadableHeader):

@@ -143,8 +143,11 @@ class RestPort:
         self.call(self._orthanc.RestApiDelete, f"/{level}/{resource_id}")
 
     def workers(self) -> int:
-        """How many instances to do at once: one per core where orthanc-python (4.3 and later)
-        releases Python's lock during Orthanc calls ("Python": {"AllowThreads": true}), else one."""
+        """How many instances to do at once: two per core where orthanc-python (4.3 and later)
+        releases Python's lock during Orthanc calls ("Python": {"AllowThreads": true}), else one.
+        Two, because each instance also waits on the disk (Orthanc syncs every stored file and
+        transaction): a second one keeps the core busy meanwhile (bench: 0.87x native's time
+        with two per core, 1.0x with one, on 1.12.7)."""
         if self._workers is None:
             allowed = bool((self._configuration.get("Python") or {}).get("AllowThreads", False))
             try:
@@ -152,7 +155,7 @@ class RestPort:
                 plugin_version = tuple(int(p) for p in re.findall(r"\d+", text)[:2])
             except (PluginError, KeyError, ValueError):
                 plugin_version = (0,)
-            self._workers = (os.cpu_count() or 1) if allowed and plugin_version >= (4, 3) else 1
+            self._workers = 2 * (os.cpu_count() or 1) if allowed and plugin_version >= (4, 3) else 1
         return self._workers
 
     def version(self) -> tuple[int, ...]:

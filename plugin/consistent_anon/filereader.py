@@ -39,6 +39,10 @@ _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 #: Explicit VRs whose length takes 4 bytes (after 2 reserved ones), PS3.5 7.1.2.
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
                        b"UT", b"UV"})
+#: Every VR of PS3.5 6.2, as written and as named.
+_VRS = {vr: vr.decode("ascii") for vr in _LONG_VRS | {
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH",
+    b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}}
 #: Texts in the file's character set; the other text VRs use the default repertoire.
 _CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 _DEFAULT_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UR"})
@@ -138,8 +142,8 @@ class Element:
 
 class Header:
     """A file's elements up to its pixel data: the dataset's at every depth, in file order, and
-    the file meta information's. `searchable` holds every header value as written in the file
-    (the file itself, or its dataset inflated): a UID not in it is in no element."""
+    the file meta information's. `searchable` holds the header's bytes as the values are written
+    (up to the pixel data; inflated if the file is deflated): a UID not in it is in no element."""
 
     def __init__(self, elements: list[Element], meta: list[Element] | None = None,
                  searchable: bytes = b"") -> None:
@@ -178,7 +182,7 @@ def read_header(data: bytes) -> Header:
     buffer = memoryview(data)
     try:
         return _read(data, buffer)
-    except (struct.error, IndexError, zlib.error, UnicodeDecodeError) as error:
+    except (struct.error, IndexError, zlib.error, UnicodeDecodeError, RecursionError) as error:
         raise UnreadableHeader(f"not a readable DICOM file ({type(error).__name__})") from None
 
 
@@ -188,10 +192,9 @@ def _read(data: bytes, buffer: memoryview) -> Header:
     if data[position:position + 2] == b"\x02\x00":
         position = _read_meta(buffer, position, meta)
     syntax_uid = next((e.values[0] for e in meta if e.tag == TRANSFER_SYNTAX_UID and e.values), None)
-    searchable = data
     if syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        searchable = data[:position] + zlib.decompress(data[position:], -zlib.MAX_WBITS)
-        buffer = memoryview(searchable)
+        data = data[:position] + zlib.decompress(data[position:], -zlib.MAX_WBITS)
+        buffer = memoryview(data)
         syntax = _EXPLICIT_LE
     elif syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN:
         syntax = _IMPLICIT_LE
@@ -201,8 +204,8 @@ def _read(data: bytes, buffer: memoryview) -> Header:
         syntax = _EXPLICIT_LE
     syntax = _as_written(buffer, position, syntax, guess_order=syntax_uid is None)
     elements: list[Element] = []
-    _read_dataset(buffer, position, len(buffer), syntax, (), (), elements, top=True)
-    return Header(elements, meta, searchable)
+    end = _read_dataset(buffer, position, len(buffer), syntax, (), (), elements, top=True)
+    return Header(elements, meta, data[:end])
 
 
 def _as_written(buffer: memoryview, position: int, declared: _Syntax, guess_order: bool) -> _Syntax:
@@ -211,9 +214,7 @@ def _as_written(buffer: memoryview, position: int, declared: _Syntax, guess_orde
     is read as written."""
     if position + 8 > len(buffer):
         return declared
-    looks_explicit = bytes(buffer[position + 4:position + 6]).isalpha() and \
-        bytes(buffer[position + 4:position + 6]).isupper()
-    if not looks_explicit:
+    if bytes(buffer[position + 4:position + 6]) not in _VRS:
         return _IMPLICIT_LE
     if guess_order:  # no meta information: the first group is small (0008), whichever the order
         little, big = struct.unpack_from("<H", buffer, position)[0], struct.unpack_from(">H", buffer, position)[0]
@@ -259,11 +260,11 @@ def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, 
             elif raw_vr in _LONG_VRS:
                 length = syntax.long_length(buffer, position + 8)[0]
                 position += 12
-                vr = raw_vr.decode("ascii")
+                vr = _VRS[raw_vr]
             else:
                 position += 8
-                vr = raw_vr.decode("ascii", "replace")
-                if not vr.isalpha() or not vr.isupper():
+                vr = _VRS.get(raw_vr) or raw_vr.decode("ascii", "replace")
+                if not vr.isalpha() or not vr.isupper():  # an unknown VR is read as a short one
                     raise UnreadableHeader("an element has no valid VR")
         tag = (group << 16) | number
         if tag == _ITEM_END:
