@@ -103,3 +103,32 @@ def test_an_id_of_another_level_is_a_clear_404(orthanc, study):
     answer = orthanc.post(f"/studies/{series}/anonymize", json={})
     assert answer.status_code == 404
     assert answer.json()["Message"] in ("Unknown resource", f"Unknown resource: no studies has the ID {series}")
+
+
+def test_a_series_anonymized_under_other_options_is_refused_not_silently_kept(orthanc, study):
+    """Results carry the same identifiers whatever the options (they follow from the key), so a
+    call under other options would get the earlier results back: it is refused with 409."""
+    uploaded = upload(orthanc, study)
+    series = next(iter(uploaded.values()))["ParentSeries"]
+    first = orthanc.post(f"/series/{series}/anonymize", json={})
+    assert first.status_code == 200, first.text
+    result = first.json()["ID"]
+    assert "SeriesDescription" not in orthanc.json(f"/series/{result}")["MainDicomTags"]
+    before, jobs = sorted(orthanc.json("/instances")), orthanc.json("/jobs")
+    for body in ({"Keep": ["SeriesDescription"]}, {"Keep": ["SeriesDescription"], "Asynchronous": True},
+                 {"Replace": {"StudyDescription": "another"}}):
+        answer = orthanc.post(f"/series/{series}/anonymize", json=body)
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["HttpStatus"] == 409 and "other options" in answer.json()["Message"]
+        assert result in answer.json()["Message"]
+    assert sorted(orthanc.json("/instances")) == before and orthanc.json("/jobs") == jobs
+    # How a call runs is not an option of its results: same results, same answer.
+    again = orthanc.post(f"/series/{series}/anonymize",
+                         json={"Force": True, "KeepSource": True, "Priority": 2, "Synchronous": True})
+    assert again.status_code == 200 and again.json()["ID"] == result
+    # Once the earlier results are deleted, the other options apply (under the same identifiers).
+    assert orthanc.delete(f"/series/{result}").status_code == 200
+    redo = orthanc.post(f"/series/{series}/anonymize", json={"Keep": ["SeriesDescription"]})
+    assert redo.status_code == 200 and redo.json()["ID"] == result
+    assert orthanc.json(f"/series/{result}")["MainDicomTags"]["SeriesDescription"].startswith("Synthetic")
+    assert orthanc.post(f"/series/{series}/anonymize", json={}).status_code == 409

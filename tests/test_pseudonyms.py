@@ -168,3 +168,23 @@ def test_a_uid_with_a_stray_byte_is_searched_without_crashing():
 
     data = to_bytes(mr_series(Study(), "1.2.3.4.5", 1, 1)[0])
     assert find_uids(read_header(data), {"1.2.3\ufffd4"}) == []
+
+
+def test_the_mark_of_a_requests_options_is_keyed_and_ignores_how_the_call_runs():
+    from consistent_anon.config import DEFAULT_OPTIONS_METADATA, ConfigurationError, parse_config
+    from consistent_anon.options import parse_request
+
+    runs_differently = parse_request(b'{"Keep": ["SeriesDescription"], "Force": true, "KeepSource": false, '
+                                     b'"Priority": 3, "Asynchronous": true, "Project": "p"}')
+    plain = parse_request(b'{"Keep": ["SeriesDescription"]}')
+    other = parse_request(b'{}')
+    assert runs_differently.output_options == plain.output_options != other.output_options
+    ours, theirs = Pseudonymizer(b"k" * 32), Pseudonymizer(b"o" * 32)
+    assert ours.options_fingerprint(plain.output_options) == ours.options_fingerprint(runs_differently.output_options)
+    assert ours.options_fingerprint(plain.output_options) != ours.options_fingerprint(other.output_options)
+    assert ours.options_fingerprint(plain.output_options) != theirs.options_fingerprint(plain.output_options)
+    assert parse_config({}).options_metadata == DEFAULT_OPTIONS_METADATA
+    assert parse_config({"ConsistentAnonymization": {"OptionsMetadata": 4321}}).options_metadata == 4321
+    for bad in (1023, 65536, "9732", True):
+        with pytest.raises(ConfigurationError, match="OptionsMetadata"):
+            parse_config({"ConsistentAnonymization": {"OptionsMetadata": bad}})

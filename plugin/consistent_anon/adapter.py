@@ -130,6 +130,15 @@ class RestPort:
                     raise
                 time.sleep(0.01 * (attempt + 1))
 
+    def metadata(self, level: str, resource_id: str, name: str) -> str | None:
+        try:
+            answer = self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}/metadata/{name}")
+        except NativeError as error:
+            if error.status == 404:  # no such metadata, or no such resource
+                return None
+            raise
+        return answer.decode("utf-8") if isinstance(answer, bytes) else str(answer)
+
     def read_file(self, instance_id: str) -> bytes:
         return self.call(self._orthanc.RestApiGet, f"/instances/{instance_id}/file")
 
@@ -187,7 +196,7 @@ class Plugin:
         self._key_lock = threading.Lock()
         self.keys = KeyStore(self.config, lambda: self.generated_key_source()())
         self.port = RestPort(orthanc, configuration)
-        self.anonymizer = Anonymizer(self.port, self.keys)
+        self.anonymizer = Anonymizer(self.port, self.keys, options_metadata=self.config.options_metadata)
         self.jobs = JobQueue(self._run_job, lambda: orthanc.GetGlobalProperty(JOBS_PROPERTY, ""),
                              lambda text: orthanc.SetGlobalProperty(JOBS_PROPERTY, text), orthanc.LogError)
         self.job_routes = JobRoutes(orthanc, self.jobs, self.port.call)

@@ -9,6 +9,9 @@ from .pseudonyms import UUID_ROOT, check_uid_root
 
 SECTION = "ConsistentAnonymization"
 MIN_KEY_LENGTH = 32
+#: The user metadata (by index) of an anonymized series that records the options it was made with.
+DEFAULT_OPTIONS_METADATA = 9732
+USER_METADATA_RANGE = range(1024, 65536)
 
 
 class ConfigurationError(ValueError):
@@ -39,17 +42,20 @@ class PluginConfig:
     default_project: str = "default"
     uid_root: str = UUID_ROOT
     fresh_pseudonyms_per_call: bool = False
+    options_metadata: int = DEFAULT_OPTIONS_METADATA
 
     def __repr__(self) -> str:  # never show a key
         return (f"PluginConfig(projects={sorted(self.project_keys)}, default_project={self.default_project!r}, "
-                f"uid_root={self.uid_root!r}, fresh_pseudonyms_per_call={self.fresh_pseudonyms_per_call})")
+                f"uid_root={self.uid_root!r}, fresh_pseudonyms_per_call={self.fresh_pseudonyms_per_call}, "
+                f"options_metadata={self.options_metadata})")
 
 
 def parse_config(orthanc_configuration: dict[str, Any]) -> PluginConfig:
     section = orthanc_configuration.get(SECTION, {})
     if not isinstance(section, dict):
         raise ConfigurationError(f"{SECTION} must be an object")
-    known = {"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall"}
+    known = {"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
+             "OptionsMetadata"}
     unknown = set(section) - known
     if unknown:
         raise ConfigurationError(f"{SECTION}: unknown option(s) {sorted(unknown)}")
@@ -71,4 +77,9 @@ def parse_config(orthanc_configuration: dict[str, Any]) -> PluginConfig:
     if not isinstance(fresh, bool):
         raise ConfigurationError(f"{SECTION}.FreshPseudonymsPerCall must be true or false")
     config.fresh_pseudonyms_per_call = fresh
+    index = section.get("OptionsMetadata", DEFAULT_OPTIONS_METADATA)
+    if isinstance(index, bool) or not isinstance(index, int) or index not in USER_METADATA_RANGE:
+        raise ConfigurationError(f"{SECTION}.OptionsMetadata must be a user metadata index "
+                                 f"({USER_METADATA_RANGE.start}-{USER_METADATA_RANGE.stop - 1})")
+    config.options_metadata = index
     return config

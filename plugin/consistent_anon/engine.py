@@ -7,7 +7,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
-from .errors import BadRequest, JobCanceled, NotFound, PluginError, VerificationFailed
+from .config import DEFAULT_OPTIONS_METADATA
+from .errors import BadRequest, Conflict, JobCanceled, NotFound, PluginError, VerificationFailed
 from .filereader import Header, UnreadableHeader, read_header
 from .identities import NativeMarkers, plan_instance
 from .keys import KeyStore
@@ -29,6 +30,7 @@ class OrthancPort(Protocol):
     def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]: ...
     def parent_of(self, level: str, resource_id: str) -> str: ...
     def set_metadata(self, level: str, resource_id: str, name: str, value: str) -> None: ...
+    def metadata(self, level: str, resource_id: str, name: str) -> str | None: ...
     def read_file(self, instance_id: str) -> bytes: ...
     def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes: ...
     def store(self, data: bytes) -> dict[str, Any]: ...
@@ -49,11 +51,20 @@ TRANSCODE_SINCE = (1, 12, 0)
 _ORIGIN_LEVELS = ("instances", "series", "studies", "patients")
 
 
+def _by_series(sources: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
+    by_series: dict[str, list[dict[str, str]]] = {}
+    for source in sources:
+        by_series.setdefault(source["ParentSeries"], []).append(source)
+    return by_series
+
+
 class Anonymizer:
-    def __init__(self, port: OrthancPort, keys: KeyStore, uid_tags: frozenset[int] = UID_TAGS) -> None:
+    def __init__(self, port: OrthancPort, keys: KeyStore, uid_tags: frozenset[int] = UID_TAGS,
+                 options_metadata: int = DEFAULT_OPTIONS_METADATA) -> None:
         self._port = port
         self._keys = keys
         self._uid_tags = uid_tags
+        self._options_metadata = str(options_metadata)
         self._markers: dict[str, NativeMarkers] = {}
         self._origin_writable: bool | None = None  # None: not tried yet on this Orthanc
 
@@ -141,8 +152,40 @@ class Anonymizer:
             sources.update((source["ID"], source) for source in found)
         self._keys.project_name(request.project)
         first = next(iter(sources.values()))
-        self.native_markers(first["ID"], request)
+        markers = self.native_markers(first["ID"], request)
+        self._refuse_other_options(list(sources.values()), request, markers)
         return list(sources.values())
+
+    def _refuse_other_options(self, sources: list[dict[str, str]], request: AnonymizeRequest,
+                              markers: NativeMarkers) -> None:
+        """409 when a series this call would add to was anonymized under other options.
+
+        Its results carry the same identifiers as this call's would (they follow from the key),
+        so Orthanc would keep the first copy of each: the call would silently answer results
+        made under the other options, or mix both in one series.
+        """
+        if self._port.overwrites():
+            return  # Orthanc replaces every instance: the call redoes the series
+        pseudonyms = self._keys.pseudonymizer(request.project)
+        mark = pseudonyms.options_fingerprint(request.output_options)
+        for source_series, members in _by_series(sources).items():
+            targets = self._result_targets(source_series, request, pseudonyms, markers)(members[0]["SOPInstanceUID"])
+            if not all(targets[:3]):
+                continue  # an identifier removed or emptied: no predictable series
+            series = orthanc_ids.resource_id(*targets[:3])
+            recorded = self._port.metadata("series", series, self._options_metadata)
+            if recorded is not None and recorded != mark:
+                raise Conflict(f"Series {series} was anonymized from this source under other options "
+                               "(Keep, Replace, Remove, DicomVersion...), and this call's results would "
+                               "carry the same identifiers: delete that series first to redo it, or use "
+                               "another Project")
+
+    def _record_options(self, stored: dict[str, str], mark: str, cache: dict[str, str]) -> None:
+        """The options' mark on each result series, once per call."""
+        series = stored["ParentSeries"]
+        if cache.get("options:" + series) != mark:
+            self._port.set_metadata("series", series, self._options_metadata, mark)
+            cache["options:" + series] = mark
 
     def _store_all(self, sources: list[dict[str, str]], request: AnonymizeRequest,
                    progress: Callable[[int, int], None], canceled: Callable[[], bool],
@@ -156,6 +199,7 @@ class Anonymizer:
         """
         pseudonyms = self._keys.pseudonymizer(request.project)
         markers = self.native_markers(sources[0]["ID"], request)
+        mark = pseudonyms.options_fingerprint(request.output_options)
         added: list[str] = []
         total = len(sources)
         results = list(self._already_stored(sources, request, pseudonyms, markers).values())
@@ -179,6 +223,7 @@ class Anonymizer:
                     added.append(stored["ID"])
                 results.append(stored)
                 progress(len(results), total)
+            self._record_options(stored, mark, lookups)
             self._record_origin(stored, source, lookups)
 
         def guarded(source: dict[str, str]) -> None:
@@ -234,20 +279,9 @@ class Anonymizer:
         """
         if self._port.overwrites():
             return {}
-        by_series: dict[str, list[dict[str, str]]] = {}
-        for source in sources:
-            by_series.setdefault(source["ParentSeries"], []).append(source)
         found: dict[str, dict[str, str]] = {}
-        for source_series, members in by_series.items():
-            patient_id, study_uid, series_uid = self._port.identifiers(source_series)
-
-            def targets_of(sop_instance_uid: str) -> list[str]:
-                """PatientID, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID of the result."""
-                roots = Header.of_values({PATIENT_ID: patient_id, STUDY_INSTANCE_UID: study_uid,
-                                          SERIES_INSTANCE_UID: series_uid, SOP_INSTANCE_UID: sop_instance_uid})
-                plan = plan_instance(roots, request, pseudonyms, markers, self._uid_tags)
-                return [plan.patient_id] + [plan.expected_uids.get(((), tag), ("",))[0]
-                                            for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)]
+        for source_series, members in _by_series(sources).items():
+            targets_of = self._result_targets(source_series, request, pseudonyms, markers)
             first = targets_of(members[0]["SOPInstanceUID"])
             if not all(first[:3]):
                 continue  # an identifier removed or emptied: no shortcut, do the work
@@ -264,6 +298,20 @@ class Anonymizer:
                                            "ParentPatient": orthanc_ids.resource_id(targets[0]),
                                            "Status": "AlreadyStored", "Source": source["ID"]}
         return found
+
+    def _result_targets(self, source_series: str, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
+                        markers: NativeMarkers) -> Callable[[str], list[str]]:
+        """For a source series: the PatientID, StudyInstanceUID, SeriesInstanceUID and SOPInstanceUID
+        of the result of its instance with a given SOPInstanceUID, from Orthanc's index alone."""
+        patient_id, study_uid, series_uid = self._port.identifiers(source_series)
+
+        def targets_of(sop_instance_uid: str) -> list[str]:
+            roots = Header.of_values({PATIENT_ID: patient_id, STUDY_INSTANCE_UID: study_uid,
+                                      SERIES_INSTANCE_UID: series_uid, SOP_INSTANCE_UID: sop_instance_uid})
+            plan = plan_instance(roots, request, pseudonyms, markers, self._uid_tags)
+            return [plan.patient_id] + [plan.expected_uids.get(((), tag), ("",))[0]
+                                        for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)]
+        return targets_of
 
     def _delete_sources(self, sources: list[dict[str, str]]) -> None:
         """KeepSource false: delete the instances this call anonymized, and those only (others may

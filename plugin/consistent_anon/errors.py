@@ -32,6 +32,12 @@ class NotFound(PluginError):
     status, orthanc_code, description = 404, 17, "Unknown resource"
 
 
+class Conflict(PluginError):
+    """The call would store results that collide with results made under other options."""
+
+    status, orthanc_code, description = 409, 8, "Bad request"
+
+
 class VerificationFailed(PluginError):
     """The anonymized output did not pass the fail-closed check: nothing was stored."""
 

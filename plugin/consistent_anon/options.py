@@ -71,6 +71,13 @@ class AnonymizeRequest:
     def mentioned_tags(self) -> frozenset[int]:
         return self.kept_tags | frozenset(self.replaced_tags) | self.removed_tags
 
+    @cached_property
+    def output_options(self) -> str:
+        """The options that decide what an instance becomes, as one canonical text: not how the
+        call runs, nor "Force", which only permits. Equal texts give equal results."""
+        members = {k: v for k, v in self.native_body.items() if k not in ("Force", "Permissive")}
+        return json.dumps(members, sort_keys=True, separators=(",", ":"))
+
     def mentions(self, tag: int) -> bool:
         """Whether the caller decided this top-level tag's fate himself."""
         return tag in self.mentioned_tags

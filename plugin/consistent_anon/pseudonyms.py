@@ -73,6 +73,11 @@ class Pseudonymizer:
         """The pseudonym of a UID within a scope (the resulting PatientID)."""
         return uid_from_digest(_digest(self._key, "uid", scope, original_uid), self.uid_root)
 
+    def options_fingerprint(self, output_options: str) -> str:
+        """A mark of a request's options, kept beside its results: keyed, so that options which
+        name people (a Replace value) cannot be guessed from it."""
+        return _digest(self._key, "options", output_options)[:16].hex()
+
     def __repr__(self) -> str:  # never show the key
         return f"Pseudonymizer(uid_root={self.uid_root!r})"
 
