@@ -59,10 +59,12 @@ test-trixie: deps-test venv
 	ORTHANC_RUNTIME=chroot ORTHANC_CHROOT=$$chroot_dir $(PYTHON) -m pytest tests $(PYTEST_ARGS)
 
 # The benchmark (bench/run.py): the plugin against native Orthanc on this machine, not part of
-# the tests. Results in bench/results/<version>.json and bench/latest-<version>.json;
-# BENCH_ARGS=--quick for a short smoke run.
-.PHONY: bench bench-trixie
-bench: deps-test venv
+# the tests, on both versions as `make test`. Results in bench/results/<version>.json and
+# bench/latest-<version>.json; BENCH_ARGS=--quick for a short smoke run.
+.PHONY: bench bench-bookworm bench-trixie
+bench: bench-bookworm bench-trixie
+
+bench-bookworm: deps-test venv
 	ORTHANC_RUNTIME=host $(PYTHON) bench/run.py $(BENCH_ARGS)
 
 bench-trixie: deps-test venv

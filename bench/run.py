@@ -36,8 +36,9 @@ gethostid). Where the runtime's /etc/hosts does not name the machine (the deboot
 every UID is a DNS query and a lost one waits 5 s, which swamps the timings: scripts/trixie-chroot.sh
 adds the name to the chroot's hosts file, and the benchmark warns where it is missing.
 
-    make bench                 # Orthanc 1.10.1 of this machine (Debian bookworm)
-    make bench-trixie          # Orthanc 1.12.7 in the trixie chroot
+    make bench                 # both versions, one after the other:
+    make bench-bookworm        #   Orthanc 1.10.1 of this machine (Debian bookworm)
+    make bench-trixie          #   Orthanc 1.12.7 in the trixie chroot
     make bench BENCH_ARGS=--quick                     # fewer repetitions: a smoke run
     make bench BENCH_ARGS="--plugin-rev HEAD"         # the committed plugin, not the working tree
     .venv/bin/python bench/run.py --sizes 40,200 --quick   # a tiny study, for development
