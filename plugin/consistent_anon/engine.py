@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Protocol
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Protocol
 
 from .config import DEFAULT_OPTIONS_METADATA
 from .errors import BadRequest, Conflict, JobCanceled, NotFound, PluginError, VerificationFailed
@@ -49,6 +50,31 @@ PARENT_RESOURCES_SINCE = (1, 12, 0)
 TRANSCODE_SINCE = (1, 12, 0)
 #: Levels at which native records "AnonymizedFrom", child first.
 _ORIGIN_LEVELS = ("instances", "series", "studies", "patients")
+#: At most this many bytes of source files are in the workers' hands at once (each also holds
+#: its result, and Orthanc a parsed copy): large instances (tomosynthesis, whole-slide images)
+#: are then done one or a few at a time, small ones as many as there are workers.
+IN_FLIGHT_BYTES = 256 * 1024 * 1024
+
+
+class ByteBudget:
+    """Lets threads hold sizes up to a limit in total; one holder alone may exceed it."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._condition = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: self._held == 0 or self._held + size <= self._limit)
+            self._held += size
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._held -= size
+                self._condition.notify_all()
 
 
 def _by_series(sources: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
@@ -195,7 +221,8 @@ class Anonymizer:
         If any instance fails, `check` refuses the whole, or the job is canceled, the instances
         this call added are deleted again; the source is never touched here. Instances are done
         by `port.workers()` threads at once (several only where Orthanc calls release Python's
-        lock), each instance on its own, so the order does not matter.
+        lock), as many as IN_FLIGHT_BYTES of source files allow, each instance on its own, so the
+        order does not matter.
         """
         pseudonyms = self._keys.pseudonymizer(request.project)
         markers = self.native_markers(sources[0]["ID"], request)
@@ -208,13 +235,15 @@ class Anonymizer:
         lookups: dict[str, str] = {}
         lock = threading.Lock()
         failures: list[BaseException] = []
+        budget = ByteBudget(IN_FLIGHT_BYTES)
 
         def one(source: dict[str, str]) -> None:
             if failures:
                 return  # another instance failed: the call is lost anyway
             if canceled():
                 raise JobCanceled()
-            stored = self._port.store(self._anonymized_file(source["ID"], request, pseudonyms, markers))
+            with budget.hold(int(source.get("FileSize") or 0)):
+                stored = self._port.store(self._anonymized_file(source["ID"], request, pseudonyms, markers))
             if stored.get("Status") not in ("Success", "AlreadyStored"):  # e.g. FilteredOut
                 raise VerificationFailed(f"Orthanc did not store an anonymized instance "
                                          f"(status {stored.get('Status')}); nothing was kept")
