@@ -183,15 +183,14 @@ def test_the_scan_stops_at_the_pixel_data_and_skips_nested_pixel_data():
     icon.add_new(PIXEL_DATA, "OB", b"1.2.3.4.5.6\x00\x00")
     ds.IconImageSequence = Sequence([icon])
     data = to_bytes(ds)
-    header = read_header(data)
-    assert ((((0x00880200, 0),), PIXEL_DATA)) not in [e.path for e in header.elements]
-    assert (((0x00880200, 0),), 0x00280010) in [e.path for e in header.elements]
-    assert all(e.tag != PIXEL_DATA for e in header.elements)
+    paths = [e.path for e in read_header(data).elements]
+    assert (((0x00880200, 0),), 0x00280010) in paths  # the icon's Rows: the item is read
+    assert all(tag != PIXEL_DATA for _, tag in paths)  # but not its pixels, nor the image's
     # Whatever follows the pixel data is not read: a damaged tail does not matter.
     assert read_header(data + b"\xff" * 20).values(0x00080018) == (str(ds.SOPInstanceUID),)
 
 
-def test_encapsulated_nested_values_and_undefined_lengths_are_walked():
+def test_sequences_and_items_of_undefined_length_are_walked():
     ds = two_frame_study(per_series=1).instances[0]
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     item = Dataset()
@@ -208,9 +207,9 @@ def test_encapsulated_nested_values_and_undefined_lengths_are_walked():
     assert paths[(((0x00081115, 0), (0x00081140, 0)), 0x00081155)] == ("1.2.3.5",)
 
 
-def _explicit(tag: int, vr: bytes, value: bytes, long: bool = False) -> bytes:
-    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr
-    return head + (struct.pack("<HI", 0, len(value)) if long else struct.pack("<H", len(value))) + value
+def _explicit(tag: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit VR little endian element with a 2-byte length."""
+    return struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr + struct.pack("<H", len(value)) + value
 
 
 def _part10(dataset: bytes, syntax: str = ExplicitVRLittleEndian) -> bytes:
