@@ -14,17 +14,16 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-
 from .config import parse_config
 from .engine import Anonymizer
 from .errors import BadRequest, NotFound, PluginError, status_for_orthanc_error
+from .filereader import Header, UnreadableHeader, read_header
 from .job_routes import JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue
 from .keys import KeyStore, PropertyKey, SharedFileKey, no_generated_key
 from .options import parse_request
 from .orthanc_ids import LEVEL_TYPES
 from .pseudonyms import fresh_uid
-from .filereader import Header, read_header
 from .set_verification import list_frames_of_reference, parse_verify_request, verify
 
 NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
@@ -85,7 +84,10 @@ class RestPort:
         raise NotFound(f"Unknown resource {resource_id}")
 
     def header(self, instance_id: str) -> Header:
-        return read_header(self.read_file(instance_id))
+        try:
+            return read_header(self.read_file(instance_id))
+        except UnreadableHeader as error:
+            raise PluginError(f"Instance {instance_id} cannot be read by the plugin ({error})") from None
 
     def anonymized_from(self, instance_id: str) -> str | None:
         try:

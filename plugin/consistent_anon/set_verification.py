@@ -15,10 +15,10 @@ from typing import Any, Callable, Iterable, Protocol
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from .errors import BadRequest, NotFound
+from .filereader import Header, Path
 from .orthanc_ids import LEVEL_TYPES
 from .options import parse_json_object
 from .pseudonyms import Pseudonymizer
-from .filereader import Header, Path
 from .scanning import TextFinder, describe, find_uids
 from .uid_attributes import UID_TAGS, is_well_known
 
