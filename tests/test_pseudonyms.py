@@ -179,6 +179,15 @@ def test_the_mark_of_a_requests_options_is_keyed_and_ignores_how_the_call_runs()
     plain = parse_request(b'{"Keep": ["SeriesDescription"]}')
     other = parse_request(b'{}')
     assert runs_differently.output_options == plain.output_options != other.output_options
+    # The same options written otherwise: by number, in another order, empty or default members.
+    same = [b'{"Keep": ["SeriesDescription", "StudyDescription"]}',
+            b'{"Keep": ["0008,1030", "0008,103E", "SeriesDescription"], "Remove": [], "Replace": {}}',
+            b'{"Keep": ["StudyDescription", "(0008,103e)"], "KeepPrivateTags": false}']
+    assert len({parse_request(body).output_options for body in same}) == 1
+    assert parse_request(b'{"KeepPrivateTags": true}').output_options != other.output_options
+    assert parse_request(b'{"Replace": {"StudyDescription": "x"}}').output_options == \
+        parse_request(b'{"Replace": {"0008,1030": "x"}}').output_options != \
+        parse_request(b'{"Replace": {"0008,1030": "y"}}').output_options
     ours, theirs = Pseudonymizer(b"k" * 32), Pseudonymizer(b"o" * 32)
     assert ours.options_fingerprint(plain.output_options) == ours.options_fingerprint(runs_differently.output_options)
     assert ours.options_fingerprint(plain.output_options) != ours.options_fingerprint(other.output_options)

@@ -37,6 +37,12 @@ def parse_tag(name: str) -> int | None:
     return tag_for_keyword(name)
 
 
+def _canonical_tag(name: str) -> str:
+    """A top-level tag as `gggg,eeee`, whether named by keyword or number; a path as written."""
+    tag = parse_tag(name)
+    return f"{tag >> 16:04x},{tag & 0xFFFF:04x}" if tag is not None else name.strip()
+
+
 @dataclass
 class AnonymizeRequest:
     """What the caller asked for; `native_body` is what native Orthanc would have received."""
@@ -74,8 +80,18 @@ class AnonymizeRequest:
     @cached_property
     def output_options(self) -> str:
         """The options that decide what an instance becomes, as one canonical text: not how the
-        call runs, nor "Force", which only permits. Equal texts give equal results."""
-        members = {k: v for k, v in self.native_body.items() if k not in ("Force", "Permissive")}
+        call runs, nor "Force", which only permits. Equal texts give equal results; the same
+        options written otherwise (a tag by keyword or number, in another order, an empty list
+        or a default left out) give the same text."""
+        members: dict[str, Any] = {}
+        for name, value in self.native_body.items():
+            if name in ("Keep", "Remove"):
+                value = sorted({_canonical_tag(tag) for tag in value})
+            elif name == "Replace":
+                value = {_canonical_tag(tag): tag_value for tag, tag_value in value.items()}
+            if name in ("Force", "Permissive") or value in ([], {}) or (name == "KeepPrivateTags" and not value):
+                continue
+            members[name] = value
         return json.dumps(members, sort_keys=True, separators=(",", ":"))
 
     def mentions(self, tag: int) -> bool:
