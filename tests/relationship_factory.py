@@ -112,24 +112,35 @@ def rtdose(study: Study, plan: Dataset, structure_set: Dataset, frame_of_referen
     return ds
 
 
-def spatial_registration(study: Study, fixed: list[Dataset], moving: list[Dataset], number: int) -> Dataset:
-    """A rigid registration relating the fixed images' frame of reference to the moving ones'."""
-    ds = _new_object(study, SPATIAL_REGISTRATION_STORAGE, "REG", number)
+def _registration(study: Study, sop_class: str, label: str, fixed: list[Dataset], moving: list[Dataset],
+                  number: int) -> Dataset:
+    """What both registrations share: on the fixed images' frame of reference, naming both series."""
+    ds = _new_object(study, sop_class, "REG", number)
     ds.FrameOfReferenceUID = fixed[0].FrameOfReferenceUID
     ds.PositionReferenceIndicator = ""
-    ds.ContentLabel = "REGISTRATION"
-    ds.ContentDescription = "Synthetic rigid registration"
+    ds.ContentLabel = label
     ds.ReferencedSeriesSequence = Sequence([_series_reference(fixed), _series_reference(moving)])
+    return ds
+
+
+def _rigid(matrix: list[float]) -> Dataset:
+    transform = Dataset()
+    transform.FrameOfReferenceTransformationMatrixType = "RIGID"
+    transform.FrameOfReferenceTransformationMatrix = matrix
+    return transform
+
+
+def spatial_registration(study: Study, fixed: list[Dataset], moving: list[Dataset], number: int) -> Dataset:
+    """A rigid registration relating the fixed images' frame of reference to the moving ones'."""
+    ds = _registration(study, SPATIAL_REGISTRATION_STORAGE, "REGISTRATION", fixed, moving, number)
+    ds.ContentDescription = "Synthetic rigid registration"
     items = []
     for images, matrix in ((fixed, IDENTITY), (moving, IDENTITY[:3] + [10.0] + IDENTITY[4:])):
         item = Dataset()
         item.FrameOfReferenceUID = images[0].FrameOfReferenceUID
         item.ReferencedImageSequence = Sequence([_sop_reference(image) for image in images])
-        transform = Dataset()
-        transform.FrameOfReferenceTransformationMatrixType = "RIGID"
-        transform.FrameOfReferenceTransformationMatrix = matrix
         registration = Dataset()
-        registration.MatrixSequence = Sequence([transform])
+        registration.MatrixSequence = Sequence([_rigid(matrix)])
         item.MatrixRegistrationSequence = Sequence([registration])
         items.append(item)
     ds.RegistrationSequence = Sequence(items)
@@ -138,11 +149,7 @@ def spatial_registration(study: Study, fixed: list[Dataset], moving: list[Datase
 
 def deformable_registration(study: Study, fixed: list[Dataset], moving: list[Dataset], number: int) -> Dataset:
     """A deformable registration: the moving images' FoR as SourceFrameOfReferenceUID."""
-    ds = _new_object(study, DEFORMABLE_REGISTRATION_STORAGE, "REG", number)
-    ds.FrameOfReferenceUID = fixed[0].FrameOfReferenceUID
-    ds.PositionReferenceIndicator = ""
-    ds.ContentLabel = "DEFORMABLE"
-    ds.ReferencedSeriesSequence = Sequence([_series_reference(fixed), _series_reference(moving)])
+    ds = _registration(study, DEFORMABLE_REGISTRATION_STORAGE, "DEFORMABLE", fixed, moving, number)
     item = Dataset()
     item.SourceFrameOfReferenceUID = moving[0].FrameOfReferenceUID
     item.ReferencedImageSequence = Sequence([_sop_reference(image) for image in moving])
@@ -153,14 +160,8 @@ def deformable_registration(study: Study, fixed: list[Dataset], moving: list[Dat
     grid.GridResolution = [4.0, 4.0, 1.0]
     grid.VectorGridData = np.zeros(2 * 2 * 2 * 3, dtype=np.float32).tobytes()
     item.DeformableRegistrationGridSequence = Sequence([grid])
-    pre = Dataset()
-    pre.FrameOfReferenceTransformationMatrixType = "RIGID"
-    pre.FrameOfReferenceTransformationMatrix = IDENTITY
-    item.PreDeformationMatrixRegistrationSequence = Sequence([pre])
-    post = Dataset()
-    post.FrameOfReferenceTransformationMatrixType = "RIGID"
-    post.FrameOfReferenceTransformationMatrix = IDENTITY
-    item.PostDeformationMatrixRegistrationSequence = Sequence([post])
+    item.PreDeformationMatrixRegistrationSequence = Sequence([_rigid(IDENTITY)])
+    item.PostDeformationMatrixRegistrationSequence = Sequence([_rigid(IDENTITY)])
     ds.DeformableRegistrationSequence = Sequence([item])
     return ds
 

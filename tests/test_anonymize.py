@@ -135,7 +135,7 @@ def test_the_same_uid_gets_the_same_pseudonym_in_every_call_and_different_uids_d
     second = parse(orthanc.post(f"/instances/{instance}/anonymize", json={}).content)
     for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID",
                     "SOPInstanceUID", "FrameOfReferenceUID"):
-        assert first.get(keyword) == second.get(keyword)
+        assert first.get(keyword) and first.get(keyword) == second.get(keyword), keyword
     assert first.file_meta.MediaStorageSOPInstanceUID == first.SOPInstanceUID
     uids = [str(first.get(k)) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
                                          "FrameOfReferenceUID")]

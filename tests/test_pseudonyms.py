@@ -134,7 +134,8 @@ def test_a_storage_plugin_without_a_configured_key_is_refused():
     with pytest.raises(PluginError, match="Key or KeyFile"):
         KeyStore(parse_config({}), no_generated_key).pseudonymizer(None)
     configured = KeyStore(parse_config({"ConsistentAnonymization": {"Key": "k" * 32}}), no_generated_key)
-    assert configured.pseudonymizer(None).uid("P", "1.2.3")
+    assert configured.pseudonymizer(None).uid("P", "1.2.3") == \
+        Pseudonymizer(project_key(b"k" * 32, "default")).uid("P", "1.2.3")
 
 
 def test_the_byte_level_shortcut_of_the_leak_search_does_not_miss_a_deflated_file():

@@ -68,7 +68,8 @@ class RestPort:
                     raise NotFound(f"Unknown resource: no {level} has the ID {resource_id}") from None
                 raise
         return [{"ID": instance["ID"], "ParentSeries": instance["ParentSeries"],
-                 "SOPInstanceUID": instance.get("MainDicomTags", {}).get("SOPInstanceUID", "")}
+                 "SOPInstanceUID": instance.get("MainDicomTags", {}).get("SOPInstanceUID", ""),
+                 "FileSize": int(instance.get("FileSize") or 0)}  # the engine's memory budget
                 for instance in answer]
 
     def level_of(self, resource_id: str) -> str:
@@ -90,11 +91,7 @@ class RestPort:
             raise PluginError(f"Instance {instance_id} cannot be read by the plugin ({error})") from None
 
     def anonymized_from(self, instance_id: str) -> str | None:
-        try:
-            value = self.call(self._orthanc.RestApiGet, f"/instances/{instance_id}/metadata/AnonymizedFrom")
-        except NativeError:
-            return None
-        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        return self.metadata("instances", instance_id, "AnonymizedFrom")
 
     def identifiers(self, series_id: str) -> tuple[str, str, str]:
         """PatientID, StudyInstanceUID and SeriesInstanceUID of a series, from the index."""

@@ -33,6 +33,7 @@ class OrthancPort(Protocol):
     def set_metadata(self, level: str, resource_id: str, name: str, value: str) -> None: ...
     def metadata(self, level: str, resource_id: str, name: str) -> str | None: ...
     def read_file(self, instance_id: str) -> bytes: ...
+    def header(self, instance_id: str) -> Header: ...
     def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes: ...
     def store(self, data: bytes) -> dict[str, Any]: ...
     def delete(self, level: str, resource_id: str) -> None: ...
@@ -117,12 +118,7 @@ class Anonymizer:
 
     def _anonymized_file(self, instance_id: str, request: AnonymizeRequest,
                          pseudonyms: Pseudonymizer, markers: NativeMarkers) -> bytes:
-        try:
-            header = read_header(self._port.read_file(instance_id))
-        except UnreadableHeader as error:
-            raise PluginError(f"Instance {instance_id} cannot be read by the plugin ({error}); nothing was "
-                              "stored") from None
-        plan = plan_instance(header, request, pseudonyms, markers, self._uid_tags)
+        plan = plan_instance(self._port.header(instance_id), request, pseudonyms, markers, self._uid_tags)
         output = self._port.anonymize_instance(instance_id, plan.native_body)
         problems = check_output(output, plan, self._uid_tags)
         if problems:
@@ -130,21 +126,23 @@ class Anonymizer:
                                      "stored: " + "; ".join(problems[:10]))
         return output
 
-    def _record_origin(self, stored: dict[str, str], source: dict[str, str], cache: dict[str, str]) -> None:
+    def _record_origin(self, stored: dict[str, str], source: dict[str, str], parents: dict[str, str],
+                       written: dict[str, str]) -> None:
         """Write "AnonymizedFrom" at every level, as native does, where this Orthanc lets a plugin
-        write it (1.12 does; 1.10 refuses, and the result then carries no such link)."""
+        write it (1.12 does; 1.10 refuses, and the result then carries no such link). `parents`
+        and `written` remember, for the call, the sources' parents and the links already made."""
         if self._origin_writable is False:
             return
         series = source["ParentSeries"]
-        if series not in cache:
-            cache[series] = self._port.parent_of("series", series)
-        study = cache[series]
-        if study not in cache:
-            cache[study] = self._port.parent_of("studies", study)
-        origins = (source["ID"], series, study, cache[study])
+        if series not in parents:
+            parents[series] = self._port.parent_of("series", series)
+        study = parents[series]
+        if study not in parents:
+            parents[study] = self._port.parent_of("studies", study)
+        origins = (source["ID"], series, study, parents[study])
         targets = (stored["ID"], stored["ParentSeries"], stored["ParentStudy"], stored["ParentPatient"])
         for level, target, origin in zip(_ORIGIN_LEVELS, targets, origins):
-            if cache.get("written:" + target) == origin:
+            if written.get(target) == origin:
                 continue
             try:
                 self._port.set_metadata(level, target, "AnonymizedFrom", origin)
@@ -154,7 +152,7 @@ class Anonymizer:
                     return
                 raise  # it worked before, or the database failed: a real failure
             self._origin_writable = True
-            cache["written:" + target] = origin
+            written[target] = origin
 
 
     def anonymize_instance(self, instance_id: str, request: AnonymizeRequest) -> bytes:
@@ -190,15 +188,11 @@ class Anonymizer:
         so Orthanc would keep the first copy of each: the call would silently answer results
         made under the other options, or mix both in one series.
         """
-        if self._port.overwrites():
-            return  # Orthanc replaces every instance: the call redoes the series
+        if self._port.overwrites() or self._keys.fresh_per_call:
+            return  # Orthanc replaces every instance, or the results are new ones anyway
         pseudonyms = self._keys.pseudonymizer(request.project)
         mark = pseudonyms.options_fingerprint(request.output_options)
-        for source_series, members in _by_series(sources).items():
-            targets = self._result_targets(source_series, request, pseudonyms, markers)(members[0]["SOPInstanceUID"])
-            if not all(targets[:3]):
-                continue  # an identifier removed or emptied: no predictable series
-            series = orthanc_ids.resource_id(*targets[:3])
+        for series, _, _ in self._result_series(sources, request, pseudonyms, markers):
             recorded = self._port.metadata("series", series, self._options_metadata)
             if recorded is not None and recorded != mark:
                 raise Conflict(f"Series {series} was anonymized from this source under other options "
@@ -206,12 +200,12 @@ class Anonymizer:
                                "carry the same identifiers: delete that series first to redo it, or use "
                                "another Project")
 
-    def _record_options(self, stored: dict[str, str], mark: str, cache: dict[str, str]) -> None:
-        """The options' mark on each result series, once per call."""
+    def _record_options(self, stored: dict[str, str], mark: str, marked: set[str]) -> None:
+        """The options' mark on each result series, once per call (`marked`: the series done)."""
         series = stored["ParentSeries"]
-        if cache.get("options:" + series) != mark:
+        if series not in marked:
             self._port.set_metadata("series", series, self._options_metadata, mark)
-            cache["options:" + series] = mark
+            marked.add(series)
 
     def _store_all(self, sources: list[dict[str, str]], request: AnonymizeRequest,
                    progress: Callable[[int, int], None], canceled: Callable[[], bool],
@@ -232,7 +226,9 @@ class Anonymizer:
         results = list(self._already_stored(sources, request, pseudonyms, markers).values())
         done = {stored["Source"] for stored in results}
         sources = [source for source in sources if source["ID"] not in done]
-        lookups: dict[str, str] = {}
+        parents: dict[str, str] = {}
+        origins_written: dict[str, str] = {}
+        marked: set[str] = set()
         lock = threading.Lock()
         failures: list[BaseException] = []
         budget = ByteBudget(IN_FLIGHT_BYTES)
@@ -252,8 +248,8 @@ class Anonymizer:
                     added.append(stored["ID"])
                 results.append(stored)
                 progress(len(results), total)
-            self._record_options(stored, mark, lookups)
-            self._record_origin(stored, source, lookups)
+            self._record_options(stored, mark, marked)
+            self._record_origin(stored, source, parents, origins_written)
 
         def guarded(source: dict[str, str]) -> None:
             try:
@@ -288,11 +284,8 @@ class Anonymizer:
     def _check_still_stored(self, results: list[dict[str, str]]) -> None:
         """Every result is there at the end: a concurrent call that failed may have rolled back an
         instance this call counted as already stored."""
-        by_series: dict[str, set[str]] = {}
-        for stored in results:
-            by_series.setdefault(stored["ParentSeries"], set()).add(stored["ID"])
-        for series, instances in by_series.items():
-            if not instances <= self._port.existing_instances(series):
+        for series, members in _by_series(results).items():
+            if not {stored["ID"] for stored in members} <= self._port.existing_instances(series):
                 raise VerificationFailed("An anonymized instance disappeared while the call ran (a concurrent "
                                          "call was rolled back): run the call again; nothing was deleted")
 
@@ -309,12 +302,7 @@ class Anonymizer:
         if self._port.overwrites():
             return {}
         found: dict[str, dict[str, str]] = {}
-        for source_series, members in _by_series(sources).items():
-            targets_of = self._result_targets(source_series, request, pseudonyms, markers)
-            first = targets_of(members[0]["SOPInstanceUID"])
-            if not all(first[:3]):
-                continue  # an identifier removed or emptied: no shortcut, do the work
-            series = orthanc_ids.resource_id(*first[:3])  # the same for every member
+        for series, members, targets_of in self._result_series(sources, request, pseudonyms, markers):
             existing = self._port.existing_instances(series)
             if not existing:
                 continue  # nothing of this series yet (a first run): no instance to plan
@@ -328,19 +316,25 @@ class Anonymizer:
                                            "Status": "AlreadyStored", "Source": source["ID"]}
         return found
 
-    def _result_targets(self, source_series: str, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
-                        markers: NativeMarkers) -> Callable[[str], list[str]]:
-        """For a source series: the PatientID, StudyInstanceUID, SeriesInstanceUID and SOPInstanceUID
-        of the result of its instance with a given SOPInstanceUID, from Orthanc's index alone."""
-        patient_id, study_uid, series_uid = self._port.identifiers(source_series)
+    def _result_series(self, sources: list[dict[str, str]], request: AnonymizeRequest, pseudonyms: Pseudonymizer,
+                       markers: NativeMarkers) -> Iterator[tuple[str, list[dict[str, str]], Callable[[str], list[str]]]]:
+        """For each source series whose result is predictable from Orthanc's index alone: the
+        result series' Orthanc ID, the source instances, and for a SOPInstanceUID the PatientID,
+        StudyInstanceUID, SeriesInstanceUID and SOPInstanceUID of its result. A series whose
+        identifiers the request removes or empties has no predictable result: it is left out."""
+        for source_series, members in _by_series(sources).items():
+            patient_id, study_uid, series_uid = self._port.identifiers(source_series)
 
-        def targets_of(sop_instance_uid: str) -> list[str]:
-            roots = Header.of_values({PATIENT_ID: patient_id, STUDY_INSTANCE_UID: study_uid,
-                                      SERIES_INSTANCE_UID: series_uid, SOP_INSTANCE_UID: sop_instance_uid})
-            plan = plan_instance(roots, request, pseudonyms, markers, self._uid_tags)
-            return [plan.patient_id] + [plan.expected_uids.get(((), tag), ("",))[0]
-                                        for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)]
-        return targets_of
+            def targets_of(sop_instance_uid: str, patient_id: str = patient_id, study_uid: str = study_uid,
+                           series_uid: str = series_uid) -> list[str]:
+                roots = Header.of_values({PATIENT_ID: patient_id, STUDY_INSTANCE_UID: study_uid,
+                                          SERIES_INSTANCE_UID: series_uid, SOP_INSTANCE_UID: sop_instance_uid})
+                plan = plan_instance(roots, request, pseudonyms, markers, self._uid_tags)
+                return [plan.patient_id] + [plan.expected_uids.get(((), tag), ("",))[0]
+                                            for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)]
+            first = targets_of(members[0]["SOPInstanceUID"])
+            if all(first[:3]):  # the same series for every member
+                yield orthanc_ids.resource_id(*first[:3]), members, targets_of
 
     def _delete_sources(self, sources: list[dict[str, str]]) -> None:
         """KeepSource false: delete the instances this call anonymized, and those only (others may

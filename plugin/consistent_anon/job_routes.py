@@ -18,7 +18,7 @@ class JobRoutes:
     def __init__(self, orthanc: Any, queue: JobQueue, call_native: Callable) -> None:
         self._orthanc = orthanc
         self._queue = queue
-        self._native = call_native  # RestPort._call: built-in API errors become native's statuses
+        self._native = call_native  # RestPort.call: built-in API errors become native's statuses
 
     def register(self, guarded: Callable[[Callable], Callable]) -> None:
         self._orthanc.RegisterRestCallback("/jobs", guarded(self.list_jobs))

@@ -51,7 +51,6 @@ class AnonymizeRequest:
     keep: list[str] = field(default_factory=list)
     replace: dict[str, Any] = field(default_factory=dict)
     remove: list[str] = field(default_factory=list)
-    force: bool = False
     keep_source: bool = True
     asynchronous: bool = False
     priority: int = 0
@@ -159,7 +158,6 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
         keep=list(document.get("Keep", [])),
         replace=dict(document.get("Replace", {})),
         remove=list(document.get("Remove", [])),
-        force=document.get("Force", False),
         keep_source=document.get("KeepSource", True),
         asynchronous=asynchronous,
         priority=document.get("Priority", 0),
