@@ -9,12 +9,12 @@ export ORTHANC_STORAGE ?= $(CURDIR)/data
 
 # Debian packages: Orthanc, its Python plugin and pydicom for the Python Orthanc embeds.
 RUN_PACKAGES := orthanc orthanc-python python3-pydicom
-# What the tests add: a second Orthanc version (trixie, via debootstrap), a PostgreSQL server
+# What the tests add: two more Orthanc versions (trixie and sid, via debootstrap), a PostgreSQL server
 # and the PostgreSQL index plugin for the two-node tests, dcmtk for DICOM network sends.
 TEST_PACKAGES := $(RUN_PACKAGES) python3-venv debootstrap debian-archive-keyring postgresql \
 	orthanc-postgresql dcmtk chromium
 
-.PHONY: run test test-bookworm test-trixie deps-run deps-test venv clean
+.PHONY: run test test-bookworm test-trixie test-sid deps-run deps-test venv clean
 
 define apt_install
 	missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -47,28 +47,29 @@ $(VENV)/.installed: tests/requirements.txt
 
 venv: $(VENV)/.installed
 
-test: test-bookworm test-trixie
+test: test-bookworm test-trixie test-sid
 
 # Orthanc 1.10.1 + orthanc-python 4.0: the packages of this machine (Debian bookworm).
 test-bookworm: deps-test venv
 	ORTHANC_RUNTIME=host $(PYTHON) -m pytest tests $(PYTEST_ARGS)
 
-# Orthanc 1.12.7 + orthanc-python 5.0: Debian trixie in a chroot, built once and cached.
-test-trixie: deps-test venv
-	chroot_dir=$$(scripts/trixie-chroot.sh) && \
+# Orthanc 1.12.7 + orthanc-python 5.0 (trixie) and 1.13.0 + orthanc-python 7.1 (sid), each in a
+# Debian chroot built once and cached outside the repository.
+test-trixie test-sid: test-%: deps-test venv
+	chroot_dir=$$(scripts/debian-chroot.sh $*) && \
 	ORTHANC_RUNTIME=chroot ORTHANC_CHROOT=$$chroot_dir $(PYTHON) -m pytest tests $(PYTEST_ARGS)
 
 # The benchmark (bench/run.py): the plugin against native Orthanc on this machine, not part of
-# the tests, on both versions as `make test`. Results in bench/results/<version>.json and
+# the tests, on the three versions as `make test`. Results in bench/results/<version>.json and
 # bench/latest-<version>.json; BENCH_ARGS=--quick for a short smoke run.
-.PHONY: bench bench-bookworm bench-trixie
-bench: bench-bookworm bench-trixie
+.PHONY: bench bench-bookworm bench-trixie bench-sid
+bench: bench-bookworm bench-trixie bench-sid
 
 bench-bookworm: deps-test venv
 	ORTHANC_RUNTIME=host $(PYTHON) bench/run.py $(BENCH_ARGS)
 
-bench-trixie: deps-test venv
-	chroot_dir=$$(scripts/trixie-chroot.sh) && \
+bench-trixie bench-sid: bench-%: deps-test venv
+	chroot_dir=$$(scripts/debian-chroot.sh $*) && \
 	ORTHANC_RUNTIME=chroot ORTHANC_CHROOT=$$chroot_dir $(PYTHON) bench/run.py $(BENCH_ARGS)
 
 clean:

@@ -18,6 +18,30 @@ from orthanc_server import RUNTIME, OrthancServer  # noqa: E402
 TEST_KEY = "test-key-0123456789abcdef0123456789abcdef"
 
 
+#: The reason's prefix of a skip that states a version difference (a documented fact, kept as a
+#: skip under CI); every other skip is a missing dependency.
+NOT_APPLICABLE = "Not applicable on this Orthanc version: "
+
+
+def not_applicable(reason: str) -> None:
+    """Skip a test that does not apply to the Orthanc under test, saying why."""
+    pytest.skip(NOT_APPLICABLE + reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI (CI=true) a skipped test fails, unless it states a version difference: a missing
+    dependency must never let the suite pass without testing what needs it."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") != "true" or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if not reason.startswith(("Skipped: " + NOT_APPLICABLE, NOT_APPLICABLE)):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where every dependency must be present: {reason}"
+
+
 def pytest_report_header(config):
     where = os.environ.get("ORTHANC_CHROOT", "this machine")
     return f"Orthanc runtime: {RUNTIME.kind} ({where})"
