@@ -14,7 +14,7 @@ RUN_PACKAGES := orthanc orthanc-python python3-pydicom
 TEST_PACKAGES := $(RUN_PACKAGES) python3-venv debootstrap debian-archive-keyring postgresql \
 	orthanc-postgresql dcmtk chromium
 
-.PHONY: run test test-bookworm test-trixie test-sid deps-run deps-test venv clean
+.PHONY: run test test-unit test-bookworm test-trixie test-sid deps-run deps-test venv clean
 
 define apt_install
 	missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -48,6 +48,10 @@ $(VENV)/.installed: tests/requirements.txt
 venv: $(VENV)/.installed
 
 test: test-bookworm test-trixie test-sid
+
+# The tests that need no Orthanc (the pure core, the engine against an in-memory Orthanc): seconds.
+test-unit: venv
+	$(PYTHON) -m pytest tests -m "not server" $(PYTEST_ARGS)
 
 # Orthanc 1.10.1 + orthanc-python 4.0: the packages of this machine (Debian bookworm).
 test-bookworm: deps-test venv

@@ -47,6 +47,23 @@ def pytest_report_header(config):
     return f"Orthanc runtime: {RUNTIME.kind} ({where})"
 
 
+#: Fixtures that start a real Orthanc: a test using one (directly or through another fixture), or
+#: in a module that starts servers itself, is marked `server`; `make test-unit` runs the others,
+#: which need no Orthanc installed.
+SERVER_FIXTURES = {"orthanc", "native", "server_factory"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = getattr(item, "module", None)
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or hasattr(module, "OrthancServer"):
+            item.add_marker(pytest.mark.server)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "server: the test starts a real Orthanc")
+
+
 @pytest.fixture(scope="session")
 def orthanc():
     """The Orthanc with the plugin, its key generated and kept in its database."""

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from conftest import upload
+from orthanc_over_http import OrthancOverHttp
 from consistent_anon.engine import ByteBudget
 
 
@@ -32,26 +33,6 @@ def test_workers_hold_at_most_the_budget_and_a_larger_instance_runs_alone():
     for together in seen:
         assert sum(together) <= 100 or together == (250,), together
     assert max(len(together) for together in seen) == 3  # small ones do run side by side
-
-
-class OrthancOverHttp:
-    """The `orthanc` module's RestApiGet, carried over HTTP to a real Orthanc: only the transport
-    differs from inside the plugin, not Orthanc's answers."""
-
-    class OrthancException(Exception):
-        pass
-
-    def __init__(self, server) -> None:
-        self._server = server
-
-    def RestApiGet(self, uri: str) -> bytes:
-        answer = self._server.get(uri)
-        if answer.status_code != 200:
-            raise self.OrthancException(-1, answer.text)
-        return answer.content
-
-    def LogInfo(self, message: str) -> None:
-        pass
 
 
 def test_the_sources_the_engine_gets_carry_their_file_size_for_the_budget(orthanc, study):

@@ -1,0 +1,149 @@
+"""The engine's decisions, without a server: against the in-memory Orthanc of tests/fake_orthanc.py
+(held to a real Orthanc by tests/test_port_contract.py). Each runs in milliseconds."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from conftest import new_patient
+from consistent_anon import orthanc_ids
+from consistent_anon.config import parse_config
+from consistent_anon.engine import Anonymizer
+from consistent_anon.errors import Conflict, JobCanceled, NotFound, PluginError
+from consistent_anon.keys import KeyStore
+from consistent_anon.options import parse_request
+from dicom_factory import to_bytes, two_frame_study
+from fake_orthanc import FakeOrthanc
+
+KEY = b"unit-test-key-0123456789abcdef0123456789"
+
+
+def _engine(version=(1, 12, 7), workers: int = 1) -> tuple[Anonymizer, FakeOrthanc]:
+    orthanc = FakeOrthanc(version=version, workers=workers)
+    config = parse_config({"ConsistentAnonymization": {"Key": KEY.decode()}})
+    return Anonymizer(orthanc, KeyStore(config, lambda: KEY)), orthanc
+
+
+def _study(orthanc: FakeOrthanc, per_series: int = 2) -> tuple[str, list[dict]]:
+    made = two_frame_study(per_series=per_series, patient=new_patient())
+    stored = [orthanc.upload(to_bytes(ds)) for ds in made.instances]
+    return stored[0]["ParentStudy"], stored
+
+
+def _request(**body) -> object:
+    import json
+    return parse_request(json.dumps(body))
+
+
+def test_a_study_gives_one_result_per_source_and_a_native_shaped_answer():
+    engine, orthanc = _engine()
+    study, sources = _study(orthanc)
+    answer = engine.anonymize_resource("studies", study, _request())
+    assert answer["Type"] == "Study" and answer["InstancesCount"] == len(sources)
+    assert answer["Path"] == f"/studies/{answer['ID']}" and answer["ParentResources"] == [study]
+    results = orthanc.instances_of("studies", answer["ID"])
+    assert len(results) == len(sources)
+    assert orthanc.parent_of("studies", answer["ID"]) == answer["PatientID"]
+
+
+def test_a_rerun_reads_no_file_and_answers_the_same_result():
+    engine, orthanc = _engine()
+    study, _ = _study(orthanc)
+    first = engine.anonymize_resource("studies", study, _request())
+    reads = orthanc.count("read_file")
+    again = engine.anonymize_resource("studies", study, _request())
+    assert again == first
+    assert orthanc.count("read_file") == reads  # the results are known from the index alone
+
+
+def test_series_by_series_land_in_one_study():
+    engine, orthanc = _engine()
+    study, sources = _study(orthanc)
+    studies = {orthanc.parent_of("series", engine.anonymize_resource("series", series, _request())["ID"])
+               for series in {s["ParentSeries"] for s in sources}}
+    whole = engine.anonymize_resource("studies", study, _request())
+    assert studies == {whole["ID"]}
+
+
+def test_a_failed_store_removes_what_the_call_added_and_keeps_the_source():
+    engine, orthanc = _engine()
+    study, sources = _study(orthanc)
+    before = set(orthanc.files)
+    orthanc.fail("store", PluginError("disk full", 500), after=3)
+    with pytest.raises(PluginError, match="disk full"):
+        engine.anonymize_resource("studies", study, _request(KeepSource=False))
+    assert set(orthanc.files) == before  # every source there, no result left
+
+
+def test_other_options_on_an_existing_result_are_refused_with_409():
+    engine, orthanc = _engine()
+    study, _ = _study(orthanc)
+    engine.anonymize_resource("studies", study, _request())
+    before = dict(orthanc.files)
+    with pytest.raises(Conflict):
+        engine.anonymize_resource("studies", study, _request(Keep=["StudyDescription"]))
+    assert orthanc.files == before
+    # The same options written otherwise are the same options.
+    engine.anonymize_resource("studies", study, _request(Keep=[], Remove=[]))
+
+
+@pytest.mark.parametrize("version, written", [((1, 12, 7), True), ((1, 10, 1), False)])
+def test_anonymized_from_where_the_version_lets_a_plugin_write_it(version, written):
+    engine, orthanc = _engine(version=version)
+    study, sources = _study(orthanc)
+    answer = engine.anonymize_resource("studies", study, _request())
+    patient = answer["PatientID"]
+    assert (orthanc.metadata("studies", answer["ID"], "AnonymizedFrom") == study) is written
+    assert (orthanc.metadata("patients", patient, "AnonymizedFrom") == sources[0]["ParentPatient"]) is written
+
+
+def test_a_canceled_call_leaves_nothing():
+    engine, orthanc = _engine()
+    study, _ = _study(orthanc)
+    before = set(orthanc.files)
+    progress: list[int] = []
+    with pytest.raises(JobCanceled):
+        engine.anonymize_resource("studies", study, _request(), lambda done, total: progress.append(done),
+                                  lambda: len(progress) > 3)
+    assert set(orthanc.files) == before
+
+
+def test_keep_source_false_deletes_the_sources_once_every_result_is_stored():
+    engine, orthanc = _engine()
+    study, sources = _study(orthanc)
+    answer = engine.anonymize_resource("studies", study, _request(KeepSource=False))
+    deletes = [i for i, (name, _) in enumerate(orthanc.calls) if name == "delete"]
+    stores = [i for i, (name, _) in enumerate(orthanc.calls) if name == "store"]
+    assert min(deletes) > max(stores)
+    assert not set(s["ID"] for s in sources) & set(orthanc.files)
+    assert len(orthanc.instances_of("studies", answer["ID"])) == len(sources)
+
+
+def test_an_unknown_resource_is_404():
+    engine, orthanc = _engine()
+    with pytest.raises(NotFound):
+        engine.anonymize_resource("studies", orthanc_ids.resource_id("nobody"), _request())
+
+
+def test_concurrent_calls_on_one_study_agree():
+    engine, orthanc = _engine(workers=4)
+    study, sources = _study(orthanc, per_series=4)
+    answers, errors = [], []
+
+    def call(level: str, resource: str) -> None:
+        try:
+            answers.append(engine.anonymize_resource(level, resource, _request()))
+        except PluginError as error:
+            errors.append(error)
+    calls = [("studies", study)] + [("series", s) for s in {s["ParentSeries"] for s in sources}]
+    threads = [threading.Thread(target=call, args=target) for target in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    result_study = {answer["ID"] if answer["Type"] == "Study" else orthanc.parent_of("series", answer["ID"])
+                    for answer in answers}
+    assert len(result_study) == 1
+    assert len(orthanc.instances_of("studies", result_study.pop())) == len(sources)
