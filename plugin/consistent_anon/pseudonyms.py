@@ -73,6 +73,15 @@ class Pseudonymizer:
         """The pseudonym of a UID within a scope (the resulting PatientID)."""
         return uid_from_digest(_digest(self._key, "uid", scope, original_uid), self.uid_root)
 
+    def date_offset(self, scope: str, low: int, high: int) -> int:
+        """The whole number of days by which a patient's dates move, in [low, high]: the same for
+        every call and node under the key, never zero (that would publish the real dates)."""
+        count = high - low + 1 - (1 if low <= 0 <= high else 0)
+        if count <= 0:
+            raise ValueError("the range of days holds no non-zero offset")
+        offset = low + int.from_bytes(_digest(self._key, "date-shift", scope), "big") % count
+        return offset + 1 if low <= 0 <= offset else offset
+
     def options_fingerprint(self, output_options: str) -> str:
         """A mark of a request's options, kept beside its results: keyed, so that options which
         name people (a Replace value) cannot be guessed from it."""
