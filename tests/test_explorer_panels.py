@@ -10,6 +10,7 @@ tests/artifacts/ for a reviewer.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import pydicom
@@ -186,8 +187,9 @@ def check_verification_panel(page, panel, report: dict) -> None:
         uids: [...row.querySelectorAll('.ca-anonymized-uid')].map(u => u.textContent),
         oneToOne: row.querySelector('.ca-one-to-one').textContent}))""")
     rows = [dict(row, source=sorted(row["source"]), anonymized=sorted(row["anonymized"])) for row in rows]
-    assert rows == [{"source": f["SourceSeries"], "anonymized": f["AnonymizedSeries"], "uids": f["Anonymized"],
-                     "oneToOne": "\u2714 yes" if f["OneToOne"] else "\u2718 no"} for f in report["FramesOfReference"]]
+    assert sorted(rows, key=str) == sorted(
+        ({"source": f["SourceSeries"], "anonymized": f["AnonymizedSeries"], "uids": f["Anonymized"],
+          "oneToOne": "\u2714 yes" if f["OneToOne"] else "\u2718 no"} for f in report["FramesOfReference"]), key=str)
     leaks = panel.locator(".ca-leak").evaluate_all("""rows => rows.map(row => [
         row.querySelector('.ca-instance').getAttribute('href'), row.querySelector('.ca-path').textContent,
         row.querySelector('.ca-found').textContent])""")
@@ -196,6 +198,14 @@ def check_verification_panel(page, panel, report: dict) -> None:
         row.querySelector('.ca-instance').getAttribute('href'), row.querySelector('.ca-path').textContent])""")
     assert references == [[f"#instance?uuid={r['Instance']}", r["Path"]] for r in report["UnresolvedReferences"]]
     expect(panel.locator(".ca-leaks .ui-bar")).to_have_text(f"Leaks of source identifiers: {report['LeaksCount']}")
+    for side, name in (("Source", "source"), ("Anonymized", "anonymized")):
+        expect(panel.locator(f".ca-{name}-side td").nth(2)).to_have_text(str(report[side]["InstancesCount"]))
+    expect(panel.locator(".ca-paired")).to_contain_text(
+        f"{report['PairedInstancesCount']} instance{'s' if report['PairedInstancesCount'] != 1 else ''} paired "
+        f"({report['PairedBy']['Pseudonym']} by the plugin's pseudonym")
+    # A source series is shown by its number and modality only, an anonymized one with its description.
+    expect(panel.locator(".ca-source .ca-series").first).to_have_text(re.compile(r"^Series \d+ · [A-Z]+ \(\d+\)$"))
+    expect(panel.locator(".ca-anonymized .ca-series").first).to_contain_text("Synthetic MR series")
 
 
 def check_no_source_identifier(page, anonymized: Anonymized, element=None) -> None:
@@ -261,6 +271,11 @@ def test_verify_anonymization_from_the_source_and_on_a_series(guarded, anonymize
     expect(series_panel.locator(".ca-verdict")).to_contain_text("Clean: 2 instances paired")
     check_no_source_identifier(page, anonymized, series_panel.element_handle())
     screenshot(page, guarded, "verify-series")
+
+    page.locator("#series-frames-of-reference").click()
+    frames = guarded.json(f"/series/{source}/frames-of-reference")
+    expect(series_panel.locator(".ca-frame-uid")).to_have_text([f["FrameOfReferenceUID"] for f in frames])
+    expect(series_panel.locator(".ca-on .ca-series-label")).to_have_text(["Series 1 \u00b7 MR \u00b7 Synthetic MR series 1"])
 
 
 def test_a_study_the_plugin_did_not_anonymize(guarded, browser):

@@ -33,6 +33,8 @@
     '  border-bottom: 1px solid #ddd; }',
     'table.ca-table th { font-size: .85em; color: #555; }',
     'table.ca-table tr.ca-problem td { background: #fdecea; }',
+    'table.ca-mapping-table td.ca-source { width: 30%; }',
+    'table.ca-mapping-table td.ca-one-to-one { width: 12%; }',
     '.ca-uid { font-family: monospace; font-size: .9em; word-break: break-all; }',
     '.ca-series { margin: .15em 0; }',
     '.ca-muted { color: #666; font-size: .9em; }',
@@ -84,6 +86,7 @@
                 .append($('<h3>').text(title)).append(close))
       .show();
     panel.trigger('create');
+    panel[0].scrollIntoView({ behavior: 'smooth', block: 'start' });
     return { level: level, token: token, body: $('<div>').addClass('ca-body').appendTo(panel) };
   }
 
@@ -130,12 +133,14 @@
     return typeof content === 'string' ? td.text(content) : td.append(content);
   }
 
-  function seriesLabel(series) {
+  /** "Series 3 · MR · description"; without the description for a source's series, whose free
+   *  text the anonymization may have removed for a reason. */
+  function seriesLabel(series, withoutText) {
     var parts = ['Series ' + (series.SeriesNumber || '?')];
     if (series.Modality) {
       parts.push(series.Modality);
     }
-    if (series.SeriesDescription) {
+    if (series.SeriesDescription && !withoutText) {
       parts.push(series.SeriesDescription);
     }
     return parts.join(' \u00b7 ');
@@ -396,14 +401,14 @@
     return s.box;
   }
 
-  function seriesLines(ids, series) {
+  function seriesLines(ids, series, withoutText) {
     var box = $('<div>');
     var number = function (id) { return series[id] ? parseInt(series[id].SeriesNumber, 10) || 0 : 0; };
     $.each(ids.slice().sort(function (a, b) { return number(a) - number(b); }), function (i, id) {
       var known = series[id];
       box.append($('<div>').addClass('ca-series').attr('data-series', id)
                    .append($('<a>').attr('href', '#series?uuid=' + id)
-                             .text(known ? seriesLabel(known) + ' (' + known.InstancesCount + ')' : 'a series')));
+                             .text(known ? seriesLabel(known, withoutText) + ' (' + known.InstancesCount + ')' : 'a series')));
     });
     return box;
   }
@@ -415,11 +420,19 @@
       return s.box;
     }
     var t = table(['Source', 'Anonymized', 'One-to-one']);
-    $.each(report.FramesOfReference, function (i, frame) {
+    var first = function (frame) {  // frames in the order of their first source series
+      var numbers = $.map(frame.SourceSeries, function (id) {
+        return series[id] ? parseInt(series[id].SeriesNumber, 10) || 0 : 0;
+      });
+      return numbers.length ? Math.min.apply(Math, numbers) : Infinity;
+    };
+    var frames = report.FramesOfReference.slice().sort(function (a, b) { return first(a) - first(b); });
+    t.addClass('ca-mapping-table');
+    $.each(frames, function (i, frame) {
       var source = $('<div>').append($('<strong>').text('Source frame ' + (i + 1)))
         .append($('<div>').addClass('ca-muted').text(frame.SourceSeries.length ?
           plural(frame.SourceInstancesCount, 'instance') + ' on it' : 'referred to only'))
-        .append(seriesLines(frame.SourceSeries, series));
+        .append(seriesLines(frame.SourceSeries, series, true));
       var anonymized = $('<div>');
       $.each(frame.Anonymized, function (j, uid) {
         anonymized.append($('<div>').addClass('ca-uid ca-anonymized-uid').text(uid));
