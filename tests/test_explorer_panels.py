@@ -19,10 +19,19 @@ import requests
 
 from conftest import new_patient, upload
 from dicom_factory import TwoFrameStudy, to_bytes, two_frame_study
-from orthanc_server import OrthancServer
+from orthanc_server import RUNTIME, OrthancServer
 from test_orthanc_explorer import ARTIFACTS, EXPLORER_BODY, active, chromium, expect, version_of
 
 USER = ("data-manager", "a-long-explorer-password")
+SITE_SCRIPT = '''
+import sys
+import orthanc
+
+sys.path.insert(0, "{plugin_dir}")
+import consistent_anon
+consistent_anon.register(orthanc)
+orthanc.ExtendOrthancExplorer(consistent_anon.EXPLORER_SCRIPT.read_text() + "/* the hospital's own */")
+'''
 SERIES_LABEL = "Series {SeriesNumber} \u00b7 {Modality} \u00b7 {SeriesDescription}"
 
 
@@ -291,3 +300,15 @@ def test_a_study_the_plugin_did_not_anonymize(guarded, browser):
     screenshot(page, guarded, "verify-not-anonymized")
     page.locator("#study-frames-of-reference").click()  # works on any study
     expect(panel.locator(".ca-frame")).to_have_count(2, timeout=60_000)
+
+
+def test_a_site_script_that_extends_the_explorer_too_keeps_both(server_factory):
+    """orthanc-python keeps the last explorer extension a script gives: the README's recipe."""
+    server = server_factory(start=False)
+    script = server.workdir / "hospital_explorer.py"
+    script.write_text(SITE_SCRIPT.format(plugin_dir=RUNTIME.inside(server.workdir / "plugin")))
+    server.configure({"PythonScript": RUNTIME.inside(script)})
+    server.start()
+    extensions = server.get("/plugins/explorer.js").text
+    assert "/* the hospital's own */" in extensions
+    assert "'Verify anonymization'" in extensions and extensions.count("the hospital's own") == 1
