@@ -312,3 +312,11 @@ def test_a_site_script_that_extends_the_explorer_too_keeps_both(server_factory):
     extensions = server.get("/plugins/explorer.js").text
     assert "/* the hospital's own */" in extensions
     assert "'Verify anonymization'" in extensions and extensions.count("the hospital's own") == 1
+
+
+def test_no_counterpart_under_fresh_pseudonyms(server_factory, study):
+    server = server_factory(config={"ConsistentAnonymization": {"FreshPseudonymsPerCall": True}})
+    source = next(iter(upload(server, study).values()))["ParentStudy"]
+    assert server.post(f"/studies/{source}/anonymize", json={}).status_code == 200
+    answer = server.get(f"/studies/{source}/anonymized-counterpart")
+    assert answer.status_code == 404 and "FreshPseudonymsPerCall" in answer.json()["Message"]
