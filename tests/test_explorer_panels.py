@@ -172,6 +172,7 @@ def test_frames_of_reference_panel_shows_the_route_s_answer(guarded, anonymized,
               li.querySelector('.ca-series-label').textContent, li.querySelector('.ui-li-count').textContent]),
         referring: [...list.querySelectorAll('.ca-referring')].map(li => [li.dataset.series,
               li.querySelector('.ca-series-label').textContent, li.querySelector('.ui-li-count').textContent])}))""")
+    shown = sorted(shown, key=lambda f: f["uid"])  # the page orders them by series number
     assert shown == [{"uid": f["FrameOfReferenceUID"],
                       "on": [[s["ID"], label(s), str(s["InstancesCount"])] for s in f["Series"]],
                       "referring": [[s["ID"], label(s), str(s["InstancesCount"])] for s in f["ReferencedBy"]]}

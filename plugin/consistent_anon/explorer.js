@@ -146,6 +146,22 @@
     return parts.join(' \u00b7 ');
   }
 
+  function number(series) {
+    return series ? parseInt(series.SeriesNumber, 10) || 0 : 0;
+  }
+
+  /** Frames in the order of their lowest series number; frames no series lies on come last. */
+  function byFirstSeries(frames, numbersOf) {
+    var first = function (frame) {
+      var numbers = numbersOf(frame);
+      return numbers.length ? Math.min.apply(Math, numbers) : Infinity;
+    };
+    return frames.slice().sort(function (a, b) {
+      var x = first(a), y = first(b);
+      return x === y ? 0 : (x < y ? -1 : 1);
+    });
+  }
+
   function plural(count, word) {
     return count + ' ' + word + (count === 1 ? '' : 's');
   }
@@ -176,6 +192,9 @@
     view.body.append($('<p>').addClass('ca-muted').text(
       plural(frames.length, 'frame') + ' of reference. Series that refer to a frame without lying on it ' +
       '(structure sets, registrations, segmentations, reports) are listed under it.'));
+    frames = byFirstSeries(frames, function (frame) {
+      return $.map(frame.Series, function (s) { return number(s); });
+    });
     $.each(frames, function (i, frame) {
       var list = $('<ul>').attr({ 'data-role': 'listview', 'data-inset': 'true', 'data-theme': 'd',
                                   'data-divider-theme': 'b' })
@@ -403,8 +422,7 @@
 
   function seriesLines(ids, series, withoutText) {
     var box = $('<div>');
-    var number = function (id) { return series[id] ? parseInt(series[id].SeriesNumber, 10) || 0 : 0; };
-    $.each(ids.slice().sort(function (a, b) { return number(a) - number(b); }), function (i, id) {
+    $.each(ids.slice().sort(function (a, b) { return number(series[a]) - number(series[b]); }), function (i, id) {
       var known = series[id];
       box.append($('<div>').addClass('ca-series').attr('data-series', id)
                    .append($('<a>').attr('href', '#series?uuid=' + id)
@@ -420,13 +438,9 @@
       return s.box;
     }
     var t = table(['Source', 'Anonymized', 'One-to-one']);
-    var first = function (frame) {  // frames in the order of their first source series
-      var numbers = $.map(frame.SourceSeries, function (id) {
-        return series[id] ? parseInt(series[id].SeriesNumber, 10) || 0 : 0;
-      });
-      return numbers.length ? Math.min.apply(Math, numbers) : Infinity;
-    };
-    var frames = report.FramesOfReference.slice().sort(function (a, b) { return first(a) - first(b); });
+    var frames = byFirstSeries(report.FramesOfReference, function (frame) {
+      return $.map(frame.SourceSeries, function (id) { return number(series[id]); });
+    });
     t.addClass('ca-mapping-table');
     $.each(frames, function (i, frame) {
       var source = $('<div>').append($('<strong>').text('Source frame ' + (i + 1)))
