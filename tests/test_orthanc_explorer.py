@@ -16,8 +16,10 @@ import json
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -69,15 +71,17 @@ class Browser:
     page_errors: list[str] = field(default_factory=list)
 
 
-@pytest.fixture
-def browser():
+@contextmanager
+def chromium(http_credentials: dict[str, str] | None = None) -> Iterator[Browser]:
+    """Headless Chromium on one page that may reach loopback only (with the user's credentials
+    for Orthanc's HTTP authentication, if given)."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: `make deps-test` installs Debian's chromium")
     profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
     with playwright_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900})
+            viewport={"width": 1280, "height": 900}, http_credentials=http_credentials)
         try:
             state = Browser(context.pages[0] if context.pages else context.new_page())
 
@@ -94,6 +98,12 @@ def browser():
         finally:
             context.close()
             shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser():
+    with chromium() as state:
+        yield state
 
 
 # --- what a user does in the explorer -------------------------------------------------------

@@ -226,7 +226,8 @@ def test_frames_of_reference_route_lists_each_frame_with_its_series_before_and_a
     assert planning["InstancesCount"] == sum(len(made.objects[n]) for n in on_planning) == 11
     ct = next(s for s in planning["Series"] if s["ID"] == series_of["ct"])
     assert ct == {"ID": series_of["ct"], "SeriesInstanceUID": str(made.objects["ct"][0].SeriesInstanceUID),
-                  "SeriesNumber": "1", "Modality": "CT", "InstancesCount": 4}
+                  "SeriesNumber": "1", "Modality": "CT", "SeriesDescription": str(made.objects["ct"][0].SeriesDescription),
+                  "InstancesCount": 4}
     assert {r["ID"] for r in planning["ReferencedBy"]} == {series_of["rtstruct"], series_of["sr"]}
     mr = by_uid[str(made.objects["mr"][0].FrameOfReferenceUID)]
     assert [s["ID"] for s in mr["Series"]] == [series_of["mr"]]

@@ -252,7 +252,11 @@ def test_frames_of_reference_groups_series_and_referrers():
     assert shared["InstancesCount"] == 4
     assert [(s["ID"], s["SeriesNumber"], s["Modality"], s["InstancesCount"]) for s in shared["Series"]] == \
         [("series-1", "1", "MR", 2), ("series-2", "2", "MR", 2)]
-    assert shared["ReferencedBy"] == [{"ID": "series-99", "InstancesCount": 1}]
+    rtstruct = study.structure_set
+    assert shared["ReferencedBy"] == [{"ID": "series-99", "SeriesInstanceUID": rtstruct.SeriesInstanceUID,
+                                       "SeriesNumber": "99", "Modality": "RTSTRUCT",
+                                       "SeriesDescription": rtstruct.get("SeriesDescription", ""), "InstancesCount": 1}]
+    assert [s["SeriesDescription"] for s in shared["Series"]] == ["Synthetic MR series 1", "Synthetic MR series 2"]
     assert frames[study.series[2][0].FrameOfReferenceUID]["ReferencedBy"] == []
 
 

@@ -1,4 +1,4 @@
 """Consistent anonymization for Orthanc: keyed pseudonyms that keep every UID relationship."""
-from .adapter import register
+from .adapter import EXPLORER_SCRIPT, register
 
-__all__ = ["register"]
+__all__ = ["EXPLORER_SCRIPT", "register"]

@@ -22,7 +22,7 @@ from .job_routes import JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue
 from .keys import KeyStore, PropertyKey, SharedFileKey, no_generated_key
 from .options import parse_request
-from .orthanc_ids import LEVEL_TYPES
+from .orthanc_ids import LEVEL_TYPES, anonymized_counterpart
 from .pseudonyms import fresh_uid
 from .set_verification import list_frames_of_reference, parse_verify_request, verify
 
@@ -31,6 +31,7 @@ UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
 BULK = "bulk"  # the "level" of a job made by /tools/bulk-anonymize
 DATABASE_ERROR = 11  # Orthanc's ErrorCode_Database: e.g. a serialization failure between nodes
 DATABASE_RETRIES = 5
+EXPLORER_SCRIPT = Path(__file__).with_name("explorer.js")  # the buttons added to Orthanc Explorer
 _HTTP_ERRORS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
                 500: "Internal Server Error", 501: "Not Implemented"}
 
@@ -213,6 +214,9 @@ class Plugin:
         self._orthanc.RegisterRestCallback("/(patients|studies|series)/([^/]+)/frames-of-reference",
                                            self._guarded(self.frames_of_reference))
         self._orthanc.RegisterRestCallback("/tools/verify-anonymization", self._guarded(self.verify_anonymization))
+        self._orthanc.RegisterRestCallback("/(studies|series)/([^/]+)/anonymized-counterpart",
+                                           self._guarded(self.anonymized_counterpart))
+        self._orthanc.ExtendOrthancExplorer(EXPLORER_SCRIPT.read_text(encoding="utf-8"))
         self._orthanc.LogWarning(f"Consistent anonymization plugin ready: {self.config!r}")
 
     def generated_key_source(self) -> Callable[[], bytes]:
@@ -359,6 +363,31 @@ class Plugin:
         verify_request = parse_verify_request(request.get("body"))
         pseudonyms = None if self.keys.fresh_per_call else self.keys.pseudonymizer(verify_request.project)
         answer = verify(self.port, verify_request, pseudonyms, self._orthanc.LogInfo)
+        output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+
+    def anonymized_counterpart(self, output: Any, uri: str, **request: Any) -> None:
+        """Where the plugin's anonymization put a stored source study or series, if it is stored:
+        computed from the source's own identifiers under the project key (`?project=`)."""
+        if request["method"] != "GET":
+            output.SendMethodNotAllowed("GET")
+            return
+        level, resource_id = request["groups"]
+        resource = json.loads(self.port.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}"))
+        if self.keys.fresh_per_call:
+            raise NotFound("FreshPseudonymsPerCall is set: anonymized copies have no computable counterpart")
+        patient_id, study_uid, series_uid = self.port.identifiers(
+            resource_id if level == "series" else resource["Series"][0])
+        uids = (study_uid, series_uid) if level == "series" else (study_uid,)
+        pseudonyms = self.keys.pseudonymizer(request.get("get", {}).get("project"))
+        counterpart = anonymized_counterpart(pseudonyms, patient_id, *uids)
+        try:
+            self.port.call(self._orthanc.RestApiGet, f"/{level}/{counterpart}")
+        except NativeError as error:
+            if error.status != 404:
+                raise
+            raise NotFound(f"No anonymized counterpart of this {LEVEL_TYPES[level].lower()} is stored: the "
+                           f"plugin did not anonymize it under this project with its own PatientID") from None
+        answer = {"ID": counterpart, "Type": LEVEL_TYPES[level], "Path": f"/{level}/{counterpart}"}
         output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
 

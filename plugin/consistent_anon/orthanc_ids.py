@@ -4,6 +4,10 @@ storing it."""
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .pseudonyms import Pseudonymizer
 
 #: The REST API's name of each level, and the "Type" its answers give it.
 LEVEL_TYPES = {"patients": "Patient", "studies": "Study", "series": "Series", "instances": "Instance"}
@@ -14,3 +18,11 @@ def resource_id(*identifiers: str) -> str:
     or instance (+ SOPInstanceUID) with these identifiers."""
     digest = hashlib.sha1("|".join(identifiers).encode("utf-8")).hexdigest()
     return "-".join(digest[i:i + 8] for i in range(0, 40, 8))
+
+
+def anonymized_counterpart(pseudonyms: "Pseudonymizer", patient_id: str, *uids: str) -> str:
+    """The ID of what the plugin's anonymization (its own PatientID, no UID of the caller's) makes
+    of the study (StudyInstanceUID) or series (StudyInstanceUID, SeriesInstanceUID) of a patient:
+    the explorer's verification finds a source's anonymized counterpart by it, never by a search."""
+    anonymized_patient = pseudonyms.patient_id(patient_id)
+    return resource_id(anonymized_patient, *(pseudonyms.uid(anonymized_patient, uid) for uid in uids))

@@ -89,7 +89,7 @@ class InstanceSummary:
     uids: dict[Path, tuple[str, ...]] = field(default_factory=dict)  # identifying UID elements
     references: dict[Path, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # path -> kind, UIDs
     patient_id: str = ""
-    series: tuple[str, str, str] = ("", "", "")  # SeriesInstanceUID, SeriesNumber, Modality
+    series: tuple[str, str, str, str] = ("", "", "", "")  # SeriesInstanceUID, Number, Modality, Description
     fingerprint: tuple = ()
 
 
@@ -117,7 +117,8 @@ def summarize(instance_id: str, series_id: str, header: Header,
                 kind = STUDY
             summary.references[element.path] = (kind, element.values)
     summary.patient_id = _text(header, "PatientID")
-    summary.series = (_text(header, "SeriesInstanceUID"), _text(header, "SeriesNumber"), _text(header, "Modality"))
+    summary.series = tuple(_text(header, keyword) for keyword in
+                           ("SeriesInstanceUID", "SeriesNumber", "Modality", "SeriesDescription"))
     summary.fingerprint = tuple(_text(header, keyword) for keyword in FINGERPRINT)
     return summary
 
@@ -225,31 +226,33 @@ def _read(reader: SetReader, level: str, resource_id: str, log: Callable[[str], 
 
 # --- Frames of reference of one resource ---------------------------------------------------
 
+def _series_entry(series_id: str, summary: InstanceSummary, count: int) -> dict[str, Any]:
+    uid, number, modality, description = summary.series
+    return {"ID": series_id, "SeriesInstanceUID": uid, "SeriesNumber": number, "Modality": modality,
+            "SeriesDescription": description, "InstancesCount": count}
+
+
 def frames_of_reference(summaries: Iterable[InstanceSummary]) -> list[dict[str, Any]]:
     """Each frame of reference the instances lie on or refer to, with its series and counts."""
     on: dict[str, dict[str, list[InstanceSummary]]] = defaultdict(lambda: defaultdict(list))
-    referring: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    referring: dict[str, dict[str, list[InstanceSummary]]] = defaultdict(lambda: defaultdict(list))
     for summary in summaries:
         own = summary.root.get(FRAME)
         if own:
             on[own][summary.series_id].append(summary)
-        for kind, values in summary.references.values():
-            for value in values:
-                if kind == FRAME and value != own:
-                    referring[value][summary.series_id].add(summary.id)
+        referred = {value for kind, values in summary.references.values() if kind == FRAME
+                    for value in values if value != own}
+        for value in referred:
+            referring[value][summary.series_id].append(summary)
     answer = []
     for frame in sorted(set(on) | set(referring)):
-        series = []
-        for series_id, members in sorted(on[frame].items(), key=lambda item: item[1][0].series[1:]):
-            uid, number, modality = members[0].series
-            series.append({"ID": series_id, "SeriesInstanceUID": uid, "SeriesNumber": number,
-                           "Modality": modality, "InstancesCount": len(members)})
         answer.append({
             "FrameOfReferenceUID": frame,
             "InstancesCount": sum(len(members) for members in on[frame].values()),
-            "Series": series,
-            "ReferencedBy": [{"ID": series_id, "InstancesCount": len(ids)}
-                             for series_id, ids in sorted(referring[frame].items())],
+            "Series": [_series_entry(series_id, members[0], len(members)) for series_id, members
+                       in sorted(on[frame].items(), key=lambda item: item[1][0].series[1:])],
+            "ReferencedBy": [_series_entry(series_id, members[0], len(members))
+                             for series_id, members in sorted(referring[frame].items())],
         })
     return answer
 
