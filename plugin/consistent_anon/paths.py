@@ -17,6 +17,7 @@ from .options import AnonymizeRequest, parse_tag
 
 _STEP = re.compile(r"^(.+)\[(\d+|\*)\]$")
 KEEP, REPLACE, REMOVE = "Keep", "Replace", "Remove"
+CONTENT_SEQUENCE = 0x0040A730
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,16 @@ class CallerPaths:
         return cls(tuple(entries))
 
     def fate(self, path: Path) -> tuple[str, Any] | None:
-        """(member, Replace value) of the caller's entry covering `path`, None if none does."""
+        """(member, Replace value) of the caller's entry covering `path`, None if none does.
+
+        One exception to native: a Keep of a whole ContentSequence retains the content tree of
+        an SR or KOS, which the basic profile removes, and its UIDs still get their pseudonyms, so
+        that its references keep pointing at the anonymized images (native leaves them as they
+        were). A path to a UID attribute inside it keeps that UID as native does.
+        """
         for entry, member, value in self.entries:
             if entry.covers(path):
+                if member == KEEP and entry.tag == CONTENT_SEQUENCE and len(entry.steps) < len(path[0]):
+                    return None
                 return member, value
         return None

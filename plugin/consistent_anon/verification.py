@@ -8,6 +8,7 @@ from .errors import VerificationFailed
 from .filereader import Element, Header, Path, UnreadableHeader, read_header
 from .identities import InstancePlan
 from .options import PATIENT_ID
+from .paths import parse_path
 from .scanning import (MEDIA_STORAGE_SOP_INSTANCE_UID, SOP_INSTANCE_UID, TextFinder, describe, find_uids,
                        orthanc_path, request_name, rewrite_uids, whole_uid_in_bytes)
 from .set_verification import identifying_texts, text_leaks
@@ -107,6 +108,12 @@ def _unwritten(result: CheckResult) -> list[str]:
     return [f"a source UID remains in {describe(path)}" for path in result.rewrites]
 
 
+def _names(name: str, paths: dict[Path, str]) -> bool:
+    """Whether a Keep entry names one of `paths` exactly (no wildcard, not a sequence above it)."""
+    entry = parse_path(name)
+    return entry is not None and any(entry.steps == tuple(steps) and entry.tag == tag for steps, tag in paths)
+
+
 def anonymize_checked(plan: InstancePlan, anonymize: Callable[[dict[str, Any]], bytes],
                       uid_tags: frozenset[int], instance: str) -> bytes:
     """Native's output for the plan, checked; VerificationFailed naming `instance` if it fails.
@@ -121,6 +128,8 @@ def anonymize_checked(plan: InstancePlan, anonymize: Callable[[dict[str, Any]], 
         body = dict(plan.native_body)
         body["Replace"] = {**plan.native_body.get("Replace", {}),
                            **{orthanc_path(path): value for path, value in result.rewrites.items()}}
+        if "Keep" in body:  # native ignores a Replace of what the same request keeps by that very name
+            body["Keep"] = [name for name in body["Keep"] if not _names(name, result.rewrites)]
         output = anonymize(body)
         result = inspect_output(output, plan, uid_tags)
     problems = result.problems + _unwritten(result)
