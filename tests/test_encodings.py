@@ -40,7 +40,7 @@ def test_a_source_patient_id_in_a_private_element_is_refused_in_every_encoding(o
     add_private(image, "OB", f"mrn={image.PatientID};".encode(encoding))
     answer = anonymize_instance(orthanc, upload(orthanc, study), image)
     assert answer.status_code == 500, encoding
-    assert "the source's PatientID remains in (0011,1010)" in answer.json()["Message"]
+    assert "the source's PatientID remains in (0011,1010): add \"Remove\": [\"0011,1010\"]" in answer.json()["Message"]
     assert image.PatientID not in answer.text
 
 

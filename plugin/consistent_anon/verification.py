@@ -93,7 +93,8 @@ def _identifier_problems(header: Header, plan: InstancePlan) -> list[str]:
     if plan.source is None:
         return []
     texts = identifying_texts(plan.source, plan.caller_tags.__contains__)
-    return [f"the source's {label} remains in {describe(element.path)}"
+    return [f"the source's {label} remains in {describe(element.path)}: add \"Remove\": "
+            f"[\"{request_name(element.path)}\"] to the request to anonymize without it"
             for element, label in text_leaks(TextFinder(texts), header, plan.source)]
 
 
