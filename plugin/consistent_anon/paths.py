@@ -42,7 +42,9 @@ class TagPath:
 
 def parse_path(name: str) -> TagPath | None:
     """A Keep/Replace/Remove entry as a TagPath; None for what is not a tag or a path."""
-    *parents, last = name.strip().split(".") if name.strip() else [""]
+    *parents, last = name.strip().split(".")
+    if not last.strip():
+        return None  # pydicom's dictionary has an entry with an empty keyword
     steps = []
     for part in parents:
         match = _STEP.match(part.strip())
