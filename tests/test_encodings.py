@@ -120,3 +120,18 @@ def test_verify_finds_what_another_tool_left_in_any_encoding(orthanc, study, lea
     report = verify(orthanc, source_series, anonymized_series)
     assert report["Clean"] is False
     assert [(leak_["Instance"], leak_["Path"]) for leak_ in report["Leaks"]] == [(instance, "(0013,1001)")]
+
+
+def test_a_utf16_uid_is_found_beside_an_ascii_uid_of_the_same_root():
+    from pydicom.dataset import Dataset
+
+    from consistent_anon.scanning import find_uids, whole_uid_in_bytes
+    from test_set_verification import header
+
+    wanted = {"1.2.826.0.1.3680043.8.498.1234567"}
+    ds = Dataset()
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.7654321"  # the same root, another UID
+    ds.private_block(0x0011, "X", create=True).add_new(0x01, "OB", b"x" + "1.2.826.0.1.3680043.8.498.1234567".encode("utf-16-be"))
+    found = header(ds)
+    assert [element.tag for element, _ in find_uids(found, wanted)] == [0x00111001]
+    assert whole_uid_in_bytes(found.searchable, wanted)

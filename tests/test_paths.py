@@ -40,3 +40,4 @@ def test_the_fate_of_a_path_removal_first_and_content_sequence_kept_with_pseudon
     assert paths.fate((((0x0040A730, 0), (SOP, 0)), UID)) is None
     assert paths.fate(((), 0x0040A730)) == (KEEP, None)
     assert paths.fate(((), UID)) is None
+

@@ -90,8 +90,8 @@ def in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
     one per UID.
     """
     encoded = {uid.encode("ascii", "replace") for uid in wanted}
-    if any(root in data for root in {uid[:_ROOT_LENGTH] for uid in encoded}):
-        return any(uid in data for uid in encoded)
+    if any(root in data for root in {uid[:_ROOT_LENGTH] for uid in encoded}) and any(uid in data for uid in encoded):
+        return True
     return _UTF16_HINT.search(data) is not None and bool(_utf16_tokens(data) & encoded)
 
 
