@@ -135,3 +135,13 @@ def test_a_utf16_uid_is_found_beside_an_ascii_uid_of_the_same_root():
     found = header(ds)
     assert [element.tag for element, _ in find_uids(found, wanted)] == [0x00111001]
     assert whole_uid_in_bytes(found.searchable, wanted)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_an_identifier_after_the_pixel_data_is_refused_in_every_encoding(orthanc, study, encoding):
+    """Elements after the pixel data escape the header scan: the file's bytes still give them away."""
+    image = study.series[0][1]
+    image.private_block(0x7FE1, "SYNTHETIC VENDOR", create=True).add_new(0x01, "OB", f"id={image.PatientID.lower()}".encode(encoding))
+    answer = anonymize_instance(orthanc, upload(orthanc, study), image)
+    assert answer.status_code == 500
+    assert "identifying text of the source remains in the file outside the header" in answer.json()["Message"]

@@ -197,6 +197,11 @@ class Header:
         """A top-level element's values as one text, backslash-separated; "" when absent."""
         return "\\".join(self.values(tag))
 
+    def encodings(self) -> tuple[str, ...]:
+        """The Python codecs of the dataset's declared character set (SpecificCharacterSet)."""
+        element = self._root.get(SPECIFIC_CHARACTER_SET)
+        return element._encodings if element is not None else ()
+
     def all_elements(self) -> Iterator[Element]:
         """The dataset's elements, then the file meta information's."""
         yield from self.elements

@@ -124,6 +124,8 @@ def find_uids(header: Header, wanted: set[str] | frozenset[str]) -> list[tuple[E
 #: UIDs are searched by `find_uids`, token by token), times and ages.
 _NOT_TEXT_VRS = frozenset({"UI", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT", "OF", "OD",
                            "DS", "IS", "TM", "AS", "US or SS"})
+#: Texts shorter than this are found only as an element's whole value: a short word is everywhere.
+MIN_WORD = 5
 #: The PatientName the plugin writes (pseudonyms.Pseudonymizer.patient_name).
 PSEUDONYMOUS_NAME = re.compile(r"(?<![0-9A-Za-z])Anonymized-[0-9A-F]{10}(?![0-9A-Za-z])")
 
@@ -134,7 +136,7 @@ class TextFinder:
     characters, as the whole value of an element when shorter (a short word is everywhere).
     `needles` maps each text to a label."""
 
-    def __init__(self, needles: dict[str, str], min_word: int = 5) -> None:
+    def __init__(self, needles: dict[str, str], min_word: int = MIN_WORD) -> None:
         self._labels = {text.lower(): label for text, label in needles.items() if text}
         self._whole = {text for text in self._labels if len(text) < min_word}
         words = sorted((t for t in self._labels if t not in self._whole), key=len, reverse=True)

@@ -178,7 +178,7 @@ def text_leaks(finder: TextFinder, header: Header, source: Header | None) -> lis
     matches = finder.matches(header)
     if not matches:
         return []
-    at = {e.path: e for e in source.elements} if source is not None else {}
+    at = {e.path: e for e in source.all_elements()} if source is not None else {}
     found = {(element, label) for element, label, text in matches if not coincides(element, text, at.get(element.path))}
     return sorted(found, key=lambda item: (item[0].path, item[1]))
 

@@ -9,7 +9,7 @@ from .filereader import Element, Header, Path, UnreadableHeader, read_header
 from .identities import InstancePlan
 from .options import PATIENT_ID
 from .paths import parse_path
-from .scanning import (MEDIA_STORAGE_SOP_INSTANCE_UID, SOP_INSTANCE_UID, TextFinder, describe, find_uids,
+from .scanning import (MEDIA_STORAGE_SOP_INSTANCE_UID, MIN_WORD, SOP_INSTANCE_UID, TextFinder, describe, find_uids,
                        orthanc_path, request_name, rewrite_uids, whole_uid_in_bytes)
 from .set_verification import identifying_texts, text_leaks
 
@@ -72,7 +72,7 @@ def inspect_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) ->
     if not leaks and whole_uid_in_bytes(data, plan.source_uids - _at_caller_paths(header, plan)):
         # Where the header scan does not look: elements after the pixel data (private ones, kept).
         problems.append("a source UID remains in the file outside the header (after the pixel data)")
-    problems.extend(_identifier_problems(header, plan))
+    problems.extend(_identifier_problems(data, header, plan))
     if header.text(PATIENT_ID) != plan.patient_id:
         problems.append("PatientID is not the one the plugin assigned")
     if MEDIA_STORAGE_SOP_INSTANCE_UID in header and \
@@ -87,15 +87,41 @@ def _at_caller_paths(header: Header, plan: InstancePlan) -> set[str]:
     return {v for e in header.elements if e.path in plan.caller_paths for v in e.values}
 
 
-def _identifier_problems(header: Header, plan: InstancePlan) -> list[str]:
+def _identifier_problems(data: bytes, header: Header, plan: InstancePlan) -> list[str]:
     """The source's identifying texts (PatientID, names...) found in the output, in any encoding,
     except in attributes the caller kept or replaced."""
     if plan.source is None:
         return []
     texts = identifying_texts(plan.source, plan.caller_tags.__contains__)
-    return [f"the source's {label} remains in {describe(element.path)}: add \"Remove\": "
-            f"[\"{request_name(element.path)}\"] to the request to anonymize without it"
-            for element, label in text_leaks(TextFinder(texts), header, plan.source)]
+    problems = [f"the source's {label} remains in {describe(element.path)}: add \"Remove\": "
+                f"[\"{request_name(element.path)}\"] to the request to anonymize without it"
+                for element, label in text_leaks(TextFinder(texts), header, plan.source)]
+    if _text_after_header(data, header, texts):
+        problems.append("an identifying text of the source remains in the file outside the header "
+                        "(after the pixel data)")
+    return problems
+
+
+def _text_after_header(data: bytes, header: Header, texts: dict[str, str]) -> bool:
+    """Whether an identifying text stands in the bytes after the header (the pixel data and the
+    elements after it, which the header scan does not read), written as in the source, in upper
+    or lower case, in UTF-8, UTF-16 of either byte order or the declared character set. Only
+    texts of at least TextFinder's word length: shorter ones would be found in any pixel data."""
+    if not data.startswith(header.searchable):
+        return False  # a deflated file: its header was read inflated, the rest is deflated
+    tail = memoryview(data)[len(header.searchable):].tobytes()
+    encodings = {"utf-8", "utf-16-le", "utf-16-be", *header.encodings()}
+    for text in texts:
+        if len(text) < MIN_WORD:
+            continue
+        for variant in {text, text.upper(), text.lower()}:
+            for encoding in encodings:
+                try:
+                    if variant.encode(encoding) in tail:
+                        return True
+                except (UnicodeError, LookupError):
+                    continue
+    return False
 
 
 def check_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) -> list[str]:
