@@ -10,22 +10,23 @@ def pseudonymous_patient(orthanc, study) -> str:
         "level": "patient", "patient-id": study.study.patient.patient_id}).text
 
 
-def test_a_source_uid_in_kept_free_text_refuses_the_instance(orthanc, study):
+def test_a_source_uid_in_kept_free_text_gets_its_pseudonym_in_its_place(orthanc, study):
     leaky = study.series[0][0]
-    leaky.ImageComments = f"copied from {leaky.SOPInstanceUID}"
+    leaky.ImageComments = f"copied from {leaky.SOPInstanceUID}, on {leaky.FrameOfReferenceUID}."
     uploaded = upload(orthanc, study)
     answer = orthanc.post(f"/instances/{uploaded[leaky.SOPInstanceUID]['ID']}/anonymize",
                           json={"Keep": ["ImageComments"]})
-    assert answer.status_code == 500
-    assert "ImageComments" in answer.json()["Message"]
-    assert leaky.SOPInstanceUID not in answer.text
-    assert "nothing was stored" in answer.json()["Message"]
+    assert answer.status_code == 200, answer.text
+    anonymized = parse(answer.content)
+    assert anonymized.ImageComments == \
+        f"copied from {anonymized.SOPInstanceUID}, on {anonymized.FrameOfReferenceUID}."
 
 
 def test_one_bad_instance_stores_nothing_of_the_whole_call(orthanc, study):
     series = study.series[0]
     leaky = series[-1]  # the last one: its siblings are anonymized and stored before it fails
-    leaky.ImageComments = f"see {leaky.FrameOfReferenceUID}"
+    block = leaky.private_block(0x0011, "SYNTHETIC VENDOR", create=True)
+    block.add_new(0x10, "OB", f"see {leaky.FrameOfReferenceUID}".encode())  # binary: not rewritten
     uploaded = upload(orthanc, study)
     source_series = uploaded[leaky.SOPInstanceUID]["ParentSeries"]
     before = sorted(orthanc.json("/instances"))
@@ -33,7 +34,7 @@ def test_one_bad_instance_stores_nothing_of_the_whole_call(orthanc, study):
                     for i in orthanc.json(f"/series/{source_series}/instances")}
 
     answer = orthanc.post(f"/series/{source_series}/anonymize",
-                          json={"Keep": ["ImageComments"], "KeepSource": False})
+                          json={"KeepPrivateTags": True, "KeepSource": False})
     assert answer.status_code == 500
     assert find_patient(orthanc, pseudonymous_patient(orthanc, study)) == []
     assert sorted(orthanc.json("/instances")) == before
@@ -60,12 +61,24 @@ def test_a_uid_of_the_instance_in_a_kept_private_tag_gets_its_pseudonym(orthanc,
     assert value.rstrip("\x00 ") == str(anonymized.SOPInstanceUID) != image.SOPInstanceUID
 
 
-def test_a_source_uid_in_kept_private_text_is_refused(orthanc, study):
+def test_a_source_uid_in_kept_private_text_gets_its_pseudonym(orthanc, study):
     image = study.series[1][0]
-    # Not a UID element: not mapped.
     answer = anonymize_with_a_private_element(orthanc, study, image, 0x0011, "LT", f"uid={image.SOPInstanceUID}")
+    assert answer.status_code == 200, answer.text
+    anonymized = parse(answer.content)
+    value = anonymized[0x00111010].value  # native writes it back with VR UN
+    value = value.decode("ascii") if isinstance(value, bytes) else str(value)
+    assert value.rstrip("\x00 ") == f"uid={anonymized.SOPInstanceUID}"
+
+
+def test_a_source_uid_in_private_binary_data_is_refused_naming_what_gets_past_it(orthanc, study):
+    image = study.series[1][0]
+    answer = anonymize_with_a_private_element(orthanc, study, image, 0x0011, "OB",
+                                              f"uid={image.SOPInstanceUID}".encode())
     assert answer.status_code == 500
-    assert "(0011,1010)" in answer.json()["Message"]
+    message = answer.json()["Message"]
+    assert "(0011,1010)" in message and '"Remove": ["0011,1010"]' in message
+    assert image.SOPInstanceUID not in answer.text
 
 
 def test_without_the_leak_the_same_requests_succeed(orthanc, study):

@@ -284,8 +284,10 @@ def private_image() -> Dataset:
     block = image.private_block(0x0011, "VENDOR", create=True)
     block.add_new(0x10, "UI", image.SOPInstanceUID)
     block.add_new(0x11, "UI", [image.SeriesInstanceUID, "1.2.3.999"])
-    block.add_new(0x12, "UI", "1.2.3.888")                       # not a UID this instance maps
-    block.add_new(0x13, "LO", image.StudyInstanceUID)            # text: never rewritten
+    block.add_new(0x12, "UI", "1.2.3.888")                       # known only from this private element
+    block.add_new(0x13, "LO", image.StudyInstanceUID)            # any VR: its whole value is a UID
+    block.add_new(0x16, "UI", [image.SOPClassUID, "1.2.3.777"])  # a registry UID stays
+    image.CodingSchemeUID = "1.2.3.777"                          # a constant: a public unmapped UI has it
     block.add_new(0x14, "UN", (image.FrameOfReferenceUID + "\x00").encode())  # an implicit VR file's
     block.add_new(0x15, "UN", f"{image.FrameOfReferenceUID}\\9.9.9".encode())  # not only UIDs
     return image
@@ -302,20 +304,23 @@ def test_private_uids_the_instance_maps_get_their_pseudonyms_only_with_keep_priv
     pid = plan.patient_id
     assert replace == {
         "0011,1010": pseudonyms.uid(pid, image.SOPInstanceUID),
-        "0011,1011": pseudonyms.uid(pid, image.SeriesInstanceUID) + "\\1.2.3.999",
+        "0011,1011": pseudonyms.uid(pid, image.SeriesInstanceUID) + "\\" + pseudonyms.uid(pid, "1.2.3.999"),
+        "0011,1012": pseudonyms.uid(pid, "1.2.3.888"),
+        "0011,1013": pseudonyms.uid(pid, image.StudyInstanceUID),
         "0011,1014": pseudonyms.uid(pid, image.FrameOfReferenceUID),
     }
     assert plan.expected_uids[((), 0x00111010)] == (pseudonyms.uid(pid, image.SOPInstanceUID),)
+    assert {"1.2.3.888", "1.2.3.999"} <= plan.source_uids and "1.2.3.777" not in plan.source_uids
 
     # The caller's own decision on a private tag stands.
     plan = plan_instance(header(image), parse_request(b'{"KeepPrivateTags": true, "Replace": {"0011,1010": "x"}}'),
                          pseudonyms, MARKERS, UID_TAGS)
-    assert plan.native_body["Replace"]["0011,1010"] == "x" and ((), 0x00111010) not in plan.expected_uids
+    assert plan.native_body["Replace"]["0011,1010"] == "x" and plan.expected_uids[((), 0x00111010)] == ("x",)
 
 
 def test_the_check_refuses_a_private_uid_that_does_not_carry_its_planned_pseudonym():
     image = private_image()
-    del image[0x00111013], image[0x00111015]  # the text and mixed elements, refused anyway
+    del image[0x00111015]  # the mixed element, refused anyway
     pseudonyms = Pseudonymizer(KEY)
     plan = plan_instance(header(image), parse_request(b'{"KeepPrivateTags": true}'), pseudonyms, MARKERS, UID_TAGS)
     output = copy_of(image)
@@ -324,8 +329,12 @@ def test_the_check_refuses_a_private_uid_that_does_not_carry_its_planned_pseudon
             element.value = "\\".join(plan.expected_uids[((), int(element.tag))])
     output.file_meta.MediaStorageSOPInstanceUID = output.SOPInstanceUID
     output.PatientID = plan.patient_id
+    output.PatientName = pseudonyms.patient_name(plan.patient_id)
+    del output.AccessionNumber, output.InstitutionName, output.PatientBirthDate  # native removes them
     output[0x00111010].value = plan.expected_uids[((), 0x00111010)][0]
     output[0x00111011].value = list(plan.expected_uids[((), 0x00111011)])
+    output[0x00111012].value = plan.expected_uids[((), 0x00111012)][0]
+    output[0x00111013].value = plan.expected_uids[((), 0x00111013)][0]
     output[0x00111014].value = plan.expected_uids[((), 0x00111014)][0].encode()
     assert check_output(to_bytes(output), plan, UID_TAGS) == []
     output[0x00111014].value = b"2.25.4"

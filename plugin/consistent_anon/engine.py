@@ -19,7 +19,7 @@ from . import orthanc_ids
 from .orthanc_ids import LEVEL_TYPES
 from .pseudonyms import Pseudonymizer
 from .uid_attributes import UID_TAGS
-from .verification import check_output
+from .verification import anonymize_checked
 
 _PARENT_FIELD = {"patients": "ParentPatient", "studies": "ParentStudy", "series": "ParentSeries",
                  "instances": "ID"}
@@ -119,12 +119,8 @@ class Anonymizer:
     def _anonymized_file(self, instance_id: str, request: AnonymizeRequest,
                          pseudonyms: Pseudonymizer, markers: NativeMarkers) -> bytes:
         plan = plan_instance(self._port.header(instance_id), request, pseudonyms, markers, self._uid_tags)
-        output = self._port.anonymize_instance(instance_id, plan.native_body)
-        problems = check_output(output, plan, self._uid_tags)
-        if problems:
-            raise VerificationFailed("The anonymized instance failed the plugin's check, nothing was "
-                                     "stored: " + "; ".join(problems[:10]))
-        return output
+        return anonymize_checked(plan, lambda body: self._port.anonymize_instance(instance_id, body),
+                                 self._uid_tags, instance_id)
 
     def _record_origin(self, stored: dict[str, str], source: dict[str, str], parents: dict[str, str],
                        written: dict[str, str]) -> None:

@@ -49,6 +49,8 @@ _CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 _NUMBERS = {"US": ("H", 2), "SS": ("h", 2), "UL": ("I", 4), "SL": ("i", 4), "FL": ("f", 4),
             "FD": ("d", 8), "UV": ("Q", 8), "SV": ("q", 8), "US or SS": ("H", 2),
             "US or SS or OW": ("H", 2)}
+#: VRs whose bytes are read one way only: UIDs, tags, binary floats.
+_ONE_READING = frozenset({"UI", "AT", "OF", "OD"})
 _TEXT_DELIMITERS = {0x5C, 0x09, 0x0A, 0x0C, 0x0D}
 _PN_DELIMITERS = _TEXT_DELIMITERS | {0x3D, 0x5E}
 _implicit_vrs: dict[int, str] = {}
@@ -116,6 +118,31 @@ class Element:
             self._values = self._decode()
         return self._values
 
+    @property
+    def raw(self) -> bytes:
+        """The value's bytes as written."""
+        return bytes(self._raw)
+
+    def readings(self) -> tuple[str, ...]:
+        """Every text a search for identifiers must look at in this element: its values as
+        decoded, and, where the bytes may hold text written otherwise (a private or binary
+        element, a hostile writer), the bytes read in the declared character set and in UTF-16 of
+        either byte order at either alignment. Numbers and UIDs have one reading."""
+        readings = list(self.values)
+        if self.vr in _NUMBERS or self.vr in _ONE_READING or self._values is not None and not self._raw:
+            return tuple(readings)
+        raw = bytes(self._raw)
+        if self._encodings and self.vr not in _CHARSET_VRS:
+            try:
+                readings.append(decode_bytes(raw, list(self._encodings), _TEXT_DELIMITERS))
+            except Exception:  # not text in that character set: the other readings stand
+                pass
+        if b"\x00" in raw.rstrip(b"\x00"):
+            for start in (0, 1):
+                part = raw[start:len(raw) - (len(raw) - start) % 2]
+                readings += [part.decode("utf-16-le", "replace"), part.decode("utf-16-be", "replace")]
+        return tuple(readings)
+
     def _decode(self) -> tuple[str, ...]:
         raw, vr = bytes(self._raw), self.vr
         if vr == "UI":
@@ -169,6 +196,11 @@ class Header:
     def text(self, tag: int) -> str:
         """A top-level element's values as one text, backslash-separated; "" when absent."""
         return "\\".join(self.values(tag))
+
+    def encodings(self) -> tuple[str, ...]:
+        """The Python codecs of the dataset's declared character set (SpecificCharacterSet)."""
+        element = self._root.get(SPECIFIC_CHARACTER_SET)
+        return element._encodings if element is not None else ()
 
     def all_elements(self) -> Iterator[Element]:
         """The dataset's elements, then the file meta information's."""

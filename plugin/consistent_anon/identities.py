@@ -13,7 +13,8 @@ from .filereader import Element, Header, Path
 from .options import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, PATIENT_NAME,
                       AnonymizeRequest)
 from .pseudonyms import Pseudonymizer
-from .scanning import orthanc_path, uid_elements, values_of
+from .paths import KEEP, REMOVE
+from .scanning import instance_uids, is_private, orthanc_path, values_of
 from .uid_attributes import is_well_known
 
 
@@ -28,26 +29,34 @@ class NativeMarkers:
 
 @dataclass
 class InstancePlan:
-    """The request to send to native Orthanc for one instance, and what its output must hold."""
+    """The request to send to native Orthanc for one instance, and what its output must hold.
+
+    `targets` maps each UID of the instance to what it becomes (its pseudonym, or the caller's
+    choice for that original); `source_uids` are those that change, which must then be found
+    nowhere in the output but at `caller_paths`, where the caller's own Keep or Replace put a
+    UID; `source` is the header planned from, whose identifying texts the output must not hold
+    but in the attributes the caller named at the top level (`caller_tags`)."""
 
     native_body: dict[str, Any]
     patient_id: str
     expected_uids: dict[Path, tuple[str, ...]] = field(default_factory=dict)
     source_uids: set[str] = field(default_factory=set)
+    targets: dict[str, str] = field(default_factory=dict)
+    caller_paths: set[Path] = field(default_factory=set)
+    source: Header | None = None
+    caller_tags: frozenset[int] = frozenset()
 
 
-def _private_uid_values(element: Element, known: dict[str, str]) -> tuple[str, ...] | None:
-    """The values a private element gets when it holds UIDs the instance maps, else None.
+def _private_uid_values(element: Element, targets: dict[str, str]) -> tuple[str, ...] | None:
+    """The values a private element gets when it holds UIDs of the instance, else None.
 
-    A UI element gets the pseudonym of each value the instance maps elsewhere (other values,
-    vendor constants, stay). An element of unknown VR (UN: implicit VR files, or an element
-    written back by native Orthanc) is taken for UIDs only if every value is one the instance maps.
+    An element of VR UI gets the target of each of its values; an element of any other VR (UN
+    in implicit VR files, OB, LO...) only if its whole value consists of the instance's UIDs.
     """
-    tag = element.tag
-    if not (tag >> 16) & 1 or not tag & 0xFF00 or not element.values:
-        return None  # a standard element, a private creator, or empty
-    if element.vr == "UI" or (element.vr == "UN" and all(v in known for v in element.values)):
-        new_values = tuple(known.get(v, v) for v in element.values)
+    if not is_private(element.tag) or not element.values:
+        return None
+    if element.vr == "UI" or all(v in targets for v in element.values):
+        new_values = tuple(targets.get(v, v) for v in element.values)
         return new_values if new_values != element.values else None
     return None
 
@@ -62,53 +71,55 @@ def resulting_patient_id(header: Header, request: AnonymizeRequest, pseudonyms: 
     return pseudonyms.patient_id(original)
 
 
-def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
-                  markers: NativeMarkers, uid_tags: frozenset[int]) -> InstancePlan:
-    patient_id = resulting_patient_id(header, request, pseudonyms)
-
-    # Originals whose target the caller fixed with a top-level Keep or Replace: the same target
-    # then applies to every nested reference to that original.
+def _caller_targets(header: Header, request: AnonymizeRequest, uid_tags: frozenset[int]) -> dict[str, str]:
+    """Originals whose target the caller fixed with a top-level Keep or Replace of a UID
+    attribute: the same target then applies to every nested reference to that original. A
+    nested path names one place only (as in native): it fixes nothing elsewhere."""
     fixed: dict[str, str] = {}
     for tag in request.kept_tags & uid_tags:
         fixed.update((v, v) for v in header.values(tag))
-    caller_uids = {tag: value for tag, value in request.replaced_tags.items() if tag in uid_tags}
-    for tag, value in caller_uids.items():
-        for original, target in zip(header.values(tag), values_of(value)):
-            fixed[original] = target
+    for tag, value in request.replaced_tags.items():
+        if tag in uid_tags:
+            fixed.update(zip(header.values(tag), values_of(value)))
+    return fixed
+
+
+def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
+                  markers: NativeMarkers, uid_tags: frozenset[int]) -> InstancePlan:
+    patient_id = resulting_patient_id(header, request, pseudonyms)
+    fixed = _caller_targets(header, request, uid_tags)
 
     def target(original: str) -> str:
         if is_well_known(original):
             return original
         return fixed.get(original) or pseudonyms.uid(patient_id, original)
 
+    plan = InstancePlan(native_body={}, patient_id=patient_id, source=header, caller_tags=request.mentioned_tags)
+    plan.targets = {v: target(v) for v in instance_uids(header, uid_tags)}
+    plan.source_uids = {v for v, new in plan.targets.items() if v != new}
+    keep_private = request.native_body.get("KeepPrivateTags") is True
+    caller = request.caller_paths
     replace: dict[str, Any] = {}
-    plan = InstancePlan(native_body={}, patient_id=patient_id)
-    removed_by_caller = request.removed_tags
-    elements = uid_elements(header, uid_tags)
-    for element in elements:
-        steps, tag = element.path
-        new_values = tuple(target(v) for v in element.values)
-        plan.source_uids.update(v for v, n in zip(element.values, new_values) if v != n)
-        if not steps and tag in removed_by_caller:
-            continue
-        plan.expected_uids[element.path] = new_values
-        if not steps and request.mentions(tag):
-            continue  # the caller's own Keep/Replace of this attribute stands as written
-        replace[orthanc_path(element.path)] = "\\".join(new_values)
-    for tag, value in caller_uids.items():
-        plan.expected_uids[((), tag)] = values_of(value)
-
-    if request.native_body.get("KeepPrivateTags") is True:
-        # Private elements that native keeps as they are: those holding a UID this instance maps
-        # elsewhere get its pseudonym too (native writes them back with VR UN).
-        known = {v: target(v) for element in elements for v in element.values}
-        for element in header.elements:
-            steps, tag = element.path
-            new_values = _private_uid_values(element, known)
-            if new_values is None or (not steps and request.mentions(tag)):
+    for element in header.elements:
+        if element.tag in uid_tags and element.values:
+            new_values = tuple(target(v) for v in element.values)
+        elif keep_private:  # native keeps private elements as they are: those holding UIDs get theirs
+            new_values = _private_uid_values(element, plan.targets)
+            if new_values is None:
                 continue
+        else:
+            continue
+        fate = caller.fate(element.path)
+        if fate is None:
             plan.expected_uids[element.path] = new_values
             replace[orthanc_path(element.path)] = "\\".join(new_values)
+        elif fate[0] != REMOVE:  # the caller's own Keep or Replace stands as written, at that place
+            plan.caller_paths.add(element.path)
+            plan.expected_uids[element.path] = element.values if fate[0] == KEEP else values_of(fate[1])
+    for tag, value in request.replaced_tags.items():  # a UID attribute the source did not have
+        if tag in uid_tags:
+            plan.expected_uids[((), tag)] = values_of(value)
+            plan.caller_paths.add(((), tag))
 
     if not request.mentions(PATIENT_ID):
         replace[orthanc_path(((), PATIENT_ID))] = patient_id

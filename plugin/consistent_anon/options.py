@@ -93,6 +93,12 @@ class AnonymizeRequest:
             members[name] = value
         return json.dumps(members, sort_keys=True, separators=(",", ":"))
 
+    @cached_property
+    def caller_paths(self) -> "CallerPaths":  # noqa: F821 (paths imports this module)
+        """Keep, Replace and Remove as paths, parsed once per request."""
+        from .paths import CallerPaths
+        return CallerPaths.of(self)
+
     def mentions(self, tag: int) -> bool:
         """Whether the caller decided this top-level tag's fate himself."""
         return tag in self.mentioned_tags

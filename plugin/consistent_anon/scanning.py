@@ -11,11 +11,16 @@ import re
 import pydicom
 
 from .filereader import Element, Header, Path
+from .uid_attributes import is_well_known
 
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 SOP_INSTANCE_UID = 0x00080018
 _UID_TOKEN = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 _UID_TOKEN_BYTES = re.compile(rb"[0-9]+(?:\.[0-9]+)+")
+#: Digits and dots written in UTF-16: a run of them (either byte order, which differ by one byte
+#: of alignment), and the shortest sign that one may be there.
+_UTF16_RUN = re.compile(rb"(?:[0-9.]\x00){3,}[0-9.]?")
+_UTF16_HINT = re.compile(rb"[0-9]\x00\.\x00[0-9]")
 #: The first characters of a UID searched first, as its root (an organization's prefix).
 _ROOT_LENGTH = 16
 
@@ -34,9 +39,34 @@ def values_of(value: str) -> tuple[str, ...]:
     return tuple(text.split("\\")) if text else ()
 
 
-def uid_elements(header: Header, uid_tags: frozenset[int]) -> list[Element]:
-    """Elements whose attribute is one of `uid_tags`, at any depth."""
-    return [e for e in header.elements if e.tag in uid_tags and e.values]
+def is_private(tag: int) -> bool:
+    """A private data element (odd group), not a private creator."""
+    return bool((tag >> 16) & 1 and tag & 0xFF00)
+
+
+def instance_uids(header: Header, uid_tags: frozenset[int]) -> dict[str, int]:
+    """The UIDs that identify something of the instance, each with the attribute holding it (a
+    root one rather than a reference): the values of the UID attributes at any depth, and of
+    private elements of VR UI (a vendor's copy of a frame of reference), except a value that
+    also stands in a public UI attribute the plugin does not map (a SOP class, a coding scheme:
+    a constant, not an identity). UIDs under the DICOM root are never identities."""
+    constants = {v for e in header.elements if e.vr == "UI" and e.tag not in uid_tags and not is_private(e.tag)
+                 for v in e.values}
+    found: dict[str, int] = {}
+    for element in header.elements:
+        mapped = element.tag in uid_tags
+        if not mapped and not (element.vr == "UI" and is_private(element.tag)):
+            continue
+        for value in element.values:
+            if value and not is_well_known(value) and (mapped or value not in constants) \
+                    and (not element.path[0] or value not in found):
+                found[value] = element.tag
+    return found
+
+
+def rewrite_uids(text: str, wanted: set[str], targets: dict[str, str]) -> str:
+    """The text with each whole token of `wanted` replaced by its target."""
+    return _UID_TOKEN.sub(lambda m: targets[m.group(0)] if m.group(0) in wanted else m.group(0), text)
 
 
 def uid_tokens(text: str) -> set[str]:
@@ -44,31 +74,39 @@ def uid_tokens(text: str) -> set[str]:
     return set(_UID_TOKEN.findall(text))
 
 
+def _utf16_tokens(data: bytes) -> set[bytes]:
+    """Dotted-decimal tokens written in UTF-16 (either byte order), as ASCII bytes."""
+    return {token for run in _UTF16_RUN.findall(data)
+            for token in _UID_TOKEN_BYTES.findall(run.replace(b"\x00", b""))}
+
+
 def in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
-    """Whether any of `wanted` is somewhere in the file's bytes (pixel data and what follows it
-    included, where the header scan does not look).
+    """Whether any of `wanted` may be somewhere in the file's bytes (pixel data and what follows
+    it included, where the header scan does not look), in ASCII (which every character set DICOM
+    declares writes digits in) or in UTF-16.
 
     A UID is in the bytes only if its first characters are, and the UIDs of one instance mostly
     share their root: one search per distinct root settles most files in one pass instead of
     one per UID.
     """
     encoded = {uid.encode("ascii", "replace") for uid in wanted}
-    if not any(root in data for root in {uid[:_ROOT_LENGTH] for uid in encoded}):
-        return False
-    return any(uid in data for uid in encoded)
+    if any(root in data for root in {uid[:_ROOT_LENGTH] for uid in encoded}) and any(uid in data for uid in encoded):
+        return True
+    return _UTF16_HINT.search(data) is not None and bool(_utf16_tokens(data) & encoded)
 
 
 def whole_uid_in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
     """Whether any of `wanted` stands in the file's bytes as a whole dotted-decimal token (not as
-    the start of a longer UID): for the places the header scan does not reach."""
+    the start of a longer UID), in ASCII or UTF-16: for the places the header scan does not reach."""
     if not in_bytes(data, wanted):
         return False
-    tokens = set(_UID_TOKEN_BYTES.findall(data))
+    tokens = set(_UID_TOKEN_BYTES.findall(data)) | _utf16_tokens(data)
     return any(uid.encode("ascii", "replace") in tokens for uid in wanted)
 
 
 def find_uids(header: Header, wanted: set[str] | frozenset[str]) -> list[tuple[Element, str]]:
-    """Where any of `wanted` appears, as a value or inside text, anywhere in the dataset and its meta.
+    """Where any of `wanted` appears, as a value or inside text (in any reading of the element:
+    UTF-16 included), anywhere in the dataset and its meta.
 
     A UID that is nowhere in the header's bytes is in no element either, which settles most
     files without decoding a value.
@@ -77,17 +115,19 @@ def find_uids(header: Header, wanted: set[str] | frozenset[str]) -> list[tuple[E
         return []
     found = []
     for element in header.all_elements():
-        for value in element.values:
-            for token in uid_tokens(value) & wanted:
-                found.append((element, token))
+        tokens = set().union(*(uid_tokens(text) for text in element.readings()))
+        found.extend((element, token) for token in sorted(tokens & wanted))
     return found
 
 
 #: Value representations that cannot hold identifying text: numbers, binary numbers, UIDs (the
 #: UIDs are searched by `find_uids`, token by token), times and ages.
-_NOT_TEXT_VRS = frozenset({"UI", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT", "OW", "OF",
-                           "OD", "OL", "OV", "DS", "IS", "TM", "AS", "US or SS", "US or OW",
-                           "US or SS or OW", "OB or OW"})
+_NOT_TEXT_VRS = frozenset({"UI", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT", "OF", "OD",
+                           "DS", "IS", "TM", "AS", "US or SS"})
+#: Texts shorter than this are found only as an element's whole value: a short word is everywhere.
+MIN_WORD = 5
+#: The PatientName the plugin writes (pseudonyms.Pseudonymizer.patient_name).
+PSEUDONYMOUS_NAME = re.compile(r"(?<![0-9A-Za-z])Anonymized-[0-9A-F]{10}(?![0-9A-Za-z])")
 
 
 class TextFinder:
@@ -96,7 +136,7 @@ class TextFinder:
     characters, as the whole value of an element when shorter (a short word is everywhere).
     `needles` maps each text to a label."""
 
-    def __init__(self, needles: dict[str, str], min_word: int = 5) -> None:
+    def __init__(self, needles: dict[str, str], min_word: int = MIN_WORD) -> None:
         self._labels = {text.lower(): label for text, label in needles.items() if text}
         self._whole = {text for text in self._labels if len(text) < min_word}
         words = sorted((t for t in self._labels if t not in self._whole), key=len, reverse=True)
@@ -106,20 +146,30 @@ class TextFinder:
 
     def find(self, header: Header) -> list[tuple[Element, str]]:
         """(element, label) for every element holding one of the texts."""
+        return sorted({(element, label) for element, label, _ in self.matches(header)},
+                      key=lambda found: (found[0].path, found[1]))
+
+    def matches(self, header: Header) -> list[tuple[Element, str, str]]:
+        """(element, label, the text found, lower case) for every text in every element, in any
+        reading of its bytes (UTF-16, the declared character set). The plugin's own pseudonymous
+        name (`Anonymized-` and ten hex digits) is no match, whatever the source's name."""
         if self._pattern is None and not self._whole:
             return []
-        found = []
+        found: set[tuple[Element, str, str]] = set()
         for element in header.all_elements():
             if element.vr in _NOT_TEXT_VRS:
                 continue
-            labels = set()
-            for value in element.values:
-                if value.strip().lower() in self._whole:
-                    labels.add(self._labels[value.strip().lower()])
+            for reading in element.readings():
+                reading = PSEUDONYMOUS_NAME.sub(" ", reading)
+                for value in reading.split("\\"):
+                    whole = value.strip(" \x00").lower()
+                    if whole in self._whole:
+                        found.add((element, self._labels[whole], whole))
                 if self._pattern is not None:
-                    labels.update(self._labels.get(m.group(0).lower(), "text") for m in self._pattern.finditer(value))
-            found.extend((element, label) for label in sorted(labels))
-        return found
+                    for match in self._pattern.finditer(reading):
+                        text = match.group(0).lower()
+                        found.add((element, self._labels.get(text, "text"), text))
+        return sorted(found, key=lambda match: (match[0].path, match[1], match[2]))
 
 
 def describe(path: Path) -> str:
@@ -127,5 +177,14 @@ def describe(path: Path) -> str:
     def name(tag: int) -> str:
         keyword = pydicom.datadict.keyword_for_tag(tag)
         return keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    steps, tag = path
+    return ".".join([f"{name(seq)}[{index}]" for seq, index in steps] + [name(tag)])
+
+
+def request_name(path: Path) -> str:
+    """A path as a caller writes it in Keep/Replace/Remove: keywords where pydicom knows them,
+    `gggg,eeee` otherwise (private tags)."""
+    def name(tag: int) -> str:
+        return pydicom.datadict.keyword_for_tag(tag) or f"{tag >> 16:04x},{tag & 0xFFFF:04x}"
     steps, tag = path
     return ".".join([f"{name(seq)}[{index}]" for seq, index in steps] + [name(tag)])

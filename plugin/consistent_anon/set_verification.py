@@ -15,11 +15,11 @@ from typing import Any, Callable, Iterable, Protocol
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from .errors import BadRequest, NotFound
-from .filereader import Header, Path
+from .filereader import Element, Header, Path
 from .orthanc_ids import LEVEL_TYPES
 from .options import parse_json_object
 from .pseudonyms import Pseudonymizer
-from .scanning import TextFinder, describe, find_uids
+from .scanning import TextFinder, describe, find_uids, instance_uids, is_private
 from .uid_attributes import UID_TAGS, is_well_known
 
 SOP_INSTANCE_UID = 0x00080018
@@ -141,6 +141,49 @@ def _date_variants(date: str) -> set[str]:
     return set()
 
 
+def identifying_texts(header: Header, skip: Callable[[int], bool] = lambda tag: False) -> dict[str, str]:
+    """The source's identifying texts in its own header (text -> the attribute it comes from), in
+    the forms they may take in free text; `skip` leaves out attributes (those the caller kept)."""
+    texts: dict[str, str] = {}
+    for element in header.elements:
+        label = IDENTIFYING_TEXT.get(element.tag)
+        if label is None or skip(element.tag):
+            continue
+        for value in element.values:
+            value = value.strip()
+            if label == "PatientBirthDate":
+                variants = _date_variants(value)
+            elif label == "PatientName":
+                variants = _name_variants(value)
+            else:
+                variants = {value}
+            for text in variants:
+                if len(text) >= MIN_TEXT_LENGTH:
+                    texts.setdefault(text, label)
+    return texts
+
+
+def coincides(element: Element, text: str, source: Element | None) -> bool:
+    """Whether a text found in `element` is only the source's own value of a non-identifying
+    attribute at that same place (a patient named like the body part examined, an institution
+    named like the manufacturer): then it is no leak. Private elements, person names and the
+    identifying attributes never coincide."""
+    if source is None or is_private(element.tag) or element.tag in IDENTIFYING_TEXT or element.vr == "PN":
+        return False
+    return any(value.strip().lower() == text for value in source.values)
+
+
+def text_leaks(finder: TextFinder, header: Header, source: Header | None) -> list[tuple[Element, str]]:
+    """(element, label) of the identifying texts found in an anonymized header, less those that
+    coincide with the source's value at the same place (`source`: the paired source's header)."""
+    matches = finder.matches(header)
+    if not matches:
+        return []
+    at = {e.path: e for e in source.all_elements()} if source is not None else {}
+    found = {(element, label) for element, label, text in matches if not coincides(element, text, at.get(element.path))}
+    return sorted(found, key=lambda item: (item[0].path, item[1]))
+
+
 @dataclass
 class SourceIdentifiers:
     """Everything of the source set that must not appear in the anonymized set."""
@@ -149,26 +192,12 @@ class SourceIdentifiers:
     texts: dict[str, str] = field(default_factory=dict)  # text -> the attribute it comes from
 
     def add(self, header: Header, uid_tags: frozenset[int] = UID_TAGS) -> None:
-        for element in header.elements:
-            tag = element.tag
-            if tag in uid_tags:
-                for value in element.values:
-                    if value and not is_well_known(value) and (not element.path[0] or value not in self.uids):
-                        # named after the attribute it identifies: the root one wins over references
-                        self.uids[value] = keyword_for_tag(tag) or describe(((), tag))
-            elif tag in IDENTIFYING_TEXT:
-                label = IDENTIFYING_TEXT[tag]
-                for value in element.values:
-                    value = value.strip()
-                    if label == "PatientBirthDate":
-                        texts = _date_variants(value)
-                    elif label == "PatientName":
-                        texts = _name_variants(value)
-                    else:
-                        texts = {value}
-                    for text in texts:
-                        if len(text) >= MIN_TEXT_LENGTH:
-                            self.texts.setdefault(text, label)
+        for value, tag in instance_uids(header, uid_tags).items():
+            if value not in self.uids or tag in ROOT_IDENTITIES:
+                # named after the attribute it identifies: the root one wins over references
+                self.uids[value] = keyword_for_tag(tag) or describe(((), tag))
+        for text, label in identifying_texts(header).items():
+            self.texts.setdefault(text, label)
 
     def finder(self) -> "LeakFinder":
         return LeakFinder(frozenset(self.uids), self.uids, TextFinder(self.texts))
@@ -180,10 +209,11 @@ class LeakFinder:
     uid_labels: dict[str, str]
     texts: TextFinder
 
-    def find(self, header: Header) -> list[tuple[Path, str]]:
-        """(path, what was found) for every source identifier in the file, file meta included."""
+    def find(self, header: Header, source: Header | None = None) -> list[tuple[Path, str]]:
+        """(path, what was found) for every source identifier in the file, file meta included;
+        `source`, the paired source's header, where known (see `coincides`)."""
         found = {(element.path, self.uid_labels[token]) for element, token in find_uids(header, self.wanted_uids)}
-        found |= {(element.path, label) for element, label in self.texts.find(header)}
+        found |= {(element.path, label) for element, label in text_leaks(self.texts, header, source)}
         return sorted(found, key=lambda item: (describe(item[0]), item[1]))
 
 
@@ -472,6 +502,19 @@ def compare(sources: list[InstanceSummary], anonymized: list[InstanceSummary], p
     }
 
 
+def _without_coincidences(reader: SetReader, finder: LeakFinder, leaks: list[tuple[str, Path, str]],
+                          pairs: dict[str, str]) -> list[tuple[str, Path, str]]:
+    """The leaks again for each paired instance that has any, now that its source is known: a
+    text that is only the source's value of a non-identifying attribute at the same place is
+    none (`coincides`). The two headers are read again, for these few instances only."""
+    suspects = {instance for instance, _, _ in leaks if instance in pairs}
+    kept = [leak for leak in leaks if leak[0] not in suspects]
+    for instance in sorted(suspects):
+        found = finder.find(reader.header(instance), reader.header(pairs[instance]))
+        kept.extend((instance, path, label) for path, label in found)
+    return kept
+
+
 def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer | None,
            log: Callable[[str], None] = lambda message: None,
            uid_tags: frozenset[int] = UID_TAGS) -> dict[str, Any]:
@@ -498,6 +541,7 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
     _read(reader, anonymized_level, request.anonymized, log,
           f"verify-anonymization, anonymized {request.anonymized}", visit_anonymized)
     pairs, methods = pair_instances(sources, anonymized, pseudonyms, reader.anonymized_from)
+    leaks = _without_coincidences(reader, finder, leaks, pairs)
     report = compare(sources, anonymized, pairs, leaks)
     answer = {
         "Clean": report.pop("Clean"),
