@@ -1,47 +1,68 @@
 #!/usr/bin/env python3
-"""Benchmark of the consistent-anonymization plugin against native Orthanc (issue 6).
+"""Benchmark of the consistent-anonymization plugin against native Orthanc (issues 6 and 15).
 
 What it measures, on the Orthanc selected like the tests select it (ORTHANC_RUNTIME=host: this
-machine's Orthanc; ORTHANC_RUNTIME=chroot with ORTHANC_CHROOT: the trixie chroot's):
+machine's Orthanc; ORTHANC_RUNTIME=chroot with ORTHANC_CHROOT: a chroot's, trixie or sid):
 
 - study-level `POST /studies/{id}/anonymize {}` of a synthetic MR study of 400 instances and of
   2,000 instances (256x256, 16 bits, 4 series, the first two on one frame of reference, the last
   two on another): the first run (the result is deleted between repetitions, so every plugin run
   computes everything; native's copies are deleted too so storage does not grow), and the same
   call again while the result is present (the idempotent re-run), against native's normal run;
+- native at its best: where Orthanc has `"JobsEngineThreadsCount": {"ResourceModification": N}`
+  (1.11.3+), native's study- and series-level runs are made at its default (N = 1) and at N = 2,
+  4 and 2x cores, the plain Orthanc restarted on the same storage for each setting; every row
+  then gives native's default, native's best setting and the plugin against both;
 - series-level calls (one 100-instance series) and instance-level calls
   (`POST /instances/{id}/anonymize`, which answers a file and stores nothing), per call;
+- anonymize on arrival over the DICOM network: 1,000 instances (--arrival) sent by storescu
+  (one association) to an Orthanc running plugin/lua/anonymize-on-arrival.lua with the plugin,
+  and to a plain Orthanc running the same script (whose RestApiPost then reaches native's
+  instance-level anonymization): instances per second from the first C-STORE until every
+  anonymized result is stored and every source deleted; the plugin's results must form one
+  study (one patient, the source's series and instance counts, its two frames of reference).
+  TCP_NODELAY=1 is set for both the sender and Orthanc (DCMTK otherwise waits on delayed ACKs);
 - `GET /tools/generate-uid?level=frame-of-reference` (plugin) against native's
   `level=instance` (plain Orthanc), requests per second over sequential keep-alive requests;
 - the peak resident memory (VmHWM of the Orthanc process itself, reset with
   /proc/<pid>/clear_refs before the run) during a 2,000-instance run and during a 400-instance
-  run, each on freshly started servers holding only that study, and its growth over the resident
-  size before the run (is the plugin's excess over native flat in the study size?);
-- seconds per instance at 400 and at 2,000 instances (does time grow linearly?).
+  run, each on freshly started servers holding only that study (native at its default), and
+  its growth over the resident size before the run (is the plugin's excess over native flat in
+  the study size?);
+- seconds per instance at 400 and at 2,000 instances (does time grow linearly?);
+- with --scale: a study of 20,000 instances of 64x64 (a number after --scale sets another size)
+  after one of a tenth of it, on a fresh pair of servers (native at its default): time per
+  instance of each, peak memory, the job records each side keeps afterwards (GET /jobs?expand),
+  and the rate of the verification route (POST /tools/verify-anonymization) over the large
+  study and its anonymized copy.
 
 How: one plain Orthanc (`OrthancServer(plugin=False)`) and one with the plugin (`OrthancServer()`)
 are started on loopback, the same generated files are uploaded to both (a few threads, one
-requests.Session each), and native and plugin runs alternate, so that a drift of the machine
-hits both alike. Medians are reported with the ratio plugin/native, against the targets of
-issue 6, as a Markdown table; the numbers are written to bench/results/<version>.json and, for
-a full run, to bench/latest-<version>.json (committed, cited by the README). Targets: first run
-<= 1.3x native on 1.10 and <= 1.0x on 1.12 (applied to the series row as well; the single-instance
-call is reported without one), re-run <= 0.25x native's run, peak memory <= native + 64 MB,
-generate-uid >= 0.8x native's rate, and linear time: the plugin's per-instance time at 2,000
+requests.Session each), and native and plugin runs alternate (in rounds: native at each setting,
+the order reversed every other round, the plugin once per round), so that a drift of the
+machine hits all alike. Medians are reported with the ratios plugin/native, against the targets
+of issue 15, as a Markdown table; the numbers are written to bench/results/<version>.json and,
+for a full run, to bench/latest-<version>.json (committed, cited by the README). Targets:
+study- and series-level first run <= 1.0x native's best where the threads setting exists and
+<= 0.8x native on 1.10; re-run <= 0.1x native's best run; instance-level call <= 1.2x native's;
+on arrival >= 0.9x native's rate, one consistent study; peak memory <= native + 64 MB and flat;
+generate-uid >= 0.8x native's rate; and linear time: the plugin's per-instance time at 2,000
 grows no more than native's does over that at 400 (Orthanc's own reads and stores slow down as
 the study grows, on this machine by 1.5-1.9x), and by at most 1.2x where native's grows less.
 
 Orthanc's UIDs come from DCMTK, which resolves the machine's hostname for each one (glibc
 gethostid). Where the runtime's /etc/hosts does not name the machine (the debootstrap chroot),
-every UID is a DNS query and a lost one waits 5 s, which swamps the timings: scripts/trixie-chroot.sh
+every UID is a DNS query and a lost one waits 5 s, which swamps the timings: scripts/debian-chroot.sh
 adds the name to the chroot's hosts file, and the benchmark warns where it is missing.
 
-    make bench                 # both versions, one after the other:
+    make bench                 # the three versions, one after the other:
     make bench-bookworm        #   Orthanc 1.10.1 of this machine (Debian bookworm)
     make bench-trixie          #   Orthanc 1.12.7 in the trixie chroot
+    make bench-sid             #   Orthanc 1.13.0 in the sid chroot
     make bench BENCH_ARGS=--quick                     # fewer repetitions: a smoke run
     make bench BENCH_ARGS="--plugin-rev HEAD"         # the committed plugin, not the working tree
-    .venv/bin/python bench/run.py --sizes 40,200 --quick   # a tiny study, for development
+    make bench-trixie BENCH_ARGS="--quick --scale"    # with the 20,000-instance study
+    .venv/bin/python bench/run.py --sizes 40,200 --quick --arrival 40   # tiny, for development
 """
 from __future__ import annotations
 
