@@ -32,7 +32,7 @@ machine's Orthanc; ORTHANC_RUNTIME=chroot with ORTHANC_CHROOT: a chroot's, trixi
 - seconds per instance at 400 and at 2,000 instances (does time grow linearly?);
 - with --scale: a study of 20,000 instances of 64x64 (a number after --scale sets another size)
   after one of a tenth of it, on a fresh pair of servers (native at its default): time per
-  instance of each, peak memory, the job records each side keeps afterwards (GET /jobs?expand),
+  instance of each, peak memory, the size of the job list each side answers afterwards (GET /jobs?expand),
   and the rate of the verification route (POST /tools/verify-anonymization) over the large
   study and its anonymized copy.
 
@@ -551,7 +551,7 @@ def job_records_kb(node: Node) -> float:
 def scale_runs(large: int, base: int, threads: int, results: Results, log) -> None:
     """A study of `base` then one of `large` instances of 64x64 pixels, on a fresh pair of
     servers (native at its default): the study-level first run of each (time per instance, peak
-    memory), the job records each side keeps, and the verification route over the large study
+    memory), the size of the job list each side answers, and the verification route over the large study
     and its anonymized copy (instances per second of the source)."""
     pair: list[Node] = []
     try:
