@@ -276,7 +276,7 @@ def child(args: argparse.Namespace) -> None:
     port_cumulative = {name: _cumulative(stats, "adapter.py", name) for name in port.seconds}
     port_total = sum(port_cumulative.values())
     python_total = profiled_wall - port_total
-    parse_source = _cumulative_from(stats, "filereader.py", "read_header", "engine.py", "_anonymized_file")
+    parse_source = _cumulative_from(stats, "filereader.py", "read_header", "adapter.py", "header")
     parse_output = _cumulative_from(stats, "filereader.py", "read_header", "verification.py", "check_output")
     parse_all = _cumulative(stats, "filereader.py", "read_header")
     plan = _cumulative(stats, "identities.py", "plan_instance")
