@@ -57,7 +57,7 @@ def _read_key(where: str, settings: dict[str, Any]) -> bytes | None:
 
 @dataclass
 class PluginConfig:
-    key: bytes | None = None  # None: generated once and kept in Orthanc's database
+    key: bytes | None = None  # None: generated once and kept in a file (keys.py)
     project_keys: dict[str, bytes | None] = field(default_factory=dict)  # None: derived from `key`
     default_project: str = "default"
     uid_root: str = UUID_ROOT
