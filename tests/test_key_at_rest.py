@@ -125,3 +125,30 @@ def test_a_lost_key_file_is_noticed_and_restoring_it_works(server_factory):
     key_file.write_text(backup)  # the backup put back in place
     server.start()
     assert anonymized_patient_id(server, instance) == pseudonym
+
+
+def test_a_key_in_the_index_that_differs_from_the_file_is_refused_not_guessed(tmp_path):
+    import pytest
+
+    from consistent_anon.errors import PluginError
+    from consistent_anon.keys import SharedFileKey, migrate_property_key
+
+    key_file = SharedFileKey(tmp_path)
+    file_key = key_file()
+    database = {KEY_PROPERTY: KEY_TEXT_PREFIX + bytes(32).hex()}
+    with pytest.raises(PluginError, match="Two generated pseudonymization keys"):
+        migrate_property_key(lambda p, d: database.get(p, d), database.__setitem__, key_file)
+    assert database[KEY_PROPERTY] and key_file() == file_key  # nothing lost, nothing overwritten
+
+
+def test_the_first_node_to_record_a_check_wins_and_accepting_replaces_it(tmp_path):
+    from consistent_anon.keys import FileChecks
+
+    nodes = [FileChecks(tmp_path), FileChecks(tmp_path)]
+    assert nodes[0].record("trial", "aaaa") == "aaaa"
+    assert nodes[1].record("trial", "bbbb") == "aaaa"
+    assert nodes[1].record("trial", "bbbb", replace=True) == "bbbb"
+    assert nodes[0].record("trial", "aaaa") == "bbbb"
+    assert nodes[0].record("other", "cccc") == "cccc"
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in tmp_path.iterdir())
+    assert len(list(tmp_path.iterdir())) == 2  # no draft left behind
