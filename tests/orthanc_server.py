@@ -65,7 +65,8 @@ class OrthancServer:
     """One Orthanc process with the plugin (or without it, `plugin=False`, for native baselines)."""
 
     def __init__(self, plugin: bool = True, config: dict | None = None,
-                 workdir: Path | None = None, lua: list[Path] | None = None) -> None:
+                 workdir: Path | None = None, lua: list[Path] | None = None,
+                 pseudonym_lookup: bool | None = True) -> None:
         self.workdir = workdir or RUNTIME.workdir()
         self.http_port = free_port()
         self.dicom_port = free_port()
@@ -92,12 +93,20 @@ class OrthancServer:
                 copies.append(RUNTIME.inside(target))
             settings["LuaScripts"] = copies
         self.settings = settings
+        # The tests check pseudonyms through generate-uid, so their servers answer pseudonym
+        # queries unless the test's own section says otherwise (None: the shipped default, off).
+        self.pseudonym_lookup = pseudonym_lookup if plugin else None
         self.config_path = self.workdir / "orthanc.json"
         self.configure(config or {})
 
     def configure(self, changes: dict) -> None:
         """Change settings; they apply at the next start."""
         self.settings.update(changes)
+        section = self.settings.get("ConsistentAnonymization")
+        changed = changes.get("ConsistentAnonymization")
+        if (self.pseudonym_lookup is not None and isinstance(section, dict)
+                and not (isinstance(changed, dict) and "PseudonymLookup" in changed)):
+            self.settings["ConsistentAnonymization"] = {**section, "PseudonymLookup": self.pseudonym_lookup}
         self.config_path.write_text(json.dumps(self.settings, indent=1))
 
     def start(self, timeout: float = 60) -> "OrthancServer":

@@ -100,20 +100,6 @@ def _race(functions, rounds: int = 8) -> list[bytes]:
     return results
 
 
-def test_calls_racing_to_generate_the_property_key_all_get_the_same():
-    import time
-    from consistent_anon.keys import PropertyKey
-
-    database: dict[int, str] = {}
-
-    def slow_get(key, default):  # widens the window between reading "no key" and writing one
-        value = database.get(key, default)
-        time.sleep(0.002)
-        return value
-    keys = _race([PropertyKey(slow_get, database.__setitem__)])
-    assert len(keys) == 8 and len(set(keys)) == 1
-
-
 def test_nodes_racing_to_generate_the_shared_file_key_all_get_the_same(tmp_path):
     import stat
     from consistent_anon.keys import KEY_FILE_NAME, SharedFileKey
@@ -131,9 +117,13 @@ def test_a_storage_plugin_without_a_configured_key_is_refused():
     from consistent_anon.errors import PluginError
     from consistent_anon.keys import KeyStore, no_generated_key
 
+    from consistent_anon.keys import PropertyChecks
+
+    checks = PropertyChecks({}.get, lambda *_: None)
     with pytest.raises(PluginError, match="Key or KeyFile"):
-        KeyStore(parse_config({}), no_generated_key).pseudonymizer(None)
-    configured = KeyStore(parse_config({"ConsistentAnonymization": {"Key": "k" * 32}}), no_generated_key)
+        KeyStore(parse_config({}), no_generated_key, lambda: checks).pseudonymizer(None)
+    configured = KeyStore(parse_config({"ConsistentAnonymization": {"Key": "k" * 32}}), no_generated_key,
+                          lambda: checks)
     assert configured.pseudonymizer(None).uid("P", "1.2.3") == \
         Pseudonymizer(project_key(b"k" * 32, "default")).uid("P", "1.2.3")
 

@@ -11,28 +11,36 @@ import re
 import threading
 import time
 import traceback
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
 from .config import parse_config
 from .engine import Anonymizer
-from .errors import BadRequest, NotFound, PluginError, status_for_orthanc_error
+from .errors import BadRequest, Forbidden, NotFound, PluginError, status_for_orthanc_error
 from .filereader import Header, UnreadableHeader, read_header
 from .job_routes import JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue
-from .keys import KeyStore, PropertyKey, SharedFileKey, no_generated_key
+from .keys import (FileChecks, KeyChecks, KeyStore, PropertyChecks, SharedFileKey, migrate_property_key,
+                   no_generated_key)
 from .options import parse_request
 from .orthanc_ids import LEVEL_TYPES, anonymized_counterpart
-from .pseudonyms import fresh_uid
+from .pseudonyms import fresh_uid, is_valid_uid
 from .set_verification import list_frames_of_reference, parse_verify_request, verify
+from .uid_attributes import is_well_known
 
 NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
 UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
+#: The generate-uid arguments that ask for a pseudonym (PseudonymLookup).
+PSEUDONYM_QUERIES = ("uid", "patient-id", "anonymized-patient-id", "project")
+#: From this Orthanc on, the `get` arguments reach Python decoded (measured: 1.13.0 with
+#: orthanc-python 7.1 decodes; 1.10.1/4.0 and 1.12.7/5.0 pass the query text as sent, percent-encoded).
+DECODED_GET_SINCE = (1, 13, 0)
 BULK = "bulk"  # the "level" of a job made by /tools/bulk-anonymize
 DATABASE_ERROR = 11  # Orthanc's ErrorCode_Database: e.g. a serialization failure between nodes
 DATABASE_RETRIES = 5
 EXPLORER_SCRIPT = Path(__file__).with_name("explorer.js")  # the buttons added to Orthanc Explorer
-_HTTP_ERRORS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+_HTTP_ERRORS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
                 500: "Internal Server Error", 501: "Not Implemented"}
 
 
@@ -192,9 +200,11 @@ class Plugin:
         configuration = json.loads(orthanc.GetConfiguration())
         self.config = parse_config(configuration)
         self._storage_directory = str(configuration.get("StorageDirectory", "OrthancStorage"))
-        self._generated_key: Callable[[], bytes] | None = None
+        self._index_directory = str(configuration.get("IndexDirectory", self._storage_directory))
+        self._key_places: tuple[Callable[[], bytes], KeyChecks] | None = None
         self._key_lock = threading.Lock()
-        self.keys = KeyStore(self.config, lambda: self.generated_key_source()())
+        self.keys = KeyStore(self.config, lambda: self.key_places()[0](), lambda: self.key_places()[1],
+                             orthanc.LogWarning)
         self.port = RestPort(orthanc, configuration)
         self.anonymizer = Anonymizer(self.port, self.keys, options_metadata=self.config.options_metadata)
         self.jobs = JobQueue(self._run_job, lambda: orthanc.GetGlobalProperty(JOBS_PROPERTY, ""),
@@ -219,20 +229,24 @@ class Plugin:
         self._orthanc.ExtendOrthancExplorer(EXPLORER_SCRIPT.read_text(encoding="utf-8"))
         self._orthanc.LogWarning(f"Consistent anonymization plugin ready: {self.config!r}")
 
-    def generated_key_source(self) -> Callable[[], bytes]:
-        """Where a generated key is kept, chosen once the database is open (see keys.py); under a
-        lock, so that concurrent first calls share one source, hence one creation lock."""
+    def key_places(self) -> tuple[Callable[[], bytes], KeyChecks]:
+        """Where a generated key and the projects' key checks are kept, chosen once the database is
+        open (see keys.py); under a lock, so that concurrent first calls share one of each."""
         with self._key_lock:
-            if self._generated_key is None:
+            if self._key_places is None:
                 system = json.loads(self.port.call(self._orthanc.RestApiGet, "/system"))
+                in_database = PropertyChecks(self._orthanc.GetGlobalProperty, self._orthanc.SetGlobalProperty)
                 if not system.get("DatabaseBackendPlugin"):
-                    self._generated_key = PropertyKey(self._orthanc.GetGlobalProperty,
-                                                      self._orthanc.SetGlobalProperty)
+                    folder = self._index_directory if system.get("StorageAreaPlugin") else self._storage_directory
+                    key_file = SharedFileKey(Path(folder).resolve())
+                    migrate_property_key(self._orthanc.GetGlobalProperty, self._orthanc.SetGlobalProperty, key_file)
+                    self._key_places = (key_file, in_database)
                 elif not system.get("StorageAreaPlugin"):
-                    self._generated_key = SharedFileKey(Path(self._storage_directory).resolve())
-                else:
-                    self._generated_key = no_generated_key
-            return self._generated_key
+                    shared = Path(self._storage_directory).resolve()
+                    self._key_places = (SharedFileKey(shared), FileChecks(shared))
+                else:  # nothing shared: the checks hold for this node only (README)
+                    self._key_places = (no_generated_key, in_database)
+            return self._key_places
 
     def _resume_interrupted_jobs(self) -> None:
         """Once, at the first call to any of the plugin's routes after Orthanc starts (the database
@@ -275,11 +289,11 @@ class Plugin:
         if request["method"] != "GET":
             output.SendMethodNotAllowed("GET")
             return
-        args = request.get("get", {})
+        args = self._decoded(request.get("get", {}))
         level = args.get("level")
         if level not in UID_LEVELS:
             raise BadRequest(f"Unknown or missing level {level!r}: use one of {', '.join(UID_LEVELS)}")
-        if "uid" in args or "patient-id" in args or "anonymized-patient-id" in args:
+        if any(name in args for name in PSEUDONYM_QUERIES):
             output.AnswerBuffer(self._pseudonym_for(level, args), "text/plain")
         elif level in NATIVE_UID_LEVELS:
             answer = self.port.call(self._orthanc.RestApiGet, f"/tools/generate-uid?level={level}")
@@ -287,23 +301,43 @@ class Plugin:
         else:
             output.AnswerBuffer(fresh_uid(self.config.uid_root), "text/plain")
 
+    def _decoded(self, args: dict[str, str]) -> dict[str, str]:
+        """The query's arguments as the caller meant them: percent-encoding and "+" undone, UTF-8,
+        where this Orthanc passes them still encoded (see DECODED_GET_SINCE)."""
+        if self.port.version() >= DECODED_GET_SINCE:
+            return dict(args)
+        try:
+            return {urllib.parse.unquote_plus(name, errors="strict"): urllib.parse.unquote_plus(value, errors="strict")
+                    for name, value in args.items()}
+        except UnicodeDecodeError:
+            raise BadRequest("The arguments of the request are not percent-encoded UTF-8") from None
+
     def _pseudonym_for(self, level: str, args: dict[str, str]) -> str:
-        """The pseudonym /anonymize gives a UID (or a PatientID), for scripts that build requests."""
+        """The pseudonym /anonymize gives a UID (or a PatientID), for scripts that build requests:
+        only where the configuration allows it, since it confirms any guess to whoever calls it."""
+        if not self.config.pseudonym_lookup:
+            raise Forbidden("Pseudonym queries (uid, patient-id, anonymized-patient-id, project) are off: "
+                            "whoever can call them can confirm a guessed PatientID or UID. To enable them, set "
+                            '"PseudonymLookup": true in the ConsistentAnonymization section of the configuration')
         if self.keys.fresh_per_call:
             raise BadRequest("FreshPseudonymsPerCall is set: pseudonyms exist only inside one call")
-        pseudonyms = self.keys.pseudonymizer(args.get("project"))
-        if "anonymized-patient-id" in args:
-            patient_id = args["anonymized-patient-id"]
-        elif "patient-id" in args:
-            patient_id = pseudonyms.patient_id(args["patient-id"])
-        else:
+        uid = args.get("uid")
+        if uid is not None and not is_valid_uid(uid):
+            raise BadRequest("uid is not a DICOM UID: at most 64 characters, numbers without leading zeros "
+                             "separated by dots")
+        if "anonymized-patient-id" not in args and "patient-id" not in args:
             raise BadRequest("Give patient-id (the source PatientID) or anonymized-patient-id: "
                              "UID pseudonyms are scoped by the anonymized patient")
-        if "uid" not in args:
-            if level != "patient":
-                raise BadRequest("Give uid, the source UID whose pseudonym is wanted")
-            return patient_id
-        return pseudonyms.uid(patient_id, args["uid"])
+        if uid is None and level != "patient":
+            raise BadRequest("Give uid, the source UID whose pseudonym is wanted")
+        pseudonyms = self.keys.pseudonymizer(args.get("project"))
+        if uid is not None and is_well_known(uid):
+            return uid  # a UID of the standard's registry: /anonymize leaves it as it is
+        if "anonymized-patient-id" in args:
+            patient_id = args["anonymized-patient-id"]
+        else:
+            patient_id = pseudonyms.patient_id(args["patient-id"])
+        return patient_id if uid is None else pseudonyms.uid(patient_id, uid)
 
     def anonymize(self, output: Any, uri: str, **request: Any) -> None:
         if request["method"] != "POST":

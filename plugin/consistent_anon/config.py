@@ -18,6 +18,26 @@ class ConfigurationError(ValueError):
     """A wrong setting: the plugin refuses to start rather than pseudonymize with a weak key."""
 
 
+#: The options of the section, and of each project under `Projects` (a typo must never silently
+#: leave an option at its default: an unknown name stops Orthanc at start).
+SECTION_OPTIONS = frozenset({"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
+                             "OptionsMetadata", "PseudonymLookup", "AcceptNewKey"})
+PROJECT_OPTIONS = frozenset({"Key", "KeyFile"})
+
+
+def _refuse_unknown(where: str, settings: dict[str, Any], known: frozenset[str]) -> None:
+    unknown = set(settings) - known
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown option(s) {sorted(unknown)}")
+
+
+def _boolean(section: dict[str, Any], name: str) -> bool:
+    value = section.get(name, False)
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{SECTION}.{name} must be true or false")
+    return value
+
+
 def _read_key(where: str, settings: dict[str, Any]) -> bytes | None:
     if "Key" in settings and "KeyFile" in settings:
         raise ConfigurationError(f"{where}: set Key or KeyFile, not both")
@@ -37,33 +57,33 @@ def _read_key(where: str, settings: dict[str, Any]) -> bytes | None:
 
 @dataclass
 class PluginConfig:
-    key: bytes | None = None  # None: generated once and kept in Orthanc's database
+    key: bytes | None = None  # None: generated once and kept in a file (keys.py)
     project_keys: dict[str, bytes | None] = field(default_factory=dict)  # None: derived from `key`
     default_project: str = "default"
     uid_root: str = UUID_ROOT
     fresh_pseudonyms_per_call: bool = False
     options_metadata: int = DEFAULT_OPTIONS_METADATA
+    pseudonym_lookup: bool = False  # generate-uid's pseudonym queries: off, or they confirm guesses
+    accept_new_key: frozenset[str] = frozenset()  # projects whose recorded key check may be replaced
 
     def __repr__(self) -> str:  # never show a key
         return (f"PluginConfig(projects={sorted(self.project_keys)}, default_project={self.default_project!r}, "
                 f"uid_root={self.uid_root!r}, fresh_pseudonyms_per_call={self.fresh_pseudonyms_per_call}, "
-                f"options_metadata={self.options_metadata})")
+                f"options_metadata={self.options_metadata}, pseudonym_lookup={self.pseudonym_lookup}, "
+                f"accept_new_key={sorted(self.accept_new_key)})")
 
 
 def parse_config(orthanc_configuration: dict[str, Any]) -> PluginConfig:
     section = orthanc_configuration.get(SECTION, {})
     if not isinstance(section, dict):
         raise ConfigurationError(f"{SECTION} must be an object")
-    known = {"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
-             "OptionsMetadata"}
-    unknown = set(section) - known
-    if unknown:
-        raise ConfigurationError(f"{SECTION}: unknown option(s) {sorted(unknown)}")
+    _refuse_unknown(SECTION, section, SECTION_OPTIONS)
     config = PluginConfig(key=_read_key(SECTION, section))
     projects = section.get("Projects", {})
     if not isinstance(projects, dict) or not all(isinstance(v, dict) for v in projects.values()):
         raise ConfigurationError(f"{SECTION}.Projects must map project names to objects")
     for name, settings in projects.items():
+        _refuse_unknown(f"{SECTION}.Projects.{name}", settings, PROJECT_OPTIONS)
         config.project_keys[name] = _read_key(f"{SECTION}.Projects.{name}", settings)
     config.default_project = section.get("DefaultProject", "default")
     if not isinstance(config.default_project, str) or not config.default_project:
@@ -73,10 +93,12 @@ def parse_config(orthanc_configuration: dict[str, Any]) -> PluginConfig:
         config.uid_root = check_uid_root(str(section.get("UidRoot", UUID_ROOT)))
     except ValueError as error:
         raise ConfigurationError(f"{SECTION}: {error}") from None
-    fresh = section.get("FreshPseudonymsPerCall", False)
-    if not isinstance(fresh, bool):
-        raise ConfigurationError(f"{SECTION}.FreshPseudonymsPerCall must be true or false")
-    config.fresh_pseudonyms_per_call = fresh
+    config.fresh_pseudonyms_per_call = _boolean(section, "FreshPseudonymsPerCall")
+    config.pseudonym_lookup = _boolean(section, "PseudonymLookup")
+    accepted = section.get("AcceptNewKey", [])
+    if not isinstance(accepted, list) or not all(isinstance(p, str) and p in config.project_keys for p in accepted):
+        raise ConfigurationError(f"{SECTION}.AcceptNewKey must list declared projects (or the default project)")
+    config.accept_new_key = frozenset(accepted)
     index = section.get("OptionsMetadata", DEFAULT_OPTIONS_METADATA)
     if isinstance(index, bool) or not isinstance(index, int) or index not in USER_METADATA_RANGE:
         raise ConfigurationError(f"{SECTION}.OptionsMetadata must be a user metadata index "

@@ -28,6 +28,10 @@ class BadRequest(PluginError):
     status, orthanc_code, description = 400, 8, "Bad request"
 
 
+class Forbidden(PluginError):
+    status, orthanc_code, description = 403, 45, "Forbidden access"
+
+
 class NotFound(PluginError):
     status, orthanc_code, description = 404, 17, "Unknown resource"
 

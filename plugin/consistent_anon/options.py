@@ -122,19 +122,61 @@ def _refuse_identifiers_without_force(document: dict[str, Any]) -> None:
                                  f'the "Force" option to be set to true')
 
 
+#: Limits on a request body, checked on its text before anything parses it: a deeply nested body
+#: crashes Orthanc through the C stack of a JSON parser, a huge list keeps it busy for minutes.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_DEPTH = 32
+MAX_VALUES = 200_000  # members and elements in the whole body (a long bulk Resources list included)
+#: The longest list (or Replace object) of each member: far beyond any real request, and short
+#: enough for native's own handling of one instance (about 1 s for 1,024 repeated entries, and
+#: growing with the list) to stay bounded.
+MAX_MEMBER_LENGTHS = {"Keep": 1024, "Remove": 1024, "Replace": 1024, "Resources": 100_000}
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_LEAF_PAIRS = re.compile(r"\[\]|\{\}")
+
+
+def _check_shape(text: str) -> None:
+    """Refuse a body nested deeper than MAX_DEPTH, or holding more than MAX_VALUES values, from its
+    text alone: strings blanked, then the innermost bracket pairs peeled off one level at a time
+    (an unbalanced body never peels to nothing: it is not JSON either)."""
+    skeleton = _STRING.sub('""', text)
+    if skeleton.count(",") >= MAX_VALUES:
+        raise BadRequest(f"The body of the request holds more than {MAX_VALUES} values")
+    brackets = _NOT_BRACKET.sub("", skeleton)
+    for _ in range(MAX_DEPTH):
+        if not brackets:
+            return
+        brackets = _LEAF_PAIRS.sub("", brackets)
+    if brackets:
+        raise BadRequest(f"The body of the request is not valid JSON or is nested more than {MAX_DEPTH} levels deep")
+
+
+def _check_member_lengths(document: dict[str, Any]) -> None:
+    for name, limit in MAX_MEMBER_LENGTHS.items():
+        value = document.get(name)
+        if isinstance(value, (list, dict)) and len(value) > limit:
+            raise BadRequest(f'Member "{name}" holds {len(value)} entries: at most {limit} are accepted')
+
+
 def parse_json_object(body: bytes | str | None) -> dict[str, Any]:
-    """A request body that must be a JSON object; 400 otherwise (an empty body too, as native)."""
+    """A request body that must be a JSON object; 400 otherwise (an empty body too, as native), and
+    for a body beyond the limits above, before it is parsed."""
+    if body is not None and len(body) > MAX_BODY_BYTES:
+        raise BadRequest(f"The body of the request is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
     if isinstance(body, bytes):
         try:
             body = body.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("The body of the request is not valid UTF-8") from None
+    _check_shape(body or "")
     try:
         document = json.loads(body or "")
     except ValueError:
         raise BadRequest("The body of the request must be a JSON object (it is not valid JSON)") from None
     if not isinstance(document, dict):
         raise BadRequest("The body of the request must be a JSON object")
+    _check_member_lengths(document)
     return document
 
 

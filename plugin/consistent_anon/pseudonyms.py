@@ -31,6 +31,13 @@ def _as_uuid(digest: bytes) -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+def is_valid_uid(text: str) -> bool:
+    """PS3.5 9.1: at most 64 characters, dot-separated numbers without leading zeros, not empty."""
+    components = text.split(".")
+    return (0 < len(text) <= MAX_UID_LENGTH
+            and all(c.isascii() and c.isdigit() and (c == "0" or not c.startswith("0")) for c in components))
+
+
 def check_uid_root(root: str) -> str:
     """A root under which pseudonyms are written: dotted decimal, room left for 30 digits."""
     components = root.split(".")
@@ -81,6 +88,11 @@ class Pseudonymizer:
             raise ValueError("the range of days holds no non-zero offset")
         offset = low + int.from_bytes(_digest(self._key, "date-shift", scope), "big") % count
         return offset + 1 if low <= 0 <= offset else offset
+
+    def key_check(self) -> str:
+        """A value that tells whether two keys are the same without telling anything of them:
+        recorded per project, so that a changed or lost key is noticed before it splits a patient."""
+        return _digest(self._key, "key-check")[:16].hex()
 
     def options_fingerprint(self, output_options: str) -> str:
         """A mark of a request's options, kept beside its results: keyed, so that options which

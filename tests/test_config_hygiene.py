@@ -1,0 +1,41 @@
+"""A typo never silently disables an option: unknown names are refused at start, at every depth."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import TEST_KEY
+
+from consistent_anon.config import ConfigurationError, parse_config
+
+
+@pytest.mark.parametrize("section, where", [
+    ({"ShiftDate": True}, "ConsistentAnonymization"),
+    ({"Projects": {"trial": {"ShiftDate": True}}}, "ConsistentAnonymization.Projects.trial"),
+    ({"Projects": {"trial": {"Key": TEST_KEY, "keyfile": "/x"}}}, "ConsistentAnonymization.Projects.trial"),
+])
+def test_unknown_options_are_refused_with_the_same_message_at_every_depth(section, where):
+    with pytest.raises(ConfigurationError) as raised:
+        parse_config({"ConsistentAnonymization": section})
+    unknown = sorted(set(section) - {"Projects"}) or sorted(next(iter(section["Projects"].values())).keys() - {"Key"})
+    assert str(raised.value) == f"{where}: unknown option(s) {unknown}"
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"PseudonymLookup": "yes"}, "PseudonymLookup must be true or false"),
+    ({"AcceptNewKey": ["nobody"]}, "AcceptNewKey must list declared projects"),
+    ({"AcceptNewKey": "default"}, "AcceptNewKey must list declared projects"),
+])
+def test_the_new_options_are_checked(section, message):
+    with pytest.raises(ConfigurationError, match=message):
+        parse_config({"ConsistentAnonymization": section})
+
+
+def test_the_cautious_defaults():
+    config = parse_config({})
+    assert config.pseudonym_lookup is False and config.accept_new_key == frozenset()
+    assert parse_config({"ConsistentAnonymization": {"AcceptNewKey": ["default"]}}).accept_new_key == {"default"}
+
+
+def test_an_unknown_project_option_stops_orthanc_at_start(server_factory):
+    with pytest.raises(RuntimeError, match=r"ConsistentAnonymization\.Projects\.trial: unknown option\(s\) \['ShiftDate'\]"):
+        server_factory(config={"ConsistentAnonymization": {"Projects": {"trial": {"ShiftDate": True}}}})
