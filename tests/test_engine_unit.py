@@ -11,7 +11,7 @@ from consistent_anon import orthanc_ids
 from consistent_anon.config import parse_config
 from consistent_anon.engine import Anonymizer
 from consistent_anon.errors import Conflict, JobCanceled, NotFound, PluginError
-from consistent_anon.keys import KeyStore
+from consistent_anon.keys import KeyStore, PropertyChecks
 from consistent_anon.options import parse_request
 from dicom_factory import to_bytes, two_frame_study
 from fake_orthanc import FakeOrthanc
@@ -22,7 +22,9 @@ KEY = b"unit-test-key-0123456789abcdef0123456789"
 def _engine(version=(1, 12, 7), workers: int = 1) -> tuple[Anonymizer, FakeOrthanc]:
     orthanc = FakeOrthanc(version=version, workers=workers)
     config = parse_config({"ConsistentAnonymization": {"Key": KEY.decode()}})
-    return Anonymizer(orthanc, KeyStore(config, lambda: KEY)), orthanc
+    properties: dict[int, str] = {}  # Orthanc's global properties, where the key check is kept
+    checks = PropertyChecks(lambda key, default: properties.get(key, default), properties.__setitem__)
+    return Anonymizer(orthanc, KeyStore(config, lambda: KEY, lambda: checks)), orthanc
 
 
 def _study(orthanc: FakeOrthanc, per_series: int = 2) -> tuple[str, list[dict]]:
