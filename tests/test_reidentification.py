@@ -3,7 +3,6 @@ as a recipient would, and by scripts/reidentify.py. Keys and certificates are ma
 temporary folder, by the openssl command line: none is ever committed. No Orthanc needed."""
 from __future__ import annotations
 
-import base64
 import copy
 import io
 import re
@@ -22,13 +21,13 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 pytest.importorskip("cryptography", reason="cryptography is missing from the test environment")
 
 from consistent_anon.reidentification import (  # noqa: E402
-    ENCRYPTED_CONTENT_TRANSFER_SYNTAX, Envelope, ReidentificationError, der, der_integer, der_oid,
-    der_set, encrypted_attributes_data_set, encrypted_attributes_item, insert_encrypted_attributes,
-    load_recipients, modified_attributes, replace_value)
+    ENCRYPTED_CONTENT_TRANSFER_SYNTAX, Envelope, Layout, Reidentification, ReidentificationError, UnreadableFile,
+    der, der_integer, der_oid, der_set, encrypted_attributes_data_set, load_recipients, modified_tags)
 from dicom_factory import CT_IMAGE_STORAGE, Study, image_series, to_bytes  # noqa: E402
 import reidentify  # noqa: E402
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "reidentify.py"
+EXPLICIT_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
 
 def openssl(*arguments: str, data: bytes | None = None) -> subprocess.CompletedProcess:
@@ -84,53 +83,82 @@ def anonymized_version(original: Dataset) -> Dataset:
 
 
 def read_back(data: bytes) -> Dataset:
-    """A file as Orthanc would hand it to the plugin: read back from its bytes."""
     return pydicom.dcmread(io.BytesIO(data))
 
 
 EXPECTED_MODIFIED = {"PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "SeriesInstanceUID",
                      "SOPInstanceUID", "FrameOfReferenceUID", "StudyDate", "InstitutionName",
                      "ReferencedImageSequence", 0x00090010, 0x00091001}
+IDENTIFIERS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
 
 
-def _names(item: Dataset) -> set:
-    return {element.keyword or int(element.tag) for element in item}
+def _names(tags) -> set:
+    return {pydicom.datadict.keyword_for_tag(tag) or int(tag) for tag in tags}
 
 
-@pytest.fixture()
-def instance() -> tuple[Dataset, Dataset]:
+def files(syntax: str | None = None) -> tuple[bytes, bytes]:
+    """A source file and its anonymized version, both as Orthanc hands them over."""
+    original = original_instance(syntax)
+    return to_bytes(original), to_bytes(anonymized_version(original))
+
+
+def test_modified_tags_are_what_was_replaced_or_removed():
+    source, anonymized = files()
+    assert _names(modified_tags(Layout(source), Layout(anonymized))) == EXPECTED_MODIFIED
+
+
+def test_values_written_again_differently_are_no_change():
+    """Other padding (NUL for space) or a sequence written with undefined lengths is no change."""
     original = original_instance()
-    return read_back(to_bytes(original)), read_back(to_bytes(anonymized_version(original)))
+    original.StudyDescription = "ABC"
+    source = to_bytes(original)
+    same = copy.deepcopy(original)
+    same["ReferencedImageSequence"].is_undefined_length = True
+    same.ReferencedImageSequence[0].is_undefined_length_sequence_item = True
+    written = to_bytes(same).replace(b"ABC ", b"ABC\x00")
+    assert written != source and b"ABC\x00" in written
+    assert modified_tags(Layout(source), Layout(written)) == []
 
 
-def test_modified_attributes_are_what_was_replaced_or_removed(instance):
-    original, anonymized = instance
-    item = modified_attributes(original, anonymized)
-    assert _names(item) == EXPECTED_MODIFIED
-    assert item.PatientID == original.PatientID and item.SOPInstanceUID == original.SOPInstanceUID
-    # a change inside a sequence keeps the whole original sequence (PS3.15 E.1.1)
-    assert item.ReferencedImageSequence == original.ReferencedImageSequence
-    assert "Modality" not in item and "PixelData" not in item and "PatientIdentityRemoved" not in item
+@pytest.mark.parametrize("syntax", [None, ImplicitVRLittleEndian, EXPLICIT_BIG_ENDIAN])
+def test_the_data_set_holds_the_original_values(syntax):
+    source, anonymized = files(syntax)
+    before = Layout(source)
+    data_set = read_dataset(io.BytesIO(encrypted_attributes_data_set(before, modified_tags(before, Layout(anonymized)))),
+                            is_implicit_VR=False, is_little_endian=True)
+    original = read_back(source)
+    assert data_set.SpecificCharacterSet == "ISO_IR 192"
+    (modified,) = data_set.ModifiedAttributesSequence
+    assert _names(modified.keys()) == EXPECTED_MODIFIED
+    assert modified.PatientName == "Müller^Jörg"
+    for keyword in IDENTIFIERS + ("StudyDate", "InstitutionName", "PatientBirthDate"):
+        assert modified[keyword].value == original[keyword].value, keyword
+    assert modified.ReferencedImageSequence[0].ReferencedSOPInstanceUID == \
+        original.ReferencedImageSequence[0].ReferencedSOPInstanceUID
+    private = modified[0x00091001].value  # UN (bytes) when the source was in implicit VR
+    assert (private.decode() if isinstance(private, bytes) else private).strip() == "private identifying text"
 
 
-def test_unchanged_values_reencoded_differently_are_no_change(instance):
-    original, _ = instance
-    padded = Dataset()
-    padded.update(original)
-    padded.Modality = "CT "  # the same value with explicit padding
-    assert "Modality" not in modified_attributes(original, read_back(to_bytes(_with_meta(padded, original))))
+def test_a_source_without_character_set():
+    original = original_instance()
+    del original.SpecificCharacterSet
+    original.PatientName = "Doe^Jane"
+    source = Layout(to_bytes(original))
+    data_set = read_dataset(io.BytesIO(encrypted_attributes_data_set(source, [0x00100020])), False, True)
+    assert "SpecificCharacterSet" not in data_set
+    assert data_set.ModifiedAttributesSequence[0].PatientID == original.PatientID
 
 
-def _with_meta(ds: Dataset, like: Dataset) -> Dataset:
-    ds.file_meta = like.file_meta
-    return ds
+def anonymized_file_with_originals(keys, tmp_path, recipients=("alice",), syntax=None) -> tuple[Path, Dataset]:
+    source, anonymized = files(syntax)
+    path = tmp_path / "anonymized.dcm"
+    path.write_bytes(Reidentification(load_recipients([keys[name][1] for name in recipients])).add(source, anonymized))
+    return path, read_back(source)
 
 
-def seal_instance(recipients, instance) -> tuple[Dataset, Dataset]:
-    original, anonymized = instance
-    item = encrypted_attributes_item(Envelope(recipients), modified_attributes(original, anonymized),
-                                     original.get("SpecificCharacterSet"))
-    return item, original
+def content_of(path: Path) -> bytes:
+    """The Encrypted Content as a recipient reads it from the file (with DICOM's pad byte)."""
+    return read_back(path.read_bytes()).EncryptedAttributesSequence[0].EncryptedContent
 
 
 def decrypt_with_openssl(content: bytes, key: Path, certificate: Path, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -140,65 +168,57 @@ def decrypt_with_openssl(content: bytes, key: Path, certificate: Path, tmp_path:
                    "-recip", str(certificate))
 
 
-def test_openssl_decrypts_and_the_dataset_holds_the_originals(keys, instance, tmp_path):
-    item, original = seal_instance(load_recipients([keys["alice"][1]]), instance)
+def test_openssl_decrypts_the_file_and_finds_the_originals(keys, tmp_path):
+    path, original = anonymized_file_with_originals(keys, tmp_path)
+    (item,) = read_back(path.read_bytes()).EncryptedAttributesSequence
     assert item.EncryptedContentTransferSyntaxUID == ENCRYPTED_CONTENT_TRANSFER_SYNTAX == "1.2.840.10008.1.2.1"
-    result = decrypt_with_openssl(item.EncryptedContent, *keys["alice"], tmp_path)
+    result = decrypt_with_openssl(content_of(path), *keys["alice"], tmp_path)
     assert result.returncode == 0, result.stderr
     data_set = read_dataset(io.BytesIO(result.stdout), is_implicit_VR=False, is_little_endian=True)
-    assert data_set.SpecificCharacterSet == "ISO_IR 192"
     (modified,) = data_set.ModifiedAttributesSequence
-    assert _names(modified) == EXPECTED_MODIFIED
-    assert modified.PatientName == "Müller^Jörg"
-    for keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
-                    "FrameOfReferenceUID", "StudyDate", "InstitutionName", "PatientBirthDate"):
+    assert _names(modified.keys()) == EXPECTED_MODIFIED
+    for keyword in IDENTIFIERS:
         assert modified[keyword].value == original[keyword].value, keyword
-    assert modified.ReferencedImageSequence[0].ReferencedSOPInstanceUID == \
-        original.ReferencedImageSequence[0].ReferencedSOPInstanceUID
-    assert modified[0x00091001].value == "private identifying text"
+    # in the file itself, no original identifier is readable
+    for keyword in IDENTIFIERS + ("PatientName",):
+        assert str(original[keyword].value).encode() not in path.read_bytes()
 
 
-def test_the_manual_procedure_reads_the_decrypted_dataset(keys, instance, tmp_path):
-    """The README's by-hand steps: openssl's output read by `pydicom.dcmread(..., force=True)`."""
-    item, original = seal_instance(load_recipients([keys["alice"][1]]), instance)
-    plain = tmp_path / "originals.bin"
-    envelope = tmp_path / "content.der"
-    envelope.write_bytes(item.EncryptedContent)
+def test_the_manual_procedure_reads_the_decrypted_dataset(keys, tmp_path):
+    """The documented by-hand steps: the pydicom one-liner, openssl, `dcmread(..., force=True)`."""
+    path, original = anonymized_file_with_originals(keys, tmp_path)
+    extract = ("import sys, pydicom; sys.stdout.buffer.write(pydicom.dcmread(sys.argv[1])"
+               ".EncryptedAttributesSequence[0].EncryptedContent)")
+    content = subprocess.run([sys.executable, "-c", extract, str(path)], capture_output=True, check=True).stdout
+    envelope, plain = tmp_path / "content.der", tmp_path / "originals.bin"
+    envelope.write_bytes(content)
     result = openssl("cms", "-decrypt", "-inform", "DER", "-in", str(envelope), "-inkey", str(keys["alice"][0]),
                      "-recip", str(keys["alice"][1]), "-out", str(plain))
     assert result.returncode == 0, result.stderr
     assert pydicom.dcmread(plain, force=True).ModifiedAttributesSequence[0].PatientID == original.PatientID
 
 
-def test_the_manual_procedure_from_a_file(keys, tmp_path):
-    """The same from an anonymized file, the value as pydicom reads it (with DICOM's pad byte)."""
-    path, original = anonymized_file_with_originals(keys, tmp_path)
-    extract = ("import sys, pydicom; sys.stdout.buffer.write(pydicom.dcmread(sys.argv[1])"
-               ".EncryptedAttributesSequence[0].EncryptedContent)")
-    content = subprocess.run([sys.executable, "-c", extract, str(path)], capture_output=True, check=True).stdout
-    result = decrypt_with_openssl(content, *keys["alice"], tmp_path)
-    assert result.returncode == 0, result.stderr
-    data_set = read_dataset(io.BytesIO(result.stdout), is_implicit_VR=False, is_little_endian=True)
-    assert data_set.ModifiedAttributesSequence[0].SOPInstanceUID == original.SOPInstanceUID
-
-
-def test_every_recipient_decrypts_and_a_stranger_cannot(keys, instance, tmp_path):
-    item, original = seal_instance(load_recipients([keys["alice"][1], keys["bob"][1]]), instance)
+def test_every_recipient_decrypts_and_a_stranger_cannot(keys, tmp_path):
+    path, original = anonymized_file_with_originals(keys, tmp_path, ("alice", "bob"))
+    content = content_of(path)
     for name in ("alice", "bob"):
-        result = decrypt_with_openssl(item.EncryptedContent, *keys[name], tmp_path)
+        result = decrypt_with_openssl(content, *keys[name], tmp_path)
         assert result.returncode == 0, (name, result.stderr)
         data_set = read_dataset(io.BytesIO(result.stdout), is_implicit_VR=False, is_little_endian=True)
         assert data_set.ModifiedAttributesSequence[0].PatientID == original.PatientID
-    stranger = decrypt_with_openssl(item.EncryptedContent, *keys["stranger"], tmp_path)
+    stranger = decrypt_with_openssl(content, *keys["stranger"], tmp_path)
     assert stranger.returncode != 0 and original.PatientID.encode() not in stranger.stdout
     # the stranger's key with a configured recipient's certificate: the unwrap fails
-    mixed = decrypt_with_openssl(item.EncryptedContent, keys["stranger"][0], keys["alice"][1], tmp_path)
+    mixed = decrypt_with_openssl(content, keys["stranger"][0], keys["alice"][1], tmp_path)
     assert mixed.returncode != 0 and original.PatientID.encode() not in mixed.stdout
 
 
-def test_der_is_what_openssl_reads(keys, instance, tmp_path):
-    item, _ = seal_instance(load_recipients([keys["alice"][1], keys["bob"][1]]), instance)
-    content = bytes(item.EncryptedContent)
+def seal(keys, *names: str, content: bytes = b"content") -> bytes:
+    return Envelope(load_recipients([keys[name][1] for name in names])).seal(content)
+
+
+def test_der_is_what_openssl_reads(keys, tmp_path):
+    content = seal(keys, "alice", "bob")
     envelope = tmp_path / "content.der"
     envelope.write_bytes(content)
     printed = openssl("cms", "-cmsout", "-print", "-inform", "DER", "-in", str(envelope))
@@ -249,7 +269,7 @@ def test_der_object_identifiers_and_sets(tmp_path):
     assert der_set([b"\x04\x01\x02", b"\x04\x01\x01"]) == bytes.fromhex("3106040101040102")
 
 
-def test_fresh_iv_per_instance_one_key_wrap_per_call(keys, instance, tmp_path):
+def test_fresh_iv_per_instance_one_key_wrap_per_call(keys, tmp_path):
     envelope = Envelope(load_recipients([keys["alice"][1]]))
     first, second = envelope.seal(b"same content"), envelope.seal(b"same content")
     assert first != second
@@ -290,61 +310,35 @@ def test_fingerprints_are_the_certificates_sha256(keys):
     assert recipient.fingerprint == printed.split("=")[1].strip().replace(":", "").lower()
 
 
-@pytest.mark.parametrize("syntax", [None, ImplicitVRLittleEndian])
-def test_inserted_sequence_keeps_the_rest_of_the_file(keys, syntax):
-    original = original_instance(syntax)
-    data = to_bytes(anonymized_version(original))
-    item = encrypted_attributes_item(Envelope(load_recipients([keys["alice"][1]])), patient("X"))
-    written = insert_encrypted_attributes(data, item)
-    before, after = read_back(data), read_back(written)
-    stored = after.EncryptedAttributesSequence[0].EncryptedContent
-    # DICOM pads an odd-length OB with one NUL after the DER, which CMS readers ignore
-    assert stored[:len(item.EncryptedContent)] == item.EncryptedContent
-    assert stored[len(item.EncryptedContent):] in (b"", b"\x00") and len(stored) % 2 == 0
+@pytest.mark.parametrize("syntax", [None, ImplicitVRLittleEndian, EXPLICIT_BIG_ENDIAN])
+def test_the_sequence_is_spliced_in_place_and_the_rest_is_untouched(keys, syntax):
+    source, anonymized = files(syntax)
+    written = Reidentification(load_recipients([keys["alice"][1]])).add(source, anonymized)
+    layout = Layout(written)
+    assert list(layout.elements) == sorted(layout.elements)  # in tag order
+    (item,) = read_back(written).EncryptedAttributesSequence
+    assert item.EncryptedContentTransferSyntaxUID == ENCRYPTED_CONTENT_TRANSFER_SYNTAX
+    element = layout.elements[0x04000500]
+    assert written[:element.start] + written[element.end:] == anonymized  # nothing else changed
+    assert len(item.EncryptedContent) % 2 == 0  # DICOM's even length (a NUL after the DER if needed)
+    after = read_back(written)
     del after.EncryptedAttributesSequence
-    assert after == before and after.PixelData == before.PixelData
-    assert written.startswith(data[:written.index(b"\x00\x04\x00\x05")])
-    with pytest.raises(ValueError, match="already has"):
-        insert_encrypted_attributes(written, item)
+    assert after == read_back(anonymized)
 
 
-def test_deflated_files_are_refused(keys):
-    pytest.importorskip("zlib")
-    data = to_bytes(original_instance(DeflatedExplicitVRLittleEndian))
-    with pytest.raises(ValueError, match="deflated"):
-        insert_encrypted_attributes(data, Dataset())
+def test_a_file_with_the_sequence_already_is_refused(keys):
+    source, anonymized = files()
+    reidentification = Reidentification(load_recipients([keys["alice"][1]]))
+    with pytest.raises(UnreadableFile, match="already has"):
+        reidentification.add(source, reidentification.add(source, anonymized))
 
 
-def test_replace_value_carries_the_content_as_a_data_uri(keys):
-    item = encrypted_attributes_item(Envelope(load_recipients([keys["alice"][1]])), patient("X"))
-    (value,) = replace_value(item)
-    assert value["EncryptedContentTransferSyntaxUID"] == ENCRYPTED_CONTENT_TRANSFER_SYNTAX
-    prefix = "data:application/octet-stream;base64,"
-    assert value["EncryptedContent"].startswith(prefix)
-    assert base64.b64decode(value["EncryptedContent"][len(prefix):]) == item.EncryptedContent
-
-
-def test_data_set_without_character_set():
-    data_set = read_dataset(io.BytesIO(encrypted_attributes_data_set(patient("X"))), False, True)
-    assert "SpecificCharacterSet" not in data_set and data_set.ModifiedAttributesSequence[0].PatientID == "X"
-
-
-def patient(patient_id: str) -> Dataset:
-    ds = Dataset()
-    ds.PatientID = patient_id
-    return ds
-
-
-def anonymized_file_with_originals(keys, tmp_path, recipients=("alice",)) -> tuple[Path, Dataset]:
-    original = original_instance()
-    source, anonymized_bytes = to_bytes(original), to_bytes(anonymized_version(original))
-    before = read_back(source)
-    item = encrypted_attributes_item(Envelope(load_recipients([keys[name][1] for name in recipients])),
-                                     modified_attributes(before, read_back(anonymized_bytes)),
-                                     before.get("SpecificCharacterSet"))
-    path = tmp_path / "anonymized.dcm"
-    path.write_bytes(insert_encrypted_attributes(anonymized_bytes, item))
-    return path, before
+def test_deflated_and_malformed_files_are_refused(keys):
+    source, anonymized = files()
+    with pytest.raises(UnreadableFile, match="deflated"):
+        Layout(to_bytes(original_instance(DeflatedExplicitVRLittleEndian)))
+    with pytest.raises(UnreadableFile, match="malformed"):
+        Layout(source[:len(source) // 2] + b"\x10\x00\x10\x00PN\xff\x00")
 
 
 def run_script(*arguments: str) -> subprocess.CompletedProcess:

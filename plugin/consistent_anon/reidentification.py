@@ -17,26 +17,27 @@ transport, AES and certificate parsing. Choices, all read by `openssl cms -decry
   recipient; each instance's content has its own random IV, and each output is a complete
   EnvelopedData of its own.
 
-Wiring: `Envelope(load_recipients(paths))` once per call, then per instance
-`encrypted_attributes_item(envelope, modified_attributes(original, anonymized))`, or the same
-as `replace_value(...)` for Orthanc's "Replace", or spliced into the file by
-`insert_encrypted_attributes(file_bytes, item)`.
+Wiring: `recipients = load_recipients(paths)` when the configuration is read (their
+`fingerprint`s belong in the options mark), `reidentification = Reidentification(recipients)`
+once per call, then per instance, after the output passed the fail-closed check,
+`output = reidentification.add(source_bytes, output)`.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import data_element_generator, read_preamble, _read_file_meta_info
-from pydicom.filewriter import write_data_element, write_dataset
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from .errors import BadRequest
@@ -187,97 +188,262 @@ class Envelope:
         return der_sequence(der_oid(ID_ENVELOPED_DATA), der_explicit(0, enveloped_data))
 
 
-# --- The DICOM side ----------------------------------------------------------------------------
+# --- The DICOM side: files read and written as bytes --------------------------------------------
+#
+# The engine already holds each source and its anonymized file as bytes; a pydicom read and write
+# of both would cost several times the target of +20 % on ~3 ms per instance. The top level of a
+# file is walked here without decoding values: what changed is found by comparing bytes, the
+# original elements are copied as they are written (Explicit VR Little Endian files, the common
+# case) and the sequence is spliced into the anonymized file at its place in tag order.
 
-def _kept_apart(tag: int) -> bool:
-    """Elements never put in the Modified Attributes Sequence: group lengths, the pixel data
-    (which anonymization does not change) and the Encrypted Attributes Sequence itself."""
-    return not tag & 0xFFFF or tag >> 16 == 0x7FE0 or tag == ENCRYPTED_ATTRIBUTES_SEQUENCE
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_PIXEL_GROUP = 0x7FE0
+_SYNTAXES = {"1.2.840.10008.1.2": (True, True), "1.2.840.10008.1.2.2": (False, False)}
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_implicit_vrs: dict[int, bytes] = {}
 
 
-def _same(original: Dataset, anonymized: Dataset, tag: int) -> bool:
-    """Whether an element came through unchanged: raw bytes first (no decoding), then values (a
-    re-encoding that changed only padding or lengths is no change)."""
-    before, after = original.get_item(tag), anonymized.get_item(tag)
-    if isinstance(before, RawDataElement) and isinstance(after, RawDataElement) and before.VR != "SQ" \
-            and before.value == after.value and before.VR == after.VR:
-        return True
-    return original[tag].value == anonymized[tag].value
+class UnreadableFile(ValueError):
+    """A file whose top level this module cannot walk (deflated, or malformed)."""
 
 
-def modified_attributes(original: Dataset, anonymized: Dataset) -> Dataset:
-    """The item of the Modified Attributes Sequence: every top-level element of `original` that
-    `anonymized` removed or holds with another value, with its original value; a sequence with a
-    change anywhere inside is kept whole (PS3.15 E.1.1). Both datasets as `dcmread` gives them
-    (with `stop_before_pixels` or not)."""
-    item = Dataset()
-    for tag in original.keys():
-        if _kept_apart(tag):
+class _Element(NamedTuple):
+    """A top-level element: where it starts, where its value starts and ends, where it ends."""
+
+    tag: int
+    vr: bytes
+    start: int
+    value_start: int
+    value_end: int
+    end: int
+
+
+class Layout:
+    """The top-level elements of a file, up to its pixel data, and how it is encoded."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.elements: dict[int, _Element] = {}
+        try:
+            position = self._read_meta()
+            while position + 8 <= len(data):
+                element = _element_at(data, position, self.implicit, self.little)
+                if element.tag >> 16 == _PIXEL_GROUP:
+                    break
+                self.elements[element.tag] = element
+                position = element.end
+        except (struct.error, IndexError, UnicodeDecodeError, RecursionError) as error:
+            raise UnreadableFile(f"a malformed file ({type(error).__name__})") from None
+        self.end = position  # the pixel data's start, or the end of the file
+
+    def _read_meta(self) -> int:
+        """Reads the transfer syntax in the file meta information; answers where the dataset starts."""
+        data = self.data
+        position = 132 if data[128:132] == b"DICM" else 0
+        syntax = ENCRYPTED_CONTENT_TRANSFER_SYNTAX
+        while data[position:position + 2] == b"\x02\x00":  # group 0002: explicit VR little endian
+            element = _element_at(data, position, False, True)
+            if element.tag == 0x00020010:
+                syntax = data[element.value_start:element.value_end].decode("ascii").strip(" \x00")
+            position = element.end
+        if syntax == _DEFLATED:
+            raise UnreadableFile("a deflated file (its dataset is compressed as a whole)")
+        self.implicit, self.little = _SYNTAXES.get(syntax, (False, True))
+        return position
+
+    def value(self, element: _Element) -> bytes:
+        return self.data[element.value_start:element.value_end]
+
+
+#: Unpackers of a tag, a 4-byte and a 2-byte length, by byte order (little endian: True).
+_UNPACK = {little: tuple(struct.Struct(("<" if little else ">") + form).unpack_from for form in ("HH", "I", "H"))
+           for little in (True, False)}
+
+
+def _element_at(data: bytes, position: int, implicit: bool, little: bool) -> _Element:
+    """The element at `position`, its value skipped (sequences of undefined length walked)."""
+    unpack_tag, unpack_long, unpack_short = _UNPACK[little]
+    group, number = unpack_tag(data, position)
+    tag = (group << 16) | number
+    if implicit:
+        vr = _implicit_vr(tag)
+        length = unpack_long(data, position + 4)[0]
+        value_start = position + 8
+    else:
+        vr = data[position + 4:position + 6]
+        if vr in _LONG_VRS:
+            length = unpack_long(data, position + 8)[0]
+            value_start = position + 12
+        else:
+            length = unpack_short(data, position + 6)[0]
+            value_start = position + 8
+    if length != _UNDEFINED:
+        value_end = value_start + length
+        if value_end > len(data):
+            raise IndexError("an element runs past the end of the file")
+        return _Element(tag, vr, position, value_start, value_end, value_end)
+    # the items of a sequence (in implicit VR, those of a UN of undefined length) or fragments
+    value_end = _skip_items(data, value_start, implicit or vr == b"UN", little)
+    return _Element(tag, vr, position, value_start, value_end, value_end + 8)
+
+
+def _skip_items(data: bytes, position: int, implicit: bool, little: bool) -> int:
+    """Where the sequence delimiter of the items starting at `position` is."""
+    unpack_tag, unpack_long, _ = _UNPACK[little]
+    while True:
+        group, number = unpack_tag(data, position)
+        tag = (group << 16) | number
+        if tag == _SEQUENCE_END:
+            return position
+        if tag != _ITEM:
+            raise IndexError("a sequence holds something other than items")
+        length = unpack_long(data, position + 4)[0]
+        position += 8
+        if length != _UNDEFINED:
+            position += length
             continue
-        if tag not in anonymized or not _same(original, anonymized, tag):
-            item.add(original[tag])
-    return item
+        while True:  # an item of undefined length: its elements, to the item delimiter
+            group, number = unpack_tag(data, position)
+            if (group << 16) | number == _ITEM_END:
+                position += 8
+                break
+            position = _element_at(data, position, implicit, little).end
 
 
-def encrypted_attributes_data_set(modified: Dataset, character_set: Any = None) -> bytes:
+def _implicit_vr(tag: int) -> bytes:
+    """The dictionary's VR of an implicit VR element; UN for private and unknown ones."""
+    vr = _implicit_vrs.get(tag)
+    if vr is None:
+        try:
+            vr = (dictionary_VR(tag) if tag & 0xFFFF else "UL").encode("ascii")
+        except (KeyError, UnicodeEncodeError):
+            vr = b"UN"
+        _implicit_vrs[tag] = vr
+    return vr
+
+
+def modified_tags(source: Layout, anonymized: Layout) -> list[int]:
+    """The top-level elements of the source that the anonymized file removed or holds with
+    another value. A sequence with a change anywhere inside counts whole (PS3.15 E.1.1); a value
+    written again with other padding, or a sequence with other lengths, is no change."""
+    tags = []
+    for tag, before in source.elements.items():
+        if not tag & 0xFFFF or tag == ENCRYPTED_ATTRIBUTES_SEQUENCE:
+            continue  # group lengths, and the sequence this module writes
+        after = anonymized.elements.get(tag)
+        if after is None or _changed(source, before, anonymized, after):
+            tags.append(tag)
+    return tags
+
+
+def _changed(source: Layout, before: _Element, anonymized: Layout, after: _Element) -> bool:
+    old, new = source.value(before), anonymized.value(after)
+    if old == new:
+        return False
+    if before.vr == b"SQ" or after.vr == b"SQ":
+        return _decoded(source, before) != _decoded(anonymized, after)
+    return old.rstrip(b" \x00") != new.rstrip(b" \x00")
+
+
+def _decoded(layout: Layout, element: _Element) -> Any:
+    """A sequence's value as pydicom reads it, whatever the lengths' encoding."""
+    data_set = read_dataset(io.BytesIO(layout.data[element.start:element.end]), layout.implicit, layout.little)
+    return data_set[element.tag].value
+
+
+def encrypted_attributes_data_set(source: Layout, tags: list[int]) -> bytes:
     """The Encrypted Attributes Data Set (PS3.3 Table C.12-7) in Explicit VR Little Endian: a
-    Modified Attributes Sequence holding `modified`. `character_set` is the original's Specific
-    Character Set (0008,0005) value, which the texts in `modified` are written in."""
-    data_set = Dataset()
-    if character_set:
-        data_set.SpecificCharacterSet = character_set
-    data_set.add(DataElement(MODIFIED_ATTRIBUTES_SEQUENCE, "SQ", Sequence([modified])))
-    return _encode(data_set, implicit=False)
+    Modified Attributes Sequence of one item holding the source's elements `tags` (in tag order),
+    after the source's Specific Character Set, which their texts are written in."""
+    elements = [source.elements[tag] for tag in tags]
+    charset = source.elements.get(SPECIFIC_CHARACTER_SET)
+    if not source.implicit and source.little:  # the original elements, byte for byte
+        head = source.data[charset.start:charset.end] if charset else b""
+        body = b"".join(source.data[element.start:element.end] for element in elements)
+        return (head + _tag(MODIFIED_ATTRIBUTES_SEQUENCE, True) + b"SQ\x00\x00\xff\xff\xff\xff"
+                + _tag(_ITEM, True) + b"\xff\xff\xff\xff" + body
+                + _tag(_ITEM_END, True) + bytes(4) + _tag(_SEQUENCE_END, True) + bytes(4))
+    return _reencoded(source, elements, charset)
 
 
-def _encode(data_set: Dataset, implicit: bool) -> bytes:
+def _reencoded(source: Layout, elements: list[_Element], charset: _Element | None) -> bytes:
+    """The same, for an implicit VR or big endian source: decoded and written again by pydicom."""
+    def read(parts: list[_Element]) -> Dataset:
+        data_set = read_dataset(io.BytesIO(b"".join(source.data[e.start:e.end] for e in parts)),
+                                source.implicit, source.little)
+        _decode_all(data_set)
+        return data_set
+
+    data_set = read([charset]) if charset else Dataset()
+    # the item's texts decoded in the source's character set, which the item holds only if changed
+    item = read([charset] + [e for e in elements if e is not charset] if charset else elements)
+    if charset and charset not in elements:
+        del item[SPECIFIC_CHARACTER_SET]
+    data_set.add(DataElement(MODIFIED_ATTRIBUTES_SEQUENCE, "SQ", Sequence([item])))
     buffer = DicomBytesIO()
-    buffer.is_little_endian = True
-    buffer.is_implicit_VR = implicit
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
     write_dataset(buffer, data_set)
     return buffer.getvalue()
 
 
-def encrypted_attributes_item(envelope: Envelope, modified: Dataset, character_set: Any = None) -> Dataset:
-    """The item of the Encrypted Attributes Sequence (0400,0500) for one instance."""
-    item = Dataset()
-    item.add(DataElement(ENCRYPTED_CONTENT_TRANSFER_SYNTAX_UID, "UI", ENCRYPTED_CONTENT_TRANSFER_SYNTAX))
-    item.add(DataElement(ENCRYPTED_CONTENT, "OB",
-                         envelope.seal(encrypted_attributes_data_set(modified, character_set))))
-    return item
+def _decode_all(data_set: Dataset) -> None:
+    """Decodes every element (items included), so that pydicom writes them in another encoding."""
+    for element in data_set:
+        if element.VR == "SQ":
+            for item in element.value:
+                _decode_all(item)
 
 
-def replace_value(item: Dataset) -> list[dict[str, str]]:
-    """The Encrypted Attributes Sequence as a value of Orthanc's "Replace" (binary as a data URI)."""
-    content = base64.b64encode(item[ENCRYPTED_CONTENT].value).decode("ascii")
-    return [{"EncryptedContentTransferSyntaxUID": item[ENCRYPTED_CONTENT_TRANSFER_SYNTAX_UID].value,
-             "EncryptedContent": "data:application/octet-stream;base64," + content}]
+def with_encrypted_attributes(anonymized: Layout, encrypted_content: bytes) -> bytes:
+    """The anonymized file with an Encrypted Attributes Sequence of one item, placed in tag order
+    in the file's own encoding; nothing else is decoded or written again."""
+    if ENCRYPTED_ATTRIBUTES_SEQUENCE in anonymized.elements:
+        raise UnreadableFile("the file already has an Encrypted Attributes Sequence")
+    position = next((element.start for tag, element in anonymized.elements.items()
+                     if tag > ENCRYPTED_ATTRIBUTES_SEQUENCE), anonymized.end)
+    implicit, little = anonymized.implicit, anonymized.little
+    item = (_encode_element(ENCRYPTED_CONTENT_TRANSFER_SYNTAX_UID, "UI",
+                            ENCRYPTED_CONTENT_TRANSFER_SYNTAX.encode("ascii"), implicit, little)
+            + _encode_element(ENCRYPTED_CONTENT, "OB", encrypted_content, implicit, little))
+    item = _tag(_ITEM, little) + _length(len(item), little) + item
+    sequence = _encode_element(ENCRYPTED_ATTRIBUTES_SEQUENCE, "SQ", item, implicit, little)
+    return anonymized.data[:position] + sequence + anonymized.data[position:]
 
 
-def insert_encrypted_attributes(file: bytes, item: Dataset) -> bytes:
-    """The Part 10 file with an Encrypted Attributes Sequence holding `item`, put in its place in
-    tag order, without decoding or re-encoding the rest (the pixel data is copied as it is).
-    Deflated files are refused (ValueError): their dataset is compressed as a whole."""
-    stream = io.BytesIO(file)
-    read_preamble(stream, force=True)
-    meta = _read_file_meta_info(stream)
-    syntax = str(meta.get("TransferSyntaxUID", ENCRYPTED_CONTENT_TRANSFER_SYNTAX))
-    if syntax == "1.2.840.10008.1.2.1.99":
-        raise ValueError("a deflated file: insert the Encrypted Attributes Sequence before deflating")
-    implicit, little = syntax == "1.2.840.10008.1.2", syntax != "1.2.840.10008.1.2.2"
-    for element in data_element_generator(stream, implicit, little, defer_size=0,
-                                          stop_when=lambda tag, vr, length: tag >= ENCRYPTED_ATTRIBUTES_SEQUENCE):
-        pass
-    position = stream.tell()
-    if file[position:position + 4] == _tag_bytes(ENCRYPTED_ATTRIBUTES_SEQUENCE, little):
-        raise ValueError("the file already has an Encrypted Attributes Sequence")
-    buffer = DicomBytesIO()
-    buffer.is_little_endian = little
-    buffer.is_implicit_VR = implicit
-    write_data_element(buffer, DataElement(ENCRYPTED_ATTRIBUTES_SEQUENCE, "SQ", Sequence([item])))
-    return file[:position] + buffer.getvalue() + file[position:]
+def _tag(tag: int, little: bool) -> bytes:
+    return struct.pack("<HH" if little else ">HH", tag >> 16, tag & 0xFFFF)
 
 
-def _tag_bytes(tag: int, little: bool) -> bytes:
-    order = "little" if little else "big"
-    return (tag >> 16).to_bytes(2, order) + (tag & 0xFFFF).to_bytes(2, order)
+def _length(length: int, little: bool) -> bytes:
+    return struct.pack("<I" if little else ">I", length)
+
+
+def _encode_element(tag: int, vr: str, value: bytes, implicit: bool, little: bool) -> bytes:
+    """An element of defined length; a UI or OB value padded with NUL to an even length."""
+    if len(value) % 2 and vr != "SQ":
+        value += b"\x00"
+    if implicit:
+        header = _tag(tag, little) + _length(len(value), little)
+    else:
+        header = _tag(tag, little) + vr.encode("ascii") + (b"\x00\x00" + _length(len(value), little)
+                                                          if vr in ("OB", "SQ") else
+                                                          struct.pack("<H" if little else ">H", len(value)))
+    return header + value
+
+
+class Reidentification:
+    """What a call of the engine needs: one per call (one content key, wrapped once), then
+    `add(source, anonymized)` per instance."""
+
+    def __init__(self, recipients: Iterable[Recipient]) -> None:
+        self._envelope = Envelope(recipients)
+
+    def add(self, source: bytes, anonymized: bytes) -> bytes:
+        """The anonymized file with its Encrypted Attributes Sequence: the source's values of
+        what it replaced or removed, sealed for every recipient. Raises UnreadableFile for a
+        file it cannot walk (deflated)."""
+        before, after = Layout(source), Layout(anonymized)
+        data_set = encrypted_attributes_data_set(before, modified_tags(before, after))
+        return with_encrypted_attributes(after, self._envelope.seal(data_set))
