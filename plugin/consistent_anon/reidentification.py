@@ -111,6 +111,7 @@ def der_explicit(number: int, content: bytes) -> bytes:
 
 
 _SHA256 = der_sequence(der_oid(ID_SHA256))  # parameters absent, as RFC 4055 recommends
+_DATA, _ENVELOPED_DATA, _AES256_CBC = der_oid(ID_DATA), der_oid(ID_ENVELOPED_DATA), der_oid(ID_AES256_CBC)
 #: RSAES-OAEP-params (RFC 4055): SHA-256, MGF1 with SHA-256, the default empty label.
 OAEP_SHA256 = der_sequence(der_oid(ID_RSAES_OAEP), der_sequence(
     der_explicit(0, _SHA256), der_explicit(1, der_sequence(der_oid(ID_MGF1), _SHA256))))
@@ -180,12 +181,12 @@ class Envelope:
         encryptor = Cipher(algorithms.AES(self._key), modes.CBC(iv)).encryptor()
         ciphertext = encryptor.update(padder.update(content) + padder.finalize()) + encryptor.finalize()
         encrypted_content_info = der_sequence(
-            der_oid(ID_DATA),
-            der_sequence(der_oid(ID_AES256_CBC), der_octets(iv)),
+            _DATA,
+            der_sequence(_AES256_CBC, der_octets(iv)),
             der(0x80, ciphertext),  # [0] IMPLICIT OCTET STRING
         )
         enveloped_data = der_sequence(der_integer(0), self._recipient_infos, encrypted_content_info)
-        return der_sequence(der_oid(ID_ENVELOPED_DATA), der_explicit(0, enveloped_data))
+        return der_sequence(_ENVELOPED_DATA, der_explicit(0, enveloped_data))
 
 
 # --- The DICOM side: files read and written as bytes --------------------------------------------
