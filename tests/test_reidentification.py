@@ -304,6 +304,12 @@ def test_unusable_certificates_are_named(keys, tmp_path):
         load_recipients([])
 
 
+def test_without_cryptography_certificates_are_a_clear_error(keys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # as in an Orthanc Python without it
+    with pytest.raises(ReidentificationError, match="python3-cryptography"):
+        load_recipients([keys["alice"][1]])
+
+
 def test_fingerprints_are_the_certificates_sha256(keys):
     (recipient,) = load_recipients([keys["alice"][1]])
     printed = openssl("x509", "-noout", "-fingerprint", "-sha256", "-in", str(keys["alice"][1])).stdout.decode()

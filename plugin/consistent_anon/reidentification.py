@@ -130,10 +130,15 @@ class Recipient:
 
 
 def load_recipients(paths: Iterable[str | Path]) -> tuple[Recipient, ...]:
-    """The recipients of these X.509 PEM certificates; a clear error naming an unusable one."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-    from cryptography.hazmat.primitives.serialization import Encoding
+    """The recipients of these X.509 PEM certificates; a clear error naming an unusable one.
+    `cryptography` is needed from here on only: without certificates, the plugin runs without it."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+        from cryptography.hazmat.primitives.serialization import Encoding
+    except ImportError:
+        raise ReidentificationError("Re-identification certificates need the Python package cryptography in "
+                                    "Orthanc's Python (Debian and Ubuntu: python3-cryptography)") from None
 
     recipients = []
     for path in paths:
