@@ -18,13 +18,11 @@ from pydicom.filereader import read_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-pytest.importorskip("cryptography", reason="cryptography is missing from the test environment")
-
-from consistent_anon.reidentification import (  # noqa: E402
+from consistent_anon.reidentification import (
     ENCRYPTED_CONTENT_TRANSFER_SYNTAX, Envelope, Layout, Reidentification, ReidentificationError, UnreadableFile,
     der, der_integer, der_oid, der_set, encrypted_attributes_data_set, load_recipients, modified_tags)
-from dicom_factory import CT_IMAGE_STORAGE, Study, image_series, to_bytes  # noqa: E402
-import reidentify  # noqa: E402
+from dicom_factory import CT_IMAGE_STORAGE, Study, image_series, to_bytes
+import reidentify
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "reidentify.py"
 EXPLICIT_BIG_ENDIAN = "1.2.840.10008.1.2.2"
@@ -196,6 +194,26 @@ def test_the_manual_procedure_reads_the_decrypted_dataset(keys, tmp_path):
                      "-recip", str(keys["alice"][1]), "-out", str(plain))
     assert result.returncode == 0, result.stderr
     assert pydicom.dcmread(plain, force=True).ModifiedAttributesSequence[0].PatientID == original.PatientID
+
+
+def test_the_manual_procedure_with_dcmtk(keys, tmp_path):
+    """The documented DCMTK steps: dcmdump prints the content in hex, decrypted by openssl, read by
+    dcmdump (xxd turns the hex into bytes; Python does where xxd is missing)."""
+    if shutil.which("dcmdump") is None:
+        pytest.skip("DCMTK (dcmdump) is missing")
+    path, original = anonymized_file_with_originals(keys, tmp_path)
+    dump = subprocess.run(f"dcmdump -q +L +P 0400,0520 {path} | sed 's/^[^ ]* OB //; s/ *#.*//; s/\\\\//g'",
+                          shell=True, capture_output=True, check=True).stdout
+    content = (subprocess.run(["xxd", "-r", "-p"], input=dump, capture_output=True, check=True).stdout
+               if shutil.which("xxd") else bytes.fromhex(dump.decode()))
+    envelope, plain = tmp_path / "content.der", tmp_path / "originals.bin"
+    envelope.write_bytes(content)
+    result = openssl("cms", "-decrypt", "-inform", "DER", "-in", str(envelope), "-inkey", str(keys["alice"][0]),
+                     "-recip", str(keys["alice"][1]), "-out", str(plain))
+    assert result.returncode == 0, result.stderr
+    printed = subprocess.run(["dcmdump", "-f", "-te", str(plain)], capture_output=True, text=True, check=True).stdout
+    assert f"(0010,0020) LO [{original.PatientID}]" in printed
+    assert f"(0008,0018) UI [{original.SOPInstanceUID}]" in printed
 
 
 def test_every_recipient_decrypts_and_a_stranger_cannot(keys, tmp_path):
