@@ -16,7 +16,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from consistent_anon.reidentification import (
     ENCRYPTED_CONTENT_TRANSFER_SYNTAX, Envelope, Layout, Reidentification, ReidentificationError, UnreadableFile,
@@ -348,6 +348,20 @@ def test_the_sequence_is_spliced_in_place_and_the_rest_is_untouched(keys, syntax
     after = read_back(written)
     del after.EncryptedAttributesSequence
     assert after == read_back(anonymized)
+
+
+def test_a_file_written_in_implicit_vr_under_an_explicit_transfer_syntax(keys):
+    """Read as written, as pydicom and DCMTK do."""
+    source, anonymized = files(ImplicitVRLittleEndian)
+    explicit = ExplicitVRLittleEndian.encode() + b"\x00"
+    implicit = ImplicitVRLittleEndian.encode() + b"\x00"
+    source, anonymized = (data.replace(b"\x10\x00UI\x12\x00" + implicit, b"\x10\x00UI\x14\x00" + explicit, 1)
+                          for data in (source, anonymized))
+    assert Layout(source).implicit
+    assert _names(modified_tags(Layout(source), Layout(anonymized))) == EXPECTED_MODIFIED
+    written = Reidentification(load_recipients([keys["alice"][1]])).add(source, anonymized)
+    layout = Layout(written)
+    assert layout.implicit and list(layout.elements) == sorted(layout.elements) and 0x04000500 in layout.elements
 
 
 def test_a_file_with_the_sequence_already_is_refused(keys):

@@ -40,7 +40,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
-from .errors import BadRequest
+from .config import ConfigurationError
 
 #: The transfer syntax of the encrypted dataset, (0400,0510): Explicit VR Little Endian.
 ENCRYPTED_CONTENT_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1"
@@ -59,7 +59,7 @@ ID_MGF1 = "1.2.840.113549.1.1.8"
 ID_SHA256 = "2.16.840.1.101.3.4.2.1"
 
 
-class ReidentificationError(BadRequest):
+class ReidentificationError(ConfigurationError):
     """A recipient certificate the plugin cannot use (unreadable, not RSA)."""
 
 
@@ -257,6 +257,8 @@ class Layout:
         if syntax == _DEFLATED:
             raise UnreadableFile("a deflated file (its dataset is compressed as a whole)")
         self.implicit, self.little = _SYNTAXES.get(syntax, (False, True))
+        if not self.implicit and not data[position + 4:position + 6].isupper():
+            self.implicit, self.little = True, True  # says explicit, written implicit: read as written
         return position
 
     def value(self, element: _Element) -> bytes:
