@@ -86,7 +86,7 @@ def test_every_append_is_on_disk_before_it_returns(tmp_path, monkeypatch):
 
 
 def _append_many(path: str, worker: int, count: int) -> None:
-    log = FileAuditLog(path, Retention(compact_every=25))
+    log = FileAuditLog(path, Retention(check_every=25))
     for index in range(count):
         log.append(entry(project=f"node-{worker}", instances=index))
 
@@ -130,12 +130,15 @@ def test_a_log_that_is_only_a_torn_line_starts_again(tmp_path):
 
 
 def test_retention_by_count_keeps_the_numbers(tmp_path):
-    log = FileAuditLog(tmp_path / "audit.jsonl", Retention(days=None, entries=5, compact_every=4))
+    log = FileAuditLog(tmp_path / "audit.jsonl", Retention(days=None, entries=10, check_every=4))
     for _ in range(12):
         log.append(entry())
-    # compactions ran at 4, 8 and 12
-    assert [e.sequence for e in log.read()] == [8, 9, 10, 11, 12]
-    assert log.append(entry()) == 13
+    # checked at 4 and 8 (10 entries at most: nothing to do), at 12 (12 entries: 9 kept)
+    assert [e.sequence for e in log.read()] == list(range(4, 13))
+    assert [log.append(entry()) for _ in range(3)] == [13, 14, 15]
+    assert [e.sequence for e in log.read()] == list(range(4, 16))  # over 10 until the next check
+    assert log.append(entry()) == 16
+    assert [e.sequence for e in log.read()] == list(range(8, 17))
 
 
 def test_retention_by_age_drops_old_entries_and_the_numbering_goes_on(tmp_path):
@@ -154,10 +157,26 @@ def test_retention_by_age_drops_old_entries_and_the_numbering_goes_on(tmp_path):
 
 
 def test_compaction_leaves_no_draft_behind(tmp_path):
-    log = FileAuditLog(tmp_path / "audit.jsonl", Retention(entries=2, compact_every=3))
+    log = FileAuditLog(tmp_path / "audit.jsonl", Retention(entries=2, check_every=3))
     for _ in range(6):
         log.append(entry())
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["audit.jsonl", "audit.jsonl.lock"]
+
+
+def test_reading_from_the_middle_of_a_long_log(tmp_path, monkeypatch):
+    """The bisection that finds where to start gives what a full read gives, torn line included."""
+    monkeypatch.setattr(audit_log, "_TAIL", 256)
+    path = tmp_path / "audit.jsonl"
+    log = FileAuditLog(path, Retention(days=None, entries=150, check_every=100))
+    for n in range(200):  # compacted at 200: a first line without entry, then 65 to 200
+        log.append(entry(instances=n, sources=(SOURCE,) * (n % 7)))
+    with open(path, "ab") as file:
+        file.write(b'{"route":"/studies/{id}/anon')
+    everything = log.read(0, 10_000)
+    assert [e.sequence for e in everything] == list(range(66, 201))
+    for since in (0, 65, 66, 100, 133, 199, 200, 500):
+        for limit in (1, 7, 1000):
+            assert log.read(since, limit) == [e for e in everything if e.sequence > since][:limit]
 
 
 def test_a_long_bulk_entry_is_found_beyond_the_tail(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import BinaryIO, Callable, Iterator, Protocol
 
 #: How each outcome may be explained.
 REASONS = {
@@ -117,12 +117,22 @@ class AuditLog(Protocol):
 
 @dataclass(frozen=True)
 class Retention:
-    """What the log keeps: entries younger than `days`, and the last `entries` (None: no limit)."""
+    """What the log keeps: entries younger than `days`, and at most `entries` (None: no limit).
+    Past `entries`, a compaction keeps the newest nine tenths, so that it does not run again
+    at the next check."""
 
     days: int | None = 365
     entries: int | None = 1_000_000
-    #: Appends between two compactions (a compaction reads and rewrites the whole file).
-    compact_every: int = 1000
+    #: Appends between two checks of the retention (cheap: the first entry and the count).
+    check_every: int = 1000
+
+    def oldest_time(self, now: datetime) -> str | None:
+        """The time of the oldest entry kept, in the entries' format."""
+        return None if self.days is None else _format(now - timedelta(days=self.days))
+
+
+def _format(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class FileAuditLog:
@@ -157,19 +167,49 @@ class FileAuditLog:
                 os.close(descriptor)
             if created:
                 _sync_folder(self.path.parent)
-            if sequence % self._retention.compact_every == 0:
+            if sequence % self._retention.check_every == 0 and self._beyond_retention(sequence):
                 self._compact()
         return sequence
 
     def read(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
+        """Finds where to start by bisection (entries are in sequence order), so that polling
+        the end of a long log reads little of it."""
         with self._locked(fcntl.LOCK_SH):
-            entries = [entry for entry in self._entries()[0] if entry.sequence > since]
-        return entries[:max(limit, 0)]
+            return self._read(since, limit)
+
+    def _read(self, since: int, limit: int) -> list[AuditEntry]:
+        entries: list[AuditEntry] = []
+        if limit <= 0:
+            return entries
+        try:
+            file = open(self.path, "rb")
+        except FileNotFoundError:
+            return entries
+        with file:
+            file.seek(_start_of_entries_after(file, since))
+            for line in file:
+                if not line.endswith(b"\n"):
+                    break  # torn by a crash: no entry
+                parsed = _parse(line.decode("ascii", "replace"))
+                if isinstance(parsed, AuditEntry) and parsed.sequence > since:
+                    entries.append(parsed)
+                    if len(entries) == limit:
+                        break
+        return entries
 
     def compact(self) -> None:
-        """Drop what the retention no longer keeps (also done every `compact_every` appends)."""
+        """Drop what the retention no longer keeps (also done, when due, on appends)."""
         with self._locked(fcntl.LOCK_EX):
             self._compact()
+
+    def _beyond_retention(self, last: int) -> bool:
+        """Whether the oldest entry is too old, or there are too many entries (under the lock)."""
+        first = self._read(0, 1)
+        if not first:
+            return False
+        oldest = self._retention.oldest_time(self._now())
+        too_many = self._retention.entries is not None and last - first[0].sequence + 1 > self._retention.entries
+        return too_many or (oldest is not None and first[0].time < oldest)
 
     def _entries(self) -> tuple[list[AuditEntry], int]:
         """The complete entries of the file (a torn last line is no entry), and the last
@@ -190,11 +230,12 @@ class FileAuditLog:
 
     def _compact(self) -> None:
         entries, last = self._entries()
-        if self._retention.days is not None:
-            oldest = (self._now() - timedelta(days=self._retention.days)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        oldest = self._retention.oldest_time(self._now())
+        if oldest is not None:
             entries = [entry for entry in entries if entry.time >= oldest]
-        if self._retention.entries is not None:
-            entries = entries[len(entries) - min(len(entries), self._retention.entries):]
+        limit = self._retention.entries
+        if limit is not None and len(entries) > limit:
+            entries = entries[len(entries) - limit * 9 // 10:]
         draft = self.path.with_name(self.path.name + ".compacting")
         with open(draft, "w", encoding="ascii") as file:
             # the first line keeps the numbering going when every entry was dropped
@@ -204,6 +245,24 @@ class FileAuditLog:
             os.fsync(file.fileno())
         os.replace(draft, self.path)
         _sync_folder(self.path.parent)
+
+
+def _start_of_entries_after(file: BinaryIO, since: int) -> int:
+    """A line start at or before the first entry numbered after `since`, within _TAIL bytes of
+    it: the lines from `low` on are all numbered after `since`, or are within the last probe."""
+    low, high = 0, file.seek(0, os.SEEK_END)
+    while high - low > _TAIL:
+        middle = (low + high) // 2
+        file.seek(middle)
+        file.readline()  # to the start of the next line
+        start = file.tell()
+        line = file.readline()
+        parsed = _parse(line.decode("ascii", "replace")) if line.endswith(b"\n") else None
+        if isinstance(parsed, AuditEntry) and parsed.sequence <= since and start < high:
+            low = start + len(line)
+        else:
+            high = middle
+    return low
 
 
 def _parse(line: str) -> AuditEntry | int | None:
