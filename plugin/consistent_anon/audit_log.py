@@ -42,12 +42,16 @@ _MARK = re.compile(r"[0-9a-f]{16,128}")
 #: A project is a configuration key; a user an HTTP login: short printable names.
 _NAME = re.compile(r"[\w.@+ -]{1,64}")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-_TAIL = 65536  # bytes read from the end of the log to find the last sequence number
+_TAIL = 65536  # bytes read at once: the end of the log, the last step of a bisection
+
+
+def _format(moment: datetime) -> str:
+    """The time of an entry: UTC, ISO 8601, milliseconds (its text sorts as the time does)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def utc_now() -> str:
-    """The time of an entry: UTC, ISO 8601, milliseconds."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return _format(datetime.now(timezone.utc))
 
 
 @dataclass(frozen=True)
@@ -129,10 +133,6 @@ class Retention:
     def oldest_time(self, now: datetime) -> str | None:
         """The time of the oldest entry kept, in the entries' format."""
         return None if self.days is None else _format(now - timedelta(days=self.days))
-
-
-def _format(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class FileAuditLog:
