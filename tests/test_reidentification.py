@@ -137,6 +137,38 @@ def test_the_data_set_holds_the_original_values(syntax):
     assert (private.decode() if isinstance(private, bytes) else private).strip() == "private identifying text"
 
 
+def test_an_implicit_vr_source_is_written_in_explicit_vr():
+    """Dictionary VRs written out (UN for ambiguous and private ones), items of both lengths."""
+    original = original_instance(ImplicitVRLittleEndian)
+    original.SmallestImagePixelValue = 5  # VR "US or SS"
+    original.ReferencedImageSequence.append(copy.deepcopy(original.ReferencedImageSequence[0]))
+    original.ReferencedImageSequence[1].ReferencedSOPInstanceUID = pydicom.uid.generate_uid()
+    original["ReferencedImageSequence"].is_undefined_length = True
+    original.ReferencedImageSequence[0].is_undefined_length_sequence_item = True
+    anonymized = anonymized_version(original)
+    del anonymized.SmallestImagePixelValue
+    source = Layout(to_bytes(original))
+    encoded = encrypted_attributes_data_set(source, modified_tags(source, Layout(to_bytes(anonymized))))
+    assert Layout(encoded).implicit is False
+    assert b"\x28\x00\x06\x01UN\x00\x00\x02\x00\x00\x00\x05\x00" in encoded  # (0028,0106) as UN
+    (modified,) = read_dataset(io.BytesIO(encoded), False, True).ModifiedAttributesSequence
+    assert _names(modified.keys()) == EXPECTED_MODIFIED | {"SmallestImagePixelValue"}
+    assert modified.PatientName == "Müller^Jörg"
+    assert [item.ReferencedSOPInstanceUID for item in modified.ReferencedImageSequence] == \
+        [item.ReferencedSOPInstanceUID for item in original.ReferencedImageSequence]
+
+
+def test_a_file_written_in_explicit_vr_under_an_implicit_transfer_syntax():
+    original = original_instance()
+    data = to_bytes(original)
+    explicit = ExplicitVRLittleEndian.encode() + b"\x00"
+    implicit = ImplicitVRLittleEndian.encode() + b"\x00"
+    mislabeled = data.replace(b"\x10\x00UI\x14\x00" + explicit, b"\x10\x00UI\x12\x00" + implicit, 1)
+    assert mislabeled != data
+    layout = Layout(mislabeled)
+    assert not layout.implicit and layout.little and list(layout.elements) == list(Layout(data).elements)
+
+
 def test_a_source_without_character_set():
     original = original_instance()
     del original.SpecificCharacterSet

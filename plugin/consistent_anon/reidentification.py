@@ -30,7 +30,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from pydicom.dataelem import DataElement
 from pydicom.datadict import dictionary_VR
@@ -205,6 +205,8 @@ class Envelope:
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_VRS = _LONG_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+                    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
 _PIXEL_GROUP = 0x7FE0
 _SYNTAXES = {"1.2.840.10008.1.2": (True, True), "1.2.840.10008.1.2.2": (False, False)}
 _DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -257,8 +259,11 @@ class Layout:
         if syntax == _DEFLATED:
             raise UnreadableFile("a deflated file (its dataset is compressed as a whole)")
         self.implicit, self.little = _SYNTAXES.get(syntax, (False, True))
-        if not self.implicit and not data[position + 4:position + 6].isupper():
-            self.implicit, self.little = True, True  # says explicit, written implicit: read as written
+        # read as written where the first element contradicts the transfer syntax, as pydicom and
+        # DCMTK do: no VR there means implicit VR (little endian); a VR, explicit VR
+        written_explicit = data[position + 4:position + 6].isalpha() and data[position + 4:position + 6].isupper()
+        if len(data) >= position + 8 and written_explicit == self.implicit:
+            self.implicit, self.little = not written_explicit, self.little or not written_explicit
         return position
 
     def value(self, element: _Element) -> bytes:
@@ -367,17 +372,75 @@ def encrypted_attributes_data_set(source: Layout, tags: list[int]) -> bytes:
     after the source's Specific Character Set, which their texts are written in."""
     elements = [source.elements[tag] for tag in tags]
     charset = source.elements.get(SPECIFIC_CHARACTER_SET)
-    if not source.implicit and source.little:  # the original elements, byte for byte
-        head = source.data[charset.start:charset.end] if charset else b""
-        body = b"".join(source.data[element.start:element.end] for element in elements)
-        return (head + _tag(MODIFIED_ATTRIBUTES_SEQUENCE, True) + b"SQ\x00\x00\xff\xff\xff\xff"
-                + _tag(_ITEM, True) + b"\xff\xff\xff\xff" + body
-                + _tag(_ITEM_END, True) + bytes(4) + _tag(_SEQUENCE_END, True) + bytes(4))
-    return _reencoded(source, elements, charset)
+    if not source.little:
+        return _reencoded(source, elements, charset)
+    data = source.data
+    if source.implicit:  # the values as they are, with their dictionary VRs written out
+        encoded = [_explicit(data, element) for element in elements]
+        head = _explicit(data, charset) if charset else b""
+    else:  # the original elements, byte for byte
+        encoded = [data[element.start:element.end] for element in elements]
+        head = data[charset.start:charset.end] if charset else b""
+    return head + _explicit_sequence(MODIFIED_ATTRIBUTES_SEQUENCE, [b"".join(encoded)])
+
+
+def _explicit_sequence(tag: int, items: list[bytes]) -> bytes:
+    """A sequence in explicit VR little endian, it and its items of undefined length."""
+    return (_tag(tag, True) + b"SQ\x00\x00\xff\xff\xff\xff"
+            + b"".join(_tag(_ITEM, True) + b"\xff\xff\xff\xff" + item + _tag(_ITEM_END, True) + bytes(4)
+                      for item in items)
+            + _tag(_SEQUENCE_END, True) + bytes(4))
+
+
+def _explicit(data: bytes, element: _Element) -> bytes:
+    """An implicit VR little endian element in explicit VR: its dictionary VR (UN for private,
+    unknown and ambiguous ones, and for a value too long for its VR), items converted alike."""
+    if element.vr == b"SQ" or element.end != element.value_end:
+        return _explicit_sequence(element.tag, [
+            b"".join(_explicit(data, inner) for inner in _elements(data, start, stop))
+            for start, stop in _item_spans(data, element.value_start, element.value_end)])
+    length = element.value_end - element.value_start
+    vr = element.vr if element.vr in _VRS else b"UN"
+    if vr in _LONG_VRS:
+        header = vr + b"\x00\x00" + _length(length, True)
+    elif length <= 0xFFFF:
+        header = vr + struct.pack("<H", length)
+    else:
+        header = b"UN\x00\x00" + _length(length, True)
+    return _tag(element.tag, True) + header + data[element.value_start:element.value_end]
+
+
+def _elements(data: bytes, start: int, stop: int) -> Iterator[_Element]:
+    """The implicit VR little endian elements from `start` to `stop`."""
+    while start < stop:
+        element = _element_at(data, start, True, True)
+        yield element
+        start = element.end
+
+
+def _item_spans(data: bytes, start: int, stop: int) -> Iterator[tuple[int, int]]:
+    """Where the contents of the items of an implicit VR little endian sequence are."""
+    unpack_tag, unpack_long, _ = _UNPACK[True]
+    while start < stop:
+        group, number = unpack_tag(data, start)
+        if (group << 16) | number != _ITEM:
+            raise UnreadableFile("a sequence holds something other than items")
+        length = unpack_long(data, start + 4)[0]
+        start += 8
+        if length != _UNDEFINED:
+            yield start, start + length
+            start += length
+            continue
+        end = start
+        while unpack_tag(data, end) != (0xFFFE, 0xE00D):
+            end = _element_at(data, end, True, True).end
+        yield start, end
+        start = end + 8
 
 
 def _reencoded(source: Layout, elements: list[_Element], charset: _Element | None) -> bytes:
-    """The same, for an implicit VR or big endian source: decoded and written again by pydicom."""
+    """The same, for a big endian source (a retired transfer syntax): decoded by pydicom, which
+    swaps the bytes of binary values, and written again."""
     def read(parts: list[_Element]) -> Dataset:
         data_set = read_dataset(io.BytesIO(b"".join(source.data[e.start:e.end] for e in parts)),
                                 source.implicit, source.little)
