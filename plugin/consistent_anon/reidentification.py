@@ -352,18 +352,20 @@ def modified_tags(source: Layout, anonymized: Layout) -> list[int]:
 
 
 def _changed(source: Layout, before: _Element, anonymized: Layout, after: _Element) -> bool:
-    old, new = source.value(before), anonymized.value(after)
-    if old == new:
+    if source.value(before) == anonymized.value(after):
         return False
-    if before.vr == b"SQ" or after.vr == b"SQ":
-        return _decoded(source, before) != _decoded(anonymized, after)
-    return old.rstrip(b" \x00") != new.rstrip(b" \x00")
+    return _canonical(source.data, before, source.implicit, source.little) != \
+        _canonical(anonymized.data, after, anonymized.implicit, anonymized.little)
 
 
-def _decoded(layout: Layout, element: _Element) -> Any:
-    """A sequence's value as pydicom reads it, whatever the lengths' encoding."""
-    data_set = read_dataset(io.BytesIO(layout.data[element.start:element.end]), layout.implicit, layout.little)
-    return data_set[element.tag].value
+def _canonical(data: bytes, element: _Element, implicit: bool, little: bool) -> Any:
+    """An element's value without what an encoder may choose: padding, and a sequence's lengths
+    (its items' elements then compared the same way)."""
+    if element.vr == b"SQ" or (element.end != element.value_end and (implicit or element.vr == b"UN")):
+        inner = implicit or element.vr == b"UN"
+        return tuple(tuple((e.tag, _canonical(data, e, inner, little)) for e in _elements(data, start, stop, inner, little))
+                     for start, stop in _item_spans(data, element.value_start, element.value_end, inner, little))
+    return data[element.value_start:element.value_end].rstrip(b" \x00")
 
 
 def encrypted_attributes_data_set(source: Layout, tags: list[int]) -> bytes:
@@ -397,8 +399,8 @@ def _explicit(data: bytes, element: _Element) -> bytes:
     unknown and ambiguous ones, and for a value too long for its VR), items converted alike."""
     if element.vr == b"SQ" or element.end != element.value_end:
         return _explicit_sequence(element.tag, [
-            b"".join(_explicit(data, inner) for inner in _elements(data, start, stop))
-            for start, stop in _item_spans(data, element.value_start, element.value_end)])
+            b"".join(_explicit(data, inner) for inner in _elements(data, start, stop, True, True))
+            for start, stop in _item_spans(data, element.value_start, element.value_end, True, True)])
     length = element.value_end - element.value_start
     vr = element.vr if element.vr in _VRS else b"UN"
     if vr in _LONG_VRS:
@@ -410,17 +412,17 @@ def _explicit(data: bytes, element: _Element) -> bytes:
     return _tag(element.tag, True) + header + data[element.value_start:element.value_end]
 
 
-def _elements(data: bytes, start: int, stop: int) -> Iterator[_Element]:
-    """The implicit VR little endian elements from `start` to `stop`."""
+def _elements(data: bytes, start: int, stop: int, implicit: bool, little: bool) -> Iterator[_Element]:
+    """The elements from `start` to `stop`."""
     while start < stop:
-        element = _element_at(data, start, True, True)
+        element = _element_at(data, start, implicit, little)
         yield element
         start = element.end
 
 
-def _item_spans(data: bytes, start: int, stop: int) -> Iterator[tuple[int, int]]:
-    """Where the contents of the items of an implicit VR little endian sequence are."""
-    unpack_tag, unpack_long, _ = _UNPACK[True]
+def _item_spans(data: bytes, start: int, stop: int, implicit: bool, little: bool) -> Iterator[tuple[int, int]]:
+    """Where the contents of the items of a sequence, whose items lie from `start` to `stop`, are."""
+    unpack_tag, unpack_long, _ = _UNPACK[little]
     while start < stop:
         group, number = unpack_tag(data, start)
         if (group << 16) | number != _ITEM:
@@ -433,7 +435,7 @@ def _item_spans(data: bytes, start: int, stop: int) -> Iterator[tuple[int, int]]
             continue
         end = start
         while unpack_tag(data, end) != (0xFFFE, 0xE00D):
-            end = _element_at(data, end, True, True).end
+            end = _element_at(data, end, implicit, little).end
         yield start, end
         start = end + 8
 
