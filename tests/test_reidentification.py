@@ -396,6 +396,21 @@ def test_a_file_written_in_implicit_vr_under_an_explicit_transfer_syntax(keys):
     assert layout.implicit and list(layout.elements) == sorted(layout.elements) and 0x04000500 in layout.elements
 
 
+@pytest.mark.parametrize("syntax", [None, ImplicitVRLittleEndian])
+def test_damaged_files_give_unreadable_file_and_nothing_else(keys, syntax):
+    """Any damage is either harmless or an UnreadableFile: never another exception."""
+    source, anonymized = files(syntax)
+    reidentification = Reidentification(load_recipients([keys["alice"][1]]))
+    damaged = [source[:end] for end in range(0, len(source), 37)]
+    damaged += [source[:at] + bytes([source[at] ^ 0xFF]) + source[at + 1:] for at in range(132, len(source), 5)]
+    for data in damaged:
+        for pair in ((data, anonymized), (source, data)):
+            try:
+                reidentification.add(*pair)
+            except UnreadableFile:
+                pass
+
+
 def test_a_file_with_the_sequence_already_is_refused(keys):
     source, anonymized = files()
     reidentification = Reidentification(load_recipients([keys["alice"][1]]))

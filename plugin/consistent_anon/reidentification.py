@@ -518,5 +518,8 @@ class Reidentification:
         what it replaced or removed, sealed for every recipient. Raises UnreadableFile for a
         file it cannot walk (deflated)."""
         before, after = Layout(source), Layout(anonymized)
-        data_set = encrypted_attributes_data_set(before, modified_tags(before, after))
+        try:  # the layouts walked the top level: items of defined length are walked from here
+            data_set = encrypted_attributes_data_set(before, modified_tags(before, after))
+        except (struct.error, IndexError, RecursionError) as error:
+            raise UnreadableFile(f"a malformed sequence ({type(error).__name__})") from None
         return with_encrypted_attributes(after, self._envelope.seal(data_set))
