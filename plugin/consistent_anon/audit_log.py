@@ -1,0 +1,306 @@
+"""The audit log of anonymizations: who anonymized what, when, with which options, and how it ended.
+
+An entry names resources by their Orthanc IDs only, and everything else it holds comes from fixed
+lists or checked shapes: it cannot carry a PatientID, a name, a UID or a key, whatever a caller
+passes (a value of the wrong shape is refused, not logged). Orthanc IDs are hashes of the DICOM
+identifiers: a reader who already has a source's identifiers can confirm it, none can read them.
+
+`FileAuditLog` keeps the log in a JSON-lines file that several processes (two Orthanc nodes sharing
+a storage folder) append to: each append takes an exclusive `flock` on a lock file beside the log,
+numbers the entry after the last one written, and returns only once the line is on disk (fsync),
+so the sequence has neither gaps nor duplicates and an answered call is never lost. A line torn by
+a crash is cut off by the next append, and never read. Retention (entry age and count) is applied
+by a compaction that rewrites the file under the same lock; entries keep their numbers, and the
+numbering goes on after the dropped ones.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator, Protocol
+
+#: How each outcome may be explained.
+REASONS = {
+    "Success": frozenset({"Completed", "AlreadyAnonymized"}),
+    "Refused": frozenset({"BadRequest", "UnknownResource", "OptionsConflict", "UnknownProject", "Forbidden"}),
+    "Failed": frozenset({"VerificationFailed", "OrthancError", "StorageFailed", "InternalError"}),
+    "Canceled": frozenset({"CanceledByUser"}),
+}
+LEVELS = frozenset({"Patient", "Study", "Series", "Instance", "Bulk"})
+ROUTES = frozenset({"/patients/{id}/anonymize", "/studies/{id}/anonymize", "/series/{id}/anonymize",
+                    "/instances/{id}/anonymize", "/tools/bulk-anonymize"})
+
+_ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
+_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_MARK = re.compile(r"[0-9a-f]{16,128}")
+#: A project is a configuration key; a user an HTTP login: short printable names.
+_NAME = re.compile(r"[\w.@+ -]{1,64}")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+_TAIL = 65536  # bytes read at once: the end of the log, the last step of a bisection
+
+
+def _format(moment: datetime) -> str:
+    """The time of an entry: UTC, ISO 8601, milliseconds (its text sorts as the time does)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def utc_now() -> str:
+    return _format(datetime.now(timezone.utc))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One anonymization request and its end. `sequence` is given by the log when appended."""
+
+    route: str
+    level: str
+    outcome: str
+    reason: str
+    sources: tuple[str, ...] = ()
+    results: tuple[str, ...] = ()
+    user: str | None = None
+    project: str | None = None
+    options_mark: str | None = None
+    instances: int = 0
+    failed_instances: int = 0
+    job: str | None = None
+    time: str = field(default_factory=utc_now)
+    sequence: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "results", tuple(self.results))
+        problems = [name for name, good in (
+            ("route", self.route in ROUTES),
+            ("level", self.level in LEVELS),
+            ("outcome", self.outcome in REASONS),
+            ("reason", self.reason in REASONS.get(self.outcome, ())),
+            ("sources", all(_is(_ORTHANC_ID, value) for value in self.sources)),
+            ("results", all(_is(_ORTHANC_ID, value) for value in self.results)),
+            ("user", self.user is None or _is(_NAME, self.user)),
+            ("project", self.project is None or _is(_NAME, self.project)),
+            ("options_mark", self.options_mark is None or _is(_MARK, self.options_mark)),
+            ("instances", _count(self.instances)),
+            ("failed_instances", _count(self.failed_instances)),
+            ("job", self.job is None or _is(_JOB_ID, self.job)),
+            ("time", _is(_TIME, self.time)),
+            ("sequence", self.sequence is None or (_count(self.sequence) and self.sequence > 0)),
+        ) if not good]
+        if problems:  # the values are not repeated: they may be what must not be logged
+            raise ValueError("An audit entry refused: malformed " + ", ".join(problems))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=True)
+
+    @classmethod
+    def from_json(cls, line: str) -> "AuditEntry":
+        return cls(**json.loads(line))
+
+
+def _is(pattern: re.Pattern, value: object) -> bool:
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class AuditLog(Protocol):
+    def append(self, entry: AuditEntry) -> int:
+        """Write the entry durably; answers its sequence number."""
+
+    def read(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
+        """The entries numbered after `since`, in order, at most `limit`."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What the log keeps: entries younger than `days`, and at most `entries` (None: no limit).
+    Past `entries`, a compaction keeps the newest nine tenths, so that it does not run again
+    at the next check."""
+
+    days: int | None = 365
+    entries: int | None = 1_000_000
+    #: Appends between two checks of the retention (cheap: the first entry and the count).
+    check_every: int = 1000
+
+    def oldest_time(self, now: datetime) -> str | None:
+        """The time of the oldest entry kept, in the entries' format."""
+        return None if self.days is None else _format(now - timedelta(days=self.days))
+
+
+class FileAuditLog:
+    """The log as a JSON-lines file shared by processes, see the module's docstring."""
+
+    def __init__(self, path: str | Path, retention: Retention = Retention(),
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.path = Path(path)
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._retention = retention
+        self._now = now
+
+    @contextmanager
+    def _locked(self, mode: int) -> Iterator[None]:
+        descriptor = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, mode)
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
+
+    def append(self, entry: AuditEntry) -> int:
+        with self._locked(fcntl.LOCK_EX):
+            created = not self.path.exists()
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                sequence = _last_sequence(descriptor) + 1
+                line = replace(entry, sequence=sequence).to_json() + "\n"
+                os.write(descriptor, line.encode("ascii"))
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            if created:
+                _sync_folder(self.path.parent)
+            if sequence % self._retention.check_every == 0 and self._beyond_retention(sequence):
+                self._compact()
+        return sequence
+
+    def read(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
+        """Finds where to start by bisection (entries are in sequence order), so that polling
+        the end of a long log reads little of it."""
+        with self._locked(fcntl.LOCK_SH):
+            return self._read(since, limit)
+
+    def _read(self, since: int, limit: int) -> list[AuditEntry]:
+        entries: list[AuditEntry] = []
+        if limit <= 0:
+            return entries
+        try:
+            file = open(self.path, "rb")
+        except FileNotFoundError:
+            return entries
+        with file:
+            file.seek(_start_of_entries_after(file, since))
+            for line in file:
+                if not line.endswith(b"\n"):
+                    break  # torn by a crash: no entry
+                parsed = _parse(line.decode("ascii", "replace"))
+                if isinstance(parsed, AuditEntry) and parsed.sequence > since:
+                    entries.append(parsed)
+                    if len(entries) == limit:
+                        break
+        return entries
+
+    def compact(self) -> None:
+        """Drop what the retention no longer keeps (also done, when due, on appends)."""
+        with self._locked(fcntl.LOCK_EX):
+            self._compact()
+
+    def _beyond_retention(self, last: int) -> bool:
+        """Whether the oldest entry is too old, or there are too many entries (under the lock)."""
+        first = self._read(0, 1)
+        if not first:
+            return False
+        oldest = self._retention.oldest_time(self._now())
+        too_many = self._retention.entries is not None and last - first[0].sequence + 1 > self._retention.entries
+        return too_many or (oldest is not None and first[0].time < oldest)
+
+    def _entries(self) -> tuple[list[AuditEntry], int]:
+        """The complete entries of the file (a torn last line is no entry), and the last
+        sequence number given (that of a dropped entry, after a compaction)."""
+        try:
+            text = self.path.read_text("ascii", errors="replace")
+        except FileNotFoundError:
+            return [], 0
+        entries, last = [], 0
+        for line in text.split("\n")[:-1]:  # what follows the last newline is torn
+            parsed = _parse(line)
+            if isinstance(parsed, AuditEntry):
+                entries.append(parsed)
+                last = max(last, parsed.sequence)
+            elif isinstance(parsed, int):
+                last = max(last, parsed)
+        return entries, last
+
+    def _compact(self) -> None:
+        entries, last = self._entries()
+        oldest = self._retention.oldest_time(self._now())
+        if oldest is not None:
+            entries = [entry for entry in entries if entry.time >= oldest]
+        limit = self._retention.entries
+        if limit is not None and len(entries) > limit:
+            entries = entries[len(entries) - limit * 9 // 10:]
+        draft = self.path.with_name(self.path.name + ".compacting")
+        with open(draft, "w", encoding="ascii") as file:
+            # the first line keeps the numbering going when every entry was dropped
+            file.write(json.dumps({"last_sequence": last}) + "\n")
+            file.writelines(entry.to_json() + "\n" for entry in entries)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(draft, self.path)
+        _sync_folder(self.path.parent)
+
+
+def _start_of_entries_after(file: BinaryIO, since: int) -> int:
+    """A line start at or before the first entry numbered after `since`, within _TAIL bytes of
+    it: the lines from `low` on are all numbered after `since`, or are within the last probe."""
+    low, high = 0, file.seek(0, os.SEEK_END)
+    while high - low > _TAIL:
+        middle = (low + high) // 2
+        file.seek(middle)
+        file.readline()  # to the start of the next line
+        start = file.tell()
+        line = file.readline()
+        parsed = _parse(line.decode("ascii", "replace")) if line.endswith(b"\n") else None
+        if isinstance(parsed, AuditEntry) and parsed.sequence <= since and start < high:
+            low = start + len(line)
+        else:
+            high = middle
+    return low
+
+
+def _parse(line: str) -> AuditEntry | int | None:
+    """An entry, the last sequence number of a compaction's first line, or None (not a line of
+    this log)."""
+    try:
+        value = json.loads(line)
+        if set(value) == {"last_sequence"}:
+            return int(value["last_sequence"])
+        return AuditEntry(**value)
+    except (ValueError, TypeError):
+        return None
+
+
+def _last_sequence(descriptor: int) -> int:
+    """The last sequence number in the open log; cuts off a line torn by a crash first. Reads
+    the end of the file, all of it only if the end holds no whole line."""
+    size = os.lseek(descriptor, 0, os.SEEK_END)
+    start = max(0, size - _TAIL)
+    while True:
+        tail = os.pread(descriptor, size - start, start)
+        end = tail.rfind(b"\n") + 1
+        if end < len(tail) and (end or not start):  # a torn last line: no entry, cut it off
+            os.ftruncate(descriptor, start + end)
+            size, tail = start + end, tail[:end]
+        for line in reversed(tail.split(b"\n")[:-1]):
+            parsed = _parse(line.decode("ascii", "replace"))
+            if parsed is not None:
+                return parsed.sequence if isinstance(parsed, AuditEntry) else parsed
+        if not start:
+            return 0
+        start = 0
+
+
+def _sync_folder(folder: Path) -> None:
+    """Makes a created or replaced file's name durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,188 @@
+"""The audit log's pure part: entries that cannot hold identifiers, and a file log that several
+processes share without gaps or duplicates, durable, crash-safe and bounded. No Orthanc needed."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from consistent_anon import audit_log
+from consistent_anon.audit_log import AuditEntry, FileAuditLog, Retention
+from consistent_anon.orthanc_ids import resource_id
+
+SOURCE = resource_id("PID-7734-SYNTH", "1.2.3.4")
+RESULT = resource_id("PSEUDO-1", "2.25.99")
+JOB = "0b0e4d37-2f5a-4ce5-9a35-3b8d1b1a4c2e"
+
+
+def entry(**changes) -> AuditEntry:
+    values = dict(route="/studies/{id}/anonymize", level="Study", outcome="Success", reason="Completed",
+                  sources=(SOURCE,), results=(RESULT,), user="alice", project="trial-7",
+                  options_mark="0123456789abcdef", instances=12, job=JOB)
+    values.update(changes)
+    return AuditEntry(**values)
+
+
+def test_an_entry_holds_every_field_as_json():
+    written = entry()
+    line = written.to_json()
+    assert json.loads(line) == {
+        "route": "/studies/{id}/anonymize", "level": "Study", "outcome": "Success", "reason": "Completed",
+        "sources": [SOURCE], "results": [RESULT], "user": "alice", "project": "trial-7",
+        "options_mark": "0123456789abcdef", "instances": 12, "failed_instances": 0, "job": JOB,
+        "time": written.time, "sequence": None}
+    assert AuditEntry.from_json(line) == written
+    assert datetime.strptime(written.time, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("sources", ("PID-7734-SYNTH",)),           # a PatientID where an Orthanc ID belongs
+    ("results", ("1.2.840.113619.2.55.3",)),     # a UID
+    ("sources", (SOURCE.upper(),)),
+    ("user", "Doe^Jane"),                         # a DICOM name
+    ("user", "alice\nforged line"),
+    ("project", "a" * 65),
+    ("options_mark", "not a mark"),
+    ("job", "PID-7734-SYNTH"),
+    ("reason", "Patient Doe^Jane not found"),    # free text
+    ("reason", "CanceledByUser"),                # a reason of another outcome
+    ("outcome", "Partial"),
+    ("route", "/studies/PID-7734/anonymize"),
+    ("level", "Frame"),
+    ("instances", -1),
+    ("failed_instances", True),
+    ("time", "yesterday"),
+])
+def test_entries_refuse_what_could_be_an_identifier(field, value):
+    with pytest.raises(ValueError) as refused:
+        entry(**{field: value})
+    assert field in str(refused.value)
+    assert str(value) not in str(refused.value)  # the refused value is not repeated anywhere
+
+
+def test_appends_are_numbered_and_read_in_order(tmp_path):
+    log = FileAuditLog(tmp_path / "audit.jsonl")
+    assert log.read() == []
+    assert [log.append(entry(instances=n)) for n in range(5)] == [1, 2, 3, 4, 5]
+    assert [(e.sequence, e.instances) for e in log.read()] == [(n + 1, n) for n in range(5)]
+    assert [e.sequence for e in log.read(since=2, limit=2)] == [3, 4]
+    assert log.read(since=5) == [] and log.read(limit=0) == []
+    # another process (a new log object on the same file) goes on with the numbering
+    assert FileAuditLog(tmp_path / "audit.jsonl").append(entry()) == 6
+
+
+def test_every_append_is_on_disk_before_it_returns(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(audit_log.os, "fsync", lambda descriptor: (synced.append(descriptor), real_fsync(descriptor)))
+    log = FileAuditLog(tmp_path / "audit.jsonl")
+    log.append(entry())
+    log.append(entry())
+    assert len(synced) >= 2  # the line each time (and the folder when the file was created)
+
+
+def _append_many(path: str, worker: int, count: int) -> None:
+    log = FileAuditLog(path, Retention(check_every=25))
+    for index in range(count):
+        log.append(entry(project=f"node-{worker}", instances=index))
+
+
+def test_concurrent_appends_from_processes_have_no_gaps_or_duplicates(tmp_path):
+    path = str(tmp_path / "audit.jsonl")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_append_many, args=(path, worker, 60)) for worker in range(4)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(120)
+        assert process.exitcode == 0
+    entries = FileAuditLog(path).read(limit=10_000)
+    assert [e.sequence for e in entries] == list(range(1, 241))
+    for worker in range(4):  # each process's entries all there, in its own order
+        assert [e.instances for e in entries if e.project == f"node-{worker}"] == list(range(60))
+
+
+def test_a_torn_last_line_is_ignored_then_cut_off(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = FileAuditLog(path)
+    for _ in range(3):
+        log.append(entry())
+    whole = path.read_bytes()
+    torn = entry().to_json()[:40]
+    path.write_bytes(whole + torn.encode())  # a crash in the middle of a write
+    assert [e.sequence for e in log.read()] == [1, 2, 3]
+    assert log.append(entry(instances=7)) == 4
+    lines = path.read_bytes().split(b"\n")
+    assert path.read_bytes().startswith(whole) and lines[-1] == b"" and len(lines) == 5
+    assert all(AuditEntry.from_json(line.decode()) for line in lines[:-1])
+    assert [(e.sequence, e.instances) for e in log.read()][-1] == (4, 7)
+
+
+def test_a_log_that_is_only_a_torn_line_starts_again(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b'{"route":"/stu')
+    assert FileAuditLog(path).append(entry()) == 1
+    assert [e.sequence for e in FileAuditLog(path).read()] == [1]
+
+
+def test_retention_by_count_keeps_the_numbers(tmp_path):
+    log = FileAuditLog(tmp_path / "audit.jsonl", Retention(days=None, entries=10, check_every=4))
+    for _ in range(12):
+        log.append(entry())
+    # checked at 4 and 8 (10 entries at most: nothing to do), at 12 (12 entries: 9 kept)
+    assert [e.sequence for e in log.read()] == list(range(4, 13))
+    assert [log.append(entry()) for _ in range(3)] == [13, 14, 15]
+    assert [e.sequence for e in log.read()] == list(range(4, 16))  # over 10 until the next check
+    assert log.append(entry()) == 16
+    assert [e.sequence for e in log.read()] == list(range(8, 17))
+
+
+def test_retention_by_age_drops_old_entries_and_the_numbering_goes_on(tmp_path):
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    log = FileAuditLog(tmp_path / "audit.jsonl", Retention(days=30, entries=None), now=lambda: now)
+    stamp = lambda when: when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"  # noqa: E731
+    for age in (90, 31, 29, 1):
+        log.append(entry(time=stamp(now - timedelta(days=age))))
+    log.compact()
+    assert [e.sequence for e in log.read()] == [3, 4]
+    now = now + timedelta(days=60)
+    log.compact()
+    assert log.read() == []
+    assert log.append(entry()) == 5  # no number given twice, even with every entry dropped
+    assert [e.sequence for e in log.read()] == [5]
+
+
+def test_compaction_leaves_no_draft_behind(tmp_path):
+    log = FileAuditLog(tmp_path / "audit.jsonl", Retention(entries=2, check_every=3))
+    for _ in range(6):
+        log.append(entry())
+    assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["audit.jsonl", "audit.jsonl.lock"]
+
+
+def test_reading_from_the_middle_of_a_long_log(tmp_path, monkeypatch):
+    """The bisection that finds where to start gives what a full read gives, torn line included."""
+    monkeypatch.setattr(audit_log, "_TAIL", 256)
+    path = tmp_path / "audit.jsonl"
+    log = FileAuditLog(path, Retention(days=None, entries=150, check_every=100))
+    for n in range(200):  # compacted at 200: a first line without entry, then 65 to 200
+        log.append(entry(instances=n, sources=(SOURCE,) * (n % 7)))
+    with open(path, "ab") as file:
+        file.write(b'{"route":"/studies/{id}/anon')
+    everything = log.read(0, 10_000)
+    assert [e.sequence for e in everything] == list(range(66, 201))
+    for since in (0, 65, 66, 100, 133, 199, 200, 500):
+        for limit in (1, 7, 1000):
+            assert log.read(since, limit) == [e for e in everything if e.sequence > since][:limit]
+
+
+def test_a_long_bulk_entry_is_found_beyond_the_tail(tmp_path, monkeypatch):
+    monkeypatch.setattr(audit_log, "_TAIL", 64)
+    log = FileAuditLog(tmp_path / "audit.jsonl")
+    many = tuple(resource_id(str(n)) for n in range(30))
+    assert log.append(entry(route="/tools/bulk-anonymize", level="Bulk", sources=many)) == 1
+    assert log.append(entry()) == 2
+    assert log.read()[0].sources == many
