@@ -163,6 +163,12 @@ class RestPort:
     def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes:
         return self.call(self._orthanc.RestApiPost, f"/instances/{instance_id}/anonymize", json.dumps(body))
 
+    def transcode(self, data: bytes, syntax: str) -> bytes:
+        """A DICOM file in another transfer syntax, by Orthanc's transcoder (the one its jobs use)."""
+        def transcode(syntax: str, data: bytes) -> bytes:  # the syntax first: call() logs the first argument
+            return self._orthanc.TranscodeDicomInstance(data, syntax).SerializeDicomInstance()
+        return self.call(transcode, syntax, data)
+
     def store(self, data: bytes) -> dict[str, Any]:
         return json.loads(self.call(self._orthanc.RestApiPost, "/instances", data))
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Protocol
+
+from pydicom.uid import UID
 
 from . import answers
 from .config import DEFAULT_OPTIONS_METADATA
-from .errors import BadFileFormat, BadRequest, Conflict, JobCanceled, NotFound, PluginError, VerificationFailed
+from .errors import BadFileFormat, Conflict, JobCanceled, NotFound, PluginError, VerificationFailed
 from .filereader import Header, UnreadableHeader, read_header
 from .identities import NativeMarkers, plan_instance
 from .keys import KeyStore
@@ -40,6 +42,7 @@ class OrthancPort(Protocol):
     def read_file(self, instance_id: str) -> bytes: ...
     def header(self, instance_id: str) -> Header: ...
     def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes: ...
+    def transcode(self, data: bytes, syntax: str) -> bytes: ...
     def store(self, data: bytes) -> dict[str, Any]: ...
     def delete(self, level: str, resource_id: str) -> None: ...
     def version(self) -> tuple[int, ...]: ...
@@ -53,7 +56,8 @@ class OrthancPort(Protocol):
     def add_label(self, level: str, resource_id: str, label: str) -> None: ...
 
 
-#: From this Orthanc version on, the instance-level anonymization the plugin uses honours "Transcode".
+#: From this Orthanc version on, the instance-level anonymization the plugin uses honours "Transcode";
+#: before, the plugin transcodes its result with Orthanc's transcoder, as native's job does.
 TRANSCODE_SINCE = (1, 12, 0)
 #: Levels at which native records "AnonymizedFrom", child first.
 _ORIGIN_LEVELS = ("instances", "series", "studies", "patients")
@@ -140,6 +144,9 @@ class Anonymizer:
         job also ignores "LossyQuality" (1.12.7, 1.13.0: only the instance route reads it)."""
         if request.whole_resources:
             body = {name: value for name, value in body.items() if name != "LossyQuality"}
+            if "Transcode" in body and self._port.version() < TRANSCODE_SINCE:
+                untranscoded = {name: value for name, value in body.items() if name != "Transcode"}
+                return self._transcoded(self._port.anonymize_instance(instance_id, untranscoded), body["Transcode"])
         try:
             return self._port.anonymize_instance(instance_id, body)
         except PluginError as error:
@@ -151,6 +158,20 @@ class Anonymizer:
         if failure.status < 500:  # the request itself is wrong: native's job refuses it before it starts
             raise BadFileFormat(f"Transcode: {failure.message}")
         return untranscoded
+
+    def _transcoded(self, data: bytes, syntax: str) -> bytes:
+        """Orthanc 1.10's single-instance anonymization ignores "Transcode": its job transcodes
+        each result with Orthanc's transcoder, keeping the syntax where it cannot; so does this.
+        A syntax DICOM does not define is refused as native's job refuses it (the transcoder
+        answers an unknown one and one it cannot reach alike, "Internal error")."""
+        if UID(syntax).type != "Transfer Syntax":
+            raise BadFileFormat(f"Unknown transfer syntax UID: {syntax}")
+        try:
+            return self._port.transcode(data, syntax)
+        except PluginError as error:
+            if error.status < 500:  # a syntax Orthanc does not know: native's job refuses it
+                raise BadFileFormat(f"Transcode: {error.message}") from None
+            return data
 
     def _record_origin(self, stored: dict[str, str], source: dict[str, str], parents: dict[str, str],
                        written: dict[str, str]) -> None:
@@ -192,9 +213,6 @@ class Anonymizer:
         """The source instances of the (level, id) targets, without repeats, once each target is known
         to exist and native accepts the options: done before a job is queued, so that bad requests
         are refused at once, as native does."""
-        if "Transcode" in request.native_body and self._port.version() < TRANSCODE_SINCE:
-            raise BadRequest("Transcode needs Orthanc 1.12 or later with this plugin: Orthanc 1.10 "
-                             "transcodes only inside its own jobs, never for a single instance")
         sources: dict[str, dict[str, str]] = {}
         for level, resource_id in targets:
             found = self._port.instances_of(level, resource_id)
