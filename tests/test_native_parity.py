@@ -218,7 +218,7 @@ def test_lossy_quality_reaches_natives_transcoding_where_native_reads_it(orthanc
     """Native's instance route reads LossyQuality; its job ignores it (1.12.7, 1.13.0): the
     plugin's routes do the same, so each size equals native's."""
     if native.version() < (1, 12, 7):
-        not_applicable("LossyQuality exists from Orthanc 1.12.7; the plugin transcodes from 1.12 only")
+        not_applicable("LossyQuality exists from Orthanc 1.12.7 on")
     study = eight_bit(two_frame_study(per_series=2, size=64, patient=new_patient()))
     series, _, _ = sources(orthanc, study)
     sources(native, study)
