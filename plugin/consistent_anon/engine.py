@@ -9,11 +9,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Iterator, Protocol
 
-from pydicom.uid import UID
-
 from . import answers
 from .config import DEFAULT_OPTIONS_METADATA
-from .errors import BadFileFormat, Conflict, JobCanceled, NotFound, PluginError, VerificationFailed
+from .errors import Conflict, JobCanceled, NotFound, PluginError, VerificationFailed
 from .filereader import Header, UnreadableHeader, read_header
 from .identities import NativeMarkers, plan_instance
 from .keys import KeyStore
@@ -23,6 +21,7 @@ from .options import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMO
 from . import orthanc_ids
 from .orthanc_ids import LEVEL_TYPES
 from .pseudonyms import Pseudonymizer
+from .transcoding import native_anonymized
 from .uid_attributes import UID_TAGS
 from .verification import check_output
 
@@ -56,9 +55,6 @@ class OrthancPort(Protocol):
     def add_label(self, level: str, resource_id: str, label: str) -> None: ...
 
 
-#: From this Orthanc version on, the instance-level anonymization the plugin uses honours "Transcode";
-#: before, the plugin transcodes its result with Orthanc's transcoder, as native's job does.
-TRANSCODE_SINCE = (1, 12, 0)
 #: Levels at which native records "AnonymizedFrom", child first.
 _ORIGIN_LEVELS = ("instances", "series", "studies", "patients")
 #: At most this many bytes of source files are in the workers' hands at once (each also holds
@@ -116,7 +112,7 @@ class Anonymizer:
         markers = self._markers.get(fingerprint)
         if markers is None:
             try:
-                header = read_header(self._native_anonymized(instance_id, request.native_body, request))
+                header = read_header(native_anonymized(self._port, instance_id, request.native_body, request.whole_resources))
             except UnreadableHeader as error:
                 raise VerificationFailed(f"Native anonymization gave a file the plugin cannot read ({error})") from None
             markers = NativeMarkers(*(header.text(tag) if tag in header else None
@@ -129,49 +125,12 @@ class Anonymizer:
     def _anonymized_file(self, instance_id: str, request: AnonymizeRequest,
                          pseudonyms: Pseudonymizer, markers: NativeMarkers) -> bytes:
         plan = plan_instance(self._port.header(instance_id), request, pseudonyms, markers, self._uid_tags)
-        output = self._native_anonymized(instance_id, plan.native_body, request)
+        output = native_anonymized(self._port, instance_id, plan.native_body, request.whole_resources)
         problems = check_output(output, plan, self._uid_tags)
         if problems:
             raise VerificationFailed("The anonymized instance failed the plugin's check, nothing was "
                                      "stored: " + "; ".join(problems[:10]))
         return output
-
-    def _native_anonymized(self, instance_id: str, body: dict[str, Any], request: AnonymizeRequest) -> bytes:
-        """Native's single-instance anonymization. Where native's own job cannot transcode an
-        instance (JPEG baseline asked for 16-bit pixels, say), it keeps the source's transfer
-        syntax and succeeds: so does a call on whole resources here. A syntax native does not know
-        is a 400, as native's job answers it; the instance route fails as native's does. Native's
-        job also ignores "LossyQuality" (1.12.7, 1.13.0: only the instance route reads it)."""
-        if request.whole_resources:
-            body = {name: value for name, value in body.items() if name != "LossyQuality"}
-            if "Transcode" in body and self._port.version() < TRANSCODE_SINCE:
-                untranscoded = {name: value for name, value in body.items() if name != "Transcode"}
-                return self._transcoded(self._port.anonymize_instance(instance_id, untranscoded), body["Transcode"])
-        try:
-            return self._port.anonymize_instance(instance_id, body)
-        except PluginError as error:
-            if not (request.whole_resources and "Transcode" in body):
-                raise
-            failure = error
-        untranscoded = self._port.anonymize_instance(instance_id, {name: value for name, value in body.items()
-                                                                   if name != "Transcode"})
-        if failure.status < 500:  # the request itself is wrong: native's job refuses it before it starts
-            raise BadFileFormat(f"Transcode: {failure.message}")
-        return untranscoded
-
-    def _transcoded(self, data: bytes, syntax: str) -> bytes:
-        """Orthanc 1.10's single-instance anonymization ignores "Transcode": its job transcodes
-        each result with Orthanc's transcoder, keeping the syntax where it cannot; so does this.
-        A syntax DICOM does not define is refused as native's job refuses it (the transcoder
-        answers an unknown one and one it cannot reach alike, "Internal error")."""
-        if UID(syntax).type != "Transfer Syntax":
-            raise BadFileFormat(f"Unknown transfer syntax UID: {syntax}")
-        try:
-            return self._port.transcode(data, syntax)
-        except PluginError as error:
-            if error.status < 500:  # a syntax Orthanc does not know: native's job refuses it
-                raise BadFileFormat(f"Transcode: {error.message}") from None
-            return data
 
     def _record_origin(self, stored: dict[str, str], source: dict[str, str], parents: dict[str, str],
                        written: dict[str, str]) -> None:
