@@ -65,6 +65,9 @@ def test_bulk_answers_equal_natives_field_by_field(orthanc, native, study):
     assert set(ours.json()) == set(theirs.json())
     assert without_results({**ours.json(), "Resources": None}) == without_results({**theirs.json(), "Resources": None})
     assert [r["Type"] for r in ours.json()["Resources"]] == [r["Type"] for r in theirs.json()["Resources"]]
+    empty_ours, empty_theirs = (server.post("/tools/bulk-anonymize", json={"Resources": []}) for server in (orthanc, native))
+    assert empty_ours.status_code == empty_theirs.status_code == 200
+    assert empty_ours.json() == empty_theirs.json()
 
 
 def test_job_content_equals_natives_while_pending_and_once_finished(orthanc, native, study):

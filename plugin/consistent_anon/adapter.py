@@ -375,8 +375,7 @@ class Plugin:
             raise BadRequest("List of strings expected in field: Resources")
         targets = self.anonymizer.resolve(options.resources)
         if not targets:
-            answer = answers.bulk_answer(self.port.version(), [], [], 0, options.native_body)
-            output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+            output.AnswerBuffer(json.dumps(answers.empty_bulk_answer(), indent=1), "application/json")
         elif options.asynchronous:
             sources = self.anonymizer.check_request(targets, replace(options, whole_resources=True))
             self._submit(output, BULK, "", body, options, targets, len(sources))

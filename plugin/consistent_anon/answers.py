@@ -78,6 +78,12 @@ def bulk_answer(version: Version, targets: list[tuple[str, str]], results: list[
     return answer
 
 
+def empty_bulk_answer() -> dict[str, Any]:
+    """/tools/bulk-anonymize with no resource: native answers at once, without a job, on every version."""
+    return {"Description": "REST API", "FailedInstancesCount": 0, "InstancesCount": 0, "IsAnonymization": True,
+            "Resources": []}
+
+
 def user_data(version: Version, body: dict[str, Any]) -> dict[str, Any]:
     """The "UserData" member a native job would show for this body (nothing before 1.12.9)."""
     if version >= USER_DATA_SINCE and "UserData" in body:
