@@ -82,6 +82,11 @@ def test_job_content_equals_natives_while_pending_and_once_finished(orthanc, nat
     orthanc.post(f"/studies/{busy_study}/anonymize", json={"Synchronous": False})
     ours = orthanc.post(f"/series/{series}/anonymize", json=body).json()
     pending = orthanc.json(ours["Path"])
+    bulk_body = {"Resources": [series], "Synchronous": False}
+    pending_bulk = orthanc.json(orthanc.post("/tools/bulk-anonymize", json=bulk_body).json()["Path"])
+    theirs_bulk = wait_finished(native, native.post("/tools/bulk-anonymize", json=bulk_body).json()["Path"])
+    assert pending_bulk["State"] == "Pending", pending_bulk
+    assert pending_bulk["Content"] == {**theirs_bulk["Content"], "Resources": []}  # native's, pending
     theirs = wait_finished(native, native.post(f"/series/{series}/anonymize", json=body).json()["Path"])
     finished = wait_finished(orthanc, ours["Path"])
     assert pending["State"] == "Pending", pending

@@ -47,8 +47,12 @@ def _common(version: Version, targets: list[tuple[str, str]], instances: int, bo
 
 def pending_content(version: Version, targets: list[tuple[str, str]], instances: int,
                     body: dict[str, Any], bulk: bool) -> dict[str, Any]:
-    """A job's `Content` before it succeeds (pending, running, failed), as native shows it."""
-    return _common(version, targets, instances, body, bulk)
+    """A job's `Content` before it succeeds (pending, running, failed), as native shows it: a bulk
+    job's "Resources" (its results) are empty until then."""
+    content = _common(version, targets, instances, body, bulk)
+    if bulk:
+        content["Resources"] = []
+    return content
 
 
 def resource_answer(version: Version, level: str, resource_id: str, results: list[dict[str, str]],
