@@ -1,10 +1,15 @@
-"""Synthetic DICOM made by the tests: no patient data, every identifier invented here."""
+"""Synthetic DICOM made by the tests: no patient data, every identifier invented here.
+
+Needs pydicom only (no numpy), so that the README's walk-through runs it with the Python `make
+run` gave pydicom to: `python3 tests/dicom_factory.py study`.
+"""
 from __future__ import annotations
 
 import io
+import sys
+from array import array
 from dataclasses import dataclass, field
 
-import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -26,6 +31,14 @@ def _pydicom3() -> bool:
     import pydicom
 
     return int(pydicom.__version__.split(".")[0]) >= 3
+
+
+def _uint16_le(values) -> bytes:
+    """Unsigned 16-bit pixel values as little-endian bytes, as the transfer syntax wants them."""
+    pixels = array("H", values)
+    if sys.byteorder == "big":
+        pixels.byteswap()
+    return pixels.tobytes()
 
 
 def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
@@ -107,7 +120,7 @@ def image_series(study: Study, sop_class: str, modality: str, frame_of_reference
         ds.PixelRepresentation = 0
         ds.RescaleIntercept = 0
         ds.RescaleSlope = 1
-        ds.PixelData = ((np.arange(size * size, dtype=np.uint16) + index * 7) % 4096).tobytes()
+        ds.PixelData = _uint16_le((pixel + index * 7) % 4096 for pixel in range(size * size))
         slices.append(ds)
     return slices
 
@@ -212,6 +225,4 @@ def write_study(folder: str, per_series: int = 3) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     write_study(sys.argv[1] if len(sys.argv) > 1 else "study")

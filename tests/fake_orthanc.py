@@ -86,16 +86,19 @@ class FakeOrthanc:
     """The engine's OrthancPort, in memory. `version` decides what that Orthanc version would do
     (AnonymizedFrom writable from 1.12 on); `failures` makes named calls fail, for fault tests."""
 
-    def __init__(self, version: tuple[int, ...] = (1, 12, 7), workers: int = 1, overwrite: bool = False) -> None:
+    def __init__(self, version: tuple[int, ...] = (1, 12, 7), workers: int = 1, overwrite: str = "Never",
+                 patient_level: bool = True) -> None:
         self._version = version
         self._workers = workers
         self._overwrite = overwrite
+        self._patient_level = patient_level
         self._lock = threading.RLock()
         self.files: dict[str, bytes] = {}
         self.parents: dict[str, str] = {}  # child ID -> parent ID, every level
         self.levels: dict[str, str] = {}  # ID -> level
         self.main_tags: dict[str, dict[str, str]] = {}
         self.stored_metadata: dict[str, dict[str, str]] = {}  # resource ID -> name -> value
+        self.stored_labels: dict[str, set[str]] = {}
         self.calls: list[tuple[str, str]] = []
         self._failures: dict[str, tuple[int, PluginError]] = {}
 
@@ -196,7 +199,7 @@ class FakeOrthanc:
         identifiers = [str(ds.get(keyword, "")) for keyword in IDENTIFIERS.values()]
         ids = [orthanc_ids.resource_id(*identifiers[:n]) for n in range(1, 5)]
         with self._lock:
-            status = "AlreadyStored" if ids[3] in self.files and not self._overwrite else "Success"
+            status = "AlreadyStored" if ids[3] in self.files and self._overwrite == "Never" else "Success"
             if status == "Success":
                 for level, resource, parent, n in zip(LEVELS, ids, [None] + ids[:3], range(1, 5)):
                     self.levels[resource] = level
@@ -217,7 +220,7 @@ class FakeOrthanc:
         for child in self.children(resource_id):
             self._remove(child)
         parent = self.parents.pop(resource_id, None)
-        for table in (self.levels, self.main_tags, self.stored_metadata, self.files):
+        for table in (self.levels, self.main_tags, self.stored_metadata, self.stored_labels, self.files):
             table.pop(resource_id, None)
         if parent and not self.children(parent):  # Orthanc removes the parents left empty
             self._remove(parent)
@@ -228,8 +231,26 @@ class FakeOrthanc:
     def workers(self) -> int:
         return self._workers
 
-    def overwrites(self) -> bool:
+    def overwrite_mode(self) -> str:
         return self._overwrite
+
+    def patient_level(self) -> bool:
+        return self._patient_level
+
+    def labels(self, level: str, resource_id: str) -> list[str]:
+        with self._lock:
+            self._call("labels", resource_id)
+            self._require(level, resource_id)
+            return sorted(self.stored_labels.get(resource_id, ()))
+
+    def add_label(self, level: str, resource_id: str, label: str) -> None:
+        with self._lock:
+            self._call("add_label", f"{resource_id}/{label}")
+            self._require(level, resource_id)
+            self.stored_labels.setdefault(resource_id, set()).add(label)
+
+    def transcode(self, data: bytes, syntax: str) -> bytes:
+        raise PluginError("The in-memory Orthanc does not transcode", 500, 2, "Not implemented")
 
     def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes:
         self._call("anonymize_instance", instance_id)

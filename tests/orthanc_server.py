@@ -170,6 +170,10 @@ class OrthancServer:
         answer.raise_for_status()
         return answer.json()
 
+    def version(self) -> tuple[int, ...]:
+        """Orthanc's version, e.g. (1, 12, 7)."""
+        return tuple(int(part) for part in self.json("/system")["Version"].split(".")[:3])
+
     def upload(self, data: bytes) -> dict:
         answer = self.post("/instances", data=data)
         answer.raise_for_status()

@@ -44,10 +44,16 @@ def test_bad_bodies_get_natives_status_and_change_nothing(orthanc, native, study
 
 @pytest.mark.parametrize("level", ["patients", "studies", "series", "instances"])
 def test_unknown_resource_is_404_with_a_json_body(orthanc, native, level):
+    """Native 1.13.0 answers 400 "Parameter out of range" above the instance level (an upstream
+    regression); the plugin keeps the 404 every other version answers."""
     ours = orthanc.post(f"/{level}/0000-no-such-resource/anonymize", json={})
     theirs = native.post(f"/{level}/0000-no-such-resource/anonymize", json={})
-    assert ours.status_code == theirs.status_code == 404
-    assert ours.json()["HttpStatus"] == 404
+    assert ours.status_code == 404
+    assert ours.json()["HttpStatus"] == 404 and ours.json()["OrthancStatus"] == 17
+    if native.version() >= (1, 13, 0) and level != "instances":
+        assert (theirs.status_code, theirs.json()["OrthancStatus"]) == (400, 3)
+    else:
+        assert theirs.status_code == 404
 
 
 def test_other_methods_are_refused_as_native_does(orthanc, native, study):

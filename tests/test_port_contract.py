@@ -98,6 +98,22 @@ def test_metadata(native):
     assert real["written"] == "mark" and real["absent"] is None
 
 
+def test_labels(native):
+    if _version(native) < (1, 12, 3):
+        from conftest import not_applicable
+        not_applicable("labels exist from Orthanc 1.12.3 on")
+
+    def scenario(port, files):
+        stored = _stored(port, files[:1])[0]
+        before = port.labels("studies", stored["ParentStudy"])
+        port.add_label("studies", stored["ParentStudy"], "trial-7")
+        port.add_label("studies", stored["ParentStudy"], "trial-7")
+        return {"before": before, "after": port.labels("studies", stored["ParentStudy"]),
+                "series": port.labels("series", stored["ParentSeries"])}
+    real, fake = _both(native, scenario)
+    assert real == fake == {"before": [], "after": ["trial-7"], "series": []}
+
+
 def test_deleting_an_instance_removes_the_parents_it_leaves_empty(native):
     def scenario(port, files):
         stored = _stored(port, files[:2])

@@ -12,18 +12,21 @@ import threading
 import time
 import traceback
 import urllib.parse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from . import answers
 from .config import parse_config
-from .engine import Anonymizer
+from .coexistence import route_clash_warning
+from .engine import ALWAYS, IF_CHANGED, NEVER, Anonymizer
 from .errors import BadRequest, Forbidden, NotFound, PluginError, status_for_orthanc_error
 from .filereader import Header, UnreadableHeader, read_header
 from .job_routes import JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue
 from .keys import (FileChecks, KeyChecks, KeyStore, PropertyChecks, SharedFileKey, migrate_property_key,
                    no_generated_key)
-from .options import parse_request
+from .options import AnonymizeRequest, parse_request
 from .orthanc_ids import LEVEL_TYPES, anonymized_counterpart
 from .pseudonyms import fresh_uid, is_valid_uid
 from .set_verification import list_frames_of_reference, parse_verify_request, verify
@@ -40,8 +43,14 @@ BULK = "bulk"  # the "level" of a job made by /tools/bulk-anonymize
 DATABASE_ERROR = 11  # Orthanc's ErrorCode_Database: e.g. a serialization failure between nodes
 DATABASE_RETRIES = 5
 EXPLORER_SCRIPT = Path(__file__).with_name("explorer.js")  # the buttons added to Orthanc Explorer
-_HTTP_ERRORS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-                500: "Internal Server Error", 501: "Not Implemented"}
+
+
+def overwrite_mode(setting: Any) -> str:
+    """Orthanc's "OverwriteInstances": a Boolean (every version) or, from 1.13, "Never",
+    "Always" or "IfChanged" (Orthanc refuses any other value at start)."""
+    if isinstance(setting, str):
+        return {NEVER.lower(): NEVER, ALWAYS.lower(): ALWAYS, IF_CHANGED.lower(): IF_CHANGED}.get(setting.lower(), NEVER)
+    return ALWAYS if setting else NEVER
 
 
 class NativeError(PluginError):
@@ -119,8 +128,18 @@ class RestPort:
             raise
         return {instance["ID"] for instance in answer}
 
-    def overwrites(self) -> bool:
-        return bool(self._configuration.get("OverwriteInstances", False))
+    def overwrite_mode(self) -> str:
+        return overwrite_mode(self._configuration.get("OverwriteInstances", False))
+
+    def patient_level(self) -> bool:
+        """False under "PatientLevelEnabled": false (1.12.11): Orthanc then has no /patients routes."""
+        return self._configuration.get("PatientLevelEnabled", True) is not False
+
+    def labels(self, level: str, resource_id: str) -> list[str]:
+        return json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}/labels"))
+
+    def add_label(self, level: str, resource_id: str, label: str) -> None:
+        self.call(self._orthanc.RestApiPut, f"/{level}/{resource_id}/labels/{label}", "")
 
     def parent_of(self, level: str, resource_id: str) -> str:
         field = {"instances": "ParentSeries", "series": "ParentStudy", "studies": "ParentPatient"}[level]
@@ -153,6 +172,12 @@ class RestPort:
     def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes:
         return self.call(self._orthanc.RestApiPost, f"/instances/{instance_id}/anonymize", json.dumps(body))
 
+    def transcode(self, data: bytes, syntax: str) -> bytes:
+        """A DICOM file in another transfer syntax, by Orthanc's transcoder (the one its jobs use)."""
+        def transcode(syntax: str, data: bytes) -> bytes:  # the syntax first: call() logs the first argument
+            return self._orthanc.TranscodeDicomInstance(data, syntax).SerializeDicomInstance()
+        return self.call(transcode, syntax, data)
+
     def store(self, data: bytes) -> dict[str, Any]:
         return json.loads(self.call(self._orthanc.RestApiPost, "/instances", data))
 
@@ -182,14 +207,13 @@ class RestPort:
         return self._version
 
 
-def send_error(output: Any, status: int, message: str, method: str, uri: str) -> None:
+def send_error(output: Any, error: PluginError, method: str, uri: str) -> None:
     """A JSON error like native's. orthanc-python 4.0 takes (status, str, size); later, bytes."""
-    body = json.dumps({"HttpError": _HTTP_ERRORS.get(status, "Error"), "HttpStatus": status,
-                       "Message": message, "Method": method, "Uri": uri}, indent=1)
+    body = answers.error_body(error.status, error.message, method, uri, error.orthanc_code, error.description)
     try:
-        output.SendHttpStatus(status, body.encode("utf-8"))
+        output.SendHttpStatus(error.status, body.encode("utf-8"))
     except TypeError:
-        output.SendHttpStatus(status, body, len(body))
+        output.SendHttpStatus(error.status, body, len(body))
 
 
 class Plugin:
@@ -202,6 +226,7 @@ class Plugin:
         self._storage_directory = str(configuration.get("StorageDirectory", "OrthancStorage"))
         self._index_directory = str(configuration.get("IndexDirectory", self._storage_directory))
         self._key_places: tuple[Callable[[], bytes], KeyChecks] | None = None
+        self._configuration_plugins = configuration.get("Plugins", [])
         self._key_lock = threading.Lock()
         self.keys = KeyStore(self.config, lambda: self.key_places()[0](), lambda: self.key_places()[1],
                              orthanc.LogWarning)
@@ -255,10 +280,23 @@ class Plugin:
             if self._restored:
                 return
             self._restored = True
+        self._warn_about_route_clashes()
         resumed = self.jobs.restore()
         if resumed:
             self._orthanc.LogWarning(f"Consistent anonymization: resuming {resumed} job(s) "
                                      f"interrupted by the previous stop")
+
+    def _warn_about_route_clashes(self) -> None:
+        """Once the plugins are all loaded (at the first call): warn if another one may take
+        this plugin's routes (see coexistence.py)."""
+        try:
+            loaded = json.loads(self.port.call(self._orthanc.RestApiGet, "/plugins"))
+        except PluginError:
+            return
+        paths = self._configuration_plugins if isinstance(self._configuration_plugins, list) else []
+        warning = route_clash_warning(loaded, [path for path in paths if isinstance(path, str)])
+        if warning:
+            self._orthanc.LogWarning(warning)
 
     def _run_job(self, job: Job, progress: Callable[[int, int], None], canceled: Callable[[], bool]) -> dict:
         options = parse_request(job.body)
@@ -277,12 +315,12 @@ class Plugin:
             except PluginError as error:
                 if error.status >= 500:
                     self._orthanc.LogError(f"{method} {uri}: {error.message}")
-                send_error(output, error.status, error.message, method, uri)
+                send_error(output, error, method, uri)
             except Exception as error:  # a bug: log where, never what (values may identify)
                 self._orthanc.LogError(f"{method} {uri}: unexpected {type(error).__name__}\n"
                                        + "".join(traceback.format_tb(error.__traceback__)))
-                send_error(output, 500, f"Internal error in the anonymization plugin "
-                                        f"({type(error).__name__})", method, uri)
+                send_error(output, PluginError(f"Internal error in the anonymization plugin "
+                                               f"({type(error).__name__})"), method, uri)
         return callback
 
     def generate_uid(self, output: Any, uri: str, **request: Any) -> None:
@@ -347,18 +385,22 @@ class Plugin:
         body = request.get("body")
         options = parse_request(body)
         if options.asynchronous and level != "instances":
-            sources = self.anonymizer.check_request([(level, resource_id)], options)
-            self._submit(output, level, resource_id, body, options.priority, len(sources))
+            targets = [(level, resource_id)]
+            sources = self.anonymizer.check_request(targets, replace(options, whole_resources=True))
+            self._submit(output, level, resource_id, body, options, targets, len(sources))
         elif level == "instances":
             output.AnswerBuffer(self.anonymizer.anonymize_instance(resource_id, options), "application/dicom")
         else:
             answer = self.anonymizer.anonymize_resource(level, resource_id, options)
             output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
-
-    def _submit(self, output: Any, level: str, resource_id: str, body: Any, priority: int, instances: int) -> None:
+    def _submit(self, output: Any, level: str, resource_id: str, body: Any, options: AnonymizeRequest,
+                targets: list[tuple[str, str]], instances: int) -> None:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
-        job = self.jobs.submit(level, resource_id, text, priority, instances)
+        version = self.port.version()
+        content = answers.pending_content(version, targets, instances, options.native_body, bulk=level == BULK)
+        job = self.jobs.submit(level, resource_id, text, options.priority, content,
+                               answers.user_data(version, json.loads(text)))
         output.AnswerBuffer(json.dumps({"ID": job.id, "Path": f"/jobs/{job.id}"}, indent=1), "application/json")
 
     def bulk_anonymize(self, output: Any, uri: str, **request: Any) -> None:
@@ -371,12 +413,10 @@ class Plugin:
             raise BadRequest("List of strings expected in field: Resources")
         targets = self.anonymizer.resolve(options.resources)
         if not targets:
-            answer = {"Description": "REST API", "FailedInstancesCount": 0, "InstancesCount": 0,
-                      "IsAnonymization": True, "Resources": []}
-            output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+            output.AnswerBuffer(json.dumps(answers.empty_bulk_answer(), indent=1), "application/json")
         elif options.asynchronous:
-            sources = self.anonymizer.check_request(targets, options)
-            self._submit(output, BULK, "", body, options.priority, len(sources))
+            sources = self.anonymizer.check_request(targets, replace(options, whole_resources=True))
+            self._submit(output, BULK, "", body, options, targets, len(sources))
         else:
             answer = self.anonymizer.anonymize_bulk(targets, options)
             output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")

@@ -6,23 +6,29 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Protocol
 
+from . import answers
 from .config import DEFAULT_OPTIONS_METADATA
-from .errors import BadRequest, Conflict, JobCanceled, NotFound, PluginError, VerificationFailed
+from .errors import Conflict, JobCanceled, NotFound, PluginError, VerificationFailed
 from .filereader import Header, UnreadableHeader, read_header
 from .identities import NativeMarkers, plan_instance
 from .keys import KeyStore
+from .labels import copy_labels
 from .options import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
                       STUDY_INSTANCE_UID, AnonymizeRequest)
 from . import orthanc_ids
 from .orthanc_ids import LEVEL_TYPES
 from .pseudonyms import Pseudonymizer
+from .transcoding import native_anonymized
 from .uid_attributes import UID_TAGS
 from .verification import anonymize_checked
 
 _PARENT_FIELD = {"patients": "ParentPatient", "studies": "ParentStudy", "series": "ParentSeries",
                  "instances": "ID"}
+#: Orthanc's "OverwriteInstances" modes (1.13 names them; a Boolean means ALWAYS or NEVER).
+NEVER, ALWAYS, IF_CHANGED = "Never", "Always", "IfChanged"
 
 
 class OrthancPort(Protocol):
@@ -35,20 +41,20 @@ class OrthancPort(Protocol):
     def read_file(self, instance_id: str) -> bytes: ...
     def header(self, instance_id: str) -> Header: ...
     def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes: ...
+    def transcode(self, data: bytes, syntax: str) -> bytes: ...
     def store(self, data: bytes) -> dict[str, Any]: ...
     def delete(self, level: str, resource_id: str) -> None: ...
     def version(self) -> tuple[int, ...]: ...
     def workers(self) -> int: ...
     def identifiers(self, series_id: str) -> tuple[str, str, str]: ...
     def existing_instances(self, series_id: str) -> set[str]: ...
-    def overwrites(self) -> bool: ...
+    def overwrite_mode(self) -> str: ...
     def level_of(self, resource_id: str) -> str: ...
+    def patient_level(self) -> bool: ...
+    def labels(self, level: str, resource_id: str) -> list[str]: ...
+    def add_label(self, level: str, resource_id: str, label: str) -> None: ...
 
 
-#: From this Orthanc version on, native answers also list the source in "ParentResources".
-PARENT_RESOURCES_SINCE = (1, 12, 0)
-#: From this Orthanc version on, the instance-level anonymization the plugin uses honours "Transcode".
-TRANSCODE_SINCE = (1, 12, 0)
 #: Levels at which native records "AnonymizedFrom", child first.
 _ORIGIN_LEVELS = ("instances", "series", "studies", "patients")
 #: At most this many bytes of source files are in the workers' hands at once (each also holds
@@ -106,7 +112,7 @@ class Anonymizer:
         markers = self._markers.get(fingerprint)
         if markers is None:
             try:
-                header = read_header(self._port.anonymize_instance(instance_id, request.native_body))
+                header = read_header(native_anonymized(self._port, instance_id, request.native_body, request.whole_resources))
             except UnreadableHeader as error:
                 raise VerificationFailed(f"Native anonymization gave a file the plugin cannot read ({error})") from None
             markers = NativeMarkers(*(header.text(tag) if tag in header else None
@@ -119,7 +125,8 @@ class Anonymizer:
     def _anonymized_file(self, instance_id: str, request: AnonymizeRequest,
                          pseudonyms: Pseudonymizer, markers: NativeMarkers) -> bytes:
         plan = plan_instance(self._port.header(instance_id), request, pseudonyms, markers, self._uid_tags)
-        return anonymize_checked(plan, lambda body: self._port.anonymize_instance(instance_id, body),
+        return anonymize_checked(plan, lambda body: native_anonymized(self._port, instance_id, body,
+                                                                      request.whole_resources),
                                  self._uid_tags, instance_id)
 
     def _record_origin(self, stored: dict[str, str], source: dict[str, str], parents: dict[str, str],
@@ -137,7 +144,8 @@ class Anonymizer:
             parents[study] = self._port.parent_of("studies", study)
         origins = (source["ID"], series, study, parents[study])
         targets = (stored["ID"], stored["ParentSeries"], stored["ParentStudy"], stored["ParentPatient"])
-        for level, target, origin in zip(_ORIGIN_LEVELS, targets, origins):
+        levels = _ORIGIN_LEVELS if self._port.patient_level() else _ORIGIN_LEVELS[:3]
+        for level, target, origin in zip(levels, targets, origins):
             if written.get(target) == origin:
                 continue
             try:
@@ -161,9 +169,6 @@ class Anonymizer:
         """The source instances of the (level, id) targets, without repeats, once each target is known
         to exist and native accepts the options: done before a job is queued, so that bad requests
         are refused at once, as native does."""
-        if "Transcode" in request.native_body and self._port.version() < TRANSCODE_SINCE:
-            raise BadRequest("Transcode needs Orthanc 1.12 or later with this plugin: Orthanc 1.10 "
-                             "transcodes only inside its own jobs, never for a single instance")
         sources: dict[str, dict[str, str]] = {}
         for level, resource_id in targets:
             found = self._port.instances_of(level, resource_id)
@@ -184,8 +189,8 @@ class Anonymizer:
         so Orthanc would keep the first copy of each: the call would silently answer results
         made under the other options, or mix both in one series.
         """
-        if self._port.overwrites() or self._keys.fresh_per_call:
-            return  # Orthanc replaces every instance, or the results are new ones anyway
+        if self._port.overwrite_mode() != NEVER or self._keys.fresh_per_call:
+            return  # Orthanc replaces what differs, or the results are new ones anyway
         pseudonyms = self._keys.pseudonymizer(request.project)
         mark = pseudonyms.options_fingerprint(request.output_options)
         for series, _, _ in self._result_series(sources, request, pseudonyms, markers):
@@ -293,12 +298,17 @@ class Anonymizer:
         Orthanc ID, of an instance's result are known from the index alone, without reading the
         file: a re-run (or the rest of an interrupted one) skips what is there. That instance
         was checked when it was stored, and storing it again would change nothing, as Orthanc
-        keeps the first copy; with "OverwriteInstances" everything is redone.
+        keeps the first copy. With "OverwriteInstances" "Always" everything is redone; with
+        "IfChanged", a series made under other options is redone (Orthanc replaces its files).
         """
-        if self._port.overwrites():
+        mode = self._port.overwrite_mode()
+        if mode == ALWAYS:
             return {}
+        mark = pseudonyms.options_fingerprint(request.output_options)
         found: dict[str, dict[str, str]] = {}
         for series, members, targets_of in self._result_series(sources, request, pseudonyms, markers):
+            if mode == IF_CHANGED and self._port.metadata("series", series, self._options_metadata) != mark:
+                continue
             existing = self._port.existing_instances(series)
             if not existing:
                 continue  # nothing of this series yet (a first run): no instance to plan
@@ -346,6 +356,7 @@ class Anonymizer:
                            progress: Callable[[int, int], None] = lambda done, total: None,
                            canceled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
         """/{patients,studies,series}/{id}/anonymize: store every checked instance, answer as native."""
+        request = replace(request, whole_resources=True)
         sources = self.check_request([(level, resource_id)], request)
 
         def one_result(results: list[dict[str, str]]) -> None:
@@ -354,22 +365,16 @@ class Anonymizer:
                 raise VerificationFailed(f"The anonymized {LEVEL_TYPES[level].lower()} would be split into "
                                          f"{len(parents)} resources; nothing was stored")
         results = self._store_all(sources, request, progress, canceled, one_result)
+        self._keep_labels(results, request)
         if not request.keep_source:
             self._delete_sources(sources)
-        parent = results[0][_PARENT_FIELD[level]]
-        answer = {
-            "Description": "REST API",
-            "FailedInstancesCount": 0,
-            "ID": parent,
-            "InstancesCount": len(sources),
-            "IsAnonymization": True,
-            "Path": f"/{level}/{parent}",
-            "PatientID": results[0]["ParentPatient"],
-            "Type": LEVEL_TYPES[level],
-        }
-        if self._port.version() >= PARENT_RESOURCES_SINCE:
-            answer["ParentResources"] = [resource_id]
-        return answer
+        return answers.resource_answer(self._port.version(), level, resource_id, results, len(sources),
+                                       request.native_body)
+
+    def _keep_labels(self, results: list[dict[str, str]], request: AnonymizeRequest) -> None:
+        """"KeepLabels": the sources' labels on the results, where native copies them."""
+        if request.keep_labels and self._port.version() >= answers.KEEP_LABELS_SINCE:
+            copy_labels(self._port, results, self._port.patient_level())
 
     def resolve(self, resource_ids: list[str]) -> list[tuple[str, str]]:
         """The level of each resource of a bulk request (native's /tools/bulk-anonymize takes IDs of any level)."""
@@ -383,21 +388,10 @@ class Anonymizer:
         Unlike native, resources that overlap (an instance and its study) are no error: each
         instance is anonymized once.
         """
+        request = replace(request, whole_resources=True)
         sources = self.check_request(targets, request)
         results = self._store_all(sources, request, progress, canceled, lambda results: None)
+        self._keep_labels(results, request)
         if not request.keep_source:
             self._delete_sources(sources)
-        resources: list[dict[str, str]] = []
-        seen: set[str] = set()
-        for level, field in (("instances", "ID"), ("series", "ParentSeries"), ("studies", "ParentStudy"),
-                             ("patients", "ParentPatient")):
-            for stored in results:
-                if stored[field] not in seen:
-                    seen.add(stored[field])
-                    resources.append({"ID": stored[field], "Path": f"/{level}/{stored[field]}",
-                                      "Type": LEVEL_TYPES[level]})
-        answer = {"Description": "REST API", "FailedInstancesCount": 0, "InstancesCount": len(sources),
-                  "IsAnonymization": True, "Resources": resources}
-        if self._port.version() >= PARENT_RESOURCES_SINCE:
-            answer["ParentResources"] = [resource_id for _, resource_id in targets]
-        return answer
+        return answers.bulk_answer(self._port.version(), targets, results, len(sources), request.native_body)

@@ -32,6 +32,12 @@ class Forbidden(PluginError):
     status, orthanc_code, description = 403, 45, "Forbidden access"
 
 
+class BadFileFormat(BadRequest):
+    """What native answers for a body it cannot parse or a member of the wrong type."""
+
+    orthanc_code, description = 15, "Bad file format"
+
+
 class NotFound(PluginError):
     status, orthanc_code, description = 404, 17, "Unknown resource"
 
@@ -62,11 +68,10 @@ ORTHANC_ERROR_STATUS = {
     15: 400,  # BadFileFormat
     17: 404,  # UnknownResource
     21: 404,  # InexistentTag
-    2: 501,   # NotImplemented
 }
 
 
 def status_for_orthanc_error(code: int) -> int:
-    """Native's HTTP status for an Orthanc error code; 500 for the rest (UnknownDicomTag included,
-    as native answers it)."""
+    """Native's HTTP status for an Orthanc error code; 500 for the rest (NotImplemented and
+    UnknownDicomTag included, as native answers them)."""
     return ORTHANC_ERROR_STATUS.get(code, 500)

@@ -47,6 +47,7 @@ class Job:
     error_details: str = ""
     content: dict[str, Any] = field(default_factory=dict)
     cancel_requested: bool = False
+    user_data: dict[str, Any] = field(default_factory=dict)  # {"UserData": ...} as native shows it, or {}
 
     def describe(self) -> dict[str, Any]:
         """The job as native's GET /jobs/{id} shows a ResourceModification job."""
@@ -66,6 +67,7 @@ class Job:
         }
         if self.completion_time:
             answer["CompletionTime"] = self.completion_time
+        answer.update(self.user_data)
         return answer
 
 
@@ -89,10 +91,10 @@ class JobQueue:
         self._worker: threading.Thread | None = None
 
     # --- submission and queries ---------------------------------------------------------
-    def submit(self, level: str, resource_id: str, body: str, priority: int, instances: int) -> Job:
-        job = Job(level, resource_id, body, priority)
-        job.content = {"Description": "REST API", "FailedInstancesCount": 0, "InstancesCount": instances,
-                       "IsAnonymization": True}
+    def submit(self, level: str, resource_id: str, body: str, priority: int, content: dict[str, Any],
+               user_data: dict[str, Any]) -> Job:
+        """Queue a job; `content` is what it shows until it succeeds, `user_data` its "UserData"."""
+        job = Job(level, resource_id, body, priority, content=content, user_data=user_data)
         with self._lock:
             self._jobs[job.id] = job
             self._enqueue(job)

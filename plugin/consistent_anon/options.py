@@ -9,7 +9,7 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 
-from .errors import BadRequest
+from .errors import BadFileFormat, BadRequest
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -22,8 +22,10 @@ DEIDENTIFICATION_METHOD = 0x00120063
 _BOOLEANS = ("Force", "KeepPrivateTags", "KeepSource", "Asynchronous", "Synchronous", "Permissive")
 _STRINGS = ("DicomVersion", "PrivateCreator", "Transcode", "Project")
 _HEX_TAG = re.compile(r"^\(?([0-9a-fA-F]{4})[,|-]?([0-9a-fA-F]{4})\)?$")
-#: Body members that concern the whole call, not how one instance is de-identified.
-CALL_MEMBERS = ("Asynchronous", "Synchronous", "KeepSource", "Priority", "Project", "Resources", "Level")
+#: Body members that concern the whole call, not how one instance is de-identified: not sent to
+#: native's single-instance anonymization, not part of the options' mark.
+CALL_MEMBERS = ("Asynchronous", "Synchronous", "KeepSource", "Priority", "Project", "Resources", "Level",
+                "UserData")
 
 
 def parse_tag(name: str) -> int | None:
@@ -56,6 +58,10 @@ class AnonymizeRequest:
     priority: int = 0
     project: str | None = None
     resources: Any = None  # /tools/bulk-anonymize: the IDs to anonymize
+    keep_labels: bool = False
+    #: Set by the engine for patient, study, series and bulk calls, which native runs as a job:
+    #: there a Transcode native cannot honour keeps the source's transfer syntax.
+    whole_resources: bool = False
 
     # The top-level tags the caller names, parsed once per request rather than at every
     # instance and element the plan looks at.
@@ -79,16 +85,16 @@ class AnonymizeRequest:
     @cached_property
     def output_options(self) -> str:
         """The options that decide what an instance becomes, as one canonical text: not how the
-        call runs, nor "Force", which only permits. Equal texts give equal results; the same
-        options written otherwise (a tag by keyword or number, in another order, an empty list
-        or a default left out) give the same text."""
+        call runs, nor "Force", which only permits, nor "KeepLabels", which concerns the index.
+        Equal texts give equal results; the same options written otherwise (a tag by keyword or
+        number, in another order, an empty list or a default left out) give the same text."""
         members: dict[str, Any] = {}
         for name, value in self.native_body.items():
             if name in ("Keep", "Remove"):
                 value = sorted({_canonical_tag(tag) for tag in value})
             elif name == "Replace":
                 value = {_canonical_tag(tag): tag_value for tag, tag_value in value.items()}
-            if name in ("Force", "Permissive") or value in ([], {}) or (name == "KeepPrivateTags" and not value):
+            if name in ("Force", "Permissive", "KeepLabels") or value in ([], {}) or (name == "KeepPrivateTags" and not value):
                 continue
             members[name] = value
         return json.dumps(members, sort_keys=True, separators=(",", ":"))
@@ -104,8 +110,10 @@ class AnonymizeRequest:
         return tag in self.mentioned_tags
 
 
-def _member_error(name: str, kind: str) -> BadRequest:
-    return BadRequest(f'Member "{name}" should be {kind}')
+def _member_error(name: str, kind: str, error: type[BadRequest] = BadFileFormat) -> BadRequest:
+    """Native's error for a member of the wrong type: "Bad file format" (15), but "Bad request" (8)
+    for Keep, Remove and Replace."""
+    return error(f'Member "{name}" should be {kind}')
 
 
 _IDENTIFIERS = {PATIENT_ID: "PatientID", STUDY_INSTANCE_UID: "StudyInstanceUID",
@@ -173,9 +181,9 @@ def parse_json_object(body: bytes | str | None) -> dict[str, Any]:
     try:
         document = json.loads(body or "")
     except ValueError:
-        raise BadRequest("The body of the request must be a JSON object (it is not valid JSON)") from None
+        raise BadFileFormat("The body of the request must be a JSON object (it is not valid JSON)") from None
     if not isinstance(document, dict):
-        raise BadRequest("The body of the request must be a JSON object")
+        raise BadFileFormat("The body of the request must be a JSON object")
     _check_member_lengths(document)
     return document
 
@@ -192,9 +200,9 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
     for name in ("Keep", "Remove"):
         if name in document and (not isinstance(document[name], list)
                                  or not all(isinstance(v, str) for v in document[name])):
-            raise _member_error(name, "an array of strings")
+            raise _member_error(name, "an array of strings", BadRequest)
     if "Replace" in document and not isinstance(document["Replace"], dict):
-        raise _member_error("Replace", "an object")
+        raise _member_error("Replace", "an object", BadRequest)
     if "Priority" in document and (isinstance(document["Priority"], bool)
                                    or not isinstance(document["Priority"], int)):
         raise _member_error("Priority", "an integer value")
@@ -211,4 +219,5 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
         priority=document.get("Priority", 0),
         project=document.get("Project"),
         resources=document.get("Resources"),
+        keep_labels=document.get("KeepLabels", False) is True,  # native checks its type
     )
