@@ -20,6 +20,7 @@ from .errors import BadRequest, NotFound, PluginError, status_for_orthanc_error
 from .filereader import Header, UnreadableHeader, read_header
 from .job_routes import JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue
+from .loopback import REVISION_ERROR, LoopbackRest
 from .keys import KeyStore, PropertyKey, SharedFileKey, no_generated_key
 from .options import parse_request
 from .orthanc_ids import LEVEL_TYPES
@@ -30,7 +31,8 @@ NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
 UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
 BULK = "bulk"  # the "level" of a job made by /tools/bulk-anonymize
 DATABASE_ERROR = 11  # Orthanc's ErrorCode_Database: e.g. a serialization failure between nodes
-DATABASE_RETRIES = 5
+#: How many times a metadata write is tried before its conflict is an error.
+METADATA_ATTEMPTS = 5
 _HTTP_ERRORS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
                 500: "Internal Server Error", 501: "Not Implemented"}
 
@@ -47,6 +49,8 @@ class RestPort:
         self._configuration = configuration
         self._version: tuple[int, ...] | None = None
         self._workers: int | None = None
+        self._check_revisions = bool(configuration.get("CheckRevisions", False))
+        self._loopback = LoopbackRest(configuration, orthanc.GenerateRestApiAuthorizationToken)
 
     def call(self, function: Callable, *args: Any) -> Any:
         try:
@@ -118,14 +122,31 @@ class RestPort:
         return json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}"))[field]
 
     def set_metadata(self, level: str, resource_id: str, name: str, value: str) -> None:
-        """Orthanc retries a store that collides with another node's in a shared database, but not
-        a metadata write: retry it here (it is idempotent)."""
-        for attempt in range(DATABASE_RETRIES):
-            try:
-                self.call(self._orthanc.RestApiPut, f"/{level}/{resource_id}/metadata/{name}", value)
+        """Make the metadata hold `value`: no write when it already does; a plain write when it is
+        new, or when Orthanc does not check revisions; else an overwrite naming the revision it
+        replaces (LoopbackRest), for a user metadata: Orthanc's HTTP API forbids writing a system
+        one (AnonymizedFrom, 403), and its internal API cannot name a revision, so an
+        AnonymizedFrom already there stays (it names a source of the result too, one of several
+        that a Replace merged into one patient or study). Two writers may race (the plugin's own workers on one parent,
+        two nodes): the loser's write is refused as a revision conflict, or as a database
+        collision between nodes, which Orthanc does not retry for metadata; it reads again and
+        writes only if the winner's value is not the one wanted."""
+        path = f"/{level}/{resource_id}/metadata/{name}"
+        for attempt in range(METADATA_ATTEMPTS):
+            current = self.metadata(level, resource_id, name)
+            if current == value:
                 return
-            except NativeError as error:
-                if error.orthanc_code != DATABASE_ERROR or attempt == DATABASE_RETRIES - 1:
+            try:
+                if current is None or not self._check_revisions:
+                    self.call(self._orthanc.RestApiPut, path, value)
+                elif name.isdigit():  # a user metadata: Orthanc's HTTP API takes it with its revision
+                    self._loopback.overwrite(path, value)
+                else:  # a system one (AnonymizedFrom): no way for a plugin; what is there is kept
+                    self._orthanc.LogInfo(f"{name} of {level} {resource_id} kept: \"CheckRevisions\" lets no "
+                                          f"plugin replace it")
+                return
+            except PluginError as error:
+                if error.orthanc_code not in (DATABASE_ERROR, REVISION_ERROR) or attempt == METADATA_ATTEMPTS - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1))
 
