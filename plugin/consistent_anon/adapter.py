@@ -18,8 +18,8 @@ from .config import parse_config
 from .engine import Anonymizer
 from .errors import BadRequest, NotFound, PluginError, status_for_orthanc_error
 from .filereader import Header, UnreadableHeader, read_header
-from .job_routes import JOBS_PROPERTY, JobRoutes
-from .jobs import Job, JobQueue
+from .job_routes import JOBS_ASIDE_PROPERTY, JOBS_PROPERTY, JobRoutes
+from .jobs import Job, JobQueue, JobSettings
 from .loopback import REVISION_ERROR, LoopbackRest
 from .keys import KeyStore, PropertyKey, SharedFileKey, no_generated_key
 from .options import parse_request
@@ -218,7 +218,9 @@ class Plugin:
         self.port = RestPort(orthanc, configuration)
         self.anonymizer = Anonymizer(self.port, self.keys, options_metadata=self.config.options_metadata)
         self.jobs = JobQueue(self._run_job, lambda: orthanc.GetGlobalProperty(JOBS_PROPERTY, ""),
-                             lambda text: orthanc.SetGlobalProperty(JOBS_PROPERTY, text), orthanc.LogError)
+                             lambda text: orthanc.SetGlobalProperty(JOBS_PROPERTY, text), orthanc.LogError,
+                             JobSettings.of(configuration),
+                             lambda text: orthanc.SetGlobalProperty(JOBS_ASIDE_PROPERTY, text))
         self.job_routes = JobRoutes(orthanc, self.jobs, self.port.call)
         self._restore_lock = threading.Lock()
         self._restored = False
