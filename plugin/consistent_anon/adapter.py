@@ -117,6 +117,9 @@ class RestPort:
     def overwrites(self) -> bool:
         return bool(self._configuration.get("OverwriteInstances", False))
 
+    def transcodes_on_ingest(self) -> bool:
+        return bool(self._configuration.get("IngestTranscoding"))
+
     def parent_of(self, level: str, resource_id: str) -> str:
         field = {"instances": "ParentSeries", "series": "ParentStudy", "studies": "ParentPatient"}[level]
         return json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}"))[field]
