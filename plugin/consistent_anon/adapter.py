@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from .config import parse_config
 from .engine import Anonymizer
-from .errors import BadRequest, NotFound, PluginError, status_for_orthanc_error
+from .errors import BadRequest, NotFound, PluginError, VerificationFailed, status_for_orthanc_error
 from .filereader import Header, UnreadableHeader, read_header
 from .job_routes import JOBS_ASIDE_PROPERTY, JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue, JobSettings
@@ -149,9 +149,21 @@ class RestPort:
                                           f"plugin replace it")
                 return
             except PluginError as error:
+                if error.status == 404 and not self._exists(level, resource_id):
+                    raise VerificationFailed(f"An anonymized resource disappeared while the call ran (a concurrent "
+                                             f"call was rolled back, or Orthanc recycled it): {level} {resource_id}")
                 if error.orthanc_code not in (DATABASE_ERROR, REVISION_ERROR) or attempt == METADATA_ATTEMPTS - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1))
+
+    def _exists(self, level: str, resource_id: str) -> bool:
+        try:
+            self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}")
+        except NativeError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     def metadata(self, level: str, resource_id: str, name: str) -> str | None:
         try:
