@@ -113,6 +113,8 @@ FAILING = {
     # Storing the first result recycles the source patient (the oldest): the call cannot go on.
     # The plugin answers 404 (the source is gone), as native 1.13; native 1.10 answers 500.
     "MaximumPatientCount 1, recycling the source": ({"MaximumPatientCount": 1}, None, (1, 10), 404),
+    # The source (6 images of 153 KB and a structure set) fits in 1 MB; with 2 results it does not.
+    "MaximumStorageSize 1 MB, recycling the source": ({"MaximumStorageSize": 1}, None, (1, 10), 404),
     "MaximumStorageMode Reject": ({"MaximumPatientCount": 1, "MaximumStorageMode": "Reject"}, None,
                                   REJECT_SINCE, None),
     "ReadOnly": ({}, {"ReadOnly": True}, READ_ONLY_SINCE, None),
@@ -126,7 +128,7 @@ def test_a_call_that_cannot_be_stored_fails_cleanly_with_natives_status(option, 
     if version(plugin) < since:
         not_applicable(f"{option} needs Orthanc {'.'.join(map(str, since))}")
     native = server_factory(plugin=False, config=settings)
-    study = two_frame_study(per_series=2, patient=new_patient())
+    study = two_frame_study(per_series=2, size=280, patient=new_patient())
     native_sources, native_status, native_left = _sources_and_call(native, study, later)
     sources, status, left = _sources_and_call(plugin, study, later)
     assert native_status != 200 and status == (own_status or native_status)
