@@ -39,6 +39,20 @@ MATRIX = {
 }
 
 
+@pytest.fixture
+def throwaway(server_factory):
+    """server_factory's servers, killed at the end rather than stopped: nothing of theirs is
+    kept, and Orthanc takes seconds to stop cleanly."""
+    made = []
+
+    def make(**kwargs):
+        made.append(server_factory(**kwargs))
+        return made[-1]
+    yield make
+    for server in made:
+        server.kill()
+
+
 def _anonymize_series_then_study(server, study) -> tuple[list[int], dict | None, str]:
     """Series by series (synchronous), then the study in a job: the statuses, the job's
     Content when it succeeded, and the source study's ID."""
@@ -72,10 +86,10 @@ def _check_as_stored(server, study, content: dict, source_study: str) -> None:
 
 
 @pytest.mark.parametrize("option", list(MATRIX), ids=list(MATRIX))
-def test_the_scenario_under_each_option_as_native(option, server_factory):
+def test_the_scenario_under_each_option_as_native(option, throwaway):
     settings = MATRIX[option]
-    plugin = server_factory(config=settings)
-    native = server_factory(plugin=False, config=settings)
+    plugin = throwaway(config=settings)
+    native = throwaway(plugin=False, config=settings)
     study = two_frame_study(per_series=2, patient=new_patient())
     native_statuses, native_content, _ = _anonymize_series_then_study(native, study)
     statuses, content, source_study = _anonymize_series_then_study(plugin, study)
@@ -122,12 +136,12 @@ FAILING = {
 
 
 @pytest.mark.parametrize("option", list(FAILING), ids=list(FAILING))
-def test_a_call_that_cannot_be_stored_fails_cleanly_with_natives_status(option, server_factory):
+def test_a_call_that_cannot_be_stored_fails_cleanly_with_natives_status(option, throwaway):
     settings, later, since, own_status = FAILING[option]
-    plugin = server_factory(config=settings)
+    plugin = throwaway(config=settings)
     if version(plugin) < since:
         not_applicable(f"{option} needs Orthanc {'.'.join(map(str, since))}")
-    native = server_factory(plugin=False, config=settings)
+    native = throwaway(plugin=False, config=settings)
     study = two_frame_study(per_series=2, size=280, patient=new_patient())
     native_sources, native_status, native_left = _sources_and_call(native, study, later)
     sources, status, left = _sources_and_call(plugin, study, later)
@@ -136,13 +150,13 @@ def test_a_call_that_cannot_be_stored_fails_cleanly_with_natives_status(option, 
     assert len(sources - left) == len(native_sources - native_left)  # only what Orthanc itself recycled
 
 
-def test_lossy_ingest_transcoding(server_factory):
+def test_lossy_ingest_transcoding(throwaway):
     """A lossy IngestTranscoding gives every stored instance a new SOPInstanceUID. Sources stored
     under it are anonymized consistently (the re-run and the options mark hold); a result Orthanc
     would transcode as it stores it fails cleanly, with 500 (native answers 200 with SOPInstanceUIDs that no
     pseudonym, reference or re-run can follow, or itself fails)."""
     lossy = {"IngestTranscoding": JPEG_LOSSY_12_BITS}
-    server = server_factory(config=lossy)
+    server = throwaway(config=lossy)
     study = two_frame_study(per_series=2, patient=new_patient())
     statuses, content, source_study = _anonymize_series_then_study(server, study)
     assert statuses == [200] * 6
@@ -153,8 +167,8 @@ def test_lossy_ingest_transcoding(server_factory):
     assert server.post(f"/studies/{source_study}/anonymize", json={"Keep": ["StudyDescription"]}).status_code == 409
     assert sorted(server.json("/instances")) == before
 
-    late = server_factory()  # sources stored uncompressed, then the site turns lossy ingest on
-    native_late = server_factory(plugin=False)
+    late = throwaway()  # sources stored uncompressed, then the site turns lossy ingest on
+    native_late = throwaway(plugin=False)
     outcomes = [_sources_and_call(each, study, lossy) for each in (late, native_late)]
     (sources, status, left), (native_sources, native_status, native_left) = outcomes
     assert status == 500 and left == sources  # refused, nothing left, the sources intact
@@ -168,11 +182,11 @@ def _deleted_after(server, patient: str, seq: int) -> bool:
     return any(c["ChangeType"] == "Deleted" and c["ID"] == patient for c in changes)
 
 
-def test_recycling_in_the_middle_of_calls_never_answers_success_for_what_is_gone(server_factory):
+def test_recycling_in_the_middle_of_calls_never_answers_success_for_what_is_gone(throwaway):
     """MaximumPatientCount with other patients arriving while a study is anonymized: Orthanc may
     recycle the source or the result in the middle of the call. Whatever it removed, a call that
     answers 200 has its whole result stored; one that fails leaves no partial result."""
-    server = server_factory(config={"MaximumPatientCount": 3})
+    server = throwaway(config={"MaximumPatientCount": 3})
     stop = threading.Event()
 
     def arrivals() -> None:
