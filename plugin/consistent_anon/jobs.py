@@ -28,6 +28,7 @@ CANCELED_JOB = 37  # Orthanc's ErrorCode_CanceledJob
 #: The saved jobs' format: {"Version": 2, "Jobs": [record...]}; version 1 was the bare list.
 RECORD_VERSION = 2
 
+
 def _now() -> str:
     return datetime.now().strftime("%Y%m%dT%H%M%S.%f")
 
@@ -95,7 +96,7 @@ def encode_jobs(jobs: list[Job]) -> str:
     return json.dumps({"Version": RECORD_VERSION, "Jobs": [asdict(job) for job in jobs]})
 
 
-_JOB_FIELDS = {f.name: f for f in fields(Job)}
+_JOB_FIELDS = {f.name for f in fields(Job)}
 _REQUIRED = ("level", "resource_id", "body", "id")
 
 
@@ -137,7 +138,8 @@ def decode_jobs(text: str) -> tuple[list[Job], list[Any]] | None:
 
 
 class JobQueue:
-    """The plugin's jobs: a priority queue served by one worker thread, persisted on each change."""
+    """The plugin's jobs: a priority queue served by `ConcurrentJobs` worker threads, persisted on
+    each change (where jobs are saved)."""
 
     def __init__(self, runner: Runner, load: Callable[[], str], save: Callable[[str], None],
                  log_error: Callable[[str], None], settings: JobSettings = JobSettings(),
