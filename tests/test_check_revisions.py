@@ -130,7 +130,8 @@ def test_an_anonymized_from_that_would_change_succeeds_as_native_does(revisions_
 def test_options_mark_is_overwritten_under_overwrite_instances(server_factory):
     """With OverwriteInstances the plugin redoes a series under other options: its mark changes."""
     server = server_factory(config={"CheckRevisions": True, "OverwriteInstances": True})
-    study = two_frame_study(per_series=1, patient=new_patient())
+    # Two instances: the series, hence its mark, outlives the replacement of either one.
+    study = two_frame_study(per_series=2, patient=new_patient())
     uploaded = upload(server, study)
     series = uploaded[study.series[0][0].SOPInstanceUID]["ParentSeries"]
     marks = []
