@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from consistent_anon import orthanc_ids
-from consistent_anon.errors import BadRequest, NotFound, PluginError
+from consistent_anon.errors import BadRequest, NotFound, PluginError, VerificationFailed
 from consistent_anon.filereader import Header, read_header
 from consistent_anon.uid_attributes import PROFILE_TAGS, is_well_known
 
@@ -172,7 +172,8 @@ class FakeOrthanc:
     def set_metadata(self, level: str, resource_id: str, name: str, value: str) -> None:
         with self._lock:
             self._call("set_metadata", f"{level}/{resource_id}/{name}")
-            self._require(level, resource_id)
+            if self.levels.get(resource_id) != level:  # gone meanwhile: the port says so, as a failure
+                raise VerificationFailed(f"An anonymized resource disappeared while the call ran: {level}")
             if name == "AnonymizedFrom" and self._version < (1, 12):
                 raise PluginError("Unknown resource", 404, UNKNOWN_RESOURCE, "Unknown resource")
             self.stored_metadata.setdefault(resource_id, {})[name] = value
@@ -236,6 +237,9 @@ class FakeOrthanc:
 
     def patient_level(self) -> bool:
         return self._patient_level
+
+    def transcodes_on_ingest(self) -> bool:
+        return False
 
     def labels(self, level: str, resource_id: str) -> list[str]:
         with self._lock:

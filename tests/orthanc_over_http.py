@@ -40,5 +40,9 @@ class OrthancOverHttp:
     def RestApiDelete(self, uri: str) -> None:
         self._answer("DELETE", uri)
 
+    def GenerateRestApiAuthorizationToken(self) -> str:
+        """No token from outside Orthanc: the test servers it talks to need no credentials."""
+        return ""
+
     def LogInfo(self, message: str) -> None:
         pass

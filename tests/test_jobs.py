@@ -87,7 +87,9 @@ def test_bad_asynchronous_requests_are_refused_at_once(orthanc, study):
     assert orthanc.json("/jobs") == jobs_before
 
 
-def test_cancel_leaves_nothing_behind_and_priority_orders_the_queue(orthanc):
+def test_cancel_leaves_nothing_behind_and_priority_orders_the_queue(server_factory):
+    # One job at a time, so that the two queued ones wait and Priority decides which goes first.
+    orthanc = server_factory(config={"ConcurrentJobs": 1})
     first, first_id = big_study(orthanc)
     second, second_id = big_study(orthanc, per_series=2)
     third, third_id = big_study(orthanc, per_series=2)

@@ -40,7 +40,7 @@ def _both(native, scenario: Callable[[Any, list[bytes]], dict]) -> tuple[dict, d
     """The scenario's observations on the real Orthanc and on the fake, with the same files."""
     study = two_frame_study(per_series=2, patient=new_patient())
     files = [to_bytes(ds) for ds in study.instances]
-    real = scenario(RestPort(OrthancOverHttp(native), {}), files)
+    real = scenario(RestPort(OrthancOverHttp(native), {"HttpPort": native.http_port}), files)
     fake = scenario(FakeOrthanc(version=_version(native)), files)
     return real, fake
 

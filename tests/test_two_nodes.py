@@ -38,10 +38,11 @@ def postgres():
     server.cleanup()
 
 
-@pytest.fixture(params=["generated key", "configured key"])
+@pytest.fixture(params=["generated key", "configured key", "configured key, CheckRevisions"])
 def nodes(request, postgres):
     """Two Orthancs with the plugin, on the same PostgreSQL database and the same storage folder:
-    without a key (generated in the database at the first anonymization), or with the same Key."""
+    without a key (generated in the database at the first anonymization), or with the same Key;
+    the last also with "CheckRevisions" (the metadata writes of both nodes race on one study)."""
     shared = RUNTIME.workdir()
     storage = shared / "storage"
     storage.mkdir()
@@ -57,9 +58,10 @@ def nodes(request, postgres):
                 # With the PostgreSQL index, Orthanc keeps nothing else here.
                 "IndexDirectory": RUNTIME.inside(server.workdir / "index"),
             })
-            if request.param == "configured key":
+            if request.param.startswith("configured key"):
                 section = dict(server.settings["ConsistentAnonymization"], Key=TEST_KEY)
-                server.configure({"ConsistentAnonymization": section})
+                server.configure({"ConsistentAnonymization": section,
+                                  "CheckRevisions": request.param.endswith("CheckRevisions")})
             servers.append(server)
             server.start()
         yield servers

@@ -20,12 +20,13 @@ from . import answers
 from .config import parse_config
 from .coexistence import route_clash_warning
 from .engine import ALWAYS, IF_CHANGED, NEVER, Anonymizer
-from .errors import BadRequest, Forbidden, NotFound, PluginError, status_for_orthanc_error
+from .errors import BadRequest, Forbidden, NotFound, PluginError, VerificationFailed, status_for_orthanc_error
 from .filereader import Header, UnreadableHeader, read_header
-from .job_routes import JOBS_PROPERTY, JobRoutes
-from .jobs import Job, JobQueue
+from .job_routes import JOBS_ASIDE_PROPERTY, JOBS_PROPERTY, JobRoutes
+from .jobs import Job, JobQueue, JobSettings
 from .keys import (FileChecks, KeyChecks, KeyStore, PropertyChecks, SharedFileKey, migrate_property_key,
                    no_generated_key)
+from .loopback import REVISION_ERROR, LoopbackRest
 from .options import AnonymizeRequest, parse_request
 from .orthanc_ids import LEVEL_TYPES, anonymized_counterpart
 from .pseudonyms import fresh_uid, is_valid_uid
@@ -41,7 +42,6 @@ PSEUDONYM_QUERIES = ("uid", "patient-id", "anonymized-patient-id", "project")
 DECODED_GET_SINCE = (1, 13, 0)
 BULK = "bulk"  # the "level" of a job made by /tools/bulk-anonymize
 DATABASE_ERROR = 11  # Orthanc's ErrorCode_Database: e.g. a serialization failure between nodes
-DATABASE_RETRIES = 5
 EXPLORER_SCRIPT = Path(__file__).with_name("explorer.js")  # the buttons added to Orthanc Explorer
 
 
@@ -51,6 +51,8 @@ def overwrite_mode(setting: Any) -> str:
     if isinstance(setting, str):
         return {NEVER.lower(): NEVER, ALWAYS.lower(): ALWAYS, IF_CHANGED.lower(): IF_CHANGED}.get(setting.lower(), NEVER)
     return ALWAYS if setting else NEVER
+#: How many times a metadata write is tried before its conflict is an error.
+METADATA_ATTEMPTS = 5
 
 
 class NativeError(PluginError):
@@ -65,6 +67,8 @@ class RestPort:
         self._configuration = configuration
         self._version: tuple[int, ...] | None = None
         self._workers: int | None = None
+        self._check_revisions = bool(configuration.get("CheckRevisions", False))
+        self._loopback = LoopbackRest(configuration, orthanc.GenerateRestApiAuthorizationToken)
 
     def call(self, function: Callable, *args: Any) -> Any:
         try:
@@ -141,21 +145,53 @@ class RestPort:
     def add_label(self, level: str, resource_id: str, label: str) -> None:
         self.call(self._orthanc.RestApiPut, f"/{level}/{resource_id}/labels/{label}", "")
 
+    def transcodes_on_ingest(self) -> bool:
+        return bool(self._configuration.get("IngestTranscoding"))
+
     def parent_of(self, level: str, resource_id: str) -> str:
         field = {"instances": "ParentSeries", "series": "ParentStudy", "studies": "ParentPatient"}[level]
         return json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}"))[field]
 
     def set_metadata(self, level: str, resource_id: str, name: str, value: str) -> None:
-        """Orthanc retries a store that collides with another node's in a shared database, but not
-        a metadata write: retry it here (it is idempotent)."""
-        for attempt in range(DATABASE_RETRIES):
-            try:
-                self.call(self._orthanc.RestApiPut, f"/{level}/{resource_id}/metadata/{name}", value)
+        """Make the metadata hold `value`: no write when it already does; a plain write when it is
+        new, or when Orthanc does not check revisions; else an overwrite naming the revision it
+        replaces (LoopbackRest), for a user metadata: Orthanc's HTTP API forbids writing a system
+        one (AnonymizedFrom, 403), and its internal API cannot name a revision, so an
+        AnonymizedFrom already there stays (it names a source of the result too, one of several
+        that a Replace merged into one patient or study). Two writers may race (the plugin's own workers on one parent,
+        two nodes): the loser's write is refused as a revision conflict, or as a database
+        collision between nodes, which Orthanc does not retry for metadata; it reads again and
+        writes only if the winner's value is not the one wanted."""
+        path = f"/{level}/{resource_id}/metadata/{name}"
+        for attempt in range(METADATA_ATTEMPTS):
+            current = self.metadata(level, resource_id, name)
+            if current == value:
                 return
-            except NativeError as error:
-                if error.orthanc_code != DATABASE_ERROR or attempt == DATABASE_RETRIES - 1:
+            try:
+                if current is None or not self._check_revisions:
+                    self.call(self._orthanc.RestApiPut, path, value)
+                elif name.isdigit():  # a user metadata: Orthanc's HTTP API takes it with its revision
+                    self._loopback.overwrite(path, value)
+                else:  # a system one (AnonymizedFrom): no way for a plugin; what is there is kept
+                    self._orthanc.LogInfo(f"{name} of {level} {resource_id} kept: \"CheckRevisions\" lets no "
+                                          f"plugin replace it")
+                return
+            except PluginError as error:
+                if error.status == 404 and not self._exists(level, resource_id):
+                    raise VerificationFailed(f"An anonymized resource disappeared while the call ran (a concurrent "
+                                             f"call was rolled back, or Orthanc recycled it): {level} {resource_id}")
+                if error.orthanc_code not in (DATABASE_ERROR, REVISION_ERROR) or attempt == METADATA_ATTEMPTS - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1))
+
+    def _exists(self, level: str, resource_id: str) -> bool:
+        try:
+            self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}")
+        except NativeError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     def metadata(self, level: str, resource_id: str, name: str) -> str | None:
         try:
@@ -233,7 +269,9 @@ class Plugin:
         self.port = RestPort(orthanc, configuration)
         self.anonymizer = Anonymizer(self.port, self.keys, options_metadata=self.config.options_metadata)
         self.jobs = JobQueue(self._run_job, lambda: orthanc.GetGlobalProperty(JOBS_PROPERTY, ""),
-                             lambda text: orthanc.SetGlobalProperty(JOBS_PROPERTY, text), orthanc.LogError)
+                             lambda text: orthanc.SetGlobalProperty(JOBS_PROPERTY, text), orthanc.LogError,
+                             JobSettings.of(configuration),
+                             lambda text: orthanc.SetGlobalProperty(JOBS_ASIDE_PROPERTY, text))
         self.job_routes = JobRoutes(orthanc, self.jobs, self.port.call)
         self._restore_lock = threading.Lock()
         self._restored = False

@@ -13,7 +13,7 @@ from . import answers
 from .config import DEFAULT_OPTIONS_METADATA
 from .errors import Conflict, JobCanceled, NotFound, PluginError, VerificationFailed
 from .filereader import Header, UnreadableHeader, read_header
-from .identities import NativeMarkers, plan_instance
+from .identities import InstancePlan, NativeMarkers, plan_instance
 from .keys import KeyStore
 from .labels import copy_labels
 from .options import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
@@ -23,7 +23,7 @@ from .orthanc_ids import LEVEL_TYPES
 from .pseudonyms import Pseudonymizer
 from .transcoding import native_anonymized
 from .uid_attributes import UID_TAGS
-from .verification import anonymize_checked
+from .verification import anonymize_checked, check_output
 
 _PARENT_FIELD = {"patients": "ParentPatient", "studies": "ParentStudy", "series": "ParentSeries",
                  "instances": "ID"}
@@ -49,6 +49,7 @@ class OrthancPort(Protocol):
     def identifiers(self, series_id: str) -> tuple[str, str, str]: ...
     def existing_instances(self, series_id: str) -> set[str]: ...
     def overwrite_mode(self) -> str: ...
+    def transcodes_on_ingest(self) -> bool: ...
     def level_of(self, resource_id: str) -> str: ...
     def patient_level(self) -> bool: ...
     def labels(self, level: str, resource_id: str) -> list[str]: ...
@@ -124,10 +125,24 @@ class Anonymizer:
 
     def _anonymized_file(self, instance_id: str, request: AnonymizeRequest,
                          pseudonyms: Pseudonymizer, markers: NativeMarkers) -> bytes:
+        return self._planned_file(instance_id, request, pseudonyms, markers)[0]
+
+    def _planned_file(self, instance_id: str, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
+                      markers: NativeMarkers) -> tuple[bytes, InstancePlan]:
         plan = plan_instance(self._port.header(instance_id), request, pseudonyms, markers, self._uid_tags)
-        return anonymize_checked(plan, lambda body: native_anonymized(self._port, instance_id, body,
-                                                                      request.whole_resources),
-                                 self._uid_tags, instance_id)
+        output = anonymize_checked(plan, lambda body: native_anonymized(self._port, instance_id, body,
+                                                                        request.whole_resources),
+                                   self._uid_tags, instance_id)
+        return output, plan
+
+    def _check_as_stored(self, instance_id: str, plan: InstancePlan) -> None:
+        """Where Orthanc transcodes what it stores ("IngestTranscoding"), the plugin's check again,
+        on what Orthanc kept: a lossy syntax gives the instance a new SOPInstanceUID, which the
+        pseudonyms, references and re-runs could not follow."""
+        problems = check_output(self._port.read_file(instance_id), plan, self._uid_tags)
+        if problems:
+            raise VerificationFailed("Orthanc changed an anonymized instance as it stored it (IngestTranscoding), "
+                                     "and it failed the plugin's check; nothing was kept: " + "; ".join(problems[:10]))
 
     def _record_origin(self, stored: dict[str, str], source: dict[str, str], parents: dict[str, str],
                        written: dict[str, str]) -> None:
@@ -240,13 +255,17 @@ class Anonymizer:
             if canceled():
                 raise JobCanceled()
             with budget.hold(int(source.get("FileSize") or 0)):
-                stored = self._port.store(self._anonymized_file(source["ID"], request, pseudonyms, markers))
+                output, plan = self._planned_file(source["ID"], request, pseudonyms, markers)
+                stored = self._port.store(output)
             if stored.get("Status") not in ("Success", "AlreadyStored"):  # e.g. FilteredOut
                 raise VerificationFailed(f"Orthanc did not store an anonymized instance "
                                          f"(status {stored.get('Status')}); nothing was kept")
             with lock:
                 if stored.get("Status") == "Success":
                     added.append(stored["ID"])
+            if self._port.transcodes_on_ingest():
+                self._check_as_stored(stored["ID"], plan)
+            with lock:
                 results.append(stored)
                 progress(len(results), total)
             self._record_options(stored, mark, marked)
@@ -284,11 +303,12 @@ class Anonymizer:
 
     def _check_still_stored(self, results: list[dict[str, str]]) -> None:
         """Every result is there at the end: a concurrent call that failed may have rolled back an
-        instance this call counted as already stored."""
+        instance this call counted as already stored, or Orthanc recycled it (storage limits)."""
         for series, members in _by_series(results).items():
             if not {stored["ID"] for stored in members} <= self._port.existing_instances(series):
                 raise VerificationFailed("An anonymized instance disappeared while the call ran (a concurrent "
-                                         "call was rolled back): run the call again; nothing was deleted")
+                                         "call was rolled back, or Orthanc recycled it to stay within "
+                                         "MaximumStorageSize/MaximumPatientCount): run the call again")
 
     def _already_stored(self, sources: list[dict[str, str]], request: AnonymizeRequest,
                         pseudonyms: Pseudonymizer, markers: NativeMarkers) -> dict[str, dict[str, str]]:

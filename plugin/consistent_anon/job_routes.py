@@ -12,6 +12,8 @@ from .jobs import FAILURE, SUCCESS, JobQueue
 #: server (its own database with SQLite; per DatabaseServerIdentifier with a database plugin),
 #: so each node keeps its own jobs, as it does with its native ones.
 JOBS_PROPERTY = 9732
+#: Where a saved-jobs record that cannot be read is kept (the last one), out of the next save's way.
+JOBS_ASIDE_PROPERTY = 9734
 
 
 class JobRoutes:

@@ -2,19 +2,22 @@
 
 A Python plugin cannot create a job in Orthanc's own engine, so the plugin runs its own queue
 and answers `/jobs/{id}` for its jobs in native's shape (`Type: "ResourceModification"`). Jobs
-are written to Orthanc's database at each change of state: after a restart, a job that had not
-finished is run again from the start, which gives exactly the result of an uninterrupted run
-because anonymization is idempotent (a re-stored instance is recognized, not duplicated).
+are written to Orthanc's database at each change of state (unless Orthanc's "SaveJobs" is false):
+after a restart, a job that had not finished is run again from the start, which gives exactly
+the result of an uninterrupted run because anonymization is idempotent (a re-stored instance is
+recognized, not duplicated). Orthanc's "JobsHistorySize" and "ConcurrentJobs" apply as to
+native jobs.
 """
 from __future__ import annotations
 
 import heapq
 import itertools
 import json
+import os
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Callable
 
@@ -22,8 +25,8 @@ from .errors import JobCanceled, PluginError
 
 PENDING, RUNNING, SUCCESS, FAILURE = "Pending", "Running", "Success", "Failure"
 CANCELED_JOB = 37  # Orthanc's ErrorCode_CanceledJob
-HISTORY_SIZE = 100
-
+#: The saved jobs' format: {"Version": 2, "Jobs": [record...]}; version 1 was the bare list.
+RECORD_VERSION = 2
 
 
 def _now() -> str:
@@ -75,20 +78,87 @@ class Job:
 Runner = Callable[[Job, Callable[[int, int], None], Callable[[], bool]], dict]
 
 
+@dataclass(frozen=True)
+class JobSettings:
+    """Orthanc's settings for its jobs, applied to the plugin's (native's defaults)."""
+
+    save: bool = True  # "SaveJobs": kept in the database across restarts
+    history_size: int = 10  # "JobsHistorySize": finished jobs remembered
+    concurrent: int = 2  # "ConcurrentJobs": jobs running at once (0: one per core)
+
+    @classmethod
+    def of(cls, configuration: dict[str, Any]) -> "JobSettings":
+        concurrent = int(configuration.get("ConcurrentJobs", cls.concurrent))
+        return cls(save=bool(configuration.get("SaveJobs", cls.save)),
+                   history_size=max(0, int(configuration.get("JobsHistorySize", cls.history_size))),
+                   concurrent=concurrent if concurrent > 0 else (os.cpu_count() or 1))
+
+
+def encode_jobs(jobs: list[Job]) -> str:
+    return json.dumps({"Version": RECORD_VERSION, "Jobs": [asdict(job) for job in jobs]})
+
+
+_JOB_FIELDS = {f.name for f in fields(Job)}
+_REQUIRED = ("level", "resource_id", "body", "id")
+
+
+def job_of_record(record: Any) -> Job | None:
+    """The job a saved record describes, whichever version of the plugin saved it: fields it
+    lacks take their defaults, fields this version does not know are left out; None when the
+    record is not a job at all."""
+    if not isinstance(record, dict) or not all(isinstance(record.get(name), str) for name in _REQUIRED):
+        return None
+    if record.get("state", PENDING) not in (PENDING, RUNNING, SUCCESS, FAILURE):
+        return None
+    try:
+        return Job(**{name: value for name, value in record.items() if name in _JOB_FIELDS})
+    except TypeError:
+        return None
+
+
+def decode_jobs(text: str) -> tuple[list[Job], list[Any]] | None:
+    """The jobs of a saved text (any version), and the records that are not jobs; None when the
+    text cannot be read at all."""
+    try:
+        saved = json.loads(text) if text else []
+    except ValueError:
+        return None
+    if isinstance(saved, dict) and isinstance(saved.get("Version"), int) and isinstance(saved.get("Jobs"), list):
+        records = saved["Jobs"]
+    elif isinstance(saved, list):  # version 1
+        records = saved
+    else:
+        return None
+    jobs, unreadable = [], []
+    for record in records:
+        job = job_of_record(record)
+        if job is None:
+            unreadable.append(record)
+        else:
+            jobs.append(job)
+    return jobs, unreadable
+
+
 class JobQueue:
-    """The plugin's jobs: a priority queue served by one worker thread, persisted on each change."""
+    """The plugin's jobs: a priority queue served by `ConcurrentJobs` worker threads, persisted on
+    each change (where jobs are saved)."""
 
     def __init__(self, runner: Runner, load: Callable[[], str], save: Callable[[str], None],
-                 log_error: Callable[[str], None]) -> None:
+                 log_error: Callable[[str], None], settings: JobSettings = JobSettings(),
+                 keep_aside: Callable[[str], None] = lambda text: None) -> None:
+        """`load`/`save` read and write the saved jobs; `keep_aside` keeps a saved text that
+        cannot be read, out of the way of the next save, for a person to look at."""
         self._runner = runner
         self._load = load
         self._save = save
         self._log_error = log_error
+        self._settings = settings
+        self._keep_aside = keep_aside
         self._jobs: dict[str, Job] = {}
         self._queue: list[tuple[int, int, str]] = []
         self._order = itertools.count()
         self._lock = threading.Condition()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
 
     # --- submission and queries ---------------------------------------------------------
     def submit(self, level: str, resource_id: str, body: str, priority: int, content: dict[str, Any],
@@ -135,17 +205,22 @@ class JobQueue:
 
     # --- restart ---------------------------------------------------------------------
     def restore(self) -> int:
-        """Reload the jobs saved before a restart; run again those that had not finished."""
-        try:
-            saved = json.loads(self._load() or "[]")
-        except ValueError:
-            saved = []
-        if not isinstance(saved, list):
-            saved = []
+        """Reload the jobs saved before a restart; run again those that had not finished. What
+        cannot be read is logged and kept aside, never silently dropped nor overwritten."""
+        if not self._settings.save:
+            return 0
+        text = self._load()
+        decoded = decode_jobs(text)
+        if decoded is None:
+            self._set_aside(text, "the saved anonymization jobs cannot be read: none was restored")
+            return 0
+        jobs, unreadable = decoded
+        if unreadable:
+            self._set_aside(json.dumps(unreadable), f"{len(unreadable)} saved anonymization job(s) "
+                                                    f"cannot be read and were not restored")
         resumed = 0
         with self._lock:
-            for record in saved:
-                job = Job(**record)
+            for job in jobs:
                 if job.id in self._jobs:
                     continue
                 self._jobs[job.id] = job
@@ -155,13 +230,22 @@ class JobQueue:
                     resumed += 1
         return resumed
 
+    def _set_aside(self, text: str, problem: str) -> None:
+        try:
+            self._keep_aside(text)
+            self._log_error(f"{problem}; the unreadable record was kept aside")
+        except Exception as error:  # the log line is then all that is left of it
+            self._log_error(f"{problem}; keeping the record aside failed too ({type(error).__name__})")
+
     # --- internals ---------------------------------------------------------------------
     def _enqueue(self, job: Job) -> None:
         # Higher Priority first, as in Orthanc; first come, first served within a priority.
         heapq.heappush(self._queue, (-job.priority, next(self._order), job.id))
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._work, name="consistent-anon-jobs", daemon=True)
-            self._worker.start()
+        self._workers = [worker for worker in self._workers if worker.is_alive()]
+        if len(self._workers) < self._settings.concurrent:
+            worker = threading.Thread(target=self._work, name="consistent-anon-jobs", daemon=True)
+            self._workers.append(worker)
+            worker.start()
         self._lock.notify()
 
     def _finish(self, job: Job, state: str, code: int, description: str, details: str) -> None:
@@ -171,13 +255,17 @@ class JobQueue:
             job.progress = 100
 
     def _persist(self) -> None:
+        """Forget the finished jobs beyond the history size (the oldest finished first, as
+        native), then save the rest, where jobs are saved."""
         with self._lock:
             finished = [j for j in self._jobs.values() if j.state in (SUCCESS, FAILURE)]
-            for old in sorted(finished, key=lambda j: j.creation_time)[:-HISTORY_SIZE]:
+            kept = self._settings.history_size
+            for old in sorted(finished, key=lambda j: j.completion_time or "")[:len(finished) - kept]:
                 del self._jobs[old.id]
-            records = [asdict(j) for j in self._jobs.values()]
+            if not self._settings.save:
+                return
             try:  # under the lock: saves never overtake one another
-                self._save(json.dumps(records))
+                self._save(encode_jobs(list(self._jobs.values())))
             except Exception as error:  # the job still runs; only its record after a restart is at risk
                 self._log_error(f"could not save the anonymization jobs ({type(error).__name__})")
 
