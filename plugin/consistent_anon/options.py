@@ -141,23 +141,24 @@ MAX_VALUES = 200_000  # members and elements in the whole body (a long bulk Reso
 MAX_MEMBER_LENGTHS = {"Keep": 1024, "Remove": 1024, "Replace": 1024, "Resources": 100_000}
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_LEAF_PAIRS = re.compile(r"\[\]|\{\}")
 
 
 def _check_shape(text: str) -> None:
     """Refuse a body nested deeper than MAX_DEPTH, or holding more than MAX_VALUES values, from its
-    text alone: strings blanked, then the innermost bracket pairs peeled off one level at a time
-    (an unbalanced body never peels to nothing: it is not JSON either)."""
+    text alone, in one pass over its brackets once strings are blanked; a body whose brackets do
+    not balance is not JSON (native's "Bad file format")."""
     skeleton = _STRING.sub('""', text)
     if skeleton.count(",") >= MAX_VALUES:
         raise BadRequest(f"The body of the request holds more than {MAX_VALUES} values")
-    brackets = _NOT_BRACKET.sub("", skeleton)
-    for _ in range(MAX_DEPTH):
-        if not brackets:
-            return
-        brackets = _LEAF_PAIRS.sub("", brackets)
-    if brackets:
-        raise BadRequest(f"The body of the request is not valid JSON or is nested more than {MAX_DEPTH} levels deep")
+    depth = 0
+    for bracket in _NOT_BRACKET.sub("", skeleton):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"The body of the request is nested more than {MAX_DEPTH} levels deep")
+        if depth < 0:
+            break
+    if depth != 0:
+        raise BadFileFormat("The body of the request must be a JSON object (it is not valid JSON)")
 
 
 def _check_member_lengths(document: dict[str, Any]) -> None:
