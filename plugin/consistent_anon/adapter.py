@@ -336,8 +336,17 @@ class Plugin:
         if warning:
             self._orthanc.LogWarning(warning)
 
+    def _parse(self, body: bytes | str | None) -> AnonymizeRequest:
+        """The request under its project's settings (dates, subjects, trial attributes, identity)."""
+        request = parse_request(body)
+        settings = self.keys.settings(request.project)
+        if settings.patient_identity == "project" and request.ignored_identity:
+            self._orthanc.LogInfo(f'Project "{settings.name}" owns the patient identity: the request\'s Keep or '
+                                  f'Replace of PatientID and PatientName is ignored')
+        return request.for_project(settings)
+
     def _run_job(self, job: Job, progress: Callable[[int, int], None], canceled: Callable[[], bool]) -> dict:
-        options = parse_request(job.body)
+        options = self._parse(job.body)
         if job.level == BULK:
             targets = self.anonymizer.resolve(options.resources)
             return self.anonymizer.anonymize_bulk(targets, options, progress, canceled)
@@ -421,7 +430,7 @@ class Plugin:
             return
         level, resource_id = request["groups"]
         body = request.get("body")
-        options = parse_request(body)
+        options = self._parse(body)
         if options.asynchronous and level != "instances":
             targets = [(level, resource_id)]
             sources = self.anonymizer.check_request(targets, replace(options, whole_resources=True))
@@ -446,7 +455,7 @@ class Plugin:
             output.SendMethodNotAllowed("POST")
             return
         body = request.get("body")
-        options = parse_request(body)
+        options = self._parse(body)
         if not isinstance(options.resources, list) or not all(isinstance(r, str) for r in options.resources):
             raise BadRequest("List of strings expected in field: Resources")
         targets = self.anonymizer.resolve(options.resources)

@@ -1,10 +1,11 @@
 """The plugin's section of orthanc.json, with the defaults a cautious site wants."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .project_settings import KEYS as PROJECT_SETTINGS, ProjectSettings, SettingsError, parse_project_settings
 from .pseudonyms import UUID_ROOT, check_uid_root
 
 SECTION = "ConsistentAnonymization"
@@ -19,10 +20,12 @@ class ConfigurationError(ValueError):
 
 
 #: The options of the section, and of each project under `Projects` (a typo must never silently
-#: leave an option at its default: an unknown name stops Orthanc at start).
+#: leave an option at its default: an unknown name stops Orthanc at start). The project settings
+#: (dates, subjects, trial attributes, patient identity) are allowed in both: at the top, they are
+#: the defaults of every project.
 SECTION_OPTIONS = frozenset({"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
-                             "OptionsMetadata", "PseudonymLookup", "AcceptNewKey"})
-PROJECT_OPTIONS = frozenset({"Key", "KeyFile"})
+                             "OptionsMetadata", "PseudonymLookup", "AcceptNewKey", *PROJECT_SETTINGS})
+PROJECT_OPTIONS = frozenset({"Key", "KeyFile", *PROJECT_SETTINGS})
 
 
 def _refuse_unknown(where: str, settings: dict[str, Any], known: frozenset[str]) -> None:
@@ -65,12 +68,15 @@ class PluginConfig:
     options_metadata: int = DEFAULT_OPTIONS_METADATA
     pseudonym_lookup: bool = False  # generate-uid's pseudonym queries: off, or they confirm guesses
     accept_new_key: frozenset[str] = frozenset()  # projects whose recorded key check may be replaced
+    project_settings: dict[str, ProjectSettings] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # never show a key
         return (f"PluginConfig(projects={sorted(self.project_keys)}, default_project={self.default_project!r}, "
                 f"uid_root={self.uid_root!r}, fresh_pseudonyms_per_call={self.fresh_pseudonyms_per_call}, "
                 f"options_metadata={self.options_metadata}, pseudonym_lookup={self.pseudonym_lookup}, "
-                f"accept_new_key={sorted(self.accept_new_key)})")
+                f"accept_new_key={sorted(self.accept_new_key)}, "
+                f"date_shifting={sorted(p for p, s in self.project_settings.items() if s.shift_dates)}, "
+                f"subject_tables={sorted(p for p, s in self.project_settings.items() if s.subjects)})")
 
 
 def parse_config(orthanc_configuration: dict[str, Any]) -> PluginConfig:
@@ -82,13 +88,20 @@ def parse_config(orthanc_configuration: dict[str, Any]) -> PluginConfig:
     projects = section.get("Projects", {})
     if not isinstance(projects, dict) or not all(isinstance(v, dict) for v in projects.values()):
         raise ConfigurationError(f"{SECTION}.Projects must map project names to objects")
-    for name, settings in projects.items():
-        _refuse_unknown(f"{SECTION}.Projects.{name}", settings, PROJECT_OPTIONS)
-        config.project_keys[name] = _read_key(f"{SECTION}.Projects.{name}", settings)
+    try:
+        defaults = parse_project_settings(SECTION, section)
+        for name, settings in projects.items():
+            _refuse_unknown(f"{SECTION}.Projects.{name}", settings, PROJECT_OPTIONS)
+            config.project_keys[name] = _read_key(f"{SECTION}.Projects.{name}", settings)
+            config.project_settings[name] = replace(
+                parse_project_settings(f"{SECTION}.Projects.{name}", settings, defaults), name=name)
+    except SettingsError as error:
+        raise ConfigurationError(str(error)) from None
     config.default_project = section.get("DefaultProject", "default")
     if not isinstance(config.default_project, str) or not config.default_project:
         raise ConfigurationError(f"{SECTION}.DefaultProject must be a non-empty string")
     config.project_keys.setdefault(config.default_project, None)
+    config.project_settings.setdefault(config.default_project, replace(defaults, name=config.default_project))
     try:
         config.uid_root = check_uid_root(str(section.get("UidRoot", UUID_ROOT)))
     except ValueError as error:

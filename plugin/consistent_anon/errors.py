@@ -48,6 +48,12 @@ class Conflict(PluginError):
     status, orthanc_code, description = 409, 8, "Bad request"
 
 
+class SubjectRequired(PluginError):
+    """A patient outside the project's subject table, where the project requires one."""
+
+    status, orthanc_code, description = 403, 45, "Forbidden access"
+
+
 class VerificationFailed(PluginError):
     """The anonymized output did not pass the fail-closed check: nothing was stored."""
 

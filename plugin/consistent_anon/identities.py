@@ -12,7 +12,12 @@ from typing import Any
 from .filereader import Element, Header, Path
 from .options import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, PATIENT_NAME,
                       AnonymizeRequest)
+
+ISSUER_OF_PATIENT_ID = 0x00100021
+from .errors import PluginError, SubjectRequired
 from .pseudonyms import Pseudonymizer
+from .subjects import Subject, SubjectTableError
+from .transforms import TRANSFORMS, Changes
 from .paths import KEEP, REMOVE
 from .scanning import instance_uids, is_private, orthanc_path, values_of
 from .uid_attributes import is_well_known
@@ -45,6 +50,8 @@ class InstancePlan:
     caller_paths: set[Path] = field(default_factory=set)
     source: Header | None = None
     caller_tags: frozenset[int] = frozenset()
+    #: What the transforms (transforms.py) have native write, to be found where it is present.
+    expected_values: dict[Path, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _private_uid_values(element: Element, targets: dict[str, str]) -> tuple[str, ...] | None:
@@ -61,14 +68,36 @@ def _private_uid_values(element: Element, targets: dict[str, str]) -> tuple[str,
     return None
 
 
-def resulting_patient_id(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer) -> str:
-    """The PatientID of the anonymized instance: the caller's choice, else the keyed pseudonym."""
+def resulting_patient(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer) -> tuple[str, str]:
+    """The PatientID and PatientName of the anonymized instance: the caller's choice (unless the
+    project owns the identity, see AnonymizeRequest.for_project), else the project's subject
+    table, else keyed pseudonyms."""
     original = header.text(PATIENT_ID)
     if PATIENT_ID in request.replaced_tags:
-        return str(request.replaced_tags[PATIENT_ID])
-    if PATIENT_ID in request.kept_tags:
-        return original
-    return pseudonyms.patient_id(original)
+        patient_id = str(request.replaced_tags[PATIENT_ID])
+    elif PATIENT_ID in request.kept_tags:
+        patient_id = original
+    else:
+        subject = _subject(header, request)
+        if subject is not None:
+            return subject.subject_id, subject.subject_name or subject.subject_id
+        patient_id = pseudonyms.patient_id(original)
+    return patient_id, pseudonyms.patient_name(patient_id)
+
+
+def _subject(header: Header, request: AnonymizeRequest) -> Subject | None:
+    settings = request.settings
+    if settings.subjects is None:
+        return None
+    try:
+        subject = settings.subjects.lookup(header.text(PATIENT_ID), header.text(ISSUER_OF_PATIENT_ID))
+    except SubjectTableError as error:  # the file broke since it was last read: refuse, never guess
+        raise PluginError(f'The subject table of project "{settings.name}" cannot be used: {error}') from None
+    if subject is None and settings.require_subject:
+        raise SubjectRequired(f'The patient is not in the subject table of project "{settings.name}", '
+                              f'which requires one (RequireSubject); nothing was stored')
+    return subject
+
 
 
 def _caller_targets(header: Header, request: AnonymizeRequest, uid_tags: frozenset[int]) -> dict[str, str]:
@@ -86,7 +115,7 @@ def _caller_targets(header: Header, request: AnonymizeRequest, uid_tags: frozens
 
 def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
                   markers: NativeMarkers, uid_tags: frozenset[int]) -> InstancePlan:
-    patient_id = resulting_patient_id(header, request, pseudonyms)
+    patient_id, patient_name = resulting_patient(header, request, pseudonyms)
     fixed = _caller_targets(header, request, uid_tags)
 
     def target(original: str) -> str:
@@ -124,7 +153,7 @@ def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudon
     if not request.mentions(PATIENT_ID):
         replace[orthanc_path(((), PATIENT_ID))] = patient_id
     if not request.mentions(PATIENT_NAME):
-        replace[orthanc_path(((), PATIENT_NAME))] = pseudonyms.patient_name(patient_id)
+        replace[orthanc_path(((), PATIENT_NAME))] = patient_name
 
     remove = list(request.remove)
     for tag, value in ((DEIDENTIFICATION_METHOD, markers.deidentification_method),
@@ -140,6 +169,13 @@ def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudon
             replace[orthanc_path(((), tag))] = value + " "
         else:
             replace[orthanc_path(((), tag))] = value
+
+    changes = Changes()
+    for transform in TRANSFORMS:
+        transform(header, request, patient_id, pseudonyms, changes)
+    replace.update(changes.replace)
+    remove.extend(changes.remove)
+    plan.expected_values = changes.expected
 
     body = dict(request.native_body)
     body["Force"] = True

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from .config import PluginConfig
+from .project_settings import ProjectSettings
 from .errors import BadRequest, PluginError
 from .pseudonyms import Pseudonymizer, project_key
 
@@ -191,6 +192,10 @@ class KeyStore:
         if project not in self._config.project_keys:
             raise BadRequest(f'Unknown project "{project}": declare it under ConsistentAnonymization.Projects')
         return project
+
+    def settings(self, requested_project: str | None) -> ProjectSettings:
+        """The project's settings beyond its key: dates, subjects, trial attributes, identity."""
+        return self._config.project_settings[self.project_name(requested_project)]
 
     def pseudonymizer(self, requested_project: str | None) -> Pseudonymizer:
         """Keyed pseudonyms for the project, or fresh ones for this call alone if so configured."""

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 
 from .errors import BadFileFormat, BadRequest
+from .project_settings import ProjectSettings
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -19,13 +20,16 @@ SOP_INSTANCE_UID = 0x00080018
 PATIENT_IDENTITY_REMOVED = 0x00120062
 DEIDENTIFICATION_METHOD = 0x00120063
 
-_BOOLEANS = ("Force", "KeepPrivateTags", "KeepSource", "Asynchronous", "Synchronous", "Permissive")
+_BOOLEANS = ("Force", "KeepPrivateTags", "KeepSource", "Asynchronous", "Synchronous", "Permissive", "ShiftDates")
 _STRINGS = ("DicomVersion", "PrivateCreator", "Transcode", "Project")
 _HEX_TAG = re.compile(r"^\(?([0-9a-fA-F]{4})[,|-]?([0-9a-fA-F]{4})\)?$")
 #: Body members that concern the whole call, not how one instance is de-identified: not sent to
 #: native's single-instance anonymization, not part of the options' mark.
 CALL_MEMBERS = ("Asynchronous", "Synchronous", "KeepSource", "Priority", "Project", "Resources", "Level",
                 "UserData")
+#: Body members of the plugin's own that decide what an instance becomes: not sent to native, part
+#: of the options' mark through the project's settings they resolve to.
+PLUGIN_MEMBERS = ("ShiftDates",)
 
 
 def parse_tag(name: str) -> int | None:
@@ -62,6 +66,32 @@ class AnonymizeRequest:
     #: Set by the engine for patient, study, series and bulk calls, which native runs as a job:
     #: there a Transcode native cannot honour keeps the source's transfer syntax.
     whole_resources: bool = False
+    shift_dates: bool | None = None  # the body's "ShiftDates": None leaves it to the project
+    #: The project's settings (dates, subjects, trial attributes), attached by `for_project`.
+    settings: ProjectSettings = field(default_factory=ProjectSettings)
+
+    def for_project(self, settings: ProjectSettings) -> "AnonymizeRequest":
+        """This request under its project's settings. Under `"PatientIdentity": "project"` the
+        caller's Keep and Replace of PatientID and PatientName are dropped: every client then
+        lands in the project's one patient (Orthanc Explorer 2 sends a random PatientID)."""
+        if self.shift_dates is not None:
+            settings = replace(settings, shift_dates=self.shift_dates)
+        request = replace(self, settings=settings)
+        if settings.patient_identity == "project" and self.ignored_identity:
+            identity = {PATIENT_ID, PATIENT_NAME}
+            native = dict(self.native_body)
+            request.keep = [name for name in self.keep if parse_tag(name) not in identity]
+            request.replace = {name: v for name, v in self.replace.items() if parse_tag(name) not in identity}
+            for member, value in (("Keep", request.keep), ("Replace", request.replace)):
+                if member in native:
+                    native[member] = value
+            request.native_body = native
+        return request
+
+    @property
+    def ignored_identity(self) -> bool:
+        """Whether the caller keeps or replaces PatientID or PatientName."""
+        return bool({PATIENT_ID, PATIENT_NAME} & (self.kept_tags | set(self.replaced_tags)))
 
     # The top-level tags the caller names, parsed once per request rather than at every
     # instance and element the plan looks at.
@@ -97,6 +127,7 @@ class AnonymizeRequest:
             if name in ("Force", "Permissive", "KeepLabels") or value in ([], {}) or (name == "KeepPrivateTags" and not value):
                 continue
             members[name] = value
+        members.update(self.settings.output_options())
         return json.dumps(members, sort_keys=True, separators=(",", ":"))
 
     @cached_property
@@ -211,7 +242,7 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
         _refuse_identifiers_without_force(document)
     asynchronous = document.get("Asynchronous", False) or document.get("Synchronous", True) is False
     return AnonymizeRequest(
-        native_body={k: v for k, v in document.items() if k not in CALL_MEMBERS},
+        native_body={k: v for k, v in document.items() if k not in CALL_MEMBERS + PLUGIN_MEMBERS},
         keep=list(document.get("Keep", [])),
         replace=dict(document.get("Replace", {})),
         remove=list(document.get("Remove", [])),
@@ -221,4 +252,5 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
         project=document.get("Project"),
         resources=document.get("Resources"),
         keep_labels=document.get("KeepLabels", False) is True,  # native checks its type
+        shift_dates=document.get("ShiftDates"),
     )

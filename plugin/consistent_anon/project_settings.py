@@ -33,12 +33,23 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class ProjectSettings:
+    name: str = ""  # the project's name, for messages
     shift_dates: bool = False
     date_shift_days: tuple[int, int] = DEFAULT_DATE_SHIFT_DAYS
     subjects: SubjectTable | None = None
     require_subject: bool = False
     clinical_trial: dict[int, str] = field(default_factory=dict)  # tag -> value
     patient_identity: str = "caller"
+
+    def output_options(self) -> dict[str, Any]:
+        """What of these settings decides what an instance becomes, for the options' mark: two
+        calls that differ in it would give different results under the same identifiers."""
+        options: dict[str, Any] = {}
+        if self.shift_dates:
+            options["ShiftDates"] = list(self.date_shift_days)
+        if self.clinical_trial:
+            options["ClinicalTrial"] = {f"{tag:08x}": value for tag, value in sorted(self.clinical_trial.items())}
+        return options
 
 
 def _boolean(where: str, name: str, value: Any) -> bool:

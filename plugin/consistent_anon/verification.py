@@ -69,6 +69,9 @@ def inspect_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) ->
             problems.append(f"{describe(element.path)} carries a UID the plugin did not assign")
         elif expected is not None and element.values != expected:
             problems.append(f"{describe(element.path)} does not carry its pseudonym")
+        planned = plan.expected_values.get(element.path)
+        if planned is not None and element.values != planned:
+            problems.append(f"{describe(element.path)} does not carry the value the plugin planned")
     leaks = [element for element, _ in find_uids(header, plan.source_uids) if element.path not in plan.caller_paths]
     for element in leaks:
         if element.path in plan.expected_uids:

@@ -1,0 +1,179 @@
+"""Longitudinal research and trials against a real Orthanc: keyed date shifting, subject tables,
+clinical-trial attributes and a project-owned patient identity, on every supported version."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import uuid
+from datetime import date
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from conftest import TEST_KEY, new_patient
+from consistent_anon.pseudonyms import Pseudonymizer, project_key
+from dicom_factory import Study, mr_series, rtstruct, to_bytes
+
+DAYS = [-40, -2]
+
+
+def _trial_server(server_factory, tmp_path, **project):
+    subjects = tmp_path / "subjects.csv"
+    if not subjects.exists():
+        subjects.write_text("PatientID,SubjectID,SubjectName\n")
+    settings = {"Key": TEST_KEY, "PseudonymLookup": True,
+                "Projects": {"trial": {"ShiftDates": True, "DateShiftDays": DAYS, **project},
+                             "other": {"ShiftDates": True}}}
+    return server_factory(config={"ConsistentAnonymization": settings})
+
+
+def _study(patient, study_date: str, per_series: int = 2) -> list:
+    study = Study(patient=patient, date=study_date)
+    frame = generate_uid()
+    images = mr_series(study, frame, per_series, 1) + mr_series(study, frame, per_series, 2)
+    for ds in images:
+        ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = ds.InstanceCreationDate = study_date
+        ds.AcquisitionDateTime = study_date + "101500.25+0100"
+    structure = rtstruct(study, images[:per_series])
+    structure.StructureSetDate = study_date
+    return images + [structure]
+
+
+def _upload(server, instances) -> str:
+    return [server.upload(to_bytes(ds)) for ds in instances][0]["ParentStudy"]
+
+
+def _instances(server, study_id: str) -> list:
+    return [pydicom.dcmread(io.BytesIO(server.get(f"/instances/{i['ID']}/file").content))
+            for i in server.json(f"/studies/{study_id}/instances")]
+
+
+def _days(text: str) -> int:
+    return date(int(text[:4]), int(text[4:6]), int(text[6:8])).toordinal()
+
+
+def test_dates_move_by_one_keyed_offset_per_patient_and_keep_their_interval(server_factory, tmp_path):
+    server = _trial_server(server_factory, tmp_path)
+    patient = new_patient()
+    first, follow_up = _study(patient, "20240301"), _study(patient, "20240308")
+    first_id, follow_up_id = _upload(server, first), _upload(server, follow_up)
+    # The first study series by series, the follow-up instance by instance stored by hand.
+    for series in server.json(f"/studies/{first_id}/series"):
+        assert server.post(f"/series/{series['ID']}/anonymize", json={"Project": "trial"}).status_code == 200
+    answer = server.post(f"/studies/{follow_up_id}/anonymize", json={"Project": "trial"})
+    assert answer.status_code == 200, answer.text
+    results = {}
+    for source_id, study_date in ((first_id, "20240301"), (follow_up_id, "20240308")):
+        pid = server.json(f"/studies/{source_id}")["PatientMainDicomTags"]["PatientID"]
+        anonymized_pid = server.get(f"/tools/generate-uid?level=patient&patient-id={pid}&project=trial").text
+        uid = server.json(f"/studies/{source_id}")["MainDicomTags"]["StudyInstanceUID"]
+        anonymized_uid = server.get(f"/tools/generate-uid?level=study&uid={uid}&patient-id={pid}&project=trial").text
+        study = next(s for s in server.json("/studies?expand") if s["MainDicomTags"]["StudyInstanceUID"] == anonymized_uid)
+        results[study_date] = (anonymized_pid, _instances(server, study["ID"]))
+    pids = {pid for pid, _ in results.values()}
+    assert len(pids) == 1
+    expected = Pseudonymizer(project_key(TEST_KEY.encode(), "trial")).date_offset(pids.pop(), *DAYS)
+    assert DAYS[0] <= expected <= DAYS[1] and expected != 0
+    for study_date, (_, instances) in results.items():
+        for ds in instances:
+            for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "InstanceCreationDate",
+                            "StructureSetDate"):
+                if keyword in ds and ds.Modality == ("RTSTRUCT" if keyword == "StructureSetDate" else ds.Modality):
+                    assert _days(ds.data_element(keyword).value) - _days(study_date) == expected, keyword
+            if ds.Modality == "MR":
+                assert ds.AcquisitionDateTime[8:] == "101500.25+0100"  # time and zone kept
+                assert _days(ds.AcquisitionDateTime) - _days(study_date) == expected
+            assert ds.StudyTime == "101500"
+            assert not ds.get("PatientBirthDate")
+            assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
+            codes = [(item.CodeValue, item.CodingSchemeDesignator) for item in ds.DeidentificationMethodCodeSequence]
+            assert codes == [("113100", "DCM"), ("113107", "DCM")]
+    shifted = [_days(results[d][1][0].StudyDate) for d in ("20240301", "20240308")]
+    assert shifted[1] - shifted[0] == 7
+    # Re-runs are idempotent; another shift setting on the same result is refused.
+    again = server.post(f"/studies/{follow_up_id}/anonymize", json={"Project": "trial"})
+    assert again.json()["ID"] == answer.json()["ID"]
+    refused = server.post(f"/studies/{follow_up_id}/anonymize", json={"Project": "trial", "ShiftDates": False})
+    assert refused.status_code == 409
+
+
+def test_another_project_gives_another_offset_and_verification_stays_clean(server_factory, tmp_path):
+    server = _trial_server(server_factory, tmp_path)
+    offsets = set()
+    for _ in range(3):  # three patients: the chance that every one of them collides is negligible
+        study_id = _upload(server, _study(new_patient(), "20240301", per_series=1))
+        per_project = []
+        for project in ("trial", "other"):
+            answer = server.post(f"/studies/{study_id}/anonymize", json={"Project": project}).json()
+            ds = _instances(server, answer["ID"])[0]
+            per_project.append(_days(ds.StudyDate) - _days("20240301"))
+            report = server.post("/tools/verify-anonymization",
+                                 json={"Source": study_id, "Anonymized": answer["ID"], "Project": project}).json()
+            assert report["Clean"], report
+        assert all(offset != 0 for offset in per_project)
+        offsets.add(tuple(per_project))
+    assert any(a != b for a, b in offsets)
+
+
+def test_a_subject_table_names_the_anonymized_patient(server_factory, tmp_path):
+    listed, unlisted = new_patient(), new_patient()
+    (tmp_path / "subjects.csv").write_text(f"PatientID,SubjectID,SubjectName\n{listed.patient_id},S-001,Subject^One\n")
+    server = _trial_server(server_factory, tmp_path, Subjects=str(tmp_path / "subjects.csv"), RequireSubject=True,
+                           ClinicalTrial={"SponsorName": "Sponsor", "ProtocolID": "P-7", "SiteID": "07"})
+    study_id = _upload(server, _study(listed, "20240301", per_series=1))
+    answer = server.post(f"/studies/{study_id}/anonymize", json={"Project": "trial"})
+    assert answer.status_code == 200, answer.text
+    instances = _instances(server, answer.json()["ID"])
+    uid = server.json(f"/studies/{study_id}")["MainDicomTags"]["StudyInstanceUID"]
+    scoped = server.get(f"/tools/generate-uid?level=study&uid={uid}&anonymized-patient-id=S-001&project=trial").text
+    for ds in instances:
+        assert (ds.PatientID, str(ds.PatientName), ds.StudyInstanceUID) == ("S-001", "Subject^One", scoped)
+        assert (ds.ClinicalTrialSponsorName, ds.ClinicalTrialProtocolID, ds.ClinicalTrialSiteID) == ("Sponsor", "P-7", "07")
+        assert ds.ClinicalTrialSubjectID == "S-001"
+    # A patient outside the table: refused, naming the project and not the patient; nothing stored.
+    other_id = _upload(server, _study(unlisted, "20240301", per_series=1))
+    before = set(server.json("/instances"))
+    refused = server.post(f"/studies/{other_id}/anonymize", json={"Project": "trial"})
+    assert refused.status_code == 403 and '"trial"' in refused.json()["Message"]
+    assert unlisted.patient_id not in refused.text
+    assert set(server.json("/instances")) == before
+    # Listing the patient takes effect without a restart.
+    with open(tmp_path / "subjects.csv", "a") as table:
+        table.write(f"{unlisted.patient_id},S-002,\n")
+    os.utime(tmp_path / "subjects.csv", ns=(time.time_ns(), time.time_ns() + 2_000_000))
+    answer = server.post(f"/studies/{other_id}/anonymize", json={"Project": "trial"})
+    assert answer.status_code == 200, answer.text
+    ds = _instances(server, answer.json()["ID"])[0]
+    assert (ds.PatientID, str(ds.PatientName)) == ("S-002", "S-002")
+
+
+def _explorer2_body(study: dict) -> dict:
+    """Exactly what Orthanc Explorer 2's anonymize dialog sends."""
+    patient_id = str(uuid.uuid4())
+    return {"Replace": {"PatientID": patient_id, "PatientName": f"Anonymized {patient_id[:8]}",
+                        "PatientBirthDate": "", "PatientSex": "",
+                        "StudyDescription": study["MainDicomTags"].get("StudyDescription", "")},
+            "Remove": [], "KeepSource": True, "Force": True, "Synchronous": False}
+
+
+@pytest.mark.parametrize("identity, patients", [("project", 1), ("caller", 2)])
+def test_explorer2_clicks_link_under_a_project_owned_identity(server_factory, tmp_path, identity, patients):
+    server = _trial_server(server_factory, tmp_path, PatientIdentity=identity)
+    patient = new_patient()
+    anonymized = set()
+    for study_date in ("20240301", "20240308"):
+        study_id = _upload(server, _study(patient, study_date, per_series=1))
+        body = {**_explorer2_body(server.json(f"/studies/{study_id}")), "Project": "trial"}
+        job = server.post(f"/studies/{study_id}/anonymize", json=body).json()
+        deadline = time.monotonic() + 60
+        while (state := server.json(job["Path"]))["State"] not in ("Success", "Failure") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state["State"] == "Success", state
+        anonymized.add(server.json(f"/studies/{state['Content']['ID']}")["ParentPatient"])
+    assert len(anonymized) == patients
+    if identity == "project":
+        pid = server.get(f"/tools/generate-uid?level=patient&patient-id={patient.patient_id}&project=trial").text
+        assert server.json(f"/patients/{anonymized.pop()}")["MainDicomTags"]["PatientID"] == pid
