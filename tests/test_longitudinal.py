@@ -3,7 +3,6 @@ clinical-trial attributes and a project-owned patient identity, on every support
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 import uuid
@@ -16,18 +15,23 @@ from pydicom.uid import generate_uid
 from conftest import TEST_KEY, new_patient
 from consistent_anon.pseudonyms import Pseudonymizer, project_key
 from dicom_factory import Study, mr_series, rtstruct, to_bytes
+from orthanc_server import RUNTIME
 
 DAYS = [-40, -2]
 
 
-def _trial_server(server_factory, tmp_path, **project):
-    subjects = tmp_path / "subjects.csv"
-    if not subjects.exists():
-        subjects.write_text("PatientID,SubjectID,SubjectName\n")
+def _trial_server(server_factory, subjects: str | None = None, **project):
+    """A server with the project "trial" (dates shifted within DAYS) and "other"; `subjects`, the
+    text of a subject table, is written in the server's folder (where a chroot's Orthanc sees it)."""
+    server = server_factory(start=False)
+    if subjects is not None:
+        (server.workdir / "subjects.csv").write_text(subjects)
+        project["Subjects"] = RUNTIME.inside(server.workdir / "subjects.csv")
     settings = {"Key": TEST_KEY, "PseudonymLookup": True,
                 "Projects": {"trial": {"ShiftDates": True, "DateShiftDays": DAYS, **project},
                              "other": {"ShiftDates": True}}}
-    return server_factory(config={"ConsistentAnonymization": settings})
+    server.configure({"ConsistentAnonymization": settings})
+    return server.start()
 
 
 def _study(patient, study_date: str, per_series: int = 2) -> list:
@@ -55,8 +59,8 @@ def _days(text: str) -> int:
     return date(int(text[:4]), int(text[4:6]), int(text[6:8])).toordinal()
 
 
-def test_dates_move_by_one_keyed_offset_per_patient_and_keep_their_interval(server_factory, tmp_path):
-    server = _trial_server(server_factory, tmp_path)
+def test_dates_move_by_one_keyed_offset_per_patient_and_keep_their_interval(server_factory):
+    server = _trial_server(server_factory)
     patient = new_patient()
     first, follow_up = _study(patient, "20240301"), _study(patient, "20240308")
     first_id, follow_up_id = _upload(server, first), _upload(server, follow_up)
@@ -100,8 +104,8 @@ def test_dates_move_by_one_keyed_offset_per_patient_and_keep_their_interval(serv
     assert refused.status_code == 409
 
 
-def test_another_project_gives_another_offset_and_verification_stays_clean(server_factory, tmp_path):
-    server = _trial_server(server_factory, tmp_path)
+def test_another_project_gives_another_offset_and_verification_stays_clean(server_factory):
+    server = _trial_server(server_factory)
     offsets = set()
     for _ in range(3):  # three patients: the chance that every one of them collides is negligible
         study_id = _upload(server, _study(new_patient(), "20240301", per_series=1))
@@ -118,11 +122,11 @@ def test_another_project_gives_another_offset_and_verification_stays_clean(serve
     assert any(a != b for a, b in offsets)
 
 
-def test_a_subject_table_names_the_anonymized_patient(server_factory, tmp_path):
+def test_a_subject_table_names_the_anonymized_patient(server_factory):
     listed, unlisted = new_patient(), new_patient()
-    (tmp_path / "subjects.csv").write_text(f"PatientID,SubjectID,SubjectName\n{listed.patient_id},S-001,Subject^One\n")
-    server = _trial_server(server_factory, tmp_path, Subjects=str(tmp_path / "subjects.csv"), RequireSubject=True,
-                           ClinicalTrial={"SponsorName": "Sponsor", "ProtocolID": "P-7", "SiteID": "07"})
+    server = _trial_server(server_factory, f"PatientID,SubjectID,SubjectName\n{listed.patient_id},S-001,Subject^One\n",
+                           RequireSubject=True, ClinicalTrial={"SponsorName": "Sponsor", "ProtocolID": "P-7", "SiteID": "07"})
+    table = server.workdir / "subjects.csv"
     study_id = _upload(server, _study(listed, "20240301", per_series=1))
     answer = server.post(f"/studies/{study_id}/anonymize", json={"Project": "trial"})
     assert answer.status_code == 200, answer.text
@@ -141,9 +145,9 @@ def test_a_subject_table_names_the_anonymized_patient(server_factory, tmp_path):
     assert unlisted.patient_id not in refused.text
     assert set(server.json("/instances")) == before
     # Listing the patient takes effect without a restart.
-    with open(tmp_path / "subjects.csv", "a") as table:
-        table.write(f"{unlisted.patient_id},S-002,\n")
-    os.utime(tmp_path / "subjects.csv", ns=(time.time_ns(), time.time_ns() + 2_000_000))
+    with open(table, "a") as file:
+        file.write(f"{unlisted.patient_id},S-002,\n")
+    os.utime(table, ns=(time.time_ns(), time.time_ns() + 2_000_000))
     answer = server.post(f"/studies/{other_id}/anonymize", json={"Project": "trial"})
     assert answer.status_code == 200, answer.text
     ds = _instances(server, answer.json()["ID"])[0]
@@ -160,8 +164,8 @@ def _explorer2_body(study: dict) -> dict:
 
 
 @pytest.mark.parametrize("identity, patients", [("project", 1), ("caller", 2)])
-def test_explorer2_clicks_link_under_a_project_owned_identity(server_factory, tmp_path, identity, patients):
-    server = _trial_server(server_factory, tmp_path, PatientIdentity=identity)
+def test_explorer2_clicks_link_under_a_project_owned_identity(server_factory, identity, patients):
+    server = _trial_server(server_factory, PatientIdentity=identity)
     patient = new_patient()
     anonymized = set()
     for study_date in ("20240301", "20240308"):
