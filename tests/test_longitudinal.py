@@ -181,3 +181,22 @@ def test_explorer2_clicks_link_under_a_project_owned_identity(server_factory, id
     if identity == "project":
         pid = server.get(f"/tools/generate-uid?level=patient&patient-id={patient.patient_id}&project=trial").text
         assert server.json(f"/patients/{anonymized.pop()}")["MainDicomTags"]["PatientID"] == pid
+
+
+def test_verification_finds_a_date_left_unshifted(server_factory):
+    server = _trial_server(server_factory)
+    study_id = _upload(server, _study(new_patient(), "20240301", per_series=1))
+    answer = server.post(f"/studies/{study_id}/anonymize", json={"Project": "trial"}).json()
+    clean = server.post("/tools/verify-anonymization",
+                        json={"Source": study_id, "Anonymized": answer["ID"], "Project": "trial"}).json()
+    assert clean["Clean"] and not clean["Leaks"], clean
+    # One anonymized instance stored again with its real ContentDate, as a careless edit would.
+    instance = server.json(f"/studies/{answer['ID']}/instances")[0]["ID"]
+    ds = pydicom.dcmread(io.BytesIO(server.get(f"/instances/{instance}/file").content))
+    ds.ContentDate = "20240301"
+    assert server.delete(f"/instances/{instance}").status_code == 200
+    server.upload(to_bytes(ds))
+    report = server.post("/tools/verify-anonymization",
+                         json={"Source": study_id, "Anonymized": answer["ID"], "Project": "trial"}).json()
+    assert not report["Clean"]
+    assert [leak["Path"] for leak in report["Leaks"]] == ["ContentDate"]  # named, never the value

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
+from . import dates as date_shifting
 from .errors import BadRequest, NotFound
 from .filereader import Element, Header, Path
 from .orthanc_ids import LEVEL_TYPES
@@ -63,6 +64,10 @@ IDENTIFYING_TEXT = {
     0x00080080: "InstitutionName", 0x00080081: "InstitutionAddress",
     0x00081040: "InstitutionalDepartmentName",
 }
+#: LongitudinalTemporalInformationModified: "MODIFIED" where the dates were shifted.
+LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED = 0x00280303
+#: A date (YYYYMMDD) at least: partial dates would be found everywhere.
+DATE_LENGTH = 8
 #: Shorter texts are not searched: they would be found everywhere ("1", "CT"). Texts shorter than
 #: TextFinder's word length (5) are found only as the whole value of an element.
 MIN_TEXT_LENGTH = 3
@@ -190,6 +195,7 @@ class SourceIdentifiers:
 
     uids: dict[str, str] = field(default_factory=dict)   # UID -> the attribute it identifies
     texts: dict[str, str] = field(default_factory=dict)  # text -> the attribute it comes from
+    dates: dict[str, str] = field(default_factory=dict)  # a date or date-time -> its attribute
 
     def add(self, header: Header, uid_tags: frozenset[int] = UID_TAGS) -> None:
         for value, tag in instance_uids(header, uid_tags).items():
@@ -198,9 +204,14 @@ class SourceIdentifiers:
                 self.uids[value] = keyword_for_tag(tag) or describe(((), tag))
         for text, label in identifying_texts(header).items():
             self.texts.setdefault(text, label)
+        for element in header.elements:
+            if date_shifting.is_shifted(element.tag, element.vr):
+                for value in element.values:
+                    if len(value.strip()) >= DATE_LENGTH:
+                        self.dates.setdefault(value.strip(), keyword_for_tag(element.tag) or "a date")
 
     def finder(self) -> "LeakFinder":
-        return LeakFinder(frozenset(self.uids), self.uids, TextFinder(self.texts))
+        return LeakFinder(frozenset(self.uids), self.uids, TextFinder(self.texts), TextFinder(self.dates))
 
 
 @dataclass(frozen=True)
@@ -208,12 +219,17 @@ class LeakFinder:
     wanted_uids: frozenset[str]
     uid_labels: dict[str, str]
     texts: TextFinder
+    dates: TextFinder
 
     def find(self, header: Header, source: Header | None = None) -> list[tuple[Path, str]]:
         """(path, what was found) for every source identifier in the file, file meta included;
-        `source`, the paired source's header, where known (see `coincides`)."""
+        `source`, the paired source's header, where known (see `coincides`). In a file whose dates
+        were shifted (LongitudinalTemporalInformationModified "MODIFIED"), a date of the source
+        left as it was is one too: it undoes the shift of every other."""
         found = {(element.path, self.uid_labels[token]) for element, token in find_uids(header, self.wanted_uids)}
         found |= {(element.path, label) for element, label in text_leaks(self.texts, header, source)}
+        if header.text(LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED) == date_shifting.LONGITUDINAL_MODIFIED:
+            found |= {(element.path, label) for element, label in self.dates.find(header)}
         return sorted(found, key=lambda item: (describe(item[0]), item[1]))
 
 
