@@ -65,7 +65,7 @@ def test_records_are_saved_with_their_version_and_read_back():
     store = Store()
     queue = store.queue()
     queue.restore()
-    job = queue.submit("series", "series-1", "{}", 0, 3)
+    job = queue.submit("series", "series-1", "{}", 0, {"InstancesCount": 3}, {})
     wait_until(lambda: queue.get(job.id).state == SUCCESS)
     saved = json.loads(store.saved)
     assert saved["Version"] == RECORD_VERSION and [r["id"] for r in saved["Jobs"]] == [job.id]
@@ -80,7 +80,7 @@ def test_an_unreadable_record_is_logged_and_kept_aside_not_overwritten():
         assert queue.restore() == 0
         assert store.aside == [corrupt]
         assert len(store.errors) == 1 and "kept aside" in store.errors[0]
-        queue.submit("series", "series-1", "{}", 0, 1)  # the next save replaces the record...
+        queue.submit("series", "series-1", "{}", 0, {"InstancesCount": 1}, {})  # the next save replaces the record...
         assert store.aside == [corrupt]  # ...which was kept elsewhere first
 
 
@@ -97,7 +97,7 @@ def test_save_jobs_false_persists_nothing_and_restores_nothing():
     store = Store(json.dumps([OLD_RECORD]))
     queue = store.queue(settings=JobSettings(save=False))
     assert queue.restore() == 0 and queue.get("job-1") is None
-    job = queue.submit("series", "series-1", "{}", 0, 1)
+    job = queue.submit("series", "series-1", "{}", 0, {"InstancesCount": 1}, {})
     wait_until(lambda: queue.get(job.id).state == SUCCESS)
     assert store.saves == 0 and json.loads(store.saved) == [OLD_RECORD]
 
@@ -108,11 +108,11 @@ def test_jobs_history_size_keeps_the_last_finished_jobs():
     queue.restore()
     ids = []
     for number in range(4):
-        ids.append(queue.submit("series", f"series-{number}", "{}", 0, 1).id)
+        ids.append(queue.submit("series", f"series-{number}", "{}", 0, {"InstancesCount": 1}, {}).id)
         wait_until(lambda: queue.get(ids[-1]) is None or queue.get(ids[-1]).state == SUCCESS)
     assert [job.id for job in queue.all()] == ids[-2:]
     none_kept = Store().queue(settings=JobSettings(history_size=0))
-    job = none_kept.submit("series", "series-x", "{}", 0, 1)
+    job = none_kept.submit("series", "series-x", "{}", 0, {"InstancesCount": 1}, {})
     wait_until(lambda: none_kept.get(job.id) is None)
 
 
@@ -130,7 +130,7 @@ def test_concurrent_jobs_run_that_many_jobs_at_once():
                 running.discard(job.id)
             return {}
         queue = Store().queue(runner, JobSettings(concurrent=concurrent))
-        jobs = [queue.submit("series", f"series-{n}", "{}", 0, 1) for n in range(3)]
+        jobs = [queue.submit("series", f"series-{n}", "{}", 0, {"InstancesCount": 1}, {}) for n in range(3)]
         wait_until(lambda: all(queue.get(j.id).state not in (PENDING, "Running") for j in jobs))
         assert all(queue.get(j.id).state == SUCCESS for j in jobs)
         assert most[0] == concurrent
