@@ -1,0 +1,121 @@
+"""KeepSource false never loses a source, whatever overlapping calls do at the same time.
+
+Each trial sends, at the same moment, calls whose resources overlap on a study of 120 instances
+in 4 series, all with KeepSource false: the study and each of its series; or a bulk call over
+the study, a series and an instance, a job on another series and synchronous series calls.
+Afterwards every source instance is either still there or has its anonymized copy, no slot is
+stored twice, every call answered 200 or a clear 409, and every 200 answer's resource holds
+what it counts. Trials repeat (bounded in count and time) because a loss needs an unlucky
+interleaving: before the fix, every trial of the first kind lost instances.
+"""
+from __future__ import annotations
+
+import time
+
+from coherence import Call, run_together
+from conftest import new_patient
+from dicom_factory import to_bytes
+from holdings import holdings, study_of_series
+
+SERIES, PER_SERIES = 4, 30
+TRIALS, SECONDS = 6, 240
+CONSUME = {"KeepSource": False}
+
+
+def _sync(server, path: str, body: dict, name: str) -> Call:
+    return Call(name, lambda: [server.post(path, json=body)])
+
+
+def _job(server, path: str, body: dict, name: str) -> Call:
+    """Submit a job, then wait for its end; the responses are the submission and the last poll."""
+    def run() -> list:
+        submitted = server.post(path, json=dict(body, Asynchronous=True))
+        if submitted.status_code != 200:
+            return [submitted]
+        deadline = time.monotonic() + 120
+        while True:
+            state = server.get(f"/jobs/{submitted.json()['ID']}")
+            if state.json().get("State") in ("Success", "Failure") or time.monotonic() > deadline:
+                return [submitted, state]
+            time.sleep(0.1)
+    return Call(name, run)
+
+
+def _upload(server, patient) -> tuple[dict, list[dict]]:
+    """Store a fresh study; answer its Orthanc study ID, series IDs by number, and instance answers."""
+    series = study_of_series(SERIES, PER_SERIES, patient)
+    answers = [[server.upload(to_bytes(ds)) for ds in members] for members in series]
+    ids = {"study": answers[0][0]["ParentStudy"]}
+    ids.update({number + 1: members[0]["ParentSeries"] for number, members in enumerate(answers)})
+    return ids, answers
+
+
+def _study_and_its_series(server, ids: dict, answers: list) -> list[Call]:
+    return [_sync(server, f"/studies/{ids['study']}/anonymize", CONSUME, "study")] + \
+           [_sync(server, f"/series/{ids[n]}/anonymize", CONSUME, f"series {n}") for n in range(1, SERIES + 1)]
+
+
+def _bulk_job_and_series(server, ids: dict, answers: list) -> list[Call]:
+    bulk = dict(CONSUME, Resources=[ids["study"], ids[1], answers[1][3]["ID"]])
+    return [_sync(server, "/tools/bulk-anonymize", bulk, "bulk (study, series 1, an instance of 2)"),
+            _job(server, f"/series/{ids[3]}/anonymize", CONSUME, "job on series 3"),
+            _sync(server, f"/series/{ids[2]}/anonymize", CONSUME, "series 2"),
+            _sync(server, f"/series/{ids[4]}/anonymize", CONSUME, "series 4"),
+            _sync(server, f"/studies/{ids['study']}/anonymize", CONSUME, "study")]
+
+
+def _answer_problems(server, calls: list[Call]) -> list[str]:
+    """Each call answered 200 (and its result holds what it counts) or a clear 409."""
+    problems = []
+    for call in calls:
+        if call.error is not None:
+            problems.append(f"{call.name}: {call.error!r}")
+            continue
+        last = call.responses[-1]
+        if "job" in call.name and last.status_code == 200 and last.json().get("State") == "Failure":
+            if "Unknown resource" in last.json().get("ErrorDetails", "") or not last.json().get("ErrorDetails"):
+                problems.append(f"{call.name}: failed without a clear reason: {last.text[:300]}")
+            continue
+        if last.status_code == 409:
+            if last.json()["Message"].startswith("Unknown resource"):
+                problems.append(f"{call.name}: a bare 'Unknown resource'")
+            continue
+        if last.status_code != 200:
+            problems.append(f"{call.name}: {last.status_code} {last.text[:300]}")
+            continue
+        answer = last.json() if "job" not in call.name else last.json()["Content"]
+        if "Path" in answer:
+            held = server.get(answer["Path"] + "/instances")
+            if held.status_code != 200 or len(held.json()) != answer["InstancesCount"]:
+                problems.append(f"{call.name}: answered {answer['InstancesCount']} instances at {answer['Path']}, "
+                                f"which holds {len(held.json()) if held.status_code == 200 else held.status_code}")
+    return problems
+
+
+def test_overlapping_calls_with_keep_source_false_never_lose_a_source(server_factory, capsys):
+    server = server_factory()
+    slots = {(s, i) for s in range(1, SERIES + 1) for i in range(1, PER_SERIES + 1)}
+    began = time.monotonic()
+    report = []
+    for trial in range(TRIALS):
+        if time.monotonic() - began > SECONDS:
+            break
+        patient = new_patient()
+        ids, answers = _upload(server, patient)
+        scenario = _study_and_its_series if trial % 2 == 0 else _bulk_job_and_series
+        calls = scenario(server, ids, answers)
+        run_together(calls, timeout=300)
+        held = holdings(server, patient.patient_id)
+        statuses = [c.responses[-1].status_code if c.responses else None for c in calls]
+        report.append(f"{scenario.__name__}: {statuses}, results {sum(held.results.values())}, "
+                      f"sources left {sum(held.sources.values())}")
+        lost = held.lost(slots)
+        assert not lost, f"trial {trial + 1} ({scenario.__name__}) lost {len(lost)} source instances " \
+                         f"(neither source nor result): {lost[:10]}; {report[-1]}"
+        doubles = [slot for slot, count in held.results.items() if count > 1]
+        assert not doubles, f"trial {trial + 1}: stored twice: {doubles[:10]}"
+        problems = _answer_problems(server, calls)
+        assert not problems, f"trial {trial + 1}: " + "\n".join(problems)
+    with capsys.disabled():
+        print(f"\n[keep-source races] {len(report)} trials in {time.monotonic() - began:.0f}s: " + "; ".join(report))
+    assert len(report) >= 2
