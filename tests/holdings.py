@@ -14,17 +14,18 @@ from orthanc_server import OrthancServer
 Slot = tuple[int, int]  # (SeriesNumber, InstanceNumber)
 
 
-def study_of_series(series: int, per_series: int, patient: Patient) -> list[list]:
-    """`series` MR series of `per_series` slices each, numbered 1.., in one study."""
+def study_of_series(series: int, per_series: int, patient: Patient, first: int = 1) -> list[list]:
+    """`series` MR series of `per_series` slices each, numbered from `first`, in one study (several
+    studies on one server get different numbers, so that their results are told apart)."""
     study = Study(patient=patient)
     frame = generate_uid()
-    return [mr_series(study, frame, per_series, number) for number in range(1, series + 1)]
+    return [mr_series(study, frame, per_series, number) for number in range(first, first + series)]
 
 
 @dataclass
 class Holdings:
     sources: Counter  # slots still held by a source instance
-    results: Counter  # slots held by an anonymized instance (of any patient but the source's)
+    results: Counter  # slots held by an anonymized instance (any patient but the source's)
     result_series: dict[str, list[str]]  # anonymized series ID -> its instance IDs
 
     def lost(self, slots: set[Slot]) -> list[Slot]:

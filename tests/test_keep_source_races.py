@@ -41,9 +41,10 @@ def _job(server, path: str, body: dict, name: str) -> Call:
     return Call(name, run)
 
 
-def _upload(server, patient) -> tuple[dict, list[dict]]:
-    """Store a fresh study; answer its Orthanc study ID, series IDs by number, and instance answers."""
-    series = study_of_series(SERIES, PER_SERIES, patient)
+def _upload(server, patient, first: int) -> tuple[dict, list[dict]]:
+    """Store a fresh study (series numbered from `first`); answer its Orthanc study ID, series IDs
+    by rank (1..), and instance answers."""
+    series = study_of_series(SERIES, PER_SERIES, patient, first)
     answers = [[server.upload(to_bytes(ds)) for ds in members] for members in series]
     ids = {"study": answers[0][0]["ParentStudy"]}
     ids.update({number + 1: members[0]["ParentSeries"] for number, members in enumerate(answers)})
@@ -94,25 +95,27 @@ def _answer_problems(server, calls: list[Call]) -> list[str]:
 
 def test_overlapping_calls_with_keep_source_false_never_lose_a_source(server_factory, capsys):
     server = server_factory()
-    slots = {(s, i) for s in range(1, SERIES + 1) for i in range(1, PER_SERIES + 1)}
     began = time.monotonic()
     report = []
     for trial in range(TRIALS):
         if time.monotonic() - began > SECONDS:
             break
         patient = new_patient()
-        ids, answers = _upload(server, patient)
+        first = 1 + 10 * trial
+        slots = {(s, i) for s in range(first, first + SERIES) for i in range(1, PER_SERIES + 1)}
+        ids, answers = _upload(server, patient, first)
         scenario = _study_and_its_series if trial % 2 == 0 else _bulk_job_and_series
         calls = scenario(server, ids, answers)
         run_together(calls, timeout=300)
         held = holdings(server, patient.patient_id)
         statuses = [c.responses[-1].status_code if c.responses else None for c in calls]
-        report.append(f"{scenario.__name__}: {statuses}, results {sum(held.results.values())}, "
+        results = sum(held.results[slot] for slot in slots)
+        report.append(f"{scenario.__name__}: {statuses}, results {results}, "
                       f"sources left {sum(held.sources.values())}")
         lost = held.lost(slots)
         assert not lost, f"trial {trial + 1} ({scenario.__name__}) lost {len(lost)} source instances " \
                          f"(neither source nor result): {lost[:10]}; {report[-1]}"
-        doubles = [slot for slot, count in held.results.items() if count > 1]
+        doubles = [slot for slot in slots if held.results[slot] > 1]
         assert not doubles, f"trial {trial + 1}: stored twice: {doubles[:10]}"
         problems = _answer_problems(server, calls)
         assert not problems, f"trial {trial + 1}: " + "\n".join(problems)

@@ -20,6 +20,7 @@ from .errors import BadRequest, NotFound, PluginError, status_for_orthanc_error
 from .filereader import Header, UnreadableHeader, read_header
 from .job_routes import JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue
+from .journal import CallJournal
 from .keys import KeyStore, PropertyKey, SharedFileKey, no_generated_key
 from .options import parse_request
 from .orthanc_ids import LEVEL_TYPES
@@ -31,6 +32,8 @@ UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
 BULK = "bulk"  # the "level" of a job made by /tools/bulk-anonymize
 DATABASE_ERROR = 11  # Orthanc's ErrorCode_Database: e.g. a serialization failure between nodes
 DATABASE_RETRIES = 5
+#: The global property where synchronous calls in flight are journaled (see journal.py).
+JOURNAL_PROPERTY = 9740
 _HTTP_ERRORS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
                 500: "Internal Server Error", 501: "Not Implemented"}
 
@@ -113,6 +116,24 @@ class RestPort:
     def overwrites(self) -> bool:
         return bool(self._configuration.get("OverwriteInstances", False))
 
+    def exists(self, level: str, resource_id: str) -> bool:
+        try:
+            self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}")
+        except NativeError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def stored_md5(self, instance_id: str) -> str:
+        """The MD5 Orthanc keeps of the instance's file as it was received."""
+        answer = self.call(self._orthanc.RestApiGet, f"/instances/{instance_id}/attachments/dicom/md5")
+        return (answer.decode("ascii") if isinstance(answer, bytes) else str(answer)).strip()
+
+    def stores_as_sent(self) -> bool:
+        """False when Orthanc transcodes what it receives: its file then differs from the one sent."""
+        return not self._configuration.get("IngestTranscoding")
+
     def parent_of(self, level: str, resource_id: str) -> str:
         field = {"instances": "ParentSeries", "series": "ParentStudy", "studies": "ParentPatient"}[level]
         return json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}"))[field]
@@ -173,6 +194,11 @@ class RestPort:
         return self._version
 
 
+def _text(body: Any) -> str:
+    """A request body as the text jobs and the journal keep."""
+    return body.decode("utf-8") if isinstance(body, bytes) else (body or "")
+
+
 def send_error(output: Any, status: int, message: str, method: str, uri: str) -> None:
     """A JSON error like native's. orthanc-python 4.0 takes (status, str, size); later, bytes."""
     body = json.dumps({"HttpError": _HTTP_ERRORS.get(status, "Error"), "HttpStatus": status,
@@ -199,6 +225,8 @@ class Plugin:
         self.jobs = JobQueue(self._run_job, lambda: orthanc.GetGlobalProperty(JOBS_PROPERTY, ""),
                              lambda text: orthanc.SetGlobalProperty(JOBS_PROPERTY, text), orthanc.LogError)
         self.job_routes = JobRoutes(orthanc, self.jobs, self.port.call)
+        self.journal = CallJournal(lambda: orthanc.GetGlobalProperty(JOURNAL_PROPERTY, ""),
+                                   lambda text: orthanc.SetGlobalProperty(JOURNAL_PROPERTY, text), orthanc.LogError)
         self._restore_lock = threading.Lock()
         self._restored = False
 
@@ -232,15 +260,23 @@ class Plugin:
 
     def _resume_interrupted_jobs(self) -> None:
         """Once, at the first call to any of the plugin's routes after Orthanc starts (the database
-        is open by then): reload the saved jobs and run again those a stop interrupted."""
+        is open by then): reload the saved jobs and run again those a stop interrupted, and run as
+        jobs the synchronous calls it interrupted. Other first calls wait meanwhile: their own
+        journal records must not overwrite the previous run's before it is read."""
         with self._restore_lock:
             if self._restored:
                 return
+            resumed = self.jobs.restore()
+            if resumed:
+                self._orthanc.LogWarning(f"Consistent anonymization: resuming {resumed} job(s) "
+                                         f"interrupted by the previous stop")
+            interrupted = self.journal.interrupted()
+            for call in interrupted:
+                self.jobs.submit(call["level"], call["resource_id"], call["body"], 0, 0)
+            if interrupted:
+                self._orthanc.LogWarning(f"Consistent anonymization: completing {len(interrupted)} synchronous "
+                                         f"call(s) interrupted by the previous stop, as job(s)")
             self._restored = True
-        resumed = self.jobs.restore()
-        if resumed:
-            self._orthanc.LogWarning(f"Consistent anonymization: resuming {resumed} job(s) "
-                                     f"interrupted by the previous stop")
 
     def _run_job(self, job: Job, progress: Callable[[int, int], None], canceled: Callable[[], bool]) -> dict:
         options = parse_request(job.body)
@@ -314,13 +350,13 @@ class Plugin:
         elif level == "instances":
             output.AnswerBuffer(self.anonymizer.anonymize_instance(resource_id, options), "application/dicom")
         else:
-            answer = self.anonymizer.anonymize_resource(level, resource_id, options)
+            with self.journal.recorded(level, resource_id, _text(body)):
+                answer = self.anonymizer.anonymize_resource(level, resource_id, options)
             output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
 
     def _submit(self, output: Any, level: str, resource_id: str, body: Any, priority: int, instances: int) -> None:
-        text = body.decode("utf-8") if isinstance(body, bytes) else body
-        job = self.jobs.submit(level, resource_id, text, priority, instances)
+        job = self.jobs.submit(level, resource_id, _text(body), priority, instances)
         output.AnswerBuffer(json.dumps({"ID": job.id, "Path": f"/jobs/{job.id}"}, indent=1), "application/json")
 
     def bulk_anonymize(self, output: Any, uri: str, **request: Any) -> None:
@@ -340,7 +376,8 @@ class Plugin:
             sources = self.anonymizer.check_request(targets, options)
             self._submit(output, BULK, "", body, options.priority, len(sources))
         else:
-            answer = self.anonymizer.anonymize_bulk(targets, options)
+            with self.journal.recorded(BULK, "", _text(body)):
+                answer = self.anonymizer.anonymize_bulk(targets, options)
             output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
     # --- Verification of anonymized sets (set_verification.py) ---------------------------------
