@@ -281,13 +281,12 @@ class Anonymizer:
         markers = self.native_markers(sources[0]["ID"], request)
         mark = pseudonyms.options_fingerprint(request.output_options)
         total = len(sources)
-        every_source = sources
         results = list(self._already_stored(sources, request, pseudonyms, markers, mark).values())
         claimed = {stored["ID"] for stored in results}
         self._ledger.claim(claimed)
         added: list[dict[str, str]] = []
         done = {stored["Source"] for stored in results}
-        sources = [source for source in sources if source["ID"] not in done]
+        to_do = [source for source in sources if source["ID"] not in done]
         parents: dict[str, str] = {}
         origins_written: dict[str, str] = {}
         lock = threading.Lock()
@@ -327,8 +326,9 @@ class Anonymizer:
                 failures.append(error)
 
         firsts = [min(members, key=lambda s: s["SOPInstanceUID"]) for _, members in
-                  sorted(_by_series(sources).items())]
-        rest = [source for source in sources if source not in firsts]
+                  sorted(_by_series(to_do).items())]
+        first_ids = {source["ID"] for source in firsts}
+        rest = [source for source in to_do if source["ID"] not in first_ids]
         workers = max(1, min(self._port.workers(), len(rest)))
         progress(len(results), total)
         for source in firsts:
@@ -348,7 +348,7 @@ class Anonymizer:
                 raise failures[0]
             check(results)
             self._check_one_result_each(results, total)
-            self._refuse_other_options(every_source, request, markers)  # one finished meanwhile
+            self._refuse_other_options(sources, request, markers)  # one finished meanwhile
         except BaseException:
             self._roll_back(added)
             self._ledger.release(claimed, answered=False)
@@ -356,7 +356,7 @@ class Anonymizer:
         try:  # the result is whole and checked: from here on it stays, whatever fails
             self._record_options(results, mark)
             if not request.keep_source:
-                self._consume(results, every_source, targets)
+                self._consume(results, sources, targets)
         finally:
             self._ledger.release(claimed, answered=True)
         return results
