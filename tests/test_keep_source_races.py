@@ -4,8 +4,8 @@ Each trial sends, at the same moment, calls whose resources overlap on a study o
 in 4 series, all with KeepSource false: the study and each of its series; or a bulk call over
 the study, a series and an instance, a job on another series and synchronous series calls.
 Afterwards every source instance is either still there or has its anonymized copy, no slot is
-stored twice, every call answered 200 or a clear 409, and every 200 answer's resource holds
-what it counts. Trials repeat (bounded in count and time) because a loss needs an unlucky
+stored twice, no result of a failed call is left beside its source, every call answered 200 or
+a clear 409, and every 200 answer's resource holds what it counts. Trials repeat (bounded in count and time) because a loss needs an unlucky
 interleaving: before the fix, every trial of the first kind lost instances.
 """
 from __future__ import annotations
@@ -117,6 +117,9 @@ def test_overlapping_calls_with_keep_source_false_never_lose_a_source(server_fac
                          f"(neither source nor result): {lost[:10]}; {report[-1]}"
         doubles = [slot for slot in slots if held.results[slot] > 1]
         assert not doubles, f"trial {trial + 1}: stored twice: {doubles[:10]}"
+        # Every call consumes what it anonymizes: a result beside its source is a failed call's leftover.
+        leftovers = [slot for slot in slots if held.results[slot] and held.sources[slot]]
+        assert not leftovers, f"trial {trial + 1}: results left by failed calls: {leftovers[:10]}"
         problems = _answer_problems(server, calls)
         assert not problems, f"trial {trial + 1}: " + "\n".join(problems)
     with capsys.disabled():

@@ -351,7 +351,7 @@ class Anonymizer:
             self._refuse_other_options(sources, request, markers)  # one finished meanwhile
         except BaseException:
             self._roll_back(added)
-            self._ledger.release(claimed, answered=False)
+            self._roll_back(self._ledger.release(claimed, answered=False))
             raise
         try:  # the result is whole and checked: from here on it stays, whatever fails
             self._record_options(results, mark)
@@ -380,11 +380,15 @@ class Anonymizer:
                                "rolled back, or someone deleted it): nothing was deleted; call again")
 
     def _roll_back(self, added: list[dict[str, str]]) -> None:
-        """Delete the results this call added, except those another call counts on or answered,
-        and those whose source is gone (consumed meanwhile: the result is its only copy)."""
+        """Delete the results this call added, except those another call counts on or answered
+        (left to it: see Ledger.orphan), and those whose source is gone (consumed meanwhile: the
+        result is its only copy)."""
         for stored in added:
             with self._ledger.guard():
-                if not self._ledger.removable(stored["ID"]) or not self._port.exists("instances", stored["Source"]):
+                if not self._ledger.removable(stored["ID"]):
+                    self._ledger.orphan(stored["ID"], stored)
+                    continue
+                if not self._port.exists("instances", stored["Source"]):
                     continue
                 try:
                     self._port.delete("instances", stored["ID"])

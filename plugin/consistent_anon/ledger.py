@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 #: How many answered results and consumed resources are remembered (about 100 bytes each).
 REMEMBERED = 100_000
@@ -39,6 +39,7 @@ class Ledger:
     def __init__(self, remembered: int = REMEMBERED) -> None:
         self._lock = threading.RLock()
         self._claims: Counter[str] = Counter()
+        self._orphans: dict[str, Any] = {}  # results a failed call left to whoever counted on them
         self._answered = _Bounded(remembered)
         self._consumed = _Bounded(remembered)
 
@@ -54,15 +55,28 @@ class Ledger:
         with self._lock:
             self._claims.update(result_ids)
 
-    def release(self, result_ids: Iterable[str], answered: bool) -> None:
-        """The call ended; if it succeeded, its results stay counted on for good."""
+    def release(self, result_ids: Iterable[str], answered: bool) -> list[Any]:
+        """The call ended; if it succeeded, its results stay counted on for good. If it failed,
+        answers the orphans (see `orphan`) no call counts on any more: the caller removes them."""
+        freed = []
         with self._lock:
             for result_id in result_ids:
                 self._claims[result_id] -= 1
                 if self._claims[result_id] <= 0:
                     del self._claims[result_id]
+                    if result_id in self._orphans and not answered:
+                        freed.append(self._orphans.pop(result_id))
             if answered:
                 self._answered.add(result_ids)
+                for result_id in result_ids:
+                    self._orphans.pop(result_id, None)
+        return freed
+
+    def orphan(self, result_id: str, record: Any) -> None:
+        """A failed call added this result but left it because another call counts on it: if
+        that call fails too, it removes it (`release` hands it over)."""
+        with self._lock:
+            self._orphans[result_id] = record
 
     def removable(self, result_id: str) -> bool:
         """True if only the calling call counts on this result (it claimed it) and no answer did."""
