@@ -60,6 +60,17 @@ class RestPort:
             self._orthanc.LogInfo(f"built-in call {getattr(function, '__name__', '')} {args[0]}: {message}")
             raise NativeError(message, status_for_orthanc_error(code), code, message) from None
 
+    def retried(self, function: Callable, *args: Any) -> Any:
+        """A database write that may collide with another node's in a shared database (Orthanc
+        retries its own stores, not these): tried again, as it is idempotent."""
+        for attempt in range(DATABASE_RETRIES):
+            try:
+                return self.call(function, *args)
+            except NativeError as error:
+                if error.orthanc_code != DATABASE_ERROR or attempt == DATABASE_RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+
     def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]:
         if level == "instances":
             answer = [json.loads(self.call(self._orthanc.RestApiGet, f"/instances/{resource_id}"))]
@@ -225,8 +236,9 @@ class Plugin:
         self.jobs = JobQueue(self._run_job, lambda: orthanc.GetGlobalProperty(JOBS_PROPERTY, ""),
                              lambda text: orthanc.SetGlobalProperty(JOBS_PROPERTY, text), orthanc.LogError)
         self.job_routes = JobRoutes(orthanc, self.jobs, self.port.call)
-        self.journal = CallJournal(lambda: orthanc.GetGlobalProperty(JOURNAL_PROPERTY, ""),
-                                   lambda text: orthanc.SetGlobalProperty(JOURNAL_PROPERTY, text), orthanc.LogError)
+        self.journal = CallJournal(lambda: self.port.retried(orthanc.GetGlobalProperty, JOURNAL_PROPERTY, ""),
+                                   lambda text: self.port.retried(orthanc.SetGlobalProperty, JOURNAL_PROPERTY, text),
+                                   orthanc.LogError)
         self._restore_lock = threading.Lock()
         self._restored = False
 
