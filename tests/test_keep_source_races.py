@@ -97,6 +97,7 @@ def test_overlapping_calls_with_keep_source_false_never_lose_a_source(server_fac
     server = server_factory()
     began = time.monotonic()
     report = []
+    problems = []  # answers: asserted after all trials, so that a loss in a later trial shows first
     for trial in range(TRIALS):
         if time.monotonic() - began > SECONDS:
             break
@@ -120,8 +121,8 @@ def test_overlapping_calls_with_keep_source_false_never_lose_a_source(server_fac
         # Every call consumes what it anonymizes: a result beside its source is a failed call's leftover.
         leftovers = [slot for slot in slots if held.results[slot] and held.sources[slot]]
         assert not leftovers, f"trial {trial + 1}: results left by failed calls: {leftovers[:10]}"
-        problems = _answer_problems(server, calls)
-        assert not problems, f"trial {trial + 1}: " + "\n".join(problems)
+        problems += [f"trial {trial + 1}: {problem}" for problem in _answer_problems(server, calls)]
     with capsys.disabled():
         print(f"\n[keep-source races] {len(report)} trials in {time.monotonic() - began:.0f}s: " + "; ".join(report))
     assert len(report) >= 2
+    assert not problems, "\n".join(problems)

@@ -382,18 +382,26 @@ class Anonymizer:
     def _roll_back(self, added: list[dict[str, str]]) -> None:
         """Delete the results this call added, except those another call counts on or answered
         (left to it: see Ledger.orphan), and those whose source is gone (consumed meanwhile: the
-        result is its only copy)."""
+        result is its only copy). A source another node deletes while its result is being
+        removed gets the result back from the copy read just before. Best effort: the original
+        error is the one to report."""
         for stored in added:
-            with self._ledger.guard():
-                if not self._ledger.removable(stored["ID"]):
-                    self._ledger.orphan(stored["ID"], stored)
-                    continue
-                if not self._port.exists("instances", stored["Source"]):
-                    continue
-                try:
-                    self._port.delete("instances", stored["ID"])
-                except Exception:
-                    pass  # the original error is the one to report
+            try:
+                self._remove_result(stored)
+            except Exception:
+                pass
+
+    def _remove_result(self, stored: dict[str, str]) -> None:
+        copy = self._port.read_file(stored["ID"])
+        with self._ledger.guard():
+            if not self._ledger.removable(stored["ID"]):
+                self._ledger.orphan(stored["ID"], stored)
+                return
+            if not self._port.exists("instances", stored["Source"]):
+                return
+            self._port.delete("instances", stored["ID"])
+        if not self._port.exists("instances", stored["Source"]):
+            self._port.store(copy)
 
     def _consume(self, results: list[dict[str, str]], sources: list[dict[str, str]], targets: list[str]) -> None:
         """KeepSource false: delete each source instance of the call, and those only (others may
