@@ -61,8 +61,8 @@ class RestPort:
             raise NativeError(message, status_for_orthanc_error(code), code, message) from None
 
     def retried(self, function: Callable, *args: Any) -> Any:
-        """A database write that may collide with another node's in a shared database (Orthanc
-        retries its own stores, not these): tried again, as it is idempotent."""
+        """An idempotent call whose transaction may collide with another node's in a shared
+        database, tried again."""
         for attempt in range(DATABASE_RETRIES):
             try:
                 return self.call(function, *args)
@@ -129,7 +129,7 @@ class RestPort:
 
     def exists(self, level: str, resource_id: str) -> bool:
         try:
-            self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}")
+            self.retried(self._orthanc.RestApiGet, f"/{level}/{resource_id}")
         except NativeError as error:
             if error.status == 404:
                 return False
@@ -177,10 +177,13 @@ class RestPort:
         return self.call(self._orthanc.RestApiPost, f"/instances/{instance_id}/anonymize", json.dumps(body))
 
     def store(self, data: bytes) -> dict[str, Any]:
-        return json.loads(self.call(self._orthanc.RestApiPost, "/instances", data))
+        """Orthanc retries a store that collides with another node's, but not forever: past that,
+        it is tried again here (a store that did happen answers "AlreadyStored")."""
+        return json.loads(self.retried(self._orthanc.RestApiPost, "/instances", data))
 
     def delete(self, level: str, resource_id: str) -> None:
-        self.call(self._orthanc.RestApiDelete, f"/{level}/{resource_id}")
+        """Two nodes deleting in one shared database collide, and Orthanc does not retry a deletion."""
+        self.retried(self._orthanc.RestApiDelete, f"/{level}/{resource_id}")
 
     def workers(self) -> int:
         """How many instances to do at once: two per core where orthanc-python (4.3 and later)

@@ -411,8 +411,7 @@ class Anonymizer:
         series_of = {source["ID"]: source["ParentSeries"] for source in sources}
         consumed = set(targets) | set(series_of)
         for series in set(series_of.values()):
-            study = self._port.parent_of("series", series)
-            consumed |= {series, study, self._port.parent_of("studies", study)}
+            consumed |= self._lineage(series)
         for stored in results:
             try:
                 copy = self._port.read_file(stored["ID"])
@@ -430,6 +429,16 @@ class Anonymizer:
             if not self._port.exists("instances", stored["ID"]):
                 self._port.store(copy)
         self._ledger.consumed(consumed)
+
+    def _lineage(self, series: str) -> set[str]:
+        """The series, its study and patient; what another call consumed already is left out."""
+        try:
+            study = self._port.parent_of("series", series)
+            return {series, study, self._port.parent_of("studies", study)}
+        except PluginError as error:
+            if error.status != 404:
+                raise
+            return {series}
 
     @staticmethod
     def _result_gone() -> Conflict:
