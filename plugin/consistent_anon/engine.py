@@ -181,7 +181,7 @@ class Anonymizer:
                 raise NotFound(f"{LEVEL_TYPES[level]} {resource_id} has no instance")
             sources.update((source["ID"], source) for source in found)
         self._keys.project_name(request.project)
-        with self._vanishing():
+        with self._vanishing(list(sources.values())):
             first = next(iter(sources.values()))
             markers = self.native_markers(first["ID"], request)
             self._refuse_merging(list(sources.values()), request)
@@ -200,13 +200,14 @@ class Anonymizer:
             raise
 
     @contextmanager
-    def _vanishing(self) -> Iterator[None]:
+    def _vanishing(self, sources: list[dict[str, str]]) -> Iterator[None]:
         """A source that disappears once listed was consumed (or deleted) by someone else meanwhile:
-        a 409 saying so, rather than the 404 of whichever built-in call noticed first."""
+        a 409 saying so, rather than the 404 of whichever built-in call noticed first (a 404
+        while every source is still there is the call's own error, left as it is)."""
         try:
             yield
         except PluginError as error:
-            if error.status != 404:
+            if error.status != 404 or all(self._port.exists("instances", source["ID"]) for source in sources):
                 raise
             raise self._vanished() from None
 
@@ -392,13 +393,13 @@ class Anonymizer:
                 pass
 
     def _remove_result(self, stored: dict[str, str]) -> None:
-        copy = self._port.read_file(stored["ID"])
         with self._ledger.guard():
             if not self._ledger.removable(stored["ID"]):
                 self._ledger.orphan(stored["ID"], stored)
                 return
             if not self._port.exists("instances", stored["Source"]):
                 return
+            copy = self._port.read_file(stored["ID"])
             self._port.delete("instances", stored["ID"])
         if not self._port.exists("instances", stored["Source"]):
             self._port.store(copy)
@@ -506,7 +507,7 @@ class Anonymizer:
             if len(parents) != 1 or len({stored["ParentPatient"] for stored in results}) != 1:
                 raise VerificationFailed(f"The anonymized {LEVEL_TYPES[level].lower()} would be split into "
                                          f"{len(parents)} resources; nothing was stored")
-        with self._vanishing():
+        with self._vanishing(sources):
             results = self._store_all(sources, request, progress, canceled, one_result, [resource_id])
         parent = results[0][_PARENT_FIELD[level]]
         answer = {
@@ -536,7 +537,7 @@ class Anonymizer:
         instance is anonymized once.
         """
         sources = self.check_request(targets, request)
-        with self._vanishing():
+        with self._vanishing(sources):
             results = self._store_all(sources, request, progress, canceled, lambda results: None,
                                       [resource_id for _, resource_id in targets])
         resources: list[dict[str, str]] = []
