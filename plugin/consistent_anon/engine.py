@@ -153,6 +153,8 @@ class Anonymizer:
             try:
                 self._port.set_metadata(level, target, "AnonymizedFrom", origin)
             except PluginError as error:
+                if error.status == 404 and not self._port.exists(level, target):
+                    raise self._disappeared() from None  # removed by another call's rollback meanwhile
                 if error.status < 500 and not self._origin_writable:  # this Orthanc refuses: stop trying
                     self._origin_writable = False
                     return
@@ -295,17 +297,25 @@ class Anonymizer:
         budget = ByteBudget(IN_FLIGHT_BYTES)
         compare = self._compares_results()
 
+        def store(source_id: str) -> dict[str, str]:
+            """Anonymize, check and store one source instance; where Orthanc already had its result,
+            check it is this very output."""
+            output = self._anonymized_file(source_id, request, pseudonyms, markers)
+            stored = dict(self._port.store(output), Source=source_id)
+            if stored.get("Status") not in ("Success", "AlreadyStored"):  # e.g. FilteredOut
+                raise VerificationFailed(f"Orthanc did not store an anonymized instance "
+                                         f"(status {stored.get('Status')}); nothing was kept")
+            if stored["Status"] == "AlreadyStored" and compare:
+                self._same_result(stored, output)
+            return stored
+
         def one(source: dict[str, str]) -> None:
             if failures:
                 return  # another instance failed: the call is lost anyway
             if canceled():
                 raise JobCanceled()
             with budget.hold(int(source.get("FileSize") or 0)):
-                output = self._anonymized_file(source["ID"], request, pseudonyms, markers)
-                stored = dict(self._port.store(output), Source=source["ID"])
-            if stored.get("Status") not in ("Success", "AlreadyStored"):  # e.g. FilteredOut
-                raise VerificationFailed(f"Orthanc did not store an anonymized instance "
-                                         f"(status {stored.get('Status')}); nothing was kept")
+                stored = store(source["ID"])
             with lock:
                 if stored["ID"] not in claimed:
                     self._ledger.claim([stored["ID"]])
@@ -314,8 +324,6 @@ class Anonymizer:
                     added.append(stored)
                 results.append(stored)
                 progress(len(results), total)
-            if stored["Status"] == "AlreadyStored" and compare:
-                self._same_result(stored, output)
             self._record_origin(stored, source, parents, origins_written)
 
         def guarded(source: dict[str, str]) -> None:
@@ -357,7 +365,7 @@ class Anonymizer:
         try:  # the result is whole and checked: from here on it stays, whatever fails
             self._record_options(results, mark)
             if not request.keep_source:
-                self._consume(results, sources, targets)
+                self._consume(results, sources, targets, store)
         finally:
             self._ledger.release(claimed, answered=True)
         return results
@@ -377,8 +385,12 @@ class Anonymizer:
                                      "instances (several got the same identifiers): nothing was kept")
         for series, members in _by_series(results).items():
             if not {stored["ID"] for stored in members} <= self._port.existing_instances(series):
-                raise Conflict("An anonymized instance disappeared while the call ran (a concurrent call was "
-                               "rolled back, or someone deleted it): nothing was deleted; call again")
+                raise self._disappeared()
+
+    @staticmethod
+    def _disappeared() -> Conflict:
+        return Conflict("An anonymized instance disappeared while the call ran (a concurrent call was "
+                        "rolled back, or someone deleted it): nothing was deleted; call again")
 
     def _roll_back(self, added: list[dict[str, str]]) -> None:
         """Delete the results this call added, except those another call counts on or answered
@@ -404,23 +416,22 @@ class Anonymizer:
         if not self._port.exists("instances", stored["Source"]):
             self._port.store(copy)
 
-    def _consume(self, results: list[dict[str, str]], sources: list[dict[str, str]], targets: list[str]) -> None:
+    def _consume(self, results: list[dict[str, str]], sources: list[dict[str, str]], targets: list[str],
+                 store: Callable[[str], dict[str, str]]) -> None:
         """KeepSource false: delete each source instance of the call, and those only (others may
         have arrived in the same study meanwhile), each only while its result is there; Orthanc
-        removes the parents left empty. A result another node removes while its source is being
-        deleted is stored again from the copy read just before."""
+        removes the parents left empty. A result removed meanwhile (another node's call rolled
+        back) is made again from its source with `store` before the source goes; one removed
+        while its source is being deleted is stored again from the copy read just before."""
         series_of = {source["ID"]: source["ParentSeries"] for source in sources}
         consumed = set(targets) | set(series_of)
         for series in set(series_of.values()):
             consumed |= self._lineage(series)
         for stored in results:
-            try:
-                copy = self._port.read_file(stored["ID"])
-            except PluginError as error:
-                raise self._result_gone() if error.status == 404 else error
+            copy = self._copy_of(stored, store)
             with self._ledger.guard():
                 if not self._port.exists("instances", stored["ID"]):
-                    raise self._result_gone()
+                    copy = self._copy_of(stored, store)
                 try:
                     self._port.delete("instances", stored["Source"])
                 except PluginError as error:
@@ -431,6 +442,18 @@ class Anonymizer:
                 self._port.store(copy)
         self._ledger.consumed(consumed)
 
+    def _copy_of(self, stored: dict[str, str], store: Callable[[str], dict[str, str]]) -> bytes:
+        """The file of a result, made again from its source if the result is gone."""
+        try:
+            return self._port.read_file(stored["ID"])
+        except PluginError as error:
+            if error.status != 404:
+                raise
+        if store(stored["Source"])["ID"] != stored["ID"]:
+            raise VerificationFailed("An anonymized instance made again came out under another identity: "
+                                     "the source is kept")
+        return self._port.read_file(stored["ID"])
+
     def _lineage(self, series: str) -> set[str]:
         """The series, its study and patient; what another call consumed already is left out."""
         try:
@@ -440,12 +463,6 @@ class Anonymizer:
             if error.status != 404:
                 raise
             return {series}
-
-    @staticmethod
-    def _result_gone() -> Conflict:
-        return Conflict("An anonymized instance disappeared before its source was deleted (a concurrent "
-                        "call rolled it back, or someone deleted it): that source and the ones not yet "
-                        "deleted are kept; call again")
 
     def _already_stored(self, sources: list[dict[str, str]], request: AnonymizeRequest,
                         pseudonyms: Pseudonymizer, markers: NativeMarkers, mark: str) -> dict[str, dict[str, str]]:
