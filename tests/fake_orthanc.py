@@ -10,6 +10,7 @@ Replace (top level or by path into sequences) and Remove apply on top.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import threading
@@ -240,6 +241,16 @@ class FakeOrthanc:
 
     def transcodes_on_ingest(self) -> bool:
         return False
+
+    def exists(self, level: str, resource_id: str) -> bool:
+        self._call("exists", resource_id)
+        return self.levels.get(resource_id) == level
+
+    def stored_md5(self, instance_id: str) -> str:
+        with self._lock:
+            self._call("stored_md5", instance_id)
+            self._require("instances", instance_id)
+            return hashlib.md5(self.files[instance_id]).hexdigest()
 
     def labels(self, level: str, resource_id: str) -> list[str]:
         with self._lock:

@@ -8,6 +8,7 @@ here, not silently in the unit tests.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import uuid
@@ -72,6 +73,9 @@ def test_storing_and_the_resource_tree(native):
             "wrong level": _status(lambda: port.instances_of("series", study)),
             "unknown": _status(lambda: port.instances_of("studies", str(uuid.uuid4()))),
             "header": port.header(instance["ID"]).text(0x00080018),
+            "exists": [port.exists(level, resource) for level, resource in
+                       (("instances", instance["ID"]), ("series", series), ("series", study), ("studies", "0" * 8))],
+            "md5": port.stored_md5(instance["ID"]) == hashlib.md5(files[0]).hexdigest(),
         }
     real, fake = _both(native, scenario)
     assert real == fake

@@ -24,6 +24,7 @@ from .errors import BadRequest, Forbidden, NotFound, PluginError, VerificationFa
 from .filereader import Header, UnreadableHeader, read_header
 from .job_routes import JOBS_ASIDE_PROPERTY, JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue, JobSettings
+from .journal import CallJournal
 from .keys import (FileChecks, KeyChecks, KeyStore, PropertyChecks, SharedFileKey, migrate_property_key,
                    no_generated_key)
 from .loopback import REVISION_ERROR, LoopbackRest
@@ -53,6 +54,9 @@ def overwrite_mode(setting: Any) -> str:
     return ALWAYS if setting else NEVER
 #: How many times a metadata write is tried before its conflict is an error.
 METADATA_ATTEMPTS = 5
+DATABASE_RETRIES = 5
+#: The global property where synchronous calls in flight are journaled (see journal.py).
+JOURNAL_PROPERTY = 9740
 
 
 class NativeError(PluginError):
@@ -78,6 +82,17 @@ class RestPort:
             message = str(error.args[1]) if len(error.args) > 1 else "Orthanc error"
             self._orthanc.LogInfo(f"built-in call {getattr(function, '__name__', '')} {args[0]}: {message}")
             raise NativeError(message, status_for_orthanc_error(code), code, message) from None
+
+    def retried(self, function: Callable, *args: Any) -> Any:
+        """An idempotent call whose transaction may collide with another node's in a shared
+        database, tried again."""
+        for attempt in range(DATABASE_RETRIES):
+            try:
+                return self.call(function, *args)
+            except NativeError as error:
+                if error.orthanc_code != DATABASE_ERROR or attempt == DATABASE_RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
 
     def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]:
         if level == "instances":
@@ -148,6 +163,20 @@ class RestPort:
     def transcodes_on_ingest(self) -> bool:
         return bool(self._configuration.get("IngestTranscoding"))
 
+    def exists(self, level: str, resource_id: str) -> bool:
+        try:
+            self.retried(self._orthanc.RestApiGet, f"/{level}/{resource_id}")
+        except NativeError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def stored_md5(self, instance_id: str) -> str:
+        """The MD5 Orthanc keeps of the instance's file as it was received."""
+        answer = self.call(self._orthanc.RestApiGet, f"/instances/{instance_id}/attachments/dicom/md5")
+        return (answer.decode("ascii") if isinstance(answer, bytes) else str(answer)).strip()
+
     def parent_of(self, level: str, resource_id: str) -> str:
         field = {"instances": "ParentSeries", "series": "ParentStudy", "studies": "ParentPatient"}[level]
         return json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}"))[field]
@@ -215,10 +244,13 @@ class RestPort:
         return self.call(transcode, syntax, data)
 
     def store(self, data: bytes) -> dict[str, Any]:
-        return json.loads(self.call(self._orthanc.RestApiPost, "/instances", data))
+        """Orthanc retries a store that collides with another node's, but not forever: past that,
+        it is tried again here (a store that did happen answers "AlreadyStored")."""
+        return json.loads(self.retried(self._orthanc.RestApiPost, "/instances", data))
 
     def delete(self, level: str, resource_id: str) -> None:
-        self.call(self._orthanc.RestApiDelete, f"/{level}/{resource_id}")
+        """Two nodes deleting in one shared database collide, and Orthanc does not retry a deletion."""
+        self.retried(self._orthanc.RestApiDelete, f"/{level}/{resource_id}")
 
     def workers(self) -> int:
         """How many instances to do at once: two per core where orthanc-python (4.3 and later)
@@ -241,6 +273,11 @@ class RestPort:
             text = json.loads(self.call(self._orthanc.RestApiGet, "/system"))["Version"]
             self._version = tuple(int(p) for p in re.findall(r"\d+", text)[:3]) or (0,)
         return self._version
+
+
+def _text(body: Any) -> str:
+    """A request body as the text jobs and the journal keep."""
+    return body.decode("utf-8") if isinstance(body, bytes) else (body or "")
 
 
 def send_error(output: Any, error: PluginError, method: str, uri: str) -> None:
@@ -273,6 +310,9 @@ class Plugin:
                              JobSettings.of(configuration),
                              lambda text: orthanc.SetGlobalProperty(JOBS_ASIDE_PROPERTY, text))
         self.job_routes = JobRoutes(orthanc, self.jobs, self.port.call)
+        self.journal = CallJournal(lambda: self.port.retried(orthanc.GetGlobalProperty, JOURNAL_PROPERTY, ""),
+                                   lambda text: self.port.retried(orthanc.SetGlobalProperty, JOURNAL_PROPERTY, text),
+                                   orthanc.LogError)
         self._restore_lock = threading.Lock()
         self._restored = False
 
@@ -313,16 +353,31 @@ class Plugin:
 
     def _resume_interrupted_jobs(self) -> None:
         """Once, at the first call to any of the plugin's routes after Orthanc starts (the database
-        is open by then): reload the saved jobs and run again those a stop interrupted."""
+        is open by then): reload the saved jobs and run again those a stop interrupted, and run as
+        jobs the synchronous calls it interrupted. Other first calls wait meanwhile: their own
+        journal records must not overwrite the previous run's before it is read."""
         with self._restore_lock:
             if self._restored:
                 return
+            resumed = self.jobs.restore()
+            if resumed:
+                self._orthanc.LogWarning(f"Consistent anonymization: resuming {resumed} job(s) "
+                                         f"interrupted by the previous stop")
+            interrupted = self.journal.interrupted()
+            for call in interrupted:
+                self._resubmit_interrupted(call)
+            if interrupted:
+                self._orthanc.LogWarning(f"Consistent anonymization: completing {len(interrupted)} synchronous "
+                                         f"call(s) interrupted by the previous stop, as job(s)")
             self._restored = True
         self._warn_about_route_clashes()
-        resumed = self.jobs.restore()
-        if resumed:
-            self._orthanc.LogWarning(f"Consistent anonymization: resuming {resumed} job(s) "
-                                     f"interrupted by the previous stop")
+
+    def _resubmit_interrupted(self, call: dict[str, str]) -> None:
+        """A synchronous call a stop interrupted, run again as a job: it completes the result."""
+        body = parse_request(call["body"]).native_body
+        targets = [] if call["level"] == BULK else [(call["level"], call["resource_id"])]
+        content = answers.pending_content(self.port.version(), targets, 0, body, bulk=call["level"] == BULK)
+        self.jobs.submit(call["level"], call["resource_id"], call["body"], 0, content, {})
 
     def _warn_about_route_clashes(self) -> None:
         """Once the plugins are all loaded (at the first call): warn if another one may take
@@ -438,12 +493,13 @@ class Plugin:
         elif level == "instances":
             output.AnswerBuffer(self.anonymizer.anonymize_instance(resource_id, options), "application/dicom")
         else:
-            answer = self.anonymizer.anonymize_resource(level, resource_id, options)
+            with self.journal.recorded(level, resource_id, _text(body)):
+                answer = self.anonymizer.anonymize_resource(level, resource_id, options)
             output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
     def _submit(self, output: Any, level: str, resource_id: str, body: Any, options: AnonymizeRequest,
                 targets: list[tuple[str, str]], instances: int) -> None:
-        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        text = _text(body)
         version = self.port.version()
         content = answers.pending_content(version, targets, instances, options.native_body, bulk=level == BULK)
         job = self.jobs.submit(level, resource_id, text, options.priority, content,
@@ -465,7 +521,8 @@ class Plugin:
             sources = self.anonymizer.check_request(targets, replace(options, whole_resources=True))
             self._submit(output, BULK, "", body, options, targets, len(sources))
         else:
-            answer = self.anonymizer.anonymize_bulk(targets, options)
+            with self.journal.recorded(BULK, "", _text(body)):
+                answer = self.anonymizer.anonymize_bulk(targets, options)
             output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
     # --- Verification of anonymized sets (set_verification.py) ---------------------------------

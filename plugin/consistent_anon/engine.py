@@ -2,6 +2,7 @@
 checks the output, then stores it. Talks to Orthanc only through an `OrthancPort`."""
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -11,11 +12,12 @@ from typing import Any, Callable, Iterator, Protocol
 
 from . import answers
 from .config import DEFAULT_OPTIONS_METADATA
-from .errors import Conflict, JobCanceled, NotFound, PluginError, VerificationFailed
+from .errors import BadRequest, Conflict, JobCanceled, NotFound, PluginError, VerificationFailed
 from .filereader import Header, UnreadableHeader, read_header
 from .identities import InstancePlan, NativeMarkers, plan_instance
 from .keys import KeyStore
 from .labels import copy_labels
+from .ledger import Ledger
 from .options import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
                       STUDY_INSTANCE_UID, AnonymizeRequest)
 from . import orthanc_ids
@@ -54,6 +56,8 @@ class OrthancPort(Protocol):
     def patient_level(self) -> bool: ...
     def labels(self, level: str, resource_id: str) -> list[str]: ...
     def add_label(self, level: str, resource_id: str, label: str) -> None: ...
+    def exists(self, level: str, resource_id: str) -> bool: ...
+    def stored_md5(self, instance_id: str) -> str: ...
 
 
 #: Levels at which native records "AnonymizedFrom", child first.
@@ -101,6 +105,7 @@ class Anonymizer:
         self._options_metadata = str(options_metadata)
         self._markers: dict[str, NativeMarkers] = {}
         self._origin_writable: bool | None = None  # None: not tried yet on this Orthanc
+        self._ledger = Ledger()
 
     def native_markers(self, instance_id: str, request: AnonymizeRequest) -> NativeMarkers:
         """What native writes in the de-identification markers for these options.
@@ -166,6 +171,8 @@ class Anonymizer:
             try:
                 self._port.set_metadata(level, target, "AnonymizedFrom", origin)
             except PluginError as error:
+                if error.status == 404 and not self._port.exists(level, target):
+                    raise self._disappeared() from None  # removed by another call's rollback meanwhile
                 if error.status < 500 and not self._origin_writable:  # this Orthanc refuses: stop trying
                     self._origin_writable = False
                     return
@@ -186,15 +193,67 @@ class Anonymizer:
         are refused at once, as native does."""
         sources: dict[str, dict[str, str]] = {}
         for level, resource_id in targets:
-            found = self._port.instances_of(level, resource_id)
+            found = self._instances_of(level, resource_id)
             if not found:
                 raise NotFound(f"{LEVEL_TYPES[level]} {resource_id} has no instance")
             sources.update((source["ID"], source) for source in found)
         self._keys.project_name(request.project)
-        first = next(iter(sources.values()))
-        markers = self.native_markers(first["ID"], request)
-        self._refuse_other_options(list(sources.values()), request, markers)
+        with self._vanishing(list(sources.values())):
+            first = next(iter(sources.values()))
+            markers = self.native_markers(first["ID"], request)
+            self._refuse_merging(list(sources.values()), request)
+            self._refuse_other_options(list(sources.values()), request, markers)
         return list(sources.values())
+
+    def _instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]:
+        """The resource's instances; if another call of this Orthanc consumed it (KeepSource
+        false), a 409 that says so rather than a bare "Unknown resource"."""
+        try:
+            return self._port.instances_of(level, resource_id)
+        except PluginError as error:
+            if error.status == 404 and self._ledger.was_consumed(resource_id):
+                raise Conflict(f"{LEVEL_TYPES[level]} {resource_id} was anonymized with KeepSource false by "
+                               "another call, which deleted it: its anonymized copy is stored") from None
+            raise
+
+    @contextmanager
+    def _vanishing(self, sources: list[dict[str, str]]) -> Iterator[None]:
+        """A source that disappears once listed was consumed (or deleted) by someone else meanwhile:
+        a 409 saying so, rather than the 404 of whichever built-in call noticed first (a 404
+        while every source is still there is the call's own error, left as it is)."""
+        try:
+            yield
+        except PluginError as error:
+            if error.status != 404:
+                raise
+            gone = [source["ID"] for source in sources if not self._port.exists("instances", source["ID"])]
+            if not gone:
+                raise
+            raise self._vanished(gone) from None
+
+    def _vanished(self, gone: list[str]) -> PluginError:
+        """409 where another call of this Orthanc consumed the sources (KeepSource false); else the
+        404 native gives for a source deleted under it (by someone, another node, or Orthanc's own
+        recycling under storage limits), with a message that says so."""
+        what = ("Source instances of this call were deleted while it ran ({}): nothing of this call was "
+                "kept; call again for what is left")
+        if any(self._ledger.was_consumed(source) for source in gone):
+            return Conflict(what.format("another call with KeepSource false consumed them"))
+        return NotFound(what.format("by another call or node, by someone, or by Orthanc recycling the "
+                                    "oldest patient to stay within MaximumStorageSize/MaximumPatientCount"))
+
+    def _refuse_merging(self, sources: list[dict[str, str]], request: AnonymizeRequest) -> None:
+        """400 for a Replace that gives several instances one identifier where it cannot hold: they
+        would overwrite one another, and fewer results than sources would be stored."""
+        replaced = request.replaced_tags
+        if SOP_INSTANCE_UID in replaced and len(sources) > 1:
+            raise BadRequest(f"Replace gives one SOPInstanceUID to {len(sources)} instances: each instance "
+                             "needs its own (Orthanc would keep one of them)")
+        if SERIES_INSTANCE_UID in replaced and not {STUDY_INSTANCE_UID, PATIENT_ID} <= set(replaced):
+            studies = {self._port.parent_of("series", series) for series in _by_series(sources)}
+            if len(studies) > 1:
+                raise BadRequest(f"Replace gives one SeriesInstanceUID to series of {len(studies)} studies: a "
+                                 "series belongs to one study (anonymize each study on its own)")
 
     def _refuse_other_options(self, sources: list[dict[str, str]], request: AnonymizeRequest,
                               markers: NativeMarkers) -> None:
@@ -204,50 +263,77 @@ class Anonymizer:
         so Orthanc would keep the first copy of each: the call would silently answer results
         made under the other options, or mix both in one series.
         """
-        if self._port.overwrite_mode() != NEVER or self._keys.fresh_per_call:
-            return  # Orthanc replaces what differs, or the results are new ones anyway
+        if not self._compares_results():
+            return  # Orthanc replaces every instance, or the results are new ones anyway
         pseudonyms = self._keys.pseudonymizer(request.project)
         mark = pseudonyms.options_fingerprint(request.output_options)
         for series, _, _ in self._result_series(sources, request, pseudonyms, markers):
             recorded = self._port.metadata("series", series, self._options_metadata)
             if recorded is not None and recorded != mark:
-                raise Conflict(f"Series {series} was anonymized from this source under other options "
-                               "(Keep, Replace, Remove, DicomVersion...), and this call's results would "
-                               "carry the same identifiers: delete that series first to redo it, or use "
-                               "another Project")
+                raise self._other_options(series)
 
-    def _record_options(self, stored: dict[str, str], mark: str, marked: set[str]) -> None:
-        """The options' mark on each result series, once per call (`marked`: the series done)."""
-        series = stored["ParentSeries"]
-        if series not in marked:
-            self._port.set_metadata("series", series, self._options_metadata, mark)
-            marked.add(series)
+    @staticmethod
+    def _other_options(series: str) -> Conflict:
+        return Conflict(f"Series {series} was anonymized from this source under other options "
+                        "(Keep, Replace, Remove, DicomVersion...), and this call's results would "
+                        "carry the same identifiers: delete that series first to redo it, or use "
+                        "another Project")
+
+    def _compares_results(self) -> bool:
+        """Whether results of the same identifiers can collide: not when Orthanc replaces every
+        instance, nor when pseudonyms are new at each call."""
+        return self._port.overwrite_mode() == NEVER and not self._keys.fresh_per_call
+
+    def _same_result(self, stored: dict[str, str], output: bytes) -> None:
+        """Orthanc answered "AlreadyStored": the instance there must be this call's very output,
+        else another call (of this node or another) stored it under other options first."""
+        if not self._port.transcodes_on_ingest() and \
+                self._port.stored_md5(stored["ID"]) != hashlib.md5(output).hexdigest():
+            raise self._other_options(stored["ParentSeries"])
 
     def _store_all(self, sources: list[dict[str, str]], request: AnonymizeRequest,
                    progress: Callable[[int, int], None], canceled: Callable[[], bool],
-                   check: Callable[[list[dict[str, str]]], None]) -> list[dict[str, str]]:
-        """Anonymize, check and store every source instance: all of them, or none.
+                   check: Callable[[list[dict[str, str]]], None], targets: list[str]) -> list[dict[str, str]]:
+        """Anonymize, check and store every source instance: all of them, or none; then, with
+        KeepSource false, delete the sources (see `_consume`).
 
         If any instance fails, `check` refuses the whole, or the job is canceled, the instances
-        this call added are deleted again; the source is never touched here. Instances are done
-        by `port.workers()` threads at once (several only where Orthanc calls release Python's
-        lock), as many as IN_FLIGHT_BYTES of source files allow, each instance on its own, so the
-        order does not matter.
+        this call added, and that no other call counts on, are deleted again. Each series' first
+        instance (by SOPInstanceUID) is stored first, one series after the other: a call racing
+        this one under other options then loses on that very instance, before storing anything
+        else there. Then instances are done by `port.workers()` threads at once, as many as
+        IN_FLIGHT_BYTES of source files allow, each on its own, so the order does not matter.
         """
         pseudonyms = self._keys.pseudonymizer(request.project)
         markers = self.native_markers(sources[0]["ID"], request)
         mark = pseudonyms.options_fingerprint(request.output_options)
-        added: list[str] = []
         total = len(sources)
-        results = list(self._already_stored(sources, request, pseudonyms, markers).values())
+        results = list(self._already_stored(sources, request, pseudonyms, markers, mark).values())
+        claimed = {stored["ID"] for stored in results}
+        self._ledger.claim(claimed)
+        added: list[dict[str, str]] = []
         done = {stored["Source"] for stored in results}
-        sources = [source for source in sources if source["ID"] not in done]
+        to_do = [source for source in sources if source["ID"] not in done]
         parents: dict[str, str] = {}
         origins_written: dict[str, str] = {}
-        marked: set[str] = set()
         lock = threading.Lock()
         failures: list[BaseException] = []
         budget = ByteBudget(IN_FLIGHT_BYTES)
+        compare = self._compares_results()
+
+        def store(source_id: str) -> dict[str, str]:
+            """Anonymize, check and store one source instance; where Orthanc already had its result,
+            check it is this very output; where Orthanc transcodes what it stores, check what it kept."""
+            output, plan = self._planned_file(source_id, request, pseudonyms, markers)
+            stored = dict(self._port.store(output), Source=source_id)
+            if stored.get("Status") not in ("Success", "AlreadyStored"):  # e.g. FilteredOut
+                raise VerificationFailed(f"Orthanc did not store an anonymized instance "
+                                         f"(status {stored.get('Status')}); nothing was kept")
+            if stored["Status"] == "AlreadyStored" and compare:
+                self._same_result(stored, output)
+            if self._port.transcodes_on_ingest():
+                self._check_as_stored(stored["ID"], plan)
+            return stored
 
         def one(source: dict[str, str]) -> None:
             if failures:
@@ -255,83 +341,179 @@ class Anonymizer:
             if canceled():
                 raise JobCanceled()
             with budget.hold(int(source.get("FileSize") or 0)):
-                output, plan = self._planned_file(source["ID"], request, pseudonyms, markers)
-                stored = self._port.store(output)
-            if stored.get("Status") not in ("Success", "AlreadyStored"):  # e.g. FilteredOut
-                raise VerificationFailed(f"Orthanc did not store an anonymized instance "
-                                         f"(status {stored.get('Status')}); nothing was kept")
+                stored = store(source["ID"])
             with lock:
-                if stored.get("Status") == "Success":
-                    added.append(stored["ID"])
-            if self._port.transcodes_on_ingest():
-                self._check_as_stored(stored["ID"], plan)
-            with lock:
+                if stored["ID"] not in claimed:
+                    self._ledger.claim([stored["ID"]])
+                    claimed.add(stored["ID"])
+                if stored["Status"] == "Success":
+                    added.append(stored)
                 results.append(stored)
                 progress(len(results), total)
-            self._record_options(stored, mark, marked)
             self._record_origin(stored, source, parents, origins_written)
 
         def guarded(source: dict[str, str]) -> None:
             try:
                 one(source)
+            except PluginError as error:  # if the source went meanwhile, that is what to say
+                gone = not self._port.exists("instances", source["ID"])
+                failures.append(self._vanished([source["ID"]]) if gone else error)
             except BaseException as error:
                 failures.append(error)
 
-        workers = max(1, min(self._port.workers(), len(sources)))
+        firsts = [min(members, key=lambda s: s["SOPInstanceUID"]) for _, members in
+                  sorted(_by_series(to_do).items())]
+        first_ids = {source["ID"] for source in firsts}
+        rest = [source for source in to_do if source["ID"] not in first_ids]
+        workers = max(1, min(self._port.workers(), len(rest)))
         progress(len(results), total)
-        if workers == 1:
-            for source in sources:
+        for source in firsts:
+            guarded(source)
+            if failures:
+                break
+        if workers == 1 or failures:
+            for source in rest:
                 guarded(source)
                 if failures:
                     break
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix="consistent-anon") as pool:
-                list(pool.map(guarded, sources))
+                list(pool.map(guarded, rest))
         try:
             if failures:
                 raise failures[0]
             check(results)
-            self._check_still_stored(results)
+            self._check_one_result_each(results, total)
+            self._refuse_other_options(sources, request, markers)  # one finished meanwhile
         except BaseException:
-            for instance_id in added:
-                try:
-                    self._port.delete("instances", instance_id)
-                except Exception:
-                    pass  # the original error is the one to report
+            self._roll_back(added)
+            self._roll_back(self._ledger.release(claimed, answered=False))
             raise
+        try:  # the result is whole and checked: from here on it stays, whatever fails
+            self._record_options(results, mark)
+            self._keep_labels(results, request)
+            if not request.keep_source:
+                self._consume(results, sources, targets, store)
+        finally:
+            self._ledger.release(claimed, answered=True)
         return results
 
-    def _check_still_stored(self, results: list[dict[str, str]]) -> None:
-        """Every result is there at the end: a concurrent call that failed may have rolled back an
-        instance this call counted as already stored, or Orthanc recycled it (storage limits)."""
+    def _record_options(self, results: list[dict[str, str]], mark: str) -> None:
+        """The options' mark on each result series, once the call's result is whole: a call that
+        fails leaves no mark, so a re-run compares what it finds rather than trusting it."""
+        for series in sorted({stored["ParentSeries"] for stored in results}):
+            self._port.set_metadata("series", series, self._options_metadata, mark)
+
+    def _check_one_result_each(self, results: list[dict[str, str]], total: int) -> None:
+        """Every source instance has its own result, and each is there now: a concurrent call that
+        failed may have rolled back an instance this call counted as already stored."""
+        distinct = {stored["ID"] for stored in results}
+        if len(distinct) != total:
+            raise VerificationFailed(f"{total} source instances gave {len(distinct)} distinct anonymized "
+                                     "instances (several got the same identifiers): nothing was kept")
         for series, members in _by_series(results).items():
             if not {stored["ID"] for stored in members} <= self._port.existing_instances(series):
-                raise VerificationFailed("An anonymized instance disappeared while the call ran (a concurrent "
-                                         "call was rolled back, or Orthanc recycled it to stay within "
-                                         "MaximumStorageSize/MaximumPatientCount): run the call again")
+                raise self._disappeared()
+
+    @staticmethod
+    def _disappeared() -> Conflict:
+        return Conflict("An anonymized instance disappeared while the call ran (a concurrent call was "
+                        "rolled back, someone deleted it, or Orthanc recycled it to stay within "
+                        "MaximumStorageSize/MaximumPatientCount): nothing was deleted; call again")
+
+    def _roll_back(self, added: list[dict[str, str]]) -> None:
+        """Delete the results this call added, except those another call counts on or answered
+        (left to it: see Ledger.orphan), and those whose source is gone (consumed meanwhile: the
+        result is its only copy). A source another node deletes while its result is being
+        removed gets the result back from the copy read just before. Best effort: the original
+        error is the one to report."""
+        for stored in added:
+            try:
+                self._remove_result(stored)
+            except Exception:
+                pass
+
+    def _remove_result(self, stored: dict[str, str]) -> None:
+        with self._ledger.guard():
+            if not self._ledger.removable(stored["ID"]):
+                self._ledger.orphan(stored["ID"], stored)
+                return
+            if not self._port.exists("instances", stored["Source"]):
+                return
+            copy = self._port.read_file(stored["ID"])
+            self._port.delete("instances", stored["ID"])
+        if not self._port.exists("instances", stored["Source"]):
+            self._port.store(copy)
+
+    def _consume(self, results: list[dict[str, str]], sources: list[dict[str, str]], targets: list[str],
+                 store: Callable[[str], dict[str, str]]) -> None:
+        """KeepSource false: delete each source instance of the call, and those only (others may
+        have arrived in the same study meanwhile), each only while its result is there; Orthanc
+        removes the parents left empty. A result removed meanwhile (another node's call rolled
+        back) is made again from its source with `store` before the source goes; one removed
+        while its source is being deleted is stored again from the copy read just before."""
+        series_of = {source["ID"]: source["ParentSeries"] for source in sources}
+        consumed = set(targets) | set(series_of)
+        for series in set(series_of.values()):
+            consumed |= self._lineage(series)
+        for stored in results:
+            copy = self._copy_of(stored, store)
+            with self._ledger.guard():
+                if not self._port.exists("instances", stored["ID"]):
+                    copy = self._copy_of(stored, store)
+                try:
+                    self._port.delete("instances", stored["Source"])
+                except PluginError as error:
+                    if error.status != 404:  # deleted meanwhile: nothing left to do
+                        raise
+                self._ledger.consumed([stored["Source"]])
+            if not self._port.exists("instances", stored["ID"]):
+                self._port.store(copy)
+        self._ledger.consumed(consumed)
+
+    def _copy_of(self, stored: dict[str, str], store: Callable[[str], dict[str, str]]) -> bytes:
+        """The file of a result, made again from its source if the result is gone."""
+        try:
+            return self._port.read_file(stored["ID"])
+        except PluginError as error:
+            if error.status != 404:
+                raise
+        if store(stored["Source"])["ID"] != stored["ID"]:
+            raise VerificationFailed("An anonymized instance made again came out under another identity: "
+                                     "the source is kept")
+        return self._port.read_file(stored["ID"])
+
+    def _lineage(self, series: str) -> set[str]:
+        """The series, its study and patient; what another call consumed already is left out."""
+        try:
+            study = self._port.parent_of("series", series)
+            return {series, study, self._port.parent_of("studies", study)}
+        except PluginError as error:
+            if error.status != 404:
+                raise
+            return {series}
 
     def _already_stored(self, sources: list[dict[str, str]], request: AnonymizeRequest,
-                        pseudonyms: Pseudonymizer, markers: NativeMarkers) -> dict[str, dict[str, str]]:
+                        pseudonyms: Pseudonymizer, markers: NativeMarkers, mark: str) -> dict[str, dict[str, str]]:
         """The sources whose anonymized instance is already stored, with where it is.
 
         A pseudonym depends only on the key and the original, so the identifiers, hence the
         Orthanc ID, of an instance's result are known from the index alone, without reading the
         file: a re-run (or the rest of an interrupted one) skips what is there. That instance
         was checked when it was stored, and storing it again would change nothing, as Orthanc
-        keeps the first copy. With "OverwriteInstances" "Always" everything is redone; with
-        "IfChanged", a series made under other options is redone (Orthanc replaces its files).
+        keeps the first copy. With "OverwriteInstances" "Always" everything is redone. Only in series
+        that a finished call marked with these very options: elsewhere the instances found may come
+        from a call under other options, or one that failed, so they are stored again and compared
+        (with "IfChanged", Orthanc then replaces what differs).
         """
         mode = self._port.overwrite_mode()
         if mode == ALWAYS:
             return {}
-        mark = pseudonyms.options_fingerprint(request.output_options)
         found: dict[str, dict[str, str]] = {}
         for series, members, targets_of in self._result_series(sources, request, pseudonyms, markers):
-            if mode == IF_CHANGED and self._port.metadata("series", series, self._options_metadata) != mark:
-                continue
+            if self._port.metadata("series", series, self._options_metadata) != mark:
+                continue  # a first run, or results this call cannot vouch for without comparing
             existing = self._port.existing_instances(series)
-            if not existing:
-                continue  # nothing of this series yet (a first run): no instance to plan
             for source in members:
                 targets = targets_of(source["SOPInstanceUID"])
                 instance = orthanc_ids.resource_id(*targets)
@@ -362,16 +544,6 @@ class Anonymizer:
             if all(first[:3]):  # the same series for every member
                 yield orthanc_ids.resource_id(*first[:3]), members, targets_of
 
-    def _delete_sources(self, sources: list[dict[str, str]]) -> None:
-        """KeepSource false: delete the instances this call anonymized, and those only (others may
-        have arrived in the same study meanwhile); Orthanc removes the parents left empty."""
-        for source in sources:
-            try:
-                self._port.delete("instances", source["ID"])
-            except PluginError as error:
-                if error.status != 404:  # deleted meanwhile: nothing left to do
-                    raise
-
     def anonymize_resource(self, level: str, resource_id: str, request: AnonymizeRequest,
                            progress: Callable[[int, int], None] = lambda done, total: None,
                            canceled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
@@ -384,15 +556,14 @@ class Anonymizer:
             if len(parents) != 1 or len({stored["ParentPatient"] for stored in results}) != 1:
                 raise VerificationFailed(f"The anonymized {LEVEL_TYPES[level].lower()} would be split into "
                                          f"{len(parents)} resources; nothing was stored")
-        results = self._store_all(sources, request, progress, canceled, one_result)
-        self._keep_labels(results, request)
-        if not request.keep_source:
-            self._delete_sources(sources)
+        with self._vanishing(sources):
+            results = self._store_all(sources, request, progress, canceled, one_result, [resource_id])
         return answers.resource_answer(self._port.version(), level, resource_id, results, len(sources),
                                        request.native_body)
 
     def _keep_labels(self, results: list[dict[str, str]], request: AnonymizeRequest) -> None:
-        """"KeepLabels": the sources' labels on the results, where native copies them."""
+        """"KeepLabels": the sources' labels on the results, where native copies them (before the
+        sources are consumed: a result finds its source through AnonymizedFrom)."""
         if request.keep_labels and self._port.version() >= answers.KEEP_LABELS_SINCE:
             copy_labels(self._port, results, self._port.patient_level())
 
@@ -410,8 +581,7 @@ class Anonymizer:
         """
         request = replace(request, whole_resources=True)
         sources = self.check_request(targets, request)
-        results = self._store_all(sources, request, progress, canceled, lambda results: None)
-        self._keep_labels(results, request)
-        if not request.keep_source:
-            self._delete_sources(sources)
+        with self._vanishing(sources):
+            results = self._store_all(sources, request, progress, canceled, lambda results: None,
+                                      [resource_id for _, resource_id in targets])
         return answers.bulk_answer(self._port.version(), targets, results, len(sources), request.native_body)

@@ -1,0 +1,59 @@
+"""Synchronous anonymizations in flight, written to Orthanc's database as jobs are.
+
+A crash (or kill) in the middle of a synchronous call would leave a partial result that looks
+finished. Each synchronous call is therefore recorded before it starts and struck off when it
+ends, whatever its outcome; at the first call after a restart, the calls still recorded were
+interrupted, and are run again as jobs, which completes their results (anonymization is
+idempotent) and shows them in /jobs.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+
+class CallJournal:
+    def __init__(self, load: Callable[[], str], save: Callable[[str], None],
+                 log_error: Callable[[str], None]) -> None:
+        self._load = load
+        self._save = save
+        self._log_error = log_error
+        self._lock = threading.Lock()
+        self._calls: dict[str, dict[str, Any]] = {}
+
+    @contextmanager
+    def recorded(self, level: str, resource_id: str, body: str) -> Iterator[None]:
+        """Record the call while it runs. If the record cannot be written, the call does not run:
+        it could not be completed after a crash."""
+        key = str(uuid.uuid4())
+        with self._lock:
+            self._calls[key] = {"level": level, "resource_id": resource_id, "body": body}
+            self._write()
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._calls[key]
+                try:
+                    self._write()
+                except Exception as error:  # the call is done; at worst it is redone after a restart
+                    self._log_error(f"could not update the journal of synchronous calls ({type(error).__name__})")
+
+    def interrupted(self) -> list[dict[str, Any]]:
+        """The calls recorded by the previous run of Orthanc (once, at the first call after a start),
+        struck off from the record; this run's own calls stay."""
+        try:
+            saved = json.loads(self._load() or "[]")
+        except ValueError:
+            saved = []
+        calls = [c for c in saved if isinstance(c, dict) and {"level", "resource_id", "body"} <= set(c)] \
+            if isinstance(saved, list) else []
+        with self._lock:
+            self._write()
+        return calls
+
+    def _write(self) -> None:
+        self._save(json.dumps(list(self._calls.values())))
