@@ -70,10 +70,11 @@ def test_bulk_answers_equal_natives_field_by_field(orthanc, native, study):
     assert empty_ours.json() == empty_theirs.json()
 
 
-def test_job_content_equals_natives_while_pending_and_once_finished(orthanc, native, study):
+def test_job_content_equals_natives_while_pending_and_once_finished(server_factory, native, study):
     """Native's content before success is its answer's without the result fields (1.12 and
-    later; 1.10 fills the result fields in as it goes). The plugin's single worker keeps the
-    second job pending while the first runs."""
+    later; 1.10 fills the result fields in as it goes). One job at a time ("ConcurrentJobs": 1)
+    keeps the second job pending while the first runs."""
+    orthanc = server_factory(config={"ConcurrentJobs": 1})
     busy = two_frame_study(per_series=40, patient=new_patient())
     busy_study = sources(orthanc, busy)[1]
     series, _, _ = sources(orthanc, study)
