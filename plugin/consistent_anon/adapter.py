@@ -187,8 +187,8 @@ class RestPort:
         replaces (LoopbackRest), for a user metadata: Orthanc's HTTP API forbids writing a system
         one (AnonymizedFrom, 403), and its internal API cannot name a revision, so an
         AnonymizedFrom already there stays (it names a source of the result too, one of several
-        that a Replace merged into one patient or study). Two writers may race (the plugin's own workers on one parent,
-        two nodes): the loser's write is refused as a revision conflict, or as a database
+        that a Replace merged into one patient or study). Two writers may race (the plugin's own
+        workers on one parent, two nodes): the loser's write is refused as a revision conflict, or as a database
         collision between nodes, which Orthanc does not retry for metadata; it reads again and
         writes only if the winner's value is not the one wanted."""
         path = f"/{level}/{resource_id}/metadata/{name}"
@@ -206,21 +206,12 @@ class RestPort:
                                           f"plugin replace it")
                 return
             except PluginError as error:
-                if error.status == 404 and not self._exists(level, resource_id):
+                if error.status == 404 and not self.exists(level, resource_id):
                     raise VerificationFailed(f"An anonymized resource disappeared while the call ran (a concurrent "
                                              f"call was rolled back, or Orthanc recycled it): {level} {resource_id}")
                 if error.orthanc_code not in (DATABASE_ERROR, REVISION_ERROR) or attempt == METADATA_ATTEMPTS - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1))
-
-    def _exists(self, level: str, resource_id: str) -> bool:
-        try:
-            self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}")
-        except NativeError as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
 
     def metadata(self, level: str, resource_id: str, name: str) -> str | None:
         try:
