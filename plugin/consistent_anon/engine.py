@@ -332,7 +332,12 @@ class Anonymizer:
             if stored["Status"] == "AlreadyStored" and compare:
                 self._same_result(stored, output)
             if self._port.transcodes_on_ingest():
-                self._check_as_stored(stored["ID"], plan)
+                try:
+                    self._check_as_stored(stored["ID"], plan)
+                except VerificationFailed:
+                    if stored["Status"] == "Success":  # not counted as added yet: removed here
+                        self._remove_result(stored)
+                    raise
             return stored
 
         def one(source: dict[str, str]) -> None:
