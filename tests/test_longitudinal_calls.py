@@ -8,7 +8,6 @@ import shutil
 import time
 import uuid
 from datetime import date
-from pathlib import Path
 
 import pydicom
 import pytest
@@ -22,8 +21,8 @@ from orthanc_server import RUNTIME, OrthancServer
 from postgres_server import PostgresServer
 from relationship_factory import finish, segmentation
 from test_longitudinal import DAYS, _explorer2_body, _trial_server
+from test_two_nodes import POSTGRESQL_INDEX, _plugin_available
 
-POSTGRESQL_INDEX = "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"
 TRIAL = {"SponsorName": "Sponsor", "ProtocolID": "P-7", "ProtocolName": "Follow-up", "SiteID": "07",
          "SiteName": "Site seven"}
 FIRST, FOLLOW_UP = "20240301", "20240308"  # seven days apart
@@ -204,15 +203,11 @@ def test_both_explorers_and_a_lua_style_call_land_in_one_project_owned_patient(s
 
 # --- two nodes ------------------------------------------------------------------------------
 
-def _postgresql_index_available() -> bool:
-    return ((RUNTIME.root or Path("/")) / POSTGRESQL_INDEX.lstrip("/")).exists()
-
-
 @pytest.fixture
 def trial_nodes():
     """Two Orthancs on one PostgreSQL index and one storage folder, with the same Key and the
     date-shifting project "trial", whose subject table lies in the shared storage folder."""
-    if not _postgresql_index_available():
+    if not _plugin_available():
         pytest.skip(f"{POSTGRESQL_INDEX} is missing (Debian package orthanc-postgresql)")
     postgres = PostgresServer().start()
     shared = RUNTIME.workdir()
