@@ -9,6 +9,9 @@ machine's Orthanc; ORTHANC_RUNTIME=chroot with ORTHANC_CHROOT: a chroot's, trixi
   two on another): the first run (the result is deleted between repetitions, so every plugin run
   computes everything; native's copies are deleted too so storage does not grow), and the same
   call again while the result is present (the idempotent re-run), against native's normal run;
+- the cost of keyed date shifting: the plugin's first run of the 400-instance study under a
+  project with `"ShiftDates": true` (`{"Project": "shifted-dates"}`) against the same call with
+  `"ShiftDates": false` (plugin only, target within 10 %);
 - native at its best: where Orthanc has `"JobsEngineThreadsCount": {"ResourceModification": N}`
   (1.11.3+), native's study- and series-level runs are made at its default (N = 1) and at N = 2,
   4 and 2x cores, the plain Orthanc restarted on the same storage for each setting; every row
@@ -319,14 +322,14 @@ def use_native_setting(native: Node, threads: int | None, warm_up: str) -> None:
 
 
 def anonymize_run(node: Node, level: str, resource: str, results: Results, metric: str,
-                  side: str, keep: bool = False, memory: dict | None = None) -> dict:
-    """One timed /anonymize call; its result is deleted unless `keep`. With `memory`, the peak
-    resident size during the call is recorded in it."""
+                  side: str, keep: bool = False, memory: dict | None = None, body: dict | None = None) -> dict:
+    """One timed /anonymize call (body `{}` unless given); its result is deleted unless `keep`.
+    With `memory`, the peak resident size during the call is recorded in it."""
     status_before = proc_status(node.pid)
     reset = reset_peak(node.pid)
     before = proc_status(node.pid)
     with RssSampler(node.pid) as sampler:
-        elapsed, answer = node.post(f"/{level}/{resource}/anonymize", {})
+        elapsed, answer = node.post(f"/{level}/{resource}/anonymize", body or {})
     after = proc_status(node.pid)
     peak = after["VmHWM"] if reset else max(sampler.peak, after["VmRSS"])
     results.add(metric, side, elapsed)
@@ -358,6 +361,22 @@ def last(results: Results, metric: str, side: str) -> str:
     return f"{results.samples[metric][side][-1]:.2f} s"
 
 
+#: A project of the plugin that shifts dates, and the metrics of its study-level first runs with
+#: and without the shift (the request's "ShiftDates": false: the same project, keys and calls).
+SHIFTED_PROJECT = "shifted-dates"
+SHIFTED = {True: "study {} first run, dates shifted", False: "study {} first run, same project unshifted"}
+
+
+def shifted_dates_runs(plugin: Node, study: str, size: int, round_: int, results: Results, log) -> None:
+    """One first run of the study with the project's date shifting and one without, in an order
+    that alternates with the rounds."""
+    for shift in (True, False) if round_ % 2 == 0 else (False, True):
+        body = {"Project": SHIFTED_PROJECT} if shift else {"Project": SHIFTED_PROJECT, "ShiftDates": False}
+        anonymize_run(plugin, "studies", study, results, SHIFTED[shift].format(size), "plugin", body=body)
+    log(f"  round {round_ + 1}, plugin: {size} instances, dates shifted {last(results, SHIFTED[True].format(size), 'plugin')}"
+        f", not shifted {last(results, SHIFTED[False].format(size), 'plugin')}")
+
+
 def measurement_rounds(native: Node, plugin: Node, studies: dict[int, dict[str, str]],
                        series: dict[str, str], repetitions: dict[int, int], settings: list[int | None],
                        warm_up: str, results: Results, done: set, log) -> None:
@@ -386,6 +405,8 @@ def measurement_rounds(native: Node, plugin: Node, studies: dict[int, dict[str, 
                             f"re-run {last(results, f'study {size} re-run', 'plugin')}")
                 if round_ < repetitions[min(repetitions)]:
                     anonymize_run(plugin, "series", series["plugin"], results, "series first run", "plugin")
+                    shifted_dates_runs(plugin, studies[min(repetitions)]["plugin"], min(repetitions), round_,
+                                       results, log)
 
 
 def fresh_memory_run(files: list[bytes], size: int, threads: int, results: Results, log) -> None:
@@ -624,6 +645,17 @@ def versions(native: Node, plugin: Node) -> dict[str, str]:
     return found
 
 
+def shifted_dates_row(results: Results, size: int) -> list[dict]:
+    """The cost of keyed date shifting: the plugin's first run of the study under a project
+    with `"ShiftDates": true` against the same call with `"ShiftDates": false`."""
+    shifted, plain = (results.median(SHIFTED[shift].format(size), "plugin") for shift in (True, False))
+    if shifted is None or plain is None:
+        return []
+    return [{"metric": f"Study, {size} instances, first run with ShiftDates (plugin ÷ plugin without)",
+             "unit": "s", "native": None, "plugin": shifted, "ratio": shifted / plain,
+             "ratio_text": f"{shifted / plain:.2f}×", "target": "≤ 1.1×", "met": shifted / plain <= 1.1}]
+
+
 def build_rows(results: Results, sizes: tuple[int, int], version: str) -> list[dict]:
     """The table: each metric for native at its default, native at its best setting (where
     the ResourceModification threads exist), the plugin, and the plugin's ratio to both."""
@@ -659,6 +691,7 @@ def build_rows(results: Results, sizes: tuple[int, int], version: str) -> list[d
                   judge_best=True)
     ratio_row("series first run", f"Series, {small // 4} instances, first run", "s", 1,
               first_text, lambda r: r <= first_target, judge_best=True)
+    rows.extend(shifted_dates_row(results, small))
     ratio_row("instance call", "Instance call (POST /instances/{id}/anonymize)", "ms", 1000,
               "≤ 1.2×", lambda r: r <= 1.2)
     arrival = results.arrival
@@ -853,6 +886,9 @@ def main() -> None:
         nodes.append(native)
         plugin = Node("plugin", plugin=True)
         nodes.append(plugin)
+        section = plugin.server.settings["ConsistentAnonymization"]
+        plugin.server.configure({"ConsistentAnonymization": {
+            **section, "Projects": {**section.get("Projects", {}), SHIFTED_PROJECT: {"ShiftDates": True}}}})
         plugin_hash = plugin_tree_hash(plugin.server.workdir / "plugin")  # the copy this run measures
         plugin.start()
         found = versions(native, plugin)
