@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from consistent_anon import orthanc_ids
-from consistent_anon.errors import BadRequest, NotFound, PluginError, VerificationFailed
+from consistent_anon.errors import BadRequest, Conflict, NotFound, PluginError
 from consistent_anon.filereader import Header, read_header
 from consistent_anon.uid_attributes import PROFILE_TAGS, is_well_known
 
@@ -101,7 +101,7 @@ class FakeOrthanc:
         self.stored_metadata: dict[str, dict[str, str]] = {}  # resource ID -> name -> value
         self.stored_labels: dict[str, set[str]] = {}
         self.calls: list[tuple[str, str]] = []
-        self._failures: dict[str, tuple[int, PluginError]] = {}
+        self._failures: dict[str, tuple[int, PluginError, int | None]] = {}
 
     # --- helpers for tests ------------------------------------------------------------------
     def upload(self, data: bytes) -> dict[str, str]:
@@ -110,9 +110,10 @@ class FakeOrthanc:
     def children(self, resource_id: str) -> list[str]:
         return [child for child, parent in self.parents.items() if parent == resource_id]
 
-    def fail(self, call: str, error: PluginError, after: int = 0) -> None:
-        """Make `call` raise `error` once it has succeeded `after` more times (fault tests)."""
-        self._failures[call] = (self.count(call) + after, error)
+    def fail(self, call: str, error: PluginError, after: int = 0, times: int | None = None) -> None:
+        """Make `call` raise `error` once it has succeeded `after` more times, `times` times (every
+        time if None): fault tests."""
+        self._failures[call] = (self.count(call) + after, error, times)
 
     def count(self, call: str) -> int:
         return sum(1 for name, _ in self.calls if name == call)
@@ -122,7 +123,12 @@ class FakeOrthanc:
             self.calls.append((name, argument))
             failure = self._failures.get(name)
             if failure and self.count(name) > failure[0]:
-                raise failure[1]
+                threshold, error, times = failure
+                if times is not None:
+                    if times <= 0:
+                        return
+                    self._failures[name] = (threshold, error, times - 1)
+                raise error
 
     def _require(self, level: str, resource_id: str) -> None:
         if self.levels.get(resource_id) != level:
@@ -173,8 +179,8 @@ class FakeOrthanc:
     def set_metadata(self, level: str, resource_id: str, name: str, value: str) -> None:
         with self._lock:
             self._call("set_metadata", f"{level}/{resource_id}/{name}")
-            if self.levels.get(resource_id) != level:  # gone meanwhile: the port says so, as a failure
-                raise VerificationFailed(f"An anonymized resource disappeared while the call ran: {level}")
+            if self.levels.get(resource_id) != level:  # gone meanwhile: the port says so, as a conflict
+                raise Conflict(f"An anonymized resource disappeared while the call ran: {level}")
             if name == "AnonymizedFrom" and self._version < (1, 12):
                 raise PluginError("Unknown resource", 404, UNKNOWN_RESOURCE, "Unknown resource")
             self.stored_metadata.setdefault(resource_id, {})[name] = value

@@ -149,3 +149,32 @@ def test_concurrent_calls_on_one_study_agree():
                     for answer in answers}
     assert len(result_study) == 1
     assert len(orthanc.instances_of("studies", result_study.pop())) == len(sources)
+
+
+def test_a_failure_whose_existence_check_fails_too_still_rolls_back():
+    engine, orthanc = _engine()
+    study, _ = _study(orthanc)
+    before = set(orthanc.files)
+    orthanc.fail("store", PluginError("disk full", 500), after=3)
+    orthanc.fail("exists", PluginError("database busy", 500), times=1)  # the check after the failure
+    with pytest.raises(PluginError, match="disk full"):
+        engine.anonymize_resource("studies", study, _request())
+    assert set(orthanc.files) == before  # rolled back: no partial result left
+
+
+def test_a_subject_listed_with_its_issuer_is_found_at_every_level(tmp_path):
+    from consistent_anon.project_settings import parse_project_settings
+    engine, orthanc = _engine()
+    patient = new_patient()
+    made = two_frame_study(per_series=1, patient=patient)
+    for ds in made.instances:
+        ds.IssuerOfPatientID = "HOSPITAL-A"
+    stored = [orthanc.upload(to_bytes(ds)) for ds in made.instances]
+    table = tmp_path / "subjects.csv"
+    table.write_text(f"PatientID,IssuerOfPatientID,SubjectID\n{patient.patient_id},HOSPITAL-A,S-1\n")
+    settings = parse_project_settings("test", {"Subjects": str(table), "RequireSubject": True})
+    request = _request().for_project(settings)
+    answer = engine.anonymize_resource("studies", stored[0]["ParentStudy"], request)
+    assert orthanc.main_tags[answer["PatientID"]]["PatientID"] == "S-1"
+    again = engine.anonymize_resource("studies", stored[0]["ParentStudy"], _request().for_project(settings))
+    assert again == answer

@@ -20,7 +20,7 @@ from . import answers
 from .config import parse_config
 from .coexistence import route_clash_warning
 from .engine import ALWAYS, IF_CHANGED, NEVER, Anonymizer
-from .errors import BadRequest, Forbidden, NotFound, PluginError, VerificationFailed, status_for_orthanc_error
+from .errors import BadRequest, Conflict, Forbidden, NotFound, PluginError, status_for_orthanc_error
 from .filereader import Header, UnreadableHeader, read_header
 from .job_routes import JOBS_ASIDE_PROPERTY, JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue, JobSettings
@@ -207,8 +207,8 @@ class RestPort:
                 return
             except PluginError as error:
                 if error.status == 404 and not self.exists(level, resource_id):
-                    raise VerificationFailed(f"An anonymized resource disappeared while the call ran (a concurrent "
-                                             f"call was rolled back, or Orthanc recycled it): {level} {resource_id}")
+                    raise Conflict(f"An anonymized resource disappeared while the call ran (a concurrent call "
+                                   f"was rolled back, or Orthanc recycled it): {level} {resource_id}") from None
                 if error.orthanc_code not in (DATABASE_ERROR, REVISION_ERROR) or attempt == METADATA_ATTEMPTS - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1))
@@ -295,7 +295,8 @@ class Plugin:
         self.keys = KeyStore(self.config, lambda: self.key_places()[0](), lambda: self.key_places()[1],
                              orthanc.LogWarning)
         self.port = RestPort(orthanc, configuration)
-        self.anonymizer = Anonymizer(self.port, self.keys, options_metadata=self.config.options_metadata)
+        self.anonymizer = Anonymizer(self.port, self.keys, options_metadata=self.config.options_metadata,
+                                     log_error=orthanc.LogError)
         self.jobs = JobQueue(self._run_job, lambda: orthanc.GetGlobalProperty(JOBS_PROPERTY, ""),
                              lambda text: orthanc.SetGlobalProperty(JOBS_PROPERTY, text), orthanc.LogError,
                              JobSettings.of(configuration),

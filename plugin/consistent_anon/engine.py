@@ -14,7 +14,7 @@ from . import answers
 from .config import DEFAULT_OPTIONS_METADATA
 from .errors import BadRequest, Conflict, JobCanceled, NotFound, PluginError, VerificationFailed
 from .filereader import Header, UnreadableHeader, read_header
-from .identities import InstancePlan, NativeMarkers, plan_instance
+from .identities import ISSUER_OF_PATIENT_ID, InstancePlan, NativeMarkers, plan_instance
 from .keys import KeyStore
 from .labels import copy_labels
 from .ledger import Ledger
@@ -98,7 +98,8 @@ def _by_series(sources: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]
 
 class Anonymizer:
     def __init__(self, port: OrthancPort, keys: KeyStore, uid_tags: frozenset[int] = UID_TAGS,
-                 options_metadata: int = DEFAULT_OPTIONS_METADATA) -> None:
+                 options_metadata: int = DEFAULT_OPTIONS_METADATA,
+                 log_error: Callable[[str], None] = lambda message: None) -> None:
         self._port = port
         self._keys = keys
         self._uid_tags = uid_tags
@@ -106,6 +107,7 @@ class Anonymizer:
         self._markers: dict[str, NativeMarkers] = {}
         self._origin_writable: bool | None = None  # None: not tried yet on this Orthanc
         self._ledger = Ledger()
+        self._log_error = log_error  # Orthanc's error level; never an identifier in the message
 
     def native_markers(self, instance_id: str, request: AnonymizeRequest) -> NativeMarkers:
         """What native writes in the de-identification markers for these options.
@@ -171,8 +173,6 @@ class Anonymizer:
             try:
                 self._port.set_metadata(level, target, "AnonymizedFrom", origin)
             except PluginError as error:
-                if error.status == 404 and not self._port.exists(level, target):
-                    raise self._disappeared() from None  # removed by another call's rollback meanwhile
                 if error.status < 500 and not self._origin_writable:  # this Orthanc refuses: stop trying
                     self._origin_writable = False
                     return
@@ -334,9 +334,9 @@ class Anonymizer:
             if self._port.transcodes_on_ingest():
                 try:
                     self._check_as_stored(stored["ID"], plan)
-                except VerificationFailed:
-                    if stored["Status"] == "Success":  # not counted as added yet: removed here
-                        self._remove_result(stored)
+                except BaseException:  # unchecked or failed: never kept (not yet counted as added)
+                    if stored["Status"] == "Success":
+                        self._discard(stored["ID"])
                     raise
             return stored
 
@@ -361,7 +361,10 @@ class Anonymizer:
             try:
                 one(source)
             except PluginError as error:  # if the source went meanwhile, that is what to say
-                gone = not self._port.exists("instances", source["ID"])
+                try:
+                    gone = not self._port.exists("instances", source["ID"])
+                except PluginError:
+                    gone = False  # cannot tell: the call's own error is the one to report
                 failures.append(self._vanished([source["ID"]]) if gone else error)
             except BaseException as error:
                 failures.append(error)
@@ -399,6 +402,10 @@ class Anonymizer:
             self._keep_labels(results, request)
             if not request.keep_source:
                 self._consume(results, sources, targets, store)
+        except PluginError as error:  # say so: not "nothing was kept" (never a 404 that _vanishing rewrites)
+            raise PluginError(f"The anonymized result is stored and checked, but a step after it failed: "
+                              f"{error.message}", 500 if error.status == 404 else error.status,
+                              error.orthanc_code, error.description) from None
         finally:
             self._ledger.release(claimed, answered=True)
         return results
@@ -435,8 +442,18 @@ class Anonymizer:
         for stored in added:
             try:
                 self._remove_result(stored)
-            except Exception:
-                pass
+            except Exception as error:  # the original error is the one to report; this is logged
+                self._log_error(f"Rollback could not remove anonymized instance {stored['ID']} "
+                                f"({type(error).__name__}): remove it by hand")
+
+    def _discard(self, instance_id: str) -> None:
+        """Delete a result that failed its check as stored (or could not be checked): it never stays."""
+        try:
+            self._port.delete("instances", instance_id)
+        except PluginError as error:
+            if error.status != 404:  # a 404: gone already, nothing to do
+                self._log_error(f"Could not remove anonymized instance {instance_id}, which failed the "
+                                f"plugin's check as stored ({type(error).__name__}): remove it by hand")
 
     def _remove_result(self, stored: dict[str, str]) -> None:
         with self._ledger.guard():
@@ -537,11 +554,15 @@ class Anonymizer:
         identifiers the request removes or empties has no predictable result: it is left out."""
         for source_series, members in _by_series(sources).items():
             patient_id, study_uid, series_uid = self._port.identifiers(source_series)
+            # A subject table may list the patient under its issuer, which Orthanc's index lacks.
+            issuer = (self._port.header(members[0]["ID"]).text(ISSUER_OF_PATIENT_ID)
+                      if request.settings.subjects is not None else "")
 
             def targets_of(sop_instance_uid: str, patient_id: str = patient_id, study_uid: str = study_uid,
-                           series_uid: str = series_uid) -> list[str]:
-                roots = Header.of_values({PATIENT_ID: patient_id, STUDY_INSTANCE_UID: study_uid,
-                                          SERIES_INSTANCE_UID: series_uid, SOP_INSTANCE_UID: sop_instance_uid})
+                           series_uid: str = series_uid, issuer: str = issuer) -> list[str]:
+                roots = Header.of_values({PATIENT_ID: patient_id, ISSUER_OF_PATIENT_ID: issuer,
+                                          STUDY_INSTANCE_UID: study_uid, SERIES_INSTANCE_UID: series_uid,
+                                          SOP_INSTANCE_UID: sop_instance_uid})
                 plan = plan_instance(roots, request, pseudonyms, markers, self._uid_tags)
                 return [plan.patient_id] + [plan.expected_uids.get(((), tag), ("",))[0]
                                             for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)]

@@ -31,7 +31,11 @@ class CallJournal:
         key = str(uuid.uuid4())
         with self._lock:
             self._calls[key] = {"level": level, "resource_id": resource_id, "body": body}
-            self._write()
+            try:
+                self._write()
+            except BaseException:  # refused: it must not be written later with another call's record
+                del self._calls[key]
+                raise
         try:
             yield
         finally:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .errors import PluginError
+
 #: The levels native copies labels at, with the field of a stored result naming its resource there.
 LABEL_LEVELS = (("series", "ParentSeries"), ("studies", "ParentStudy"), ("patients", "ParentPatient"))
 
@@ -27,7 +29,13 @@ def copy_labels(port: LabelPort, results: list[dict[str, str]], patient_level: b
             source = port.metadata(level, target, "AnonymizedFrom")
             if source is None:
                 continue
+            try:
+                wanted = port.labels(level, source)
+            except PluginError as error:
+                if error.status != 404:
+                    raise
+                continue  # the source is gone (consumed by another call): nothing left to copy
             present = set(port.labels(level, target))
-            for label in port.labels(level, source):
+            for label in wanted:
                 if label not in present:
                     port.add_label(level, target, label)
