@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of the consistent-anonymization plugin against native Orthanc (issues 6 and 15).
+"""Benchmark of the consistent-anonymization plugin against native Orthanc.
 
 What it measures, on the Orthanc selected like the tests select it (ORTHANC_RUNTIME=host: this
 machine's Orthanc; ORTHANC_RUNTIME=chroot with ORTHANC_CHROOT: a chroot's, trixie or sid):
@@ -44,7 +44,7 @@ are started on loopback, the same generated files are uploaded to both (a few th
 requests.Session each), and native and plugin runs alternate (in rounds: native at each setting,
 the order reversed every other round, the plugin once per round), so that a drift of the
 machine hits all alike. Medians are reported with the ratios plugin/native, against the targets
-of issue 15, as a Markdown table; the numbers are written to bench/results/<version>.json and,
+below, as a Markdown table; the numbers are written to bench/results/<version>.json and,
 for a full run, to bench/latest-<version>.json (committed, cited by the README). Targets:
 study- and series-level first run <= 1.0x native's best where the threads setting exists and
 <= 0.8x native on 1.10; re-run <= 0.1x native's best run; instance-level call <= 1.2x native's;
