@@ -312,3 +312,29 @@ def test_random_nested_datasets_are_read_as_pydicom_reads_them(body, syntax):
     ds.PatientID = "RANDOM"
     ds.update(body)
     assert_same_as_pydicom(_as(ds, syntax))
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+def test_the_reader_knows_where_the_file_goes_on_after_the_pixel_data(syntax):
+    """The fail-closed check searches what follows the pixel data (a vendor's trailing elements),
+    not the pixels themselves: the reader gives that offset, encapsulated values included."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    for encapsulated in (False, True):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+        ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50" if encapsulated else syntax
+        ds.SOPInstanceUID = "1.2.3"
+        if encapsulated:
+            ds.add_new(0x7FE00010, "OB", encapsulate([b"\xff\xd8" + b"\x00" * 30 + b"\xff\xd9"]))
+        else:
+            ds.add_new(0x7FE00010, "OW", b"\x01\x02" * 64)
+        ds.add_new(0x7FE10010, "LO", "TRAILER")
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        data = buffer.getvalue()
+        header = read_header(data)
+        assert data[header.after_pixel_data:].startswith(b"\xe1\x7f\x10\x00"), (syntax, encapsulated)
+        assert b"TRAILER" not in data[:header.after_pixel_data]

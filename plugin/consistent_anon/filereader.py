@@ -172,10 +172,13 @@ class Header:
     (up to the pixel data; inflated if the file is deflated): a UID not in it is in no element."""
 
     def __init__(self, elements: list[Element], meta: list[Element] | None = None,
-                 searchable: bytes = b"") -> None:
+                 searchable: bytes = b"", after_pixel_data: int | None = None) -> None:
         self.elements = elements
         self.meta = meta or []
         self.searchable = searchable
+        #: Where the file goes on after the pixel data's value (elements a vendor put after it),
+        #: None where that is not known (no pixel data read, a deflated or malformed file).
+        self.after_pixel_data = after_pixel_data
         self._root = {e.tag: e for e in elements if not e.path[0]}
         self._root.update((e.tag, e) for e in self.meta)
 
@@ -236,7 +239,27 @@ def _read(data: bytes, buffer: memoryview) -> Header:
     syntax = _as_written(buffer, position, syntax, guess_order=syntax_uid is None)
     elements: list[Element] = []
     end = _read_dataset(buffer, position, len(buffer), syntax, (), (), elements, top=True)
-    return Header(elements, meta, data[:end])
+    after = None if syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else _past_pixel_data(buffer, end, syntax)
+    return Header(elements, meta, data[:end], after)
+
+
+def _past_pixel_data(buffer: memoryview, end: int, syntax: _Syntax) -> int | None:
+    """The offset after the value of the pixel data element whose header ends at `end`, where the
+    top-level scan stopped (its fragments too, if encapsulated); None if that is not what ends
+    there, or its value cannot be followed."""
+    start = end - (12 if syntax.explicit else 8)  # pixel data's VRs (OB, OW, OF, OD) are long ones
+    if start < 0:
+        return None
+    try:
+        group, number = struct.unpack_from(syntax.order + "HH", buffer, start)
+        if (group << 16) | number not in PIXEL_TAGS:
+            return None
+        length = syntax.long_length(buffer, end - 4)[0]
+        if length == _UNDEFINED:
+            return _skip_fragments(buffer, end, syntax)
+        return end + length if end + length <= len(buffer) else None
+    except (struct.error, UnreadableHeader):
+        return None
 
 
 def _as_written(buffer: memoryview, position: int, declared: _Syntax, guess_order: bool) -> _Syntax:
