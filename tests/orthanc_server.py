@@ -1,7 +1,7 @@
-"""Start a real Orthanc (Debian bookworm's on the host, or trixie's in a chroot) for the tests.
+"""Start a real Orthanc (Debian bookworm's on the host, or trixie's or sid's in a chroot) for the tests.
 
 ORTHANC_RUNTIME selects the Orthanc: "host" (default: the Orthanc installed on this machine) or
-"chroot" with ORTHANC_CHROOT naming a root made by scripts/trixie-chroot.sh. Each server gets
+"chroot" with ORTHANC_CHROOT naming a root made by scripts/debian-chroot.sh. Each server gets
 free loopback ports and its own temporary folder; in a chroot that folder lives inside the root
 and the plugin is copied there, so the chroot sees the same code as the host.
 """
