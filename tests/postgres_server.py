@@ -114,6 +114,16 @@ class PostgresServer:
             return ""
 
     # --- for Orthanc -------------------------------------------------------------------------
+    def node_settings(self, server, storage, plugins: list[str]) -> dict:
+        """What makes `server` a node of a cluster on this database: the index plugin loaded
+        (`plugins`: its path as Orthanc sees it), the index here, files in the shared `storage`
+        folder, and nothing else in its own index folder."""
+        from orthanc_server import RUNTIME
+        return {"Plugins": server.settings["Plugins"] + plugins,
+                "PostgreSQL": self.orthanc_section(),
+                "StorageDirectory": RUNTIME.inside(storage),
+                "IndexDirectory": RUNTIME.inside(server.workdir / "index")}
+
     def orthanc_section(self, **extra) -> dict:
         """The "PostgreSQL" section of an Orthanc configuration: index here, files on disk."""
         section = {

@@ -27,10 +27,7 @@ def test_a_node_with_another_key_is_refused(server_factory):
     try:
         for number, key in enumerate((TEST_KEY, TEST_KEY[::-1])):
             node = server_factory(start=False)
-            node.configure({"Plugins": node.settings["Plugins"] + [POSTGRESQL_INDEX],
-                            "PostgreSQL": postgres.orthanc_section(),
-                            "StorageDirectory": RUNTIME.inside(storage),
-                            "IndexDirectory": RUNTIME.inside(node.workdir / "index"),
+            node.configure({**postgres.node_settings(node, storage, [POSTGRESQL_INDEX]),
                             "ConsistentAnonymization": {"Key": key}})
             nodes.append(node.start())
         first, second = nodes

@@ -219,10 +219,7 @@ def trial_nodes():
             server = OrthancServer()
             server.configure({
                 "Name": f"trial-node-{number}",
-                "Plugins": server.settings["Plugins"] + [POSTGRESQL_INDEX],
-                "PostgreSQL": postgres.orthanc_section(),
-                "StorageDirectory": RUNTIME.inside(storage),
-                "IndexDirectory": RUNTIME.inside(server.workdir / "index"),
+                **postgres.node_settings(server, storage, [POSTGRESQL_INDEX]),
                 "ConsistentAnonymization": {
                     **server.settings["ConsistentAnonymization"], "Key": TEST_KEY,
                     "Projects": {"trial": {"ShiftDates": True, "DateShiftDays": DAYS, "ClinicalTrial": TRIAL,

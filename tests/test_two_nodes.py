@@ -50,14 +50,8 @@ def nodes(request, postgres):
     try:
         for number in range(1, NODES + 1):
             server = OrthancServer()
-            server.configure({
-                "Name": f"consistent-anon-node-{number}",
-                "Plugins": server.settings["Plugins"] + [POSTGRESQL_INDEX],
-                "PostgreSQL": postgres.orthanc_section(),
-                "StorageDirectory": RUNTIME.inside(storage),
-                # With the PostgreSQL index, Orthanc keeps nothing else here.
-                "IndexDirectory": RUNTIME.inside(server.workdir / "index"),
-            })
+            server.configure({"Name": f"consistent-anon-node-{number}",
+                              **postgres.node_settings(server, storage, [POSTGRESQL_INDEX])})
             if request.param.startswith("configured key"):
                 section = dict(server.settings["ConsistentAnonymization"], Key=TEST_KEY)
                 server.configure({"ConsistentAnonymization": section,
