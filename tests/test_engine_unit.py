@@ -178,3 +178,25 @@ def test_a_subject_listed_with_its_issuer_is_found_at_every_level(tmp_path):
     assert orthanc.main_tags[answer["PatientID"]]["PatientID"] == "S-1"
     again = engine.anonymize_resource("studies", stored[0]["ParentStudy"], _request().for_project(settings))
     assert again == answer
+
+
+def test_a_series_emptied_by_a_consuming_call_that_is_still_running_gets_a_clear_409():
+    """A study call with KeepSource false deletes its series one instance after another; a call on
+    a series it already emptied, while it still runs, hears that it was consumed (not a bare
+    "Unknown resource")."""
+    engine, orthanc = _engine()
+    study, sources = _study(orthanc)
+    series = {source["ParentSeries"] for source in sources}
+    heard: dict[str, Exception] = {}
+    delete = orthanc.delete
+
+    def delete_then_call_the_emptied_series(level: str, resource_id: str) -> None:
+        delete(level, resource_id)
+        for gone in series - set(orthanc.levels) - set(heard):
+            with pytest.raises(PluginError) as raised:
+                engine.anonymize_resource("series", gone, _request(KeepSource=False))
+            heard[gone] = raised.value
+    orthanc.delete = delete_then_call_the_emptied_series
+    engine.anonymize_resource("studies", study, _request(KeepSource=False))
+    assert set(heard) == series
+    assert all(isinstance(error, Conflict) and "KeepSource false" in str(error) for error in heard.values()), heard

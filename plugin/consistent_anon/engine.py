@@ -478,6 +478,9 @@ class Anonymizer:
         consumed = set(targets) | set(series_of)
         for series in set(series_of.values()):
             consumed |= self._lineage(series)
+        # Known before the first deletion: a call on a series emptied while this one still runs
+        # hears that it was consumed (a resource marked but left in place is never asked about).
+        self._ledger.consumed(consumed)
         for stored in results:
             copy = self._copy_of(stored, store)
             with self._ledger.guard():
@@ -491,7 +494,6 @@ class Anonymizer:
                 self._ledger.consumed([stored["Source"]])
             if not self._port.exists("instances", stored["ID"]):
                 self._port.store(copy)
-        self._ledger.consumed(consumed)
 
     def _copy_of(self, stored: dict[str, str], store: Callable[[str], dict[str, str]]) -> bytes:
         """The file of a result, made again from its source if the result is gone."""
