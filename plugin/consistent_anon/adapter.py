@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import answers
-from .config import parse_config
+from .audit import AuditTrail, RequestFacts, basic_user, orthanc_emitter, page
+from .audit_log import FileAuditLog, Retention
+from .config import AUDIT_LOG_NAME, parse_config
 from .coexistence import route_clash_warning
 from .engine import ALWAYS, IF_CHANGED, NEVER, Anonymizer
 from .errors import BadRequest, Conflict, Forbidden, NotFound, PluginError, status_for_orthanc_error
@@ -297,10 +299,17 @@ class Plugin:
         self.port = RestPort(orthanc, configuration)
         self.anonymizer = Anonymizer(self.port, self.keys, options_metadata=self.config.options_metadata,
                                      log_error=orthanc.LogError)
+        # Orthanc checks the Basic credentials only with its authentication on (by default, iff remote access is)
+        self._authenticated = bool(configuration.get("AuthenticationEnabled",
+                                                     configuration.get("RemoteAccessAllowed", False)))
+        audit_file = self.config.audit_log_file or str(Path(self._storage_directory).resolve() / AUDIT_LOG_NAME)
+        self.audit = AuditTrail(FileAuditLog(audit_file, Retention(self.config.audit_retention_days,
+                                                                   self.config.audit_max_entries)),
+                                self._audit_facts, orthanc.LogError, orthanc_emitter(orthanc))
         self.jobs = JobQueue(self._run_job, lambda: orthanc.GetGlobalProperty(JOBS_PROPERTY, ""),
                              lambda text: orthanc.SetGlobalProperty(JOBS_PROPERTY, text), orthanc.LogError,
                              JobSettings.of(configuration),
-                             lambda text: orthanc.SetGlobalProperty(JOBS_ASIDE_PROPERTY, text))
+                             lambda text: orthanc.SetGlobalProperty(JOBS_ASIDE_PROPERTY, text), self.audit.job_ended)
         self.job_routes = JobRoutes(orthanc, self.jobs, self.port.call)
         self.journal = CallJournal(lambda: self.port.retried(orthanc.GetGlobalProperty, JOURNAL_PROPERTY, ""),
                                    lambda text: self.port.retried(orthanc.SetGlobalProperty, JOURNAL_PROPERTY, text),
@@ -314,6 +323,7 @@ class Plugin:
         self.job_routes.register(self._guarded)
         self._orthanc.RegisterRestCallback("/tools/generate-uid", self._guarded(self.generate_uid))
         self._orthanc.RegisterRestCallback("/tools/bulk-anonymize", self._guarded(self.bulk_anonymize))
+        self._orthanc.RegisterRestCallback("/tools/anonymization-log", self._guarded(self.anonymization_log))
         self._orthanc.RegisterRestCallback("/(patients|studies|series|instances)/([^/]+)/anonymize",
                                            self._guarded(self.anonymize))
         self._orthanc.RegisterRestCallback("/(patients|studies|series)/([^/]+)/frames-of-reference",
@@ -323,6 +333,9 @@ class Plugin:
                                            self._guarded(self.anonymized_counterpart))
         self._orthanc.ExtendOrthancExplorer(EXPLORER_SCRIPT.read_text(encoding="utf-8"))
         self._orthanc.LogWarning(f"Consistent anonymization plugin ready: {self.config!r}")
+        channel = "also emitted to" if orthanc_emitter(self._orthanc) else "not emitted to (no such call here)"
+        self._orthanc.LogWarning(f"Consistent anonymization: audit entries written to {self.audit.log.path}, "
+                                 f"{channel} Orthanc's audit-log channel")
 
     def key_places(self) -> tuple[Callable[[], bytes], KeyChecks]:
         """Where a generated key and the projects' key checks are kept, chosen once the database is
@@ -369,7 +382,7 @@ class Plugin:
         body = parse_request(call["body"]).native_body
         targets = [] if call["level"] == BULK else [(call["level"], call["resource_id"])]
         content = answers.pending_content(self.port.version(), targets, 0, body, bulk=call["level"] == BULK)
-        self.jobs.submit(call["level"], call["resource_id"], call["body"], 0, content, {})
+        self.jobs.submit(call["level"], call["resource_id"], call["body"], 0, content, {}, call.get("user"))
 
     def _warn_about_route_clashes(self) -> None:
         """Once the plugins are all loaded (at the first call): warn if another one may take
@@ -477,45 +490,88 @@ class Plugin:
             return
         level, resource_id = request["groups"]
         body = request.get("body")
-        options = self._parse(body)
-        if options.asynchronous and level != "instances":
-            targets = [(level, resource_id)]
-            sources = self.anonymizer.check_request(targets, replace(options, whole_resources=True))
-            self._submit(output, level, resource_id, body, options, targets, len(sources))
-        elif level == "instances":
-            output.AnswerBuffer(self.anonymizer.anonymize_instance(resource_id, options), "application/dicom")
-        else:
-            with self.journal.recorded(level, resource_id, _text(body)):
-                answer = self.anonymizer.anonymize_resource(level, resource_id, options)
-            output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+        user = self._user(request)
+        with self.audit.call(level, resource_id, body, user) as call:  # the entry is written before the answer
+            options = self._parse(body)
+            if options.asynchronous and level != "instances":
+                targets = [(level, resource_id)]
+                sources = self.anonymizer.check_request(targets, replace(options, whole_resources=True))
+                answer = self._submit(level, resource_id, body, options, targets, len(sources), user)
+                call.queued()
+            elif level == "instances":
+                answer = self.anonymizer.anonymize_instance(resource_id, options)
+                call.succeeded({"InstancesCount": 1})
+            else:
+                with self.journal.recorded(level, resource_id, _text(body), user):
+                    result = self.anonymizer.anonymize_resource(level, resource_id, options)
+                call.succeeded(result)
+                answer = json.dumps(result, indent=1)
+        output.AnswerBuffer(answer, "application/dicom" if level == "instances" else "application/json")
 
-    def _submit(self, output: Any, level: str, resource_id: str, body: Any, options: AnonymizeRequest,
-                targets: list[tuple[str, str]], instances: int) -> None:
+    def _user(self, request: dict[str, Any]) -> str | None:
+        """The HTTP user who asked, for the audit log: only a name Orthanc checked."""
+        return basic_user(request.get("headers")) if self._authenticated else None
+
+    def _audit_facts(self, body: Any, with_mark: bool) -> RequestFacts:
+        """The project, options' mark and (bulk) resources of a request body, for its audit entry;
+        the mark only if asked (it needs the project's key), and only what can be known."""
+        try:
+            request = parse_request(body)
+            resources = tuple(request.resources) if isinstance(request.resources, list) else ()
+            project = self.keys.project_name(request.project)
+        except PluginError:
+            return RequestFacts()
+        mark = None
+        if with_mark and not self.keys.fresh_per_call:
+            try:
+                request = request.for_project(self.keys.settings(project))
+                mark = self.keys.pseudonymizer(project).options_fingerprint(request.output_options)
+            except PluginError:  # e.g. the project's key changed: the entry says so, without a mark
+                pass
+        return RequestFacts(project, mark, resources)
+
+    def _submit(self, level: str, resource_id: str, body: Any, options: AnonymizeRequest,
+                targets: list[tuple[str, str]], instances: int, user: str | None) -> str:
+        """Queue the job; answers native's answer naming it."""
         text = _text(body)
         version = self.port.version()
         content = answers.pending_content(version, targets, instances, options.native_body, bulk=level == BULK)
         job = self.jobs.submit(level, resource_id, text, options.priority, content,
-                               answers.user_data(version, json.loads(text)))
-        output.AnswerBuffer(json.dumps({"ID": job.id, "Path": f"/jobs/{job.id}"}, indent=1), "application/json")
+                               answers.user_data(version, json.loads(text)), user)
+        return json.dumps({"ID": job.id, "Path": f"/jobs/{job.id}"}, indent=1)
 
     def bulk_anonymize(self, output: Any, uri: str, **request: Any) -> None:
         if request["method"] != "POST":
             output.SendMethodNotAllowed("POST")
             return
         body = request.get("body")
-        options = self._parse(body)
-        if not isinstance(options.resources, list) or not all(isinstance(r, str) for r in options.resources):
-            raise BadRequest("List of strings expected in field: Resources")
-        targets = self.anonymizer.resolve(options.resources)
-        if not targets:
-            output.AnswerBuffer(json.dumps(answers.empty_bulk_answer(), indent=1), "application/json")
-        elif options.asynchronous:
-            sources = self.anonymizer.check_request(targets, replace(options, whole_resources=True))
-            self._submit(output, BULK, "", body, options, targets, len(sources))
-        else:
-            with self.journal.recorded(BULK, "", _text(body)):
-                answer = self.anonymizer.anonymize_bulk(targets, options)
-            output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+        user = self._user(request)
+        with self.audit.call(BULK, "", body, user) as call:  # the entry is written before the answer
+            options = self._parse(body)
+            if not isinstance(options.resources, list) or not all(isinstance(r, str) for r in options.resources):
+                raise BadRequest("List of strings expected in field: Resources")
+            targets = self.anonymizer.resolve(options.resources)
+            if targets and options.asynchronous:
+                sources = self.anonymizer.check_request(targets, replace(options, whole_resources=True))
+                answer = self._submit(BULK, "", body, options, targets, len(sources), user)
+                call.queued()
+            else:
+                if targets:
+                    with self.journal.recorded(BULK, "", _text(body), user):
+                        result = self.anonymizer.anonymize_bulk(targets, options)
+                else:
+                    result = answers.empty_bulk_answer()
+                call.succeeded(result)
+                answer = json.dumps(result, indent=1)
+        output.AnswerBuffer(answer, "application/json")
+
+    def anonymization_log(self, output: Any, uri: str, **request: Any) -> None:
+        """GET /tools/anonymization-log?since=&limit= (audit.py)."""
+        if request["method"] != "GET":
+            output.SendMethodNotAllowed("GET")
+            return
+        answer = page(self.audit.log, self._decoded(request.get("get", {})))
+        output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
 
     # --- Verification of anonymized sets (set_verification.py) ---------------------------------
     def frames_of_reference(self, output: Any, uri: str, **request: Any) -> None:

@@ -27,9 +27,9 @@ from typing import BinaryIO, Callable, Iterator, Protocol
 
 #: How each outcome may be explained.
 REASONS = {
-    "Success": frozenset({"Completed", "AlreadyAnonymized"}),
-    "Refused": frozenset({"BadRequest", "UnknownResource", "OptionsConflict", "UnknownProject", "Forbidden"}),
-    "Failed": frozenset({"VerificationFailed", "OrthancError", "StorageFailed", "InternalError"}),
+    "Success": frozenset({"Completed"}),
+    "Refused": frozenset({"BadRequest", "UnknownResource", "Conflict", "Forbidden"}),
+    "Failed": frozenset({"VerificationFailed", "KeyMismatch", "OrthancError", "InternalError"}),
     "Canceled": frozenset({"CanceledByUser"}),
 }
 LEVELS = frozenset({"Patient", "Study", "Series", "Instance", "Bulk"})
@@ -105,6 +105,16 @@ class AuditEntry:
 
 def _is(pattern: re.Pattern, value: object) -> bool:
     return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+def is_orthanc_id(value: object) -> bool:
+    """Whether an entry may name this value as a resource (an ID asked for may be any text)."""
+    return _is(_ORTHANC_ID, value)
+
+
+def is_name(value: object) -> bool:
+    """Whether an entry may hold this value as a user or a project."""
+    return _is(_NAME, value)
 
 
 def _count(value: object) -> bool:

@@ -24,7 +24,12 @@ class ConfigurationError(ValueError):
 #: (dates, subjects, trial attributes, patient identity) are allowed in both: at the top, they are
 #: the defaults of every project.
 SECTION_OPTIONS = frozenset({"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
-                             "OptionsMetadata", "PseudonymLookup", "AcceptNewKey", *PROJECT_SETTINGS})
+                             "OptionsMetadata", "PseudonymLookup", "AcceptNewKey", "AuditLogFile",
+                             "AuditLogRetentionDays", "AuditLogMaxEntries", *PROJECT_SETTINGS})
+#: The audit log's file name in Orthanc's storage folder, its default place.
+AUDIT_LOG_NAME = "consistent-anonymization-audit.jsonl"
+AUDIT_RETENTION_DAYS = 365
+AUDIT_MAX_ENTRIES = 1_000_000
 PROJECT_OPTIONS = frozenset({"Key", "KeyFile", *PROJECT_SETTINGS})
 
 
@@ -69,6 +74,9 @@ class PluginConfig:
     pseudonym_lookup: bool = False  # generate-uid's pseudonym queries: off, or they confirm guesses
     accept_new_key: frozenset[str] = frozenset()  # projects whose recorded key check may be replaced
     project_settings: dict[str, ProjectSettings] = field(default_factory=dict)
+    audit_log_file: str | None = None  # None: AUDIT_LOG_NAME in Orthanc's StorageDirectory
+    audit_retention_days: int | None = AUDIT_RETENTION_DAYS  # None: kept forever
+    audit_max_entries: int | None = AUDIT_MAX_ENTRIES  # None: no limit
 
     def __repr__(self) -> str:  # never show a key
         return (f"PluginConfig(projects={sorted(self.project_keys)}, default_project={self.default_project!r}, "
@@ -76,7 +84,17 @@ class PluginConfig:
                 f"options_metadata={self.options_metadata}, pseudonym_lookup={self.pseudonym_lookup}, "
                 f"accept_new_key={sorted(self.accept_new_key)}, "
                 f"date_shifting={sorted(p for p, s in self.project_settings.items() if s.shift_dates)}, "
-                f"subject_tables={sorted(p for p, s in self.project_settings.items() if s.subjects)})")
+                f"subject_tables={sorted(p for p, s in self.project_settings.items() if s.subjects)}, "
+                f"audit_log_file={self.audit_log_file!r}, audit_retention_days={self.audit_retention_days}, "
+                f"audit_max_entries={self.audit_max_entries})")
+
+
+def _limit(section: dict[str, Any], name: str, default: int) -> int | None:
+    """A positive count, or null for none."""
+    value = section.get(name, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigurationError(f"{SECTION}.{name} must be a positive integer, or null for no limit")
+    return value
 
 
 def parse_config(orthanc_configuration: dict[str, Any]) -> PluginConfig:
@@ -117,4 +135,10 @@ def parse_config(orthanc_configuration: dict[str, Any]) -> PluginConfig:
         raise ConfigurationError(f"{SECTION}.OptionsMetadata must be a user metadata index "
                                  f"({USER_METADATA_RANGE.start}-{USER_METADATA_RANGE.stop - 1})")
     config.options_metadata = index
+    audit_file = section.get("AuditLogFile")
+    if audit_file is not None and (not isinstance(audit_file, str) or not audit_file):
+        raise ConfigurationError(f"{SECTION}.AuditLogFile must be the path of a file")
+    config.audit_log_file = audit_file
+    config.audit_retention_days = _limit(section, "AuditLogRetentionDays", AUDIT_RETENTION_DAYS)
+    config.audit_max_entries = _limit(section, "AuditLogMaxEntries", AUDIT_MAX_ENTRIES)
     return config

@@ -51,6 +51,7 @@ class Job:
     content: dict[str, Any] = field(default_factory=dict)
     cancel_requested: bool = False
     user_data: dict[str, Any] = field(default_factory=dict)  # {"UserData": ...} as native shows it, or {}
+    user: str | None = None  # who asked, for the audit entry written when the job ends
 
     def describe(self) -> dict[str, Any]:
         """The job as native's GET /jobs/{id} shows a ResourceModification job."""
@@ -76,6 +77,8 @@ class Job:
 
 #: Runs one job: (job, report_progress(done, total), is_canceled) -> the answer native gives.
 Runner = Callable[[Job, Callable[[int, int], None], Callable[[], bool]], dict]
+#: Told when a job ends (succeeded, failed or canceled): the job, and the error it ended with.
+EndHook = Callable[[Job, "BaseException | None"], None]
 
 
 @dataclass(frozen=True)
@@ -145,15 +148,19 @@ class JobQueue:
 
     def __init__(self, runner: Runner, load: Callable[[], str], save: Callable[[str], None],
                  log_error: Callable[[str], None], settings: JobSettings = JobSettings(),
-                 keep_aside: Callable[[str], None] = lambda text: None) -> None:
+                 keep_aside: Callable[[str], None] = lambda text: None,
+                 on_end: EndHook = lambda job, error: None) -> None:
         """`load`/`save` read and write the saved jobs; `keep_aside` keeps a saved text that
-        cannot be read, out of the way of the next save, for a person to look at."""
+        cannot be read, out of the way of the next save, for a person to look at; `on_end` hears
+        of each run's end before it is saved (a crash in between runs the job again, and it is
+        heard of twice, never not at all)."""
         self._runner = runner
         self._load = load
         self._save = save
         self._log_error = log_error
         self._settings = settings
         self._keep_aside = keep_aside
+        self._on_end = on_end
         self._jobs: dict[str, Job] = {}
         self._queue: list[tuple[int, int, str]] = []
         self._order = itertools.count()
@@ -162,9 +169,9 @@ class JobQueue:
 
     # --- submission and queries ---------------------------------------------------------
     def submit(self, level: str, resource_id: str, body: str, priority: int, content: dict[str, Any],
-               user_data: dict[str, Any]) -> Job:
+               user_data: dict[str, Any], user: str | None = None) -> Job:
         """Queue a job; `content` is what it shows until it succeeds, `user_data` its "UserData"."""
-        job = Job(level, resource_id, body, priority, content=content, user_data=user_data)
+        job = Job(level, resource_id, body, priority, content=content, user_data=user_data, user=user)
         with self._lock:
             self._jobs[job.id] = job
             self._enqueue(job)
@@ -182,10 +189,13 @@ class JobQueue:
     def cancel(self, job_id: str) -> None:
         with self._lock:
             job = self._jobs[job_id]
-            if job.state == PENDING:
+            ended = job.state == PENDING
+            if ended:
                 self._finish(job, FAILURE, CANCELED_JOB, "This job was canceled", "")
             elif job.state == RUNNING:
                 job.cancel_requested = True
+        if ended:
+            self._ended(job, JobCanceled())
         self._persist()
 
     def forget(self, job_id: str) -> None:
@@ -280,26 +290,38 @@ class JobQueue:
                     continue
                 job.state = RUNNING
             self._persist()
-            self._run(job)
+            self._ended(job, self._run(job))
             self._persist()
 
-    def _run(self, job: Job) -> None:
+    def _ended(self, job: Job, error: BaseException | None) -> None:
+        try:
+            self._on_end(job, error)
+        except Exception as failure:  # the job's own outcome stands
+            self._log_error(f"the end of an anonymization job could not be reported ({type(failure).__name__})")
+
+    def _run(self, job: Job) -> BaseException | None:
+        """Runs the job to its end; answers the error it ended with, None if it succeeded."""
         started = time.monotonic()
 
         def progress(done: int, total: int) -> None:
             job.progress = min(99, int(100 * done / total)) if total else 0
             job.runtime = time.monotonic() - started
 
+        ended: BaseException | None = None
         try:
             content = self._runner(job, progress, lambda: job.cancel_requested)
-        except JobCanceled:
+        except JobCanceled as error:
+            ended = error
             self._finish(job, FAILURE, CANCELED_JOB, "This job was canceled", "")
         except PluginError as error:
+            ended = error
             self._finish(job, FAILURE, error.orthanc_code, error.description, error.message)
         except Exception as error:  # a bug: the job fails, the worker lives on
+            ended = error
             self._finish(job, FAILURE, -1, "Internal error", type(error).__name__)
             self._log_error(f"anonymization job failed unexpectedly ({type(error).__name__})")
         else:
             job.content = content
             self._finish(job, SUCCESS, 0, "Success", "")
         job.runtime = time.monotonic() - started
+        return ended

@@ -25,12 +25,12 @@ class CallJournal:
         self._calls: dict[str, dict[str, Any]] = {}
 
     @contextmanager
-    def recorded(self, level: str, resource_id: str, body: str) -> Iterator[None]:
-        """Record the call while it runs. If the record cannot be written, the call does not run:
-        it could not be completed after a crash."""
+    def recorded(self, level: str, resource_id: str, body: str, user: str | None = None) -> Iterator[None]:
+        """Record the call while it runs (with its user, for the audit entry of its completion).
+        If the record cannot be written, the call does not run: it could not be completed after a crash."""
         key = str(uuid.uuid4())
         with self._lock:
-            self._calls[key] = {"level": level, "resource_id": resource_id, "body": body}
+            self._calls[key] = {"level": level, "resource_id": resource_id, "body": body, "user": user}
             try:
                 self._write()
             except BaseException:  # refused: it must not be written later with another call's record
