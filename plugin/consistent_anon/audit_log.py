@@ -165,6 +165,7 @@ class FileAuditLog:
             os.close(descriptor)  # releases the lock
 
     def append(self, entry: AuditEntry) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._locked(fcntl.LOCK_EX):
             created = not self.path.exists()
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
