@@ -12,6 +12,7 @@ from consistent_anon import audit
 from consistent_anon.adapter import NativeError
 from consistent_anon.audit import AuditTrail, RequestFacts, basic_user, outcome_of, page
 from consistent_anon.audit_log import FileAuditLog
+from consistent_anon.config import ConfigurationError, parse_config
 from consistent_anon.errors import (BadFileFormat, BadRequest, Conflict, Forbidden, JobCanceled, NotFound, PluginError,
                                     SubjectRequired, VerificationFailed)
 from consistent_anon.jobs import JobQueue, JobSettings
@@ -228,3 +229,30 @@ def test_the_log_pages_by_since_and_limit(tmp_path):
     assert [e["sequence"] for e in rest["Entries"]] == [3, 4, 5] and rest["Last"] == 5 and not rest["More"]
     assert page(log, {"since": "5"}) == {"Entries": [], "Last": 5, "More": False}
     assert rest["Entries"][0]["sources"] == [SOURCE]
+
+
+@pytest.mark.parametrize("section", [{"AuditLogRetentionDays": 0}, {"AuditLogRetentionDays": "365"},
+                                     {"AuditLogMaxEntries": -5}, {"AuditLogMaxEntries": True},
+                                     {"AuditLogFile": ""}, {"AuditLogFile": 7}])
+def test_audit_options_are_checked(section):
+    with pytest.raises(ConfigurationError, match=next(iter(section))):
+        parse_config({"ConsistentAnonymization": section})
+
+
+def test_audit_options_default_to_a_year_and_a_million_entries_in_the_storage_folder():
+    config = parse_config({})
+    assert (config.audit_log_file, config.audit_retention_days, config.audit_max_entries) == (None, 365, 1_000_000)
+    unlimited = parse_config({"ConsistentAnonymization": {"AuditLogRetentionDays": None, "AuditLogMaxEntries": None,
+                                                          "AuditLogFile": "/var/log/orthanc/anon.jsonl"}})
+    assert (unlimited.audit_log_file, unlimited.audit_retention_days, unlimited.audit_max_entries) == (
+        "/var/log/orthanc/anon.jsonl", None, None)
+
+
+def test_the_log_stays_readable_by_its_owner_only_after_a_compaction(tmp_path):
+    log = FileAuditLog(tmp_path / "log")
+    trail = _trail(log)
+    with trail.call("instances", SOURCE, b"{}", None) as call:
+        call.succeeded({"InstancesCount": 1})
+    assert (tmp_path / "log").stat().st_mode & 0o777 == 0o600
+    log.compact()
+    assert (tmp_path / "log").stat().st_mode & 0o777 == 0o600

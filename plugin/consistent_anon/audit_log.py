@@ -248,7 +248,7 @@ class FileAuditLog:
         if limit is not None and len(entries) > limit:
             entries = entries[len(entries) - limit * 9 // 10:]
         draft = self.path.with_name(self.path.name + ".compacting")
-        with open(draft, "w", encoding="ascii") as file:
+        with open(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="ascii") as file:
             # the first line keeps the numbering going when every entry was dropped
             file.write(json.dumps({"last_sequence": last}) + "\n")
             file.writelines(entry.to_json() + "\n" for entry in entries)
