@@ -5,6 +5,7 @@ Python tested without a server, and this layer is tested against a real Orthanc.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import answers
-from .audit import AuditTrail, RequestFacts, basic_user, orthanc_emitter, page
+from .audit import AuditTrail, basic_user, orthanc_emitter, page, request_facts
 from .audit_log import FileAuditLog, Retention
 from .config import AUDIT_LOG_NAME, parse_config
 from .coexistence import route_clash_warning
@@ -305,7 +306,8 @@ class Plugin:
         audit_file = self.config.audit_log_file or str(Path(self._storage_directory).resolve() / AUDIT_LOG_NAME)
         self.audit = AuditTrail(FileAuditLog(audit_file, Retention(self.config.audit_retention_days,
                                                                    self.config.audit_max_entries)),
-                                self._audit_facts, orthanc.LogError, orthanc_emitter(orthanc))
+                                functools.partial(request_facts, self.keys), orthanc.LogError,
+                                orthanc_emitter(orthanc))
         self.jobs = JobQueue(self._run_job, lambda: orthanc.GetGlobalProperty(JOBS_PROPERTY, ""),
                              lambda text: orthanc.SetGlobalProperty(JOBS_PROPERTY, text), orthanc.LogError,
                              JobSettings.of(configuration),
@@ -511,24 +513,6 @@ class Plugin:
     def _user(self, request: dict[str, Any]) -> str | None:
         """The HTTP user who asked, for the audit log: only a name Orthanc checked."""
         return basic_user(request.get("headers")) if self._authenticated else None
-
-    def _audit_facts(self, body: Any, with_mark: bool) -> RequestFacts:
-        """The project, options' mark and (bulk) resources of a request body, for its audit entry;
-        the mark only if asked (it needs the project's key), and only what can be known."""
-        try:
-            request = parse_request(body)
-            resources = tuple(request.resources) if isinstance(request.resources, list) else ()
-            project = self.keys.project_name(request.project)
-        except PluginError:
-            return RequestFacts()
-        mark = None
-        if with_mark and not self.keys.fresh_per_call:
-            try:
-                request = request.for_project(self.keys.settings(project))
-                mark = self.keys.pseudonymizer(project).options_fingerprint(request.output_options)
-            except PluginError:  # e.g. the project's key changed: the entry says so, without a mark
-                pass
-        return RequestFacts(project, mark, resources)
 
     def _submit(self, level: str, resource_id: str, body: Any, options: AnonymizeRequest,
                 targets: list[tuple[str, str]], instances: int, user: str | None) -> str:

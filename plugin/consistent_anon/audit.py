@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator
 from .audit_log import AuditEntry, AuditLog, is_name, is_orthanc_id
 from .errors import BadRequest, PluginError
 from .jobs import Job
+from .keys import KeyStore
+from .options import parse_request
 
 BULK = "bulk"
 ROUTES = {"patients": "/patients/{id}/anonymize", "studies": "/studies/{id}/anonymize",
@@ -166,6 +168,25 @@ class AuditTrail:
                           project=facts.project if is_name(facts.project) else None,
                           options_mark=facts.options_mark, instances=instances, failed_instances=failed,
                           job=call.job)
+
+
+def request_facts(keys: KeyStore, body: Any, with_mark: bool) -> RequestFacts:
+    """The project, options' mark and (bulk) resources of a request body, for its audit entry;
+    the mark only if asked (it needs the project's key), and only what can be known."""
+    try:
+        request = parse_request(body)
+        resources = tuple(request.resources) if isinstance(request.resources, list) else ()
+        project = keys.project_name(request.project)
+    except PluginError:
+        return RequestFacts()
+    mark = None
+    if with_mark and not keys.fresh_per_call:
+        try:
+            request = request.for_project(keys.settings(project))
+            mark = keys.pseudonymizer(project).options_fingerprint(request.output_options)
+        except PluginError:  # e.g. the project's key changed: the entry says so, without a mark
+            pass
+    return RequestFacts(project, mark, resources)
 
 
 def _results(level: str, answer: dict[str, Any] | None) -> tuple[tuple[str, ...], int, int]:
