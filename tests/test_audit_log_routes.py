@@ -5,6 +5,7 @@ two nodes on one database and storage, and Orthanc's audit-log channel where it 
 from __future__ import annotations
 
 import base64
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,8 @@ import requests
 from conftest import TEST_KEY, new_patient, upload
 from consistent_anon.config import AUDIT_LOG_NAME
 from consistent_anon.orthanc_ids import resource_id
-from dicom_factory import two_frame_study
+from dicom_factory import to_bytes, two_frame_study
+from holdings import study_of_series
 from orthanc_server import RUNTIME, OrthancServer
 from test_two_nodes import nodes, postgres  # noqa: F401  (fixtures)
 
@@ -243,3 +245,35 @@ def test_two_nodes_share_one_sequence_without_gaps_or_duplicates(nodes):  # noqa
     inside = first.settings["StorageDirectory"]
     storage = RUNTIME.root / inside.lstrip("/") if RUNTIME.root else Path(inside)
     assert len((storage / AUDIT_LOG_NAME).read_text().splitlines()) == len(requests_made)
+
+
+def test_a_synchronous_call_killed_midway_has_one_entry_from_the_job_that_completes_it(server_factory):
+    server = server_factory(start=False)
+    server.configure({"AuthenticationEnabled": True, "RegisteredUsers": {USER[0]: USER[1]},
+                      "ConsistentAnonymization": {"Key": TEST_KEY}})
+    server.auth = USER
+    server.start()
+    total = 3 * 100
+    study = [server.upload(to_bytes(ds)) for members in study_of_series(3, 100, new_patient())
+             for ds in members][0]["ParentStudy"]
+    answered: list = []
+
+    def call() -> None:
+        try:
+            answered.append(server.post(f"/studies/{study}/anonymize", json={}))
+        except requests.RequestException:
+            answered.append(None)
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 120
+    while int(server.json("/statistics")["CountInstances"]) < total + total // 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.kill()
+    caller.join(60)
+    assert answered == [None], "the call ended before the kill"
+    server.start()
+    [job] = server.json("/jobs")  # the first call to the plugin resubmits the interrupted one
+    assert _wait_for_job(server, job, 300)["State"] == "Success"
+    [entry] = _entries(server)
+    assert (entry["job"], entry["user"], entry["outcome"], entry["sources"], entry["instances"]) == (
+        job, USER[0], "Success", [study], total)
