@@ -277,3 +277,15 @@ def test_a_synchronous_call_killed_midway_has_one_entry_from_the_job_that_comple
     [entry] = _entries(server)
     assert (entry["job"], entry["user"], entry["outcome"], entry["sources"], entry["instances"]) == (
         job, USER[0], "Success", [study], total)
+
+
+def test_the_configured_maximum_bounds_the_log_and_numbering_goes_on(server_factory):
+    server = server_factory(start=False)
+    server.configure({"ConsistentAnonymization": {"Key": TEST_KEY, "AuditLogMaxEntries": 100}})
+    server.start()
+    unknown = resource_id("NO-SUCH", "1.2.3")
+    with requests.Session() as session:
+        for _ in range(1001):  # the retention is checked every 1,000 entries
+            assert session.post(f"{server.url}/studies/{unknown}/anonymize", json={}, timeout=60).status_code == 404
+    entries = _entries(server)
+    assert [entry["sequence"] for entry in entries] == list(range(911, 1002))  # the newest nine tenths, then one
