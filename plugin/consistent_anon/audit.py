@@ -184,7 +184,7 @@ def request_facts(keys: KeyStore, body: Any, with_mark: bool) -> RequestFacts:
         try:
             request = request.for_project(keys.settings(project))
             mark = keys.pseudonymizer(project).options_fingerprint(request.output_options)
-        except PluginError:  # e.g. the project's key changed: the entry says so, without a mark
+        except Exception:  # the key cannot be had (changed, unreadable): the entry goes without a mark
             pass
     return RequestFacts(project, mark, resources)
 
