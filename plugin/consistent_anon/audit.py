@@ -145,7 +145,8 @@ class AuditTrail:
         try:
             self.log.append(entry)
         except OSError as failure:
-            self._log_error(f"The anonymization audit log cannot be written ({failure.strerror or type(failure).__name__})")
+            why = failure.strerror or type(failure).__name__
+            self._log_error(f"The anonymization audit log cannot be written ({why})")
             if error is None:  # the work is done; its caller hears that it went unlogged
                 raise PluginError("The anonymization was done, but its entry could not be written to the audit "
                                   "log (see Orthanc's log)") from None
