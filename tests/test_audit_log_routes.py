@@ -99,6 +99,9 @@ def _full_run(server: OrthancServer) -> Run:
         result.identifiers |= {study.study.patient.patient_id, study.study.patient.name, study.study.accession}
         for dataset in study.instances:
             result.identifiers |= _uids(dataset)
+    leaky = first.series[1][0]  # a source UID in private binary data: the fail-closed check refuses it kept
+    block = leaky.private_block(0x0011, "SYNTHETIC VENDOR", create=True)
+    block.add_new(0x10, "OB", f"uid={leaky.SOPInstanceUID}".encode())
     stored = upload(server, first)
     some = next(iter(stored.values()))
     series = sorted({s["ParentSeries"] for s in stored.values()})
@@ -130,6 +133,8 @@ def _full_run(server: OrthancServer) -> Run:
          json={"Project": "trial"})
     call("/studies/{id}/anonymize", f"/studies/{result.study}/anonymize", 400, "Refused", "BadRequest",
          json={"Project": patient_id})
+    call("/instances/{id}/anonymize", f"/instances/{stored[leaky.SOPInstanceUID]['ID']}/anonymize", 500, "Failed",
+         "VerificationFailed", json={"KeepPrivateTags": True})
     # not anonymization requests: no entry (Orthanc refuses the first two before the plugin hears of them)
     assert requests.post(f"{server.url}/studies/{result.study}/anonymize", json={}, timeout=60).status_code == 401
     assert requests.post(f"{server.url}/studies/{result.study}/anonymize", json={}, auth=(USER[0], "wrong"),
