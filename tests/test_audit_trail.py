@@ -4,6 +4,7 @@ end, the log route's arguments."""
 from __future__ import annotations
 
 import base64
+import json
 import threading
 
 import pytest
@@ -256,3 +257,35 @@ def test_the_log_stays_readable_by_its_owner_only_after_a_compaction(tmp_path):
     assert (tmp_path / "log").stat().st_mode & 0o777 == 0o600
     log.compact()
     assert (tmp_path / "log").stat().st_mode & 0o777 == 0o600
+
+
+class FakeOrthanc:
+    """The part of the `orthanc` module the channel uses, recording each emitted audit log."""
+
+    class ResourceType:
+        PATIENT, STUDY, SERIES, INSTANCE, NONE = 0, 1, 2, 3, 4
+
+    def __init__(self) -> None:
+        self.emitted = []
+
+    def EmitAuditLog(self, *args):  # noqa: N802  (the SDK's name)
+        self.emitted.append(args)
+
+
+def test_each_entry_goes_to_orthancs_channel_as_the_sdk_takes_it():
+    orthanc = FakeOrthanc()
+    log = Recorded()
+    trail = AuditTrail(log, lambda body, mark: RequestFacts("default", None, (SOURCE, RESULT)), [].append,
+                       audit.orthanc_emitter(orthanc))
+    with trail.call("series", SOURCE, b"{}", "alice") as call:
+        call.succeeded({"ID": RESULT, "InstancesCount": 2})
+    with trail.call("bulk", "", b"{}", None) as call:
+        call.succeeded({"Resources": []})
+    series, bulk = orthanc.emitted
+    assert series[:5] == ("consistent-anonymization", "alice", FakeOrthanc.ResourceType.SERIES, SOURCE, "anonymize")
+    assert json.loads(series[5]) == json.loads(log.entries[0].to_json())
+    assert bulk[:5] == ("consistent-anonymization", "", FakeOrthanc.ResourceType.NONE, "", "anonymize")
+
+
+def test_without_the_sdk_call_there_is_no_channel():
+    assert audit.orthanc_emitter(object()) is None
