@@ -1,0 +1,238 @@
+"""ReidentificationCertificates, wired: the option checked at start, the engine's output step
+(every stored or answered instance sealed, then checked), the options mark and re-runs. Against
+the in-memory Orthanc of tests/fake_orthanc.py; tests/test_reidentification_orthanc.py does it on
+a real one. Recipients are made here by the openssl command line."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.filereader import read_dataset
+
+from conftest import new_patient
+from consistent_anon import reidentification
+from consistent_anon.config import ConfigurationError, parse_config
+from consistent_anon.engine import Anonymizer
+from consistent_anon.errors import BadRequest, Conflict, VerificationFailed
+from consistent_anon.keys import KeyStore, PropertyChecks
+from consistent_anon.options import parse_request
+from dicom_factory import to_bytes, two_frame_study
+from fake_orthanc import FakeOrthanc
+from recipients import make_recipients, openssl
+
+KEY = "unit-test-key-0123456789abcdef0123456789"
+SECTION = "ConsistentAnonymization"
+ENCRYPTED_ATTRIBUTES_SEQUENCE = 0x04000500
+IDENTIFIERS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    return make_recipients(tmp_path_factory.mktemp("recipients"), ("alice", "bob"))
+
+
+def _config(**section) -> object:
+    return parse_config({SECTION: {"Key": KEY, **section}})
+
+
+class Node:
+    """An engine on a shared in-memory Orthanc, under one configuration."""
+
+    def __init__(self, orthanc: FakeOrthanc, properties: dict[int, str], **section) -> None:
+        self.config = _config(**section)
+        checks = PropertyChecks(lambda key, default: properties.get(key, default), properties.__setitem__)
+        self.keys = KeyStore(self.config, lambda: KEY.encode(), lambda: checks)
+        self.engine = Anonymizer(orthanc, self.keys)
+
+    def request(self, **body) -> object:
+        request = parse_request(json.dumps(body))
+        return request.for_project(self.keys.settings(request.project))
+
+    def study(self, study_id: str, **body) -> dict:
+        return self.engine.anonymize_resource("studies", study_id, self.request(**body))
+
+
+@pytest.fixture
+def orthanc() -> FakeOrthanc:
+    return FakeOrthanc()
+
+
+@pytest.fixture
+def properties() -> dict[int, str]:
+    return {}
+
+
+def _upload(orthanc: FakeOrthanc) -> tuple[str, dict[str, pydicom.Dataset]]:
+    made = two_frame_study(per_series=2, patient=new_patient())
+    stored = [orthanc.upload(to_bytes(ds)) for ds in made.instances]
+    return stored[0]["ParentStudy"], {ds.SOPInstanceUID: ds for ds in made.instances}
+
+
+def _results(orthanc: FakeOrthanc, answer: dict) -> list[bytes]:
+    return [orthanc.files[instance["ID"]] for instance in orthanc.instances_of("studies", answer["ID"])]
+
+
+def _originals_by_openssl(data: bytes, key: Path, certificate: Path, tmp_path: Path) -> pydicom.Dataset:
+    """The Modified Attributes Sequence's item, decrypted by `openssl cms -decrypt` as the README says."""
+    sequence = pydicom.dcmread(io.BytesIO(data)).EncryptedAttributesSequence
+    assert len(sequence) == 1 and sequence[0].EncryptedContentTransferSyntaxUID == "1.2.840.10008.1.2.1"
+    envelope = tmp_path / "content.der"
+    envelope.write_bytes(sequence[0].EncryptedContent)
+    result = openssl("cms", "-decrypt", "-inform", "DER", "-in", str(envelope), "-inkey", str(key),
+                     "-recip", str(certificate))
+    assert result.returncode == 0, result.stderr
+    return read_dataset(io.BytesIO(result.stdout), False, True).ModifiedAttributesSequence[0]
+
+
+# --- the option --------------------------------------------------------------------------------
+
+def test_certificates_are_read_at_start_and_belong_to_every_project_unless_it_opts_out(keys):
+    config = _config(ReidentificationCertificates=[str(keys["alice"][1])],
+                     Projects={"trial": {}, "open": {"ReidentificationCertificates": []},
+                               "other": {"ReidentificationCertificates": [str(keys["bob"][1])]}})
+    fingerprints = {name: [r.fingerprint for r in settings.recipients] for name, settings in config.project_settings.items()}
+    alice, bob = (reidentification.load_recipients([keys[name][1]])[0].fingerprint for name in ("alice", "bob"))
+    assert fingerprints == {"trial": [alice], "open": [], "other": [bob], "default": [alice]}
+    assert _config().project_settings["default"].recipients == ()
+
+
+def test_unusable_certificates_stop_the_start_naming_the_option_and_not_the_key(keys, tmp_path):
+    elliptic_key, elliptic = tmp_path / "ec.key.pem", tmp_path / "ec.cert.pem"
+    made = openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                   "-keyout", str(elliptic_key), "-out", str(elliptic), "-days", "1", "-subj", "/CN=EC")
+    assert made.returncode == 0, made.stderr
+    private_key = keys["alice"][0]
+    key_lines = [line for line in private_key.read_text().splitlines() if not line.startswith("-----")]
+    cases = {str(tmp_path / "missing.pem"): "not readable", str(private_key): "not readable",
+             str(elliptic): "no RSA key"}
+    for path, reason in cases.items():
+        for section in ({"ReidentificationCertificates": [path]},
+                        {"Projects": {"trial": {"ReidentificationCertificates": [path]}}}):
+            with pytest.raises(ConfigurationError) as raised:
+                _config(**section)
+            message = str(raised.value)
+            assert "ReidentificationCertificates" in message and reason in message and path in message
+            assert not any(line in message for line in key_lines)
+    for wrong in ("alice.pem", [""], [3]):
+        with pytest.raises(ConfigurationError, match="ReidentificationCertificates must list"):
+            _config(ReidentificationCertificates=wrong)
+
+
+def test_the_options_mark_names_the_certificates(keys):
+    def mark(*names: str) -> str:
+        node = Node(FakeOrthanc(), {}, ReidentificationCertificates=[str(keys[n][1]) for n in names])
+        return node.keys.pseudonymizer(None).options_fingerprint(node.request().output_options)
+    assert len({mark(), mark("alice"), mark("bob"), mark("alice", "bob")}) == 4
+    assert mark("alice", "bob") == mark("bob", "alice")
+
+
+# --- the output step ---------------------------------------------------------------------------
+
+def test_every_result_carries_the_originals_sealed_for_each_recipient(orthanc, properties, keys, tmp_path):
+    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1]), str(keys["bob"][1])])
+    study, sources = _upload(orthanc)
+    answer = node.study(study)
+    results = _results(orthanc, answer)
+    assert len(results) == len(sources)
+    for data in results:
+        anonymized = pydicom.dcmread(io.BytesIO(data))
+        for name in ("alice", "bob"):
+            originals = _originals_by_openssl(data, *keys[name], tmp_path)
+            source = next(ds for ds in sources.values() if ds.SOPInstanceUID == originals.SOPInstanceUID)
+            for keyword in (k for k in IDENTIFIERS if k in source):  # an RTSTRUCT has no FrameOfReferenceUID
+                assert originals[keyword].value == source[keyword].value != anonymized[keyword].value
+
+
+def test_an_instance_answered_and_not_stored_is_sealed_too(orthanc, properties, keys, tmp_path):
+    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+    _, sources = _upload(orthanc)
+    instance = next(iter(orthanc.files))
+    data = node.engine.anonymize_instance(instance, node.request())
+    originals = _originals_by_openssl(data, *keys["alice"], tmp_path)
+    assert originals.SOPInstanceUID in sources
+
+
+def test_without_certificates_no_result_carries_the_sequence(orthanc, properties):
+    study, _ = _upload(orthanc)
+    for data in _results(orthanc, Node(orthanc, properties).study(study)):
+        assert ENCRYPTED_ATTRIBUTES_SEQUENCE not in pydicom.dcmread(io.BytesIO(data))
+
+
+def test_the_check_ignores_the_ciphertext_and_still_finds_a_real_leak(orthanc, properties, keys, monkeypatch):
+    """A ciphertext that happened to spell the source's PatientID and a UID is no leak; the
+    PatientID kept in a description still is one."""
+    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+    study, sources = _upload(orthanc)
+    source = next(iter(sources.values()))
+    spelled = f"{source.PatientID} {source.StudyInstanceUID}".encode("ascii")
+    monkeypatch.setattr(reidentification.Envelope, "seal", lambda self, content: spelled)
+    node.study(study)  # passes the check
+    leaky = two_frame_study(per_series=1, patient=new_patient())
+    for ds in leaky.instances:
+        ds.StudyDescription = f"follow-up of {ds.PatientID}"
+        orthanc.upload(to_bytes(ds))
+    with pytest.raises(VerificationFailed) as failed:
+        node.study(orthanc.parent_of("series", leaky_series(orthanc, leaky)), Keep=["StudyDescription"])
+    assert "PatientID remains in StudyDescription" in failed.value.message and "0400" not in failed.value.message
+
+
+def leaky_series(orthanc: FakeOrthanc, study) -> str:
+    sop = study.instances[0].SOPInstanceUID
+    return next(orthanc.parent_of("instances", i) for i, data in orthanc.files.items()
+                if pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID == sop)
+
+
+def test_a_deflated_instance_is_refused_and_nothing_stored(orthanc, properties, keys):
+    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+    ds = two_frame_study(per_series=1, patient=new_patient()).instances[0]
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    stored = orthanc.upload(to_bytes(ds))
+    before = set(orthanc.files)
+    with pytest.raises(BadRequest, match="re-identification data"):
+        node.engine.anonymize_resource("series", stored["ParentSeries"], node.request())
+    assert set(orthanc.files) == before
+
+
+# --- re-runs -----------------------------------------------------------------------------------
+
+def _unmark(orthanc: FakeOrthanc, answer: dict) -> None:
+    """Forget the options mark of the result's series, as after a call that stopped before marking
+    them: a re-run then compares what Orthanc answers AlreadyStored for."""
+    for series in orthanc.children(answer["ID"]):
+        orthanc.stored_metadata.get(series, {}).clear()
+
+
+def test_a_rerun_answers_the_same_result_marked_or_not(orthanc, properties, keys):
+    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+    study, _ = _upload(orthanc)
+    first = node.study(study)
+    stored = _results(orthanc, first)
+    assert node.study(study) == first
+    _unmark(orthanc, first)
+    assert node.study(study) == first  # every instance AlreadyStored, recognized though sealed anew
+    assert _results(orthanc, first) == stored
+
+
+def test_series_by_series_land_in_one_study(orthanc, properties, keys):
+    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+    study, _ = _upload(orthanc)
+    series = orthanc.children(study)
+    parents = {orthanc.parent_of("series", node.engine.anonymize_resource("series", s, node.request())["ID"])
+               for s in series}
+    assert parents == {node.study(study)["ID"]}
+
+
+@pytest.mark.parametrize("unmarked", [False, True])
+def test_other_certificates_or_none_are_other_options(orthanc, properties, keys, unmarked):
+    study, _ = _upload(orthanc)
+    alice = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+    first = alice.study(study)
+    for other in (Node(orthanc, properties, ReidentificationCertificates=[str(keys["bob"][1])]),
+                  Node(orthanc, properties)):
+        if unmarked:
+            _unmark(orthanc, first)
+        with pytest.raises(Conflict, match="other options"):
+            other.study(study)
