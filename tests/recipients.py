@@ -3,11 +3,15 @@ the openssl command line in a temporary folder, as a recipient would make theirs
 committed."""
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 from pathlib import Path
 
+import pydicom
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 
 
 def openssl(*arguments: str, data: bytes | None = None) -> subprocess.CompletedProcess:
@@ -26,3 +30,17 @@ def make_recipients(folder: Path, names: tuple[str, ...]) -> dict[str, tuple[Pat
         assert result.returncode == 0, result.stderr
         made[name] = (key, certificate)
     return made
+
+
+def originals_by_openssl(data: bytes, key: Path, certificate: Path, folder: Path) -> Dataset:
+    """The item of the Modified Attributes Sequence of an anonymized file, as a recipient reads it
+    with standard tools: the Encrypted Content extracted, `openssl cms -decrypt` (the command line,
+    not the project's code), the data set read in Explicit VR Little Endian."""
+    sequence = pydicom.dcmread(io.BytesIO(data)).EncryptedAttributesSequence
+    assert len(sequence) == 1 and sequence[0].EncryptedContentTransferSyntaxUID == "1.2.840.10008.1.2.1"
+    envelope = folder / "content.der"
+    envelope.write_bytes(sequence[0].EncryptedContent)
+    result = openssl("cms", "-decrypt", "-inform", "DER", "-in", str(envelope), "-inkey", str(key),
+                     "-recip", str(certificate))
+    assert result.returncode == 0, result.stderr
+    return read_dataset(io.BytesIO(result.stdout), False, True).ModifiedAttributesSequence[0]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.filereader import read_dataset
 
 from conftest import new_patient
 from consistent_anon import reidentification
@@ -21,7 +20,7 @@ from consistent_anon.keys import KeyStore, PropertyChecks
 from consistent_anon.options import parse_request
 from dicom_factory import to_bytes, two_frame_study
 from fake_orthanc import FakeOrthanc
-from recipients import make_recipients, openssl
+from recipients import make_recipients, openssl, originals_by_openssl
 
 KEY = "unit-test-key-0123456789abcdef0123456789"
 SECTION = "ConsistentAnonymization"
@@ -73,18 +72,6 @@ def _upload(orthanc: FakeOrthanc) -> tuple[str, dict[str, pydicom.Dataset]]:
 
 def _results(orthanc: FakeOrthanc, answer: dict) -> list[bytes]:
     return [orthanc.files[instance["ID"]] for instance in orthanc.instances_of("studies", answer["ID"])]
-
-
-def _originals_by_openssl(data: bytes, key: Path, certificate: Path, tmp_path: Path) -> pydicom.Dataset:
-    """The Modified Attributes Sequence's item, decrypted by `openssl cms -decrypt` as the README says."""
-    sequence = pydicom.dcmread(io.BytesIO(data)).EncryptedAttributesSequence
-    assert len(sequence) == 1 and sequence[0].EncryptedContentTransferSyntaxUID == "1.2.840.10008.1.2.1"
-    envelope = tmp_path / "content.der"
-    envelope.write_bytes(sequence[0].EncryptedContent)
-    result = openssl("cms", "-decrypt", "-inform", "DER", "-in", str(envelope), "-inkey", str(key),
-                     "-recip", str(certificate))
-    assert result.returncode == 0, result.stderr
-    return read_dataset(io.BytesIO(result.stdout), False, True).ModifiedAttributesSequence[0]
 
 
 # --- the option --------------------------------------------------------------------------------
@@ -140,7 +127,7 @@ def test_every_result_carries_the_originals_sealed_for_each_recipient(orthanc, p
     for data in results:
         anonymized = pydicom.dcmread(io.BytesIO(data))
         for name in ("alice", "bob"):
-            originals = _originals_by_openssl(data, *keys[name], tmp_path)
+            originals = originals_by_openssl(data, *keys[name], tmp_path)
             source = next(ds for ds in sources.values() if ds.SOPInstanceUID == originals.SOPInstanceUID)
             for keyword in (k for k in IDENTIFIERS if k in source):  # an RTSTRUCT has no FrameOfReferenceUID
                 assert originals[keyword].value == source[keyword].value != anonymized[keyword].value
@@ -151,7 +138,7 @@ def test_an_instance_answered_and_not_stored_is_sealed_too(orthanc, properties, 
     _, sources = _upload(orthanc)
     instance = next(iter(orthanc.files))
     data = node.engine.anonymize_instance(instance, node.request())
-    originals = _originals_by_openssl(data, *keys["alice"], tmp_path)
+    originals = originals_by_openssl(data, *keys["alice"], tmp_path)
     assert originals.SOPInstanceUID in sources
 
 
