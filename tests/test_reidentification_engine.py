@@ -166,6 +166,21 @@ def test_the_check_ignores_the_ciphertext_and_still_finds_a_real_leak(orthanc, p
     assert "PatientID remains in StudyDescription" in failed.value.message and "0400" not in failed.value.message
 
 
+def test_a_sequence_the_source_brought_is_searched_as_before(orthanc, properties):
+    """Only the sequence the plugin adds is skipped: one native kept from the source (here holding
+    the PatientID in plain) is searched as any other element."""
+    node = Node(orthanc, properties)
+    made = two_frame_study(per_series=1, patient=new_patient())
+    for ds in made.instances:
+        item = pydicom.Dataset()
+        item.EncryptedContentTransferSyntaxUID = "1.2.840.10008.1.2.1"
+        item.EncryptedContent = f"plain {ds.PatientID} ".encode("ascii")
+        ds.EncryptedAttributesSequence = pydicom.Sequence([item])
+        stored = orthanc.upload(to_bytes(ds))
+    with pytest.raises(VerificationFailed, match=r"PatientID remains in EncryptedAttributesSequence"):
+        node.study(stored["ParentStudy"])
+
+
 def leaky_series(orthanc: FakeOrthanc, study) -> str:
     sop = study.instances[0].SOPInstanceUID
     return next(orthanc.parent_of("instances", i) for i, data in orthanc.files.items()
@@ -181,6 +196,20 @@ def test_a_deflated_instance_is_refused_and_nothing_stored(orthanc, properties, 
     with pytest.raises(BadRequest, match="re-identification data"):
         node.engine.anonymize_resource("series", stored["ParentSeries"], node.request())
     assert set(orthanc.files) == before
+
+
+def test_a_source_sealed_before_is_refused_unless_its_sequence_is_removed(orthanc, properties, keys, tmp_path):
+    """Native keeps an Encrypted Attributes Sequence (an earlier de-identification's): no second
+    one is spliced beside it; removing it makes room for this call's."""
+    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+    study, _ = _upload(orthanc)
+    first = _results(orthanc, node.study(study))[0]
+    stored = orthanc.upload(first)  # an anonymized instance, stored as a source of its own
+    with pytest.raises(BadRequest, match="EncryptedAttributesSequence"):
+        node.engine.anonymize_instance(stored["ID"], node.request(Project="default"))
+    again = node.engine.anonymize_instance(stored["ID"], node.request(Remove=["EncryptedAttributesSequence"]))
+    originals = originals_by_openssl(again, *keys["alice"], tmp_path)
+    assert originals.SOPInstanceUID == pydicom.dcmread(io.BytesIO(first)).SOPInstanceUID
 
 
 # --- re-runs -----------------------------------------------------------------------------------

@@ -150,6 +150,18 @@ def test_series_by_series_on_two_nodes_openssl_gives_back_every_original(nodes, 
 
 # --- one node ----------------------------------------------------------------------------------
 
+def test_a_private_key_given_as_certificate_stops_orthanc_at_start_without_showing_it(server_factory, keys):
+    server = server_factory(start=False)
+    section = _section(server, keys)["ConsistentAnonymization"]
+    server.configure({"ConsistentAnonymization": {
+        **section, "Projects": {"trial": {"ReidentificationCertificates": [RUNTIME.inside(keys["alice"][0])]}}}})
+    with pytest.raises(RuntimeError, match=r"ConsistentAnonymization\.Projects\.trial\.ReidentificationCertificates: "
+                                           r"Re-identification certificate .* is not readable"):
+        server.start()
+    key_lines = [line for line in keys["alice"][0].read_text().splitlines() if not line.startswith("-----")]
+    assert not any(line in server.log() for line in key_lines)
+
+
 def test_without_certificates_the_output_is_the_sealed_one_without_its_sequence(server_factory, keys):
     """The same study, key and options on two Orthancs, one sealing: the files are the same bytes
     but the Encrypted Attributes Sequence; without certificates there is none."""

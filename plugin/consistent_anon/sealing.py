@@ -13,35 +13,42 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import BadRequest
-from .filereader import Header
+from .filereader import Element, Header
 from .project_settings import ProjectSettings
 
 ENCRYPTED_ATTRIBUTES_SEQUENCE = 0x04000500
 
 
+def _in_sequence(element: Element) -> bool:
+    return bool(element.path[0]) and element.path[0][0][0] == ENCRYPTED_ATTRIBUTES_SEQUENCE
+
+
 def without_encrypted_attributes(header: Header) -> Header:
     """The header without the Encrypted Attributes Sequence and what it holds, for the searches of
-    leaks (the fail-closed check, the set verification): its content is ciphertext, in which
-    random bytes could spell a short text or a UID by chance, and opens only with a recipient's
-    private key. Everything else is searched as before."""
-    kept = [element for element in header.elements
-            if not (element.path[0] and element.path[0][0][0] == ENCRYPTED_ATTRIBUTES_SEQUENCE)]
+    leaks: its content is ciphertext, in which random bytes could spell a short text or a UID by
+    chance, and which opens only with a recipient's private key."""
+    kept = [element for element in header.elements if not _in_sequence(element)]
     if len(kept) == len(header.elements):
         return header
     return Header(kept, header.meta, header.searchable, header.after_pixel_data)
 
 
-def bytes_without_encrypted_attributes(data: bytes) -> bytes:
-    """The file's bytes without the Encrypted Attributes Sequence, for the searches of whole
-    files; the bytes as they are if the file has none, or cannot be walked."""
-    if b"\x00\x04\x00\x05" not in data and b"\x04\x00\x05\x00" not in data:  # its tag, either byte order
-        return data
+def without_added_sequence(output: Header, data: bytes, source: Header | None) -> tuple[Header, bytes]:
+    """For the fail-closed check: the output's header and bytes without the Encrypted Attributes
+    Sequence the plugin added, i.e. one the source did not have (native never adds one; with
+    certificates, a source's own is refused before). A sequence that came from the source stays
+    in the search, as any other element native kept."""
+    if source is None or any(_in_sequence(element) for element in source.elements):
+        return output, data
+    header = without_encrypted_attributes(output)
+    if header is output:
+        return output, data
     from .reidentification import UnreadableFile, split_encrypted_attributes
 
     try:
-        return split_encrypted_attributes(data)[0]
-    except UnreadableFile:
-        return data
+        return header, split_encrypted_attributes(data)[0]
+    except UnreadableFile:  # the whole file is searched, as without the option
+        return header, data
 
 
 class NoSealing:
@@ -72,8 +79,9 @@ class Sealing:
             return self._reidentification.add(source.searchable, output)
         except UnreadableFile as error:
             raise BadRequest(f"An instance cannot carry the re-identification data that ReidentificationCertificates "
-                             f"asks for ({error}): nothing was stored. A deflated instance needs another transfer "
-                             f"syntax first, e.g. /instances/{{id}}/modify with \"Transcode\"") from None
+                             f"asks for ({error}): nothing was stored. Transcode a deflated instance first; to "
+                             f"anonymize again an instance that carries such data already (an earlier "
+                             f"de-identification's), add \"Remove\": [\"EncryptedAttributesSequence\"]") from None
 
     def recognizes(self, stored: bytes, output: bytes) -> bool:
         """Whether `stored` is `output` sealed again for the same recipients: another run of this
