@@ -83,6 +83,7 @@ def test_certificates_are_read_at_start_and_belong_to_every_project_unless_it_op
     fingerprints = {name: [r.fingerprint for r in settings.recipients] for name, settings in config.project_settings.items()}
     alice, bob = (reidentification.load_recipients([keys[name][1]])[0].fingerprint for name in ("alice", "bob"))
     assert fingerprints == {"trial": [alice], "open": [], "other": [bob], "default": [alice]}
+    assert "reidentification=['default', 'other', 'trial']" in repr(config)  # the start's log line
     assert _config().project_settings["default"].recipients == ()
 
 

@@ -76,7 +76,8 @@ class PluginConfig:
                 f"options_metadata={self.options_metadata}, pseudonym_lookup={self.pseudonym_lookup}, "
                 f"accept_new_key={sorted(self.accept_new_key)}, "
                 f"date_shifting={sorted(p for p, s in self.project_settings.items() if s.shift_dates)}, "
-                f"subject_tables={sorted(p for p, s in self.project_settings.items() if s.subjects)})")
+                f"subject_tables={sorted(p for p, s in self.project_settings.items() if s.subjects)}, "
+                f"reidentification={sorted(p for p, s in self.project_settings.items() if s.recipients)})")
 
 
 def parse_config(orthanc_configuration: dict[str, Any]) -> PluginConfig:

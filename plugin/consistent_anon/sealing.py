@@ -33,22 +33,25 @@ def without_encrypted_attributes(header: Header) -> Header:
     return Header(kept, header.meta, header.searchable, header.after_pixel_data)
 
 
-def without_added_sequence(output: Header, data: bytes, source: Header | None) -> tuple[Header, bytes]:
-    """For the fail-closed check: the output's header and bytes without the Encrypted Attributes
-    Sequence the plugin added, i.e. one the source did not have (native never adds one; with
-    certificates, a source's own is refused before). A sequence that came from the source stays
-    in the search, as any other element native kept."""
+def without_added_sequence(output: Header, source: Header | None) -> Header:
+    """For the fail-closed check: the output's header without the Encrypted Attributes Sequence
+    the plugin added, i.e. one the source did not have (native never adds one; with certificates,
+    a source's own is refused before). A sequence that came from the source stays in the
+    search, as any other element native kept."""
     if source is None or any(_in_sequence(element) for element in source.elements):
-        return output, data
-    header = without_encrypted_attributes(output)
-    if header is output:
-        return output, data
+        return output
+    return without_encrypted_attributes(output)
+
+
+def bytes_without_encrypted_attributes(data: bytes) -> bytes:
+    """The file's bytes without its Encrypted Attributes Sequence (as they are if it cannot be
+    walked: the whole file is then searched, as without the option)."""
     from .reidentification import UnreadableFile, split_encrypted_attributes
 
     try:
-        return header, split_encrypted_attributes(data)[0]
-    except UnreadableFile:  # the whole file is searched, as without the option
-        return header, data
+        return split_encrypted_attributes(data)[0]
+    except UnreadableFile:
+        return data
 
 
 class NoSealing:
