@@ -55,7 +55,8 @@ class Node:
 
 
 @pytest.fixture
-def orthanc() -> FakeOrthanc:
+def fake() -> FakeOrthanc:
+    """The in-memory Orthanc (not named `orthanc`: that name marks a test as needing a server)."""
     return FakeOrthanc()
 
 
@@ -119,11 +120,11 @@ def test_the_options_mark_names_the_certificates(keys):
 
 # --- the output step ---------------------------------------------------------------------------
 
-def test_every_result_carries_the_originals_sealed_for_each_recipient(orthanc, properties, keys, tmp_path):
-    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1]), str(keys["bob"][1])])
-    study, sources = _upload(orthanc)
+def test_every_result_carries_the_originals_sealed_for_each_recipient(fake, properties, keys, tmp_path):
+    node = Node(fake, properties, ReidentificationCertificates=[str(keys["alice"][1]), str(keys["bob"][1])])
+    study, sources = _upload(fake)
     answer = node.study(study)
-    results = _results(orthanc, answer)
+    results = _results(fake, answer)
     assert len(results) == len(sources)
     for data in results:
         anonymized = pydicom.dcmread(io.BytesIO(data))
@@ -134,26 +135,26 @@ def test_every_result_carries_the_originals_sealed_for_each_recipient(orthanc, p
                 assert originals[keyword].value == source[keyword].value != anonymized[keyword].value
 
 
-def test_an_instance_answered_and_not_stored_is_sealed_too(orthanc, properties, keys, tmp_path):
-    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
-    _, sources = _upload(orthanc)
-    instance = next(iter(orthanc.files))
+def test_an_instance_answered_and_not_stored_is_sealed_too(fake, properties, keys, tmp_path):
+    node = Node(fake, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+    _, sources = _upload(fake)
+    instance = next(iter(fake.files))
     data = node.engine.anonymize_instance(instance, node.request())
     originals = originals_by_openssl(data, *keys["alice"], tmp_path)
     assert originals.SOPInstanceUID in sources
 
 
-def test_without_certificates_no_result_carries_the_sequence(orthanc, properties):
-    study, _ = _upload(orthanc)
-    for data in _results(orthanc, Node(orthanc, properties).study(study)):
+def test_without_certificates_no_result_carries_the_sequence(fake, properties):
+    study, _ = _upload(fake)
+    for data in _results(fake, Node(fake, properties).study(study)):
         assert ENCRYPTED_ATTRIBUTES_SEQUENCE not in pydicom.dcmread(io.BytesIO(data))
 
 
-def test_the_check_ignores_the_ciphertext_and_still_finds_a_real_leak(orthanc, properties, keys, monkeypatch):
+def test_the_check_ignores_the_ciphertext_and_still_finds_a_real_leak(fake, properties, keys, monkeypatch):
     """A ciphertext that happened to spell the source's PatientID and a UID is no leak; the
     PatientID kept in a description still is one."""
-    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
-    study, sources = _upload(orthanc)
+    node = Node(fake, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+    study, sources = _upload(fake)
     source = next(iter(sources.values()))
     spelled = f"{source.PatientID} {source.StudyInstanceUID}".encode("ascii")
     monkeypatch.setattr(reidentification.Envelope, "seal", lambda self, content: spelled)
@@ -161,23 +162,23 @@ def test_the_check_ignores_the_ciphertext_and_still_finds_a_real_leak(orthanc, p
     leaky = two_frame_study(per_series=1, patient=new_patient())
     for ds in leaky.instances:
         ds.StudyDescription = f"follow-up of {ds.PatientID}"
-        orthanc.upload(to_bytes(ds))
+        fake.upload(to_bytes(ds))
     with pytest.raises(VerificationFailed) as failed:
-        node.study(orthanc.parent_of("series", leaky_series(orthanc, leaky)), Keep=["StudyDescription"])
+        node.study(fake.parent_of("series", leaky_series(fake, leaky)), Keep=["StudyDescription"])
     assert "PatientID remains in StudyDescription" in failed.value.message and "0400" not in failed.value.message
 
 
-def test_a_sequence_the_source_brought_is_searched_as_before(orthanc, properties):
+def test_a_sequence_the_source_brought_is_searched_as_before(fake, properties):
     """Only the sequence the plugin adds is skipped: one native kept from the source (here holding
     the PatientID in plain) is searched as any other element."""
-    node = Node(orthanc, properties)
+    node = Node(fake, properties)
     made = two_frame_study(per_series=1, patient=new_patient())
     for ds in made.instances:
         item = pydicom.Dataset()
         item.EncryptedContentTransferSyntaxUID = "1.2.840.10008.1.2.1"
         item.EncryptedContent = f"plain {ds.PatientID} ".encode("ascii")
         ds.EncryptedAttributesSequence = pydicom.Sequence([item])
-        stored = orthanc.upload(to_bytes(ds))
+        stored = fake.upload(to_bytes(ds))
     with pytest.raises(VerificationFailed, match=r"PatientID remains in EncryptedAttributesSequence"):
         node.study(stored["ParentStudy"])
 
@@ -188,24 +189,24 @@ def leaky_series(orthanc: FakeOrthanc, study) -> str:
                 if pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID == sop)
 
 
-def test_a_deflated_instance_is_refused_and_nothing_stored(orthanc, properties, keys):
-    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+def test_a_deflated_instance_is_refused_and_nothing_stored(fake, properties, keys):
+    node = Node(fake, properties, ReidentificationCertificates=[str(keys["alice"][1])])
     ds = two_frame_study(per_series=1, patient=new_patient()).instances[0]
     ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
-    stored = orthanc.upload(to_bytes(ds))
-    before = set(orthanc.files)
+    stored = fake.upload(to_bytes(ds))
+    before = set(fake.files)
     with pytest.raises(BadRequest, match="re-identification data"):
         node.engine.anonymize_resource("series", stored["ParentSeries"], node.request())
-    assert set(orthanc.files) == before
+    assert set(fake.files) == before
 
 
-def test_a_source_sealed_before_is_refused_unless_its_sequence_is_removed(orthanc, properties, keys, tmp_path):
+def test_a_source_sealed_before_is_refused_unless_its_sequence_is_removed(fake, properties, keys, tmp_path):
     """Native keeps an Encrypted Attributes Sequence (an earlier de-identification's): no second
     one is spliced beside it; removing it makes room for this call's."""
-    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
-    study, _ = _upload(orthanc)
-    first = _results(orthanc, node.study(study))[0]
-    stored = orthanc.upload(first)  # an anonymized instance, stored as a source of its own
+    node = Node(fake, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+    study, _ = _upload(fake)
+    first = _results(fake, node.study(study))[0]
+    stored = fake.upload(first)  # an anonymized instance, stored as a source of its own
     with pytest.raises(BadRequest, match="EncryptedAttributesSequence"):
         node.engine.anonymize_instance(stored["ID"], node.request(Project="default"))
     again = node.engine.anonymize_instance(stored["ID"], node.request(Remove=["EncryptedAttributesSequence"]))
@@ -222,34 +223,34 @@ def _unmark(orthanc: FakeOrthanc, answer: dict) -> None:
         orthanc.stored_metadata.get(series, {}).clear()
 
 
-def test_a_rerun_answers_the_same_result_marked_or_not(orthanc, properties, keys):
-    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
-    study, _ = _upload(orthanc)
+def test_a_rerun_answers_the_same_result_marked_or_not(fake, properties, keys):
+    node = Node(fake, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+    study, _ = _upload(fake)
     first = node.study(study)
-    stored = _results(orthanc, first)
+    stored = _results(fake, first)
     assert node.study(study) == first
-    _unmark(orthanc, first)
+    _unmark(fake, first)
     assert node.study(study) == first  # every instance AlreadyStored, recognized though sealed anew
-    assert _results(orthanc, first) == stored
+    assert _results(fake, first) == stored
 
 
-def test_series_by_series_land_in_one_study(orthanc, properties, keys):
-    node = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
-    study, _ = _upload(orthanc)
-    series = orthanc.children(study)
-    parents = {orthanc.parent_of("series", node.engine.anonymize_resource("series", s, node.request())["ID"])
+def test_series_by_series_land_in_one_study(fake, properties, keys):
+    node = Node(fake, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+    study, _ = _upload(fake)
+    series = fake.children(study)
+    parents = {fake.parent_of("series", node.engine.anonymize_resource("series", s, node.request())["ID"])
                for s in series}
     assert parents == {node.study(study)["ID"]}
 
 
 @pytest.mark.parametrize("unmarked", [False, True])
-def test_other_certificates_or_none_are_other_options(orthanc, properties, keys, unmarked):
-    study, _ = _upload(orthanc)
-    alice = Node(orthanc, properties, ReidentificationCertificates=[str(keys["alice"][1])])
+def test_other_certificates_or_none_are_other_options(fake, properties, keys, unmarked):
+    study, _ = _upload(fake)
+    alice = Node(fake, properties, ReidentificationCertificates=[str(keys["alice"][1])])
     first = alice.study(study)
-    for other in (Node(orthanc, properties, ReidentificationCertificates=[str(keys["bob"][1])]),
-                  Node(orthanc, properties)):
+    for other in (Node(fake, properties, ReidentificationCertificates=[str(keys["bob"][1])]),
+                  Node(fake, properties)):
         if unmarked:
-            _unmark(orthanc, first)
+            _unmark(fake, first)
         with pytest.raises(Conflict, match="other options"):
             other.study(study)
