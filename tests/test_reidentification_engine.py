@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pydicom
@@ -108,6 +110,29 @@ def test_unusable_certificates_stop_the_start_naming_the_option_and_not_the_key(
     for wrong in ("alice.pem", [""], [3]):
         with pytest.raises(ConfigurationError, match="ReidentificationCertificates must list"):
             _config(ReidentificationCertificates=wrong)
+
+
+def test_without_certificates_the_plugin_needs_no_cryptography():
+    """A Python without `cryptography` (Debian's python3-cryptography not installed) runs every
+    call that seals nothing: the package is imported only where certificates are configured."""
+    script = """
+import sys
+sys.modules["cryptography"] = None  # any import of it fails
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import consistent_anon.adapter, consistent_anon.engine
+from consistent_anon.config import ConfigurationError, parse_config
+parse_config({"ConsistentAnonymization": {"Key": "k" * 32}})
+try:
+    parse_config({"ConsistentAnonymization": {"Key": "k" * 32, "ReidentificationCertificates": ["c.pem"]}})
+except ConfigurationError as error:
+    print(error)
+"""
+    folder = Path(__file__).parent
+    result = subprocess.run([sys.executable, "-c", script, str(folder.parent / "plugin"), str(folder)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "ReidentificationCertificates: Re-identification certificates need the Python package cryptography" \
+        in result.stdout
 
 
 def test_the_options_mark_names_the_certificates(keys):
