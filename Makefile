@@ -7,8 +7,9 @@ export ORTHANC_HTTP_PORT ?= 8042
 export ORTHANC_DICOM_PORT ?= 4242
 export ORTHANC_STORAGE ?= $(CURDIR)/data
 
-# Debian packages: Orthanc, its Python plugin and pydicom for the Python Orthanc embeds.
-RUN_PACKAGES := orthanc orthanc-python python3-pydicom
+# Debian packages: Orthanc, its Python plugin, pydicom for the Python Orthanc embeds, and
+# cryptography for it (used only with ReidentificationCertificates).
+RUN_PACKAGES := orthanc orthanc-python python3-pydicom python3-cryptography
 # What the tests add: two more Orthanc versions (trixie and sid, via debootstrap), a PostgreSQL server
 # and the PostgreSQL index plugin for the two-node tests, dcmtk for DICOM network sends.
 TEST_PACKAGES := $(RUN_PACKAGES) python3-venv debootstrap debian-archive-keyring postgresql \

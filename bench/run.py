@@ -12,6 +12,9 @@ machine's Orthanc; ORTHANC_RUNTIME=chroot with ORTHANC_CHROOT: a chroot's, trixi
 - the cost of keyed date shifting: the plugin's first run of the 400-instance study under a
   project with `"ShiftDates": true` (`{"Project": "shifted-dates"}`) against the same call with
   `"ShiftDates": false` (plugin only, target within 10 %);
+- with --reidentification: the cost of re-identification data, the plugin's first run of the
+  400-instance study under a project with one RSA-3072 certificate in
+  `"ReidentificationCertificates"` against the same call without it (plugin only, target within 20 %);
 - native at its best: where Orthanc has `"JobsEngineThreadsCount": {"ResourceModification": N}`
   (1.11.3+), native's study- and series-level runs are made at its default (N = 1) and at N = 2,
   4 and 2x cores, the plain Orthanc restarted on the same storage for each setting; every row
@@ -377,6 +380,32 @@ def shifted_dates_runs(plugin: Node, study: str, size: int, round_: int, results
         f", not shifted {last(results, SHIFTED[False].format(size), 'plugin')}")
 
 
+#: --reidentification: a project that seals re-identification data for one recipient (a throwaway
+#: certificate made at start), and the metrics of its first runs and of the same call without it.
+SEALED_PROJECT = "reidentification"
+SEALED = {True: "study {} first run, one re-identification certificate", False: "study {} first run, no certificate"}
+
+
+def recipient_certificate(folder: Path) -> str:
+    """A throwaway RSA-3072 certificate (its key is left in `folder`, with the server's files), as
+    Orthanc sees its path."""
+    certificate = folder / "recipient.cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:3072", "-nodes", "-keyout",
+                    str(folder / "recipient.key.pem"), "-out", str(certificate), "-days", "1", "-subj",
+                    "/CN=benchmark recipient"], check=True, capture_output=True)
+    return RUNTIME.inside(certificate)
+
+
+def sealed_runs(plugin: Node, study: str, size: int, rounds: int, results: Results, log) -> None:
+    """First runs of the study with and without the certificate, in an order that alternates."""
+    for round_ in range(rounds):
+        for sealed in (True, False) if round_ % 2 == 0 else (False, True):
+            body = {"Project": SEALED_PROJECT} if sealed else {}
+            anonymize_run(plugin, "studies", study, results, SEALED[sealed].format(size), "plugin", body=body)
+        log(f"  round {round_ + 1}, plugin: {size} instances, sealed {last(results, SEALED[True].format(size), 'plugin')}"
+            f", not sealed {last(results, SEALED[False].format(size), 'plugin')}")
+
+
 def measurement_rounds(native: Node, plugin: Node, studies: dict[int, dict[str, str]],
                        series: dict[str, str], repetitions: dict[int, int], settings: list[int | None],
                        warm_up: str, results: Results, done: set, log) -> None:
@@ -656,6 +685,15 @@ def shifted_dates_row(results: Results, size: int) -> list[dict]:
              "ratio_text": f"{shifted / plain:.2f}×", "target": "≤ 1.1×", "met": shifted / plain <= 1.1}]
 
 
+def sealed_row(results: Results, size: int) -> list[dict]:
+    sealed, plain = (results.median(SEALED[flag].format(size), "plugin") for flag in (True, False))
+    if sealed is None or plain is None:
+        return []
+    return [{"metric": f"Study, {size} instances, first run with one re-identification certificate (plugin ÷ "
+                       f"plugin without)", "unit": "s", "native": None, "plugin": sealed, "ratio": sealed / plain,
+             "ratio_text": f"{sealed / plain:.2f}×", "target": "≤ 1.2×", "met": sealed / plain <= 1.2}]
+
+
 def build_rows(results: Results, sizes: tuple[int, int], version: str) -> list[dict]:
     """The table: each metric for native at its default, native at its best setting (where
     the ResourceModification threads exist), the plugin, and the plugin's ratio to both."""
@@ -692,6 +730,7 @@ def build_rows(results: Results, sizes: tuple[int, int], version: str) -> list[d
     ratio_row("series first run", f"Series, {small // 4} instances, first run", "s", 1,
               first_text, lambda r: r <= first_target, judge_best=True)
     rows.extend(shifted_dates_row(results, small))
+    rows.extend(sealed_row(results, small))
     ratio_row("instance call", "Instance call (POST /instances/{id}/anonymize)", "ms", 1000,
               "≤ 1.2×", lambda r: r <= 1.2)
     arrival = results.arrival
@@ -849,6 +888,8 @@ def main() -> None:
     parser.add_argument("--scale", type=int, nargs="?", const=20000, default=0,
                         help="also a study of this many 64x64 instances (20000 if no number), against one "
                              "of a tenth of it")
+    parser.add_argument("--reidentification", action="store_true",
+                        help="also the small study's first runs with one re-identification certificate")
     parser.add_argument("--output", default=None, help="the JSON file (default bench/results/<version>.json)")
     args = parser.parse_args()
 
@@ -889,6 +930,11 @@ def main() -> None:
         section = plugin.server.settings["ConsistentAnonymization"]
         plugin.server.configure({"ConsistentAnonymization": {
             **section, "Projects": {**section.get("Projects", {}), SHIFTED_PROJECT: {"ShiftDates": True}}}})
+        if args.reidentification:
+            certificate = recipient_certificate(plugin.server.workdir)
+            section = plugin.server.settings["ConsistentAnonymization"]
+            plugin.server.configure({"ConsistentAnonymization": {**section, "Projects": {
+                **section["Projects"], SEALED_PROJECT: {"ReidentificationCertificates": [certificate]}}}})
         plugin_hash = plugin_tree_hash(plugin.server.workdir / "plugin")  # the copy this run measures
         plugin.start()
         found = versions(native, plugin)
@@ -931,6 +977,9 @@ def main() -> None:
         measurement_rounds(native, plugin, studies, series, {small: repetitions[0], large: repetitions[1]},
                            settings, warm_up, results, {(0, "native", large), (0, "plugin", large)}, log)
         use_native_setting(native, None, warm_up)
+        if args.reidentification:
+            log(f"study-level runs ({small} instances) with and without a re-identification certificate")
+            sealed_runs(plugin, studies[small]["plugin"], small, repetitions[0], results, log)
         for metric in [f"study {size} first run" for size in sizes] + ["series first run"]:
             side, best = results.native_best(metric)
             log(f"  {metric}: native default {results.median(metric, 'native'):.2f} s, best {best:.2f} s "
@@ -973,7 +1022,7 @@ def main() -> None:
                        "generate_uid_requests": uid_requests, "image": "MR 256x256 16-bit, 4 series, 2 FoRs",
                        "body": "{}", "native_resource_modification_threads": settings,
                        "arrival_instances": arrival, "arrival_repetitions": arrival_repetitions,
-                       "scale": args.scale},
+                       "scale": args.scale, "reidentification": args.reidentification},
         "duration_s": round(time.monotonic() - began, 1),
         "warnings": warnings,
         "medians": {metric: {side: statistics.median(v) for side, v in sides.items()}

@@ -1,12 +1,14 @@
 #!/bin/sh
 # Build (once) and print the path of a Debian chroot holding that release's Orthanc,
-# orthanc-python, the PostgreSQL plugin and pydicom, so the test suite runs on more Orthanc
-# versions than the host's: `scripts/debian-chroot.sh trixie` (Orthanc 1.12.x) or
+# orthanc-python, the PostgreSQL plugin, pydicom and cryptography, so the test suite runs on more
+# Orthanc versions than the host's: `scripts/debian-chroot.sh trixie` (Orthanc 1.12.x) or
 # `scripts/debian-chroot.sh sid` (1.13.x). Each chroot is cached outside the repository,
 # keyed by its release and package list; delete the folder to rebuild it.
 set -eu
 SUITE=${1:?usage: debian-chroot.sh trixie|sid}
-PACKAGES="orthanc,orthanc-python,orthanc-postgresql,python3-pydicom,ca-certificates"
+# python3-cffi-backend is named: python3-cryptography needs it through a virtual package, which
+# debootstrap does not resolve.
+PACKAGES="orthanc,orthanc-python,orthanc-postgresql,python3-pydicom,python3-cryptography,python3-cffi-backend,ca-certificates"
 KEY=$(printf '%s' "$SUITE:$PACKAGES:v1" | sha256sum | cut -c1-12)
 CACHE=${CONSISTENT_ANON_CACHE:-/var/cache/consistent-anon}
 DIR="$CACHE/$SUITE-$KEY"

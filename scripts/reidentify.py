@@ -14,7 +14,8 @@ The same by hand, with pydicom and the openssl command line:
   python3 -c 'import sys, pydicom; sys.stdout.buffer.write(pydicom.dcmread(sys.argv[1])
       .EncryptedAttributesSequence[0].EncryptedContent)' FILE > content.der
   openssl cms -decrypt -inform DER -in content.der -inkey KEY.pem -recip CERT.pem -out originals.bin
-  python3 -c 'import pydicom; print(pydicom.dcmread("originals.bin", force=True))'
+  python3 -c 'import sys, pydicom.filereader as r; print(r.read_dataset(open(sys.argv[1], "rb"), False, True))' \
+      originals.bin
 """
 from __future__ import annotations
 

@@ -85,6 +85,7 @@ class PluginConfig:
                 f"accept_new_key={sorted(self.accept_new_key)}, "
                 f"date_shifting={sorted(p for p, s in self.project_settings.items() if s.shift_dates)}, "
                 f"subject_tables={sorted(p for p, s in self.project_settings.items() if s.subjects)}, "
+                f"reidentification={sorted(p for p, s in self.project_settings.items() if s.recipients)}, "
                 f"audit_log_file={self.audit_log_file!r}, audit_retention_days={self.audit_retention_days}, "
                 f"audit_max_entries={self.audit_max_entries})")
 

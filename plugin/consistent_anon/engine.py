@@ -23,6 +23,7 @@ from .options import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMO
 from . import orthanc_ids
 from .orthanc_ids import LEVEL_TYPES
 from .pseudonyms import Pseudonymizer
+from .sealing import NoSealing, Sealing, sealing_for
 from .transcoding import native_anonymized
 from .uid_attributes import UID_TAGS
 from .verification import anonymize_checked, check_output
@@ -132,14 +133,16 @@ class Anonymizer:
 
     def _anonymized_file(self, instance_id: str, request: AnonymizeRequest,
                          pseudonyms: Pseudonymizer, markers: NativeMarkers) -> bytes:
-        return self._planned_file(instance_id, request, pseudonyms, markers)[0]
+        return self._planned_file(instance_id, request, pseudonyms, markers, sealing_for(request.settings))[0]
 
     def _planned_file(self, instance_id: str, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
-                      markers: NativeMarkers) -> tuple[bytes, InstancePlan]:
-        plan = plan_instance(self._port.header(instance_id), request, pseudonyms, markers, self._uid_tags)
-        output = anonymize_checked(plan, lambda body: native_anonymized(self._port, instance_id, body,
-                                                                        request.whole_resources),
-                                   self._uid_tags, instance_id)
+                      markers: NativeMarkers, seal: Sealing | NoSealing) -> tuple[bytes, InstancePlan]:
+        """The checked output; `seal` (the call's output step) adds the re-identification data
+        before the check, so that what is checked is what is stored."""
+        header = self._port.header(instance_id)
+        plan = plan_instance(header, request, pseudonyms, markers, self._uid_tags)
+        output = anonymize_checked(plan, lambda body: seal(header, native_anonymized(
+            self._port, instance_id, body, request.whole_resources)), self._uid_tags, instance_id)
         return output, plan
 
     def _check_as_stored(self, instance_id: str, plan: InstancePlan) -> None:
@@ -284,11 +287,13 @@ class Anonymizer:
         instance, nor when pseudonyms are new at each call."""
         return self._port.overwrite_mode() == NEVER and not self._keys.fresh_per_call
 
-    def _same_result(self, stored: dict[str, str], output: bytes) -> None:
-        """Orthanc answered "AlreadyStored": the instance there must be this call's very output,
-        else another call (of this node or another) stored it under other options first."""
+    def _same_result(self, stored: dict[str, str], output: bytes, seal: Sealing | NoSealing) -> None:
+        """Orthanc answered "AlreadyStored": the instance there must be this call's very output
+        (sealed again, if the call seals: see Sealing.recognizes), else another call (of this
+        node or another) stored it under other options first."""
         if not self._port.transcodes_on_ingest() and \
-                self._port.stored_md5(stored["ID"]) != hashlib.md5(output).hexdigest():
+                self._port.stored_md5(stored["ID"]) != hashlib.md5(output).hexdigest() and \
+                not seal.recognizes(self._port.read_file(stored["ID"]), output):
             raise self._other_options(stored["ParentSeries"])
 
     def _store_all(self, sources: list[dict[str, str]], request: AnonymizeRequest,
@@ -320,17 +325,18 @@ class Anonymizer:
         failures: list[BaseException] = []
         budget = ByteBudget(IN_FLIGHT_BYTES)
         compare = self._compares_results()
+        seal = sealing_for(request.settings)
 
         def store(source_id: str) -> dict[str, str]:
             """Anonymize, check and store one source instance; where Orthanc already had its result,
             check it is this very output; where Orthanc transcodes what it stores, check what it kept."""
-            output, plan = self._planned_file(source_id, request, pseudonyms, markers)
+            output, plan = self._planned_file(source_id, request, pseudonyms, markers, seal)
             stored = dict(self._port.store(output), Source=source_id)
             if stored.get("Status") not in ("Success", "AlreadyStored"):  # e.g. FilteredOut
                 raise VerificationFailed(f"Orthanc did not store an anonymized instance "
                                          f"(status {stored.get('Status')}); nothing was kept")
             if stored["Status"] == "AlreadyStored" and compare:
-                self._same_result(stored, output)
+                self._same_result(stored, output, seal)
             if self._port.transcodes_on_ingest():
                 try:
                     self._check_as_stored(stored["ID"], plan)

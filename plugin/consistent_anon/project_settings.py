@@ -1,6 +1,7 @@
 """What a project does beyond consistent UIDs: date shifting, subject IDs, trial attributes,
-whose patient identity wins. The same keys are allowed at the top of the plugin's section (the
-defaults of every project) and inside each `Projects.<name>` (that project's own values)."""
+whose patient identity wins, who may re-identify. The same keys are allowed at the top of the
+plugin's section (the defaults of every project) and inside each `Projects.<name>` (that
+project's own values)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,8 @@ MAX_DATE_SHIFT = 36500  # a century either way
 MAX_LO = 64
 
 #: The keys this module reads, wherever they stand.
-KEYS = ("ShiftDates", "DateShiftDays", "Subjects", "RequireSubject", "ClinicalTrial", "PatientIdentity")
+KEYS = ("ShiftDates", "DateShiftDays", "Subjects", "RequireSubject", "ClinicalTrial", "PatientIdentity",
+        "ReidentificationCertificates")
 
 
 class SettingsError(ValueError):
@@ -40,6 +42,8 @@ class ProjectSettings:
     require_subject: bool = False
     clinical_trial: dict[int, str] = field(default_factory=dict)  # tag -> value
     patient_identity: str = "caller"
+    #: The recipients of the re-identification data (reidentification.Recipient), () for none.
+    recipients: tuple[Any, ...] = ()
 
     def output_options(self) -> dict[str, Any]:
         """What of these settings decides what an instance becomes, for the options' mark: two
@@ -49,6 +53,8 @@ class ProjectSettings:
             options["ShiftDates"] = list(self.date_shift_days)
         if self.clinical_trial:
             options["ClinicalTrial"] = {f"{tag:08x}": value for tag, value in sorted(self.clinical_trial.items())}
+        if self.recipients:  # results sealed for other recipients are other results
+            options["ReidentificationCertificates"] = sorted({recipient.fingerprint for recipient in self.recipients})
         return options
 
 
@@ -82,6 +88,22 @@ def _clinical_trial(where: str, value: Any) -> dict[int, str]:
     return {CLINICAL_TRIAL_ATTRIBUTES[name]: text for name, text in value.items()}
 
 
+def _recipients(where: str, value: Any) -> tuple[Any, ...]:
+    """The recipients of these certificates, read and checked now: an unusable one stops Orthanc
+    at start, not the first call. `[]` means none (a project's way out of the defaults' list).
+    The message names the option and the file, never what the file holds."""
+    name = f"{where}.ReidentificationCertificates"
+    if not isinstance(value, list) or not all(isinstance(path, str) and path for path in value):
+        raise SettingsError(f"{name} must list the paths of X.509 certificates in PEM")
+    if not value:
+        return ()
+    from .reidentification import ReidentificationError, load_recipients  # needs cryptography: only here
+    try:
+        return load_recipients(value)
+    except ReidentificationError as error:
+        raise SettingsError(f"{name}: {error}") from None
+
+
 def parse_project_settings(where: str, section: dict[str, Any],
                            defaults: ProjectSettings = ProjectSettings()) -> ProjectSettings:
     """The settings a project gets: its own keys over the defaults. `where` names the section in
@@ -106,6 +128,8 @@ def parse_project_settings(where: str, section: dict[str, Any],
         if section["PatientIdentity"] not in PATIENT_IDENTITIES:
             raise SettingsError(f"{where}.PatientIdentity must be one of {', '.join(PATIENT_IDENTITIES)}")
         changes["patient_identity"] = section["PatientIdentity"]
+    if "ReidentificationCertificates" in section:
+        changes["recipients"] = _recipients(where, section["ReidentificationCertificates"])
     settings = replace(defaults, **changes)
     if settings.require_subject and settings.subjects is None:
         raise SettingsError(f"{where}.RequireSubject needs Subjects, the table of the project's subjects")

@@ -159,6 +159,44 @@ def load_recipients(paths: Iterable[str | Path]) -> tuple[Recipient, ...]:
     return tuple(recipients)
 
 
+def recipient_identifier(recipient: Recipient) -> bytes:
+    """How an envelope names the recipient: IssuerAndSerialNumber (DER)."""
+    return der_sequence(recipient.issuer, der_integer(recipient.serial_number))
+
+
+def _der_members(content: bytes) -> Iterator[tuple[int, bytes, bytes]]:
+    """The elements inside a constructed DER value: (tag, content, whole encoding)."""
+    position = 0
+    while position < len(content):
+        tag, first = content[position], content[position + 1]
+        start = position + 2
+        if first & 0x80:
+            size = first & 0x7F
+            length = int.from_bytes(content[start:start + size], "big")
+            start += size
+        else:
+            length = first
+        if start + length > len(content):
+            raise ValueError("a DER element runs past its container")
+        yield tag, content[start:start + length], content[position:start + length]
+        position = start + length
+
+
+def envelope_recipients(content_info: bytes) -> frozenset[bytes]:
+    """The identifiers of the recipients an EnvelopedData is sealed for (whole DER encodings of
+    each KeyTransRecipientInfo's rid); ValueError for anything else."""
+    try:
+        _, outer, _ = next(_der_members(content_info))  # a DICOM value may end with a padding NUL
+        content_type, explicit = list(_der_members(outer))[:2]
+        if content_type[2] != _ENVELOPED_DATA or explicit[0] != 0xA0:
+            raise ValueError("not a CMS EnvelopedData")
+        _, enveloped, _ = next(_der_members(explicit[1]))
+        infos = next(value for tag, value, _ in _der_members(enveloped) if tag == 0x31)
+        return frozenset(list(_der_members(info))[1][2] for tag, info, _ in _der_members(infos) if tag == 0x30)
+    except (IndexError, StopIteration) as error:
+        raise ValueError(f"a malformed EnvelopedData ({type(error).__name__})") from None
+
+
 class Envelope:
     """Seals contents for a fixed set of recipients: one AES-256 content key, wrapped once for
     every recipient (the costly part, paid once per call), and a fresh IV for every content."""
@@ -171,7 +209,7 @@ class Envelope:
         oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
         self._recipient_infos = der_set(der_sequence(
             der_integer(0),
-            der_sequence(recipient.issuer, der_integer(recipient.serial_number)),
+            recipient_identifier(recipient),
             OAEP_SHA256,
             der_octets(recipient.public_key.encrypt(self._key, oaep)),
         ) for recipient in recipients)
@@ -237,9 +275,9 @@ class Layout:
         try:
             position = self._read_meta()
             while position + 8 <= len(data):
+                if _UNPACK[self.little][0](data, position)[0] == _PIXEL_GROUP:
+                    break  # read no further: `data` may end inside the pixel data (a header's bytes)
                 element = _element_at(data, position, self.implicit, self.little)
-                if element.tag >> 16 == _PIXEL_GROUP:
-                    break
                 self.elements[element.tag] = element
                 position = element.end
         except (struct.error, IndexError, UnicodeDecodeError, RecursionError) as error:
@@ -483,6 +521,24 @@ def with_encrypted_attributes(anonymized: Layout, encrypted_content: bytes) -> b
     item = _tag(_ITEM, little) + _length(len(item), little) + item
     sequence = _encode_element(ENCRYPTED_ATTRIBUTES_SEQUENCE, "SQ", item, implicit, little)
     return anonymized.data[:position] + sequence + anonymized.data[position:]
+
+
+def split_encrypted_attributes(data: bytes) -> tuple[bytes, list[bytes]]:
+    """The file without its Encrypted Attributes Sequence, and the Encrypted Content of each of
+    its items ([] without the sequence): two sealings of one output differ in these only."""
+    layout = Layout(data)
+    sequence = layout.elements.get(ENCRYPTED_ATTRIBUTES_SEQUENCE)
+    if sequence is None:
+        return data, []
+    try:
+        contents = [data[element.value_start:element.value_end]
+                    for start, stop in _item_spans(data, sequence.value_start, sequence.value_end,
+                                                   layout.implicit, layout.little)
+                    for element in _elements(data, start, stop, layout.implicit, layout.little)
+                    if element.tag == ENCRYPTED_CONTENT]
+    except (struct.error, IndexError, RecursionError) as error:
+        raise UnreadableFile(f"a malformed sequence ({type(error).__name__})") from None
+    return data[:sequence.start] + data[sequence.end:], contents
 
 
 def _tag(tag: int, little: bool) -> bytes:

@@ -9,6 +9,7 @@ from .filereader import Element, Header, Path, UnreadableHeader, read_header
 from .identities import InstancePlan
 from .options import PATIENT_ID
 from .paths import parse_path
+from .sealing import bytes_without_encrypted_attributes, without_added_sequence
 from .scanning import (MEDIA_STORAGE_SOP_INSTANCE_UID, MIN_WORD, SOP_INSTANCE_UID, TextFinder, describe, find_uids,
                        orthanc_path, request_name, rewrite_uids, whole_uid_in_bytes)
 from .set_verification import identifying_texts, text_leaks
@@ -57,7 +58,8 @@ def inspect_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) ->
     """
     result = CheckResult()
     try:
-        header = read_header(data)
+        read = read_header(data)
+        header = without_added_sequence(read, plan.source)
     except UnreadableHeader as error:
         result.problems.append(f"the anonymized file cannot be read ({error})")
         return result
@@ -85,7 +87,9 @@ def inspect_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) ->
             problems.append(f"a source UID remains in {describe(element.path)}, binary data (VR {element.vr}) "
                             f"the plugin cannot rewrite: add \"Remove\": [\"{request_name(element.path)}\"] "
                             "to the request to anonymize without it")
-    if not leaks and whole_uid_in_bytes(data, plan.source_uids - _at_caller_paths(header, plan)):
+    wanted = plan.source_uids - _at_caller_paths(header, plan)
+    if not leaks and whole_uid_in_bytes(data, wanted) and \
+            (header is read or whole_uid_in_bytes(bytes_without_encrypted_attributes(data), wanted)):
         # Where the header scan does not look: elements after the pixel data (private ones, kept).
         problems.append("a source UID remains in the file outside the header (after the pixel data)")
     problems.extend(_identifier_problems(data, header, plan))
