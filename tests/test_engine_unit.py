@@ -72,7 +72,7 @@ def test_a_failed_store_removes_what_the_call_added_and_keeps_the_source():
     engine, orthanc = _engine()
     study, sources = _study(orthanc)
     before = set(orthanc.files)
-    orthanc.fail("store", PluginError("disk full", 500), after=3)
+    orthanc.fail("store", PluginError("disk full"), after=3)
     with pytest.raises(PluginError, match="disk full"):
         engine.anonymize_resource("studies", study, _request(KeepSource=False))
     assert set(orthanc.files) == before  # every source there, no result left
@@ -155,8 +155,8 @@ def test_a_failure_whose_existence_check_fails_too_still_rolls_back():
     engine, orthanc = _engine()
     study, _ = _study(orthanc)
     before = set(orthanc.files)
-    orthanc.fail("store", PluginError("disk full", 500), after=3)
-    orthanc.fail("exists", PluginError("database busy", 500), times=1)  # the check after the failure
+    orthanc.fail("store", PluginError("disk full"), after=3)
+    orthanc.fail("exists", PluginError("database busy"), times=1)  # the check after the failure
     with pytest.raises(PluginError, match="disk full"):
         engine.anonymize_resource("studies", study, _request())
     assert set(orthanc.files) == before  # rolled back: no partial result left

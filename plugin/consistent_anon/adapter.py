@@ -19,8 +19,8 @@ from typing import Any, Callable
 from . import answers
 from .config import parse_config
 from .coexistence import route_clash_warning
-from .engine import ALWAYS, IF_CHANGED, NEVER, Anonymizer
-from .errors import BadRequest, Conflict, Forbidden, NotFound, PluginError, status_for_orthanc_error
+from .engine import Anonymizer
+from .errors import BadRequest, Conflict, Forbidden, NotFound, PluginError
 from .filereader import Header, UnreadableHeader, read_header
 from .job_routes import JOBS_ASIDE_PROPERTY, JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue, JobSettings
@@ -30,6 +30,7 @@ from .keys import (FileChecks, KeyChecks, KeyStore, PropertyChecks, SharedFileKe
 from .loopback import REVISION_ERROR, LoopbackRest
 from .options import AnonymizeRequest, parse_request
 from .orthanc_ids import LEVEL_TYPES, anonymized_counterpart
+from .port import ALWAYS, IF_CHANGED, NEVER
 from .pseudonyms import fresh_uid, is_valid_uid
 from .set_verification import list_frames_of_reference, parse_verify_request, verify
 from .uid_attributes import is_well_known
@@ -59,10 +60,6 @@ DATABASE_RETRIES = 5
 JOURNAL_PROPERTY = 9740
 
 
-class NativeError(PluginError):
-    """An error answered by Orthanc's built-in API, with the status it would have answered."""
-
-
 class RestPort:
     """The engine's OrthancPort over the built-in REST API (`orthanc.RestApi*`, not the plugins')."""
 
@@ -81,7 +78,7 @@ class RestPort:
             code = int(error.args[0]) if error.args else -1
             message = str(error.args[1]) if len(error.args) > 1 else "Orthanc error"
             self._orthanc.LogInfo(f"built-in call {getattr(function, '__name__', '')} {args[0]}: {message}")
-            raise NativeError(message, status_for_orthanc_error(code), code, message) from None
+            raise answers.native_error(code, message) from None
 
     def retried(self, function: Callable, *args: Any) -> Any:
         """An idempotent call whose transaction may collide with another node's in a shared
@@ -89,7 +86,7 @@ class RestPort:
         for attempt in range(DATABASE_RETRIES):
             try:
                 return self.call(function, *args)
-            except NativeError as error:
+            except PluginError as error:
                 if error.orthanc_code != DATABASE_ERROR or attempt == DATABASE_RETRIES - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1))
@@ -100,10 +97,8 @@ class RestPort:
         else:
             try:
                 answer = json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}/instances"))
-            except NativeError as error:
-                if error.status == 400:  # Orthanc's answer for a resource of another level
-                    raise NotFound(f"Unknown resource: no {level} has the ID {resource_id}") from None
-                raise
+            except BadRequest:  # Orthanc's answer for a resource of another level
+                raise NotFound(f"Unknown resource: no {level} has the ID {resource_id}") from None
         return [{"ID": instance["ID"], "ParentSeries": instance["ParentSeries"],
                  "SOPInstanceUID": instance.get("MainDicomTags", {}).get("SOPInstanceUID", ""),
                  "FileSize": int(instance.get("FileSize") or 0)}  # the engine's memory budget
@@ -114,10 +109,8 @@ class RestPort:
         for level in LEVEL_TYPES:
             try:
                 self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}")
-            except NativeError as error:
-                if error.status == 404:
-                    continue
-                raise
+            except NotFound:
+                continue
             return level
         raise NotFound(f"Unknown resource {resource_id}")
 
@@ -141,10 +134,8 @@ class RestPort:
     def existing_instances(self, series_id: str) -> set[str]:
         try:
             answer = json.loads(self.call(self._orthanc.RestApiGet, f"/series/{series_id}/instances"))
-        except NativeError as error:
-            if error.status == 404:
-                return set()
-            raise
+        except NotFound:
+            return set()
         return {instance["ID"] for instance in answer}
 
     def overwrite_mode(self) -> str:
@@ -166,10 +157,8 @@ class RestPort:
     def exists(self, level: str, resource_id: str) -> bool:
         try:
             self.retried(self._orthanc.RestApiGet, f"/{level}/{resource_id}")
-        except NativeError as error:
-            if error.status == 404:
-                return False
-            raise
+        except NotFound:
+            return False
         return True
 
     def stored_md5(self, instance_id: str) -> str:
@@ -206,7 +195,7 @@ class RestPort:
                                           f"plugin replace it")
                 return
             except PluginError as error:
-                if error.status == 404 and not self.exists(level, resource_id):
+                if isinstance(error, NotFound) and not self.exists(level, resource_id):
                     raise Conflict(f"An anonymized resource disappeared while the call ran (a concurrent call "
                                    f"was rolled back, or Orthanc recycled it): {level} {resource_id}") from None
                 if error.orthanc_code not in (DATABASE_ERROR, REVISION_ERROR) or attempt == METADATA_ATTEMPTS - 1:
@@ -216,10 +205,8 @@ class RestPort:
     def metadata(self, level: str, resource_id: str, name: str) -> str | None:
         try:
             answer = self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}/metadata/{name}")
-        except NativeError as error:
-            if error.status == 404:  # no such metadata, or no such resource
-                return None
-            raise
+        except NotFound:  # no such metadata, or no such resource
+            return None
         return answer.decode("utf-8") if isinstance(answer, bytes) else str(answer)
 
     def read_file(self, instance_id: str) -> bytes:
@@ -273,11 +260,12 @@ def _text(body: Any) -> str:
 
 def send_error(output: Any, error: PluginError, method: str, uri: str) -> None:
     """A JSON error like native's. orthanc-python 4.0 takes (status, str, size); later, bytes."""
-    body = answers.error_body(error.status, error.message, method, uri, error.orthanc_code, error.description)
+    status = answers.http_status(error)
+    body = answers.error_body(error, method, uri)
     try:
-        output.SendHttpStatus(error.status, body.encode("utf-8"))
-    except TypeError:
-        output.SendHttpStatus(error.status, body, len(body))
+        output.SendHttpStatus(status, body.encode("utf-8"))
+    except TypeError:  # orthanc-python 4.0's signature: the same answer, as it takes it
+        output.SendHttpStatus(status, body, len(body))
 
 
 class Plugin:
@@ -407,7 +395,7 @@ class Plugin:
                 self._resume_interrupted_jobs()
                 handler(output, uri, **request)
             except PluginError as error:
-                if error.status >= 500:
+                if answers.http_status(error) >= 500:
                     self._orthanc.LogError(f"{method} {uri}: {error.message}")
                 send_error(output, error, method, uri)
             except Exception as error:  # a bug: log where, never what (values may identify)
@@ -552,9 +540,7 @@ class Plugin:
         counterpart = anonymized_counterpart(pseudonyms, patient_id, *uids)
         try:
             self.port.call(self._orthanc.RestApiGet, f"/{level}/{counterpart}")
-        except NativeError as error:
-            if error.status != 404:
-                raise
+        except NotFound:
             raise NotFound(f"No anonymized counterpart of this {LEVEL_TYPES[level].lower()} is stored: the "
                            f"plugin did not anonymize it under this project with its own PatientID") from None
         answer = {"ID": counterpart, "Type": LEVEL_TYPES[level], "Path": f"/{level}/{counterpart}"}

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Callable
 
+from .answers import orthanc_error
 from .errors import JobCanceled, PluginError
 
 PENDING, RUNNING, SUCCESS, FAILURE = "Pending", "Running", "Success", "Failure"
@@ -295,7 +296,7 @@ class JobQueue:
         except JobCanceled:
             self._finish(job, FAILURE, CANCELED_JOB, "This job was canceled", "")
         except PluginError as error:
-            self._finish(job, FAILURE, error.orthanc_code, error.description, error.message)
+            self._finish(job, FAILURE, *orthanc_error(error), error.message)
         except Exception as error:  # a bug: the job fails, the worker lives on
             self._finish(job, FAILURE, -1, "Internal error", type(error).__name__)
             self._log_error(f"anonymization job failed unexpectedly ({type(error).__name__})")

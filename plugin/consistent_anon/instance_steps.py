@@ -1,0 +1,94 @@
+"""One source instance through the pipeline: read → plan its identities and transforms → ask
+native → check → (the checked output) → store → check as stored.
+
+The steps are the same for every instance of a call, and hold nothing that changes: the call's
+workers share one `InstanceSteps`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from .deletions import Deletions
+from .errors import VerificationFailed
+from .identities import InstancePlan, NativeMarkers, plan_instance
+from .options import AnonymizeRequest
+from .port import OrthancPort, Stored
+from .pseudonyms import Pseudonymizer
+from .result_index import ResultIndex
+from .transcoding import native_anonymized
+from .verification import anonymize_checked, check_output
+
+#: What Orthanc answers a store with, when it kept the file (or had it already).
+STORED = ("Success", "AlreadyStored")
+
+
+@dataclass(frozen=True)
+class Anonymized:
+    """The checked output of one instance, and the plan it was checked against."""
+
+    data: bytes
+    plan: InstancePlan
+
+
+class InstanceSteps:
+    def __init__(self, port: OrthancPort, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
+                 markers: NativeMarkers, uid_tags: frozenset[int], index: ResultIndex, deletions: Deletions) -> None:
+        self._port = port
+        self._request = request
+        self._pseudonyms = pseudonyms
+        self._markers = markers
+        self._uid_tags = uid_tags
+        self._index = index
+        self._deletions = deletions
+        self._compare = index.compares_results()
+
+    def anonymized(self, instance_id: str) -> Anonymized:
+        """The instance read, planned, de-identified by native under the plan and checked. What this
+        returns is final: it is stored (`store`), or answered (/instances/{id}/anonymize), as it is.
+        An output step added after native's output belongs here, and its output must pass the check."""
+        plan = self.plan(instance_id)
+        return Anonymized(self.ask_native(instance_id, plan), plan)
+
+    def plan(self, instance_id: str) -> InstancePlan:
+        """Read the source header; plan its identities, then the transforms (transforms.py)."""
+        return plan_instance(self._port.header(instance_id), self._request, self._pseudonyms, self._markers,
+                             self._uid_tags)
+
+    def ask_native(self, instance_id: str, plan: InstancePlan) -> bytes:
+        """Native's de-identification under the plan, checked (VerificationFailed otherwise)."""
+        return anonymize_checked(plan, partial(self._native, instance_id), self._uid_tags, instance_id)
+
+    def _native(self, instance_id: str, body: dict[str, Any]) -> bytes:
+        return native_anonymized(self._port, instance_id, body, self._request.whole_resources)
+
+    def store(self, source_id: str) -> Stored:
+        """Anonymize, check and store one source instance; where Orthanc already had its result,
+        check it is this very output; where Orthanc transcodes what it stores, check what it kept."""
+        made = self.anonymized(source_id)
+        stored: Stored = {**self._port.store(made.data), "Source": source_id}  # type: ignore[typeddict-item]
+        if stored.get("Status") not in STORED:  # e.g. FilteredOut
+            raise VerificationFailed(f"Orthanc did not store an anonymized instance "
+                                     f"(status {stored.get('Status')}); nothing was kept")
+        if stored["Status"] == "AlreadyStored" and self._compare:
+            self._index.same_result(stored, made.data)
+        if self._port.transcodes_on_ingest():
+            self._check_as_stored(stored, made.plan)
+        return stored
+
+    def _check_as_stored(self, stored: Stored, plan: InstancePlan) -> None:
+        """Where Orthanc transcodes what it stores ("IngestTranscoding"), the plugin's check again,
+        on what Orthanc kept: a lossy syntax gives the instance a new SOPInstanceUID, which the
+        pseudonyms, references and re-runs could not follow. Unchecked or failed, it never stays
+        (it is not counted as the call's yet, so the rollback would not remove it)."""
+        try:
+            problems = check_output(self._port.read_file(stored["ID"]), plan, self._uid_tags)
+            if problems:
+                raise VerificationFailed("Orthanc changed an anonymized instance as it stored it "
+                                         "(IngestTranscoding), and it failed the plugin's check; nothing "
+                                         "was kept: " + "; ".join(problems[:10]))
+        except BaseException:
+            if stored["Status"] == "Success":
+                self._deletions.discard(stored["ID"])
+            raise
