@@ -21,14 +21,10 @@ from typing import Iterator
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR
 
-#: A path: the (sequence tag, item index) steps down to an element, then the element's tag.
-Path = tuple[tuple[tuple[int, int], ...], int]
+from .vocabulary import PIXEL_DATA, SPECIFIC_CHARACTER_SET, TRANSFER_SYNTAX_UID, Path, Tag, make_path
 
-SPECIFIC_CHARACTER_SET = 0x00080005
-TRANSFER_SYNTAX_UID = 0x00020010
 #: Top-level elements where the scan stops, as pydicom's `stop_before_pixels`.
-PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
-PIXEL_DATA = 0x7FE00010
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, PIXEL_DATA})
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
@@ -153,7 +149,7 @@ class Element:
             return tuple(str(v) for v in struct.unpack(f"{self._syntax.order}{len(raw) // number[1]}{number[0]}", raw))
         if vr == "AT" and len(raw) % 4 == 0:
             pairs = struct.unpack(f"{self._syntax.order}{len(raw) // 2}H", raw)
-            return tuple(f"({g:04X},{e:04X})" for g, e in zip(pairs[::2], pairs[1::2]))
+            return tuple(Tag(g << 16 | e).parenthesized() for g, e in zip(pairs[::2], pairs[1::2]))
         text = None
         if vr in _CHARSET_VRS and self._encodings:
             try:
@@ -185,7 +181,7 @@ class Header:
     @classmethod
     def of_values(cls, values: dict[int, str]) -> "Header":
         """A header of single-valued top-level elements (no file behind it)."""
-        return cls([Element(((), tag), _implicit_vr(tag), values=(value,) if value else ())
+        return cls([Element(Path.top(tag), _implicit_vr(tag), values=(value,) if value else ())
                     for tag, value in values.items()])
 
     def __contains__(self, tag: int) -> bool:
@@ -289,7 +285,7 @@ def _read_meta(buffer: memoryview, position: int, meta: list[Element]) -> int:
             position += 4
         if position + length > end:
             raise UnreadableHeader("a file meta element runs past the end of the file")
-        meta.append(Element(((), (group << 16) | element), vr.decode("ascii", "replace"),
+        meta.append(Element(Path.top((group << 16) | element), vr.decode("ascii", "replace"),
                             buffer[position:position + length]))
         position += length
     return position
@@ -339,7 +335,7 @@ def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, 
             start = position
             position = _skip_fragments(buffer, position, syntax)
             if tag != PIXEL_DATA:
-                out.append(Element((steps, tag), vr, buffer[start:position], syntax, encodings))
+                out.append(Element(make_path(steps, tag), vr, buffer[start:position], syntax, encodings))
             continue
         if position + length > len(buffer):
             raise UnreadableHeader("an element runs past the end of the file")
@@ -347,7 +343,7 @@ def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, 
         position += length
         if tag == PIXEL_DATA:
             continue  # nested pixel data (an icon): never read
-        element = Element((steps, tag), vr, value, syntax, encodings)
+        element = Element(make_path(steps, tag), vr, value, syntax, encodings)
         if tag == SPECIFIC_CHARACTER_SET:
             encodings = _encodings(element)
             element._encodings = encodings

@@ -9,18 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .filereader import Element, Header, Path
-from .options import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, PATIENT_NAME,
-                      AnonymizeRequest)
-
-ISSUER_OF_PATIENT_ID = 0x00100021
 from .errors import PluginError, SubjectRequired
+from .filereader import Element, Header
+from .options import AnonymizeRequest
+from .paths import KEEP, REMOVE
 from .pseudonyms import Pseudonymizer
+from .scanning import instance_uids, values_of
 from .subjects import Subject, SubjectTableError
 from .transforms import TRANSFORMS, Changes
-from .paths import KEEP, REMOVE
-from .scanning import instance_uids, is_private, orthanc_path, values_of
 from .uid_attributes import is_well_known
+from .vocabulary import (DEIDENTIFICATION_METHOD, ISSUER_OF_PATIENT_ID, PATIENT_ID, PATIENT_IDENTITY_REMOVED,
+                         PATIENT_NAME, Path, is_private, orthanc_path)
 
 
 @dataclass(frozen=True)
@@ -147,13 +146,13 @@ def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudon
             plan.expected_uids[element.path] = element.values if fate[0] == KEEP else values_of(fate[1])
     for tag, value in request.replaced_tags.items():  # a UID attribute the source did not have
         if tag in uid_tags:
-            plan.expected_uids[((), tag)] = values_of(value)
-            plan.caller_paths.add(((), tag))
+            plan.expected_uids[Path.top(tag)] = values_of(value)
+            plan.caller_paths.add(Path.top(tag))
 
     if not request.mentions(PATIENT_ID):
-        replace[orthanc_path(((), PATIENT_ID))] = patient_id
+        replace[str(PATIENT_ID)] = patient_id
     if not request.mentions(PATIENT_NAME):
-        replace[orthanc_path(((), PATIENT_NAME))] = patient_name
+        replace[str(PATIENT_NAME)] = patient_name
 
     remove = list(request.remove)
     for tag, value in ((DEIDENTIFICATION_METHOD, markers.deidentification_method),
@@ -161,14 +160,14 @@ def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudon
         if request.mentions(tag):
             continue
         if value is None:
-            remove.append(orthanc_path(((), tag)))
+            remove.append(str(tag))
         elif tag == DEIDENTIFICATION_METHOD:
             # Native drops a Replace of DeidentificationMethod equal to its own profile string
             # whenever the request has any Replace. A trailing space, which DICOM defines as
             # padding of a LO value, keeps the value exactly as native writes it when read.
-            replace[orthanc_path(((), tag))] = value + " "
+            replace[str(tag)] = value + " "
         else:
-            replace[orthanc_path(((), tag))] = value
+            replace[str(tag)] = value
 
     changes = Changes()
     for transform in TRANSFORMS:

@@ -7,7 +7,12 @@ tag; it is a tuple, so a path the reader made and one built here are equal.
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
+
+from pydicom.datadict import tag_for_keyword
+
+_HEX_TAG = re.compile(r"^\(?([0-9a-fA-F]{4})[,|-]?([0-9a-fA-F]{4})\)?$")
 
 
 def is_private(tag: int) -> bool:
@@ -43,6 +48,18 @@ class Tag(int):
         return f"({self >> 16:04X},{self & 0xFFFF:04X})"
 
 
+def parse_tag(name: str) -> Tag | None:
+    """A top-level tag from a keyword or `gggg,eeee`; None for a nested path or an unknown name."""
+    name = name.strip()
+    match = _HEX_TAG.match(name)
+    if match:
+        return Tag(int(match.group(1) + match.group(2), 16))
+    if "." in name or "[" in name:
+        return None
+    tag = tag_for_keyword(name)
+    return Tag(tag) if tag is not None else None
+
+
 #: One step down a path: (sequence tag, item index).
 Step = tuple[int, int]
 
@@ -63,8 +80,8 @@ class Path(NamedTuple):
         return orthanc_path(self)
 
 
-#: The reader builds a path for every element it meets: without NamedTuple's argument handling.
 def make_path(steps: tuple[Step, ...], tag: int) -> Path:
+    """A path, without NamedTuple's argument handling: the reader makes one for every element."""
     return tuple.__new__(Path, (steps, tag))
 
 
