@@ -241,7 +241,7 @@ class RestPort:
             try:
                 text = json.loads(self.call(self._orthanc.RestApiGet, "/plugins/python"))["Version"]
                 plugin_version = tuple(int(p) for p in re.findall(r"\d+", text)[:2])
-            except (PluginError, KeyError, ValueError):
+            except (PluginError, KeyError, ValueError):  # version unknown: one worker, safe on every version
                 plugin_version = (0,)
             self._workers = 2 * (os.cpu_count() or 1) if allowed and plugin_version >= (4, 3) else 1
         return self._workers
@@ -364,7 +364,9 @@ class Plugin:
         this plugin's routes (see coexistence.py)."""
         try:
             loaded = json.loads(self.port.call(self._orthanc.RestApiGet, "/plugins"))
-        except PluginError:
+        except PluginError as error:  # a warning only: without the list there is nothing to compare
+            self._orthanc.LogInfo(f"Consistent anonymization: the loaded plugins could not be listed "
+                                  f"({type(error).__name__}): no check of route clashes")
             return
         paths = self._configuration_plugins if isinstance(self._configuration_plugins, list) else []
         warning = route_clash_warning(loaded, [path for path in paths if isinstance(path, str)])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from functools import lru_cache
 from typing import Iterator
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -49,7 +50,6 @@ _NUMBERS = {"US": ("H", 2), "SS": ("h", 2), "UL": ("I", 4), "SL": ("i", 4), "FL"
 _ONE_READING = frozenset({"UI", "AT", "OF", "OD"})
 _TEXT_DELIMITERS = {0x5C, 0x09, 0x0A, 0x0C, 0x0D}
 _PN_DELIMITERS = _TEXT_DELIMITERS | {0x3D, 0x5E}
-_implicit_vrs: dict[int, str] = {}
 
 
 class UnreadableHeader(ValueError):
@@ -74,19 +74,20 @@ _EXPLICIT_LE = _Syntax(explicit=True, little=True)
 _EXPLICIT_BE = _Syntax(explicit=True, little=False)
 
 
+#: How many tags' VRs are remembered: more than pydicom's dictionary holds, so that a file's
+#: attributes are looked up once per process, while files full of odd tags cannot grow it.
+IMPLICIT_VRS_REMEMBERED = 8192
+
+
+@lru_cache(maxsize=IMPLICIT_VRS_REMEMBERED)  # thread-safe: the call's workers read at once
 def _implicit_vr(tag: int) -> str:
     """The dictionary's VR; "UN" for private and unknown attributes."""
-    vr = _implicit_vrs.get(tag)
-    if vr is None:
-        if not tag & 0xFFFF:
-            vr = "UL"  # group length
-        else:
-            try:
-                vr = dictionary_VR(tag)
-            except KeyError:
-                vr = "UN"
-        _implicit_vrs[tag] = vr
-    return vr
+    if not tag & 0xFFFF:
+        return "UL"  # group length
+    try:
+        return dictionary_VR(tag)
+    except KeyError:  # not in the dictionary: its bytes are kept as they are, as native does
+        return "UN"
 
 
 class Element:
@@ -254,7 +255,7 @@ def _past_pixel_data(buffer: memoryview, end: int, syntax: _Syntax) -> int | Non
         if length == _UNDEFINED:
             return _skip_fragments(buffer, end, syntax)
         return end + length if end + length <= len(buffer) else None
-    except (struct.error, UnreadableHeader):
+    except (struct.error, UnreadableHeader):  # not followable: the caller then searches the whole tail
         return None
 
 

@@ -136,7 +136,7 @@ def _text_after_header(data: bytes, header: Header, texts: dict[str, str]) -> bo
                 try:
                     if variant.encode(encoding) in tail:
                         return True
-                except (UnicodeError, LookupError):
+                except (UnicodeError, LookupError):  # the encoding cannot write this text: not there in it
                     continue
     return False
 
