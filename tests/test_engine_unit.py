@@ -200,3 +200,24 @@ def test_a_series_emptied_by_a_consuming_call_that_is_still_running_gets_a_clear
     engine.anonymize_resource("studies", study, _request(KeepSource=False))
     assert set(heard) == series
     assert all(isinstance(error, Conflict) and "KeepSource false" in str(error) for error in heard.values()), heard
+
+
+def test_a_result_removed_by_another_calls_rollback_right_after_it_was_found_stored_is_a_clear_409():
+    """Another call's rollback removes a result between Orthanc's "AlreadyStored" and this call's
+    check of it: the call hears that a result disappeared (409, call again), not a bare 404."""
+    engine, orthanc = _engine()
+    study, sources = _study(orthanc)
+    first = engine.anonymize_resource("studies", study, _request())
+    for series in orthanc.children(first["ID"]):
+        orthanc.stored_metadata[series].clear()  # unmarked: this call stores again and compares
+    store = orthanc.store
+
+    def store_then_roll_back_elsewhere(data: bytes) -> dict:
+        answer = store(data)
+        if answer["Status"] == "AlreadyStored":
+            orthanc.delete("instances", answer["ID"])
+        return answer
+    orthanc.store = store_then_roll_back_elsewhere
+    with pytest.raises(Conflict, match="disappeared"):
+        engine.anonymize_resource("studies", study, _request())
+    assert {s["ID"] for s in sources} <= set(orthanc.files)

@@ -12,7 +12,8 @@ from typing import Callable, Iterator
 
 from .answers import KEEP_LABELS_SINCE
 from .deletions import Deletions
-from .errors import Conflict, JobCanceled, NotFound, PluginError, StoredButUnfinished, VerificationFailed
+from .errors import (Conflict, JobCanceled, NotFound, PluginError, ResultDisappeared, StoredButUnfinished,
+                     VerificationFailed)
 from .identities import NativeMarkers
 from .instance_steps import InstanceSteps
 from .labels import copy_labels
@@ -216,9 +217,7 @@ class CallRun:
                                      "instances (several got the same identifiers): nothing was kept")
         for series, members in by_series(self._results).items():
             if not {stored["ID"] for stored in members} <= self._parts.port.existing_instances(series):
-                raise Conflict("An anonymized instance disappeared while the call ran (a concurrent call was "
-                               "rolled back, someone deleted it, or Orthanc recycled it to stay within "
-                               "MaximumStorageSize/MaximumPatientCount): nothing was deleted; call again")
+                raise ResultDisappeared()
 
 
 def vanished(ledger: Ledger, gone: list[str]) -> PluginError:

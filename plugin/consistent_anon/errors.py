@@ -46,6 +46,15 @@ class Conflict(Refused):
     a race with another call."""
 
 
+class ResultDisappeared(Conflict):
+    """A result this call counted on went away while it ran: nothing of the call was kept."""
+
+    def __init__(self) -> None:
+        super().__init__("An anonymized instance disappeared while the call ran (a concurrent call was "
+                         "rolled back, someone deleted it, or Orthanc recycled it to stay within "
+                         "MaximumStorageSize/MaximumPatientCount): nothing was deleted; call again")
+
+
 class SubjectRequired(Refused):
     """A patient outside the project's subject table, where the project requires one."""
 

@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 from .deletions import Deletions
-from .errors import VerificationFailed
+from .errors import NotFound, ResultDisappeared, VerificationFailed
 from .identities import InstancePlan, NativeMarkers, plan_instance
 from .options import AnonymizeRequest
 from .port import OrthancPort, Stored
@@ -71,10 +71,13 @@ class InstanceSteps:
         if stored.get("Status") not in STORED:  # e.g. FilteredOut
             raise VerificationFailed(f"Orthanc did not store an anonymized instance "
                                      f"(status {stored.get('Status')}); nothing was kept")
-        if stored["Status"] == "AlreadyStored" and self._compare:
-            self._index.same_result(stored, made.data)
-        if self._port.transcodes_on_ingest():
-            self._check_as_stored(stored, made.plan)
+        try:
+            if stored["Status"] == "AlreadyStored" and self._compare:
+                self._index.same_result(stored, made.data)
+            if self._port.transcodes_on_ingest():
+                self._check_as_stored(stored, made.plan)
+        except NotFound:  # removed since Orthanc answered (another call's rollback): say so, not a bare 404
+            raise ResultDisappeared() from None
         return stored
 
     def _check_as_stored(self, stored: Stored, plan: InstancePlan) -> None:
