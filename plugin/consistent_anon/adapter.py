@@ -477,7 +477,7 @@ class Plugin:
         else:
             with self.journal.recorded(level, resource_id, _text(body)):
                 answer = self.anonymizer.anonymize_resource(level, resource_id, options)
-            output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+            output.AnswerBuffer(answers.json_text(answer), "application/json")
 
     def _submit(self, output: Any, level: str, resource_id: str, body: Any, options: AnonymizeRequest,
                 targets: list[tuple[str, str]], instances: int) -> None:
@@ -486,7 +486,7 @@ class Plugin:
         content = answers.pending_content(version, targets, instances, options.native_body, bulk=level == BULK)
         job = self.jobs.submit(level, resource_id, text, options.priority, content,
                                answers.user_data(version, json.loads(text)))
-        output.AnswerBuffer(json.dumps({"ID": job.id, "Path": f"/jobs/{job.id}"}, indent=1), "application/json")
+        output.AnswerBuffer(answers.json_text(answers.job_submitted(job.id)), "application/json")
 
     def bulk_anonymize(self, output: Any, uri: str, **request: Any) -> None:
         if request["method"] != "POST":
@@ -498,14 +498,14 @@ class Plugin:
             raise BadRequest("List of strings expected in field: Resources")
         targets = self.anonymizer.resolve(options.resources)
         if not targets:
-            output.AnswerBuffer(json.dumps(answers.empty_bulk_answer(), indent=1), "application/json")
+            output.AnswerBuffer(answers.json_text(answers.empty_bulk_answer()), "application/json")
         elif options.asynchronous:
             sources = self.anonymizer.check_request(targets, replace(options, whole_resources=True))
             self._submit(output, BULK, "", body, options, targets, len(sources))
         else:
             with self.journal.recorded(BULK, "", _text(body)):
                 answer = self.anonymizer.anonymize_bulk(targets, options)
-            output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+            output.AnswerBuffer(answers.json_text(answer), "application/json")
 
     # --- Verification of anonymized sets (set_verification.py) ---------------------------------
     def frames_of_reference(self, output: Any, uri: str, **request: Any) -> None:
@@ -514,7 +514,7 @@ class Plugin:
             return
         level, resource_id = request["groups"]
         answer = list_frames_of_reference(self.port, level, resource_id, self._orthanc.LogInfo)
-        output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+        output.AnswerBuffer(answers.json_text(answer), "application/json")
 
     def verify_anonymization(self, output: Any, uri: str, **request: Any) -> None:
         if request["method"] != "POST":
@@ -523,7 +523,7 @@ class Plugin:
         verify_request = parse_verify_request(request.get("body"))
         pseudonyms = None if self.keys.fresh_per_call else self.keys.pseudonymizer(verify_request.project)
         answer = verify(self.port, verify_request, pseudonyms, self._orthanc.LogInfo)
-        output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+        output.AnswerBuffer(answers.json_text(answer), "application/json")
 
     def anonymized_counterpart(self, output: Any, uri: str, **request: Any) -> None:
         """Where the plugin's anonymization put a stored source study or series, if it is stored:
@@ -545,8 +545,7 @@ class Plugin:
         except NotFound:
             raise NotFound(f"No anonymized counterpart of this {LEVEL_TYPES[level].lower()} is stored: the "
                            f"plugin did not anonymize it under this project with its own PatientID") from None
-        answer = {"ID": counterpart, "Type": LEVEL_TYPES[level], "Path": f"/{level}/{counterpart}"}
-        output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+        output.AnswerBuffer(answers.json_text(answers.resource(level, counterpart)), "application/json")
 
 
 def register(orthanc: Any) -> Plugin:

@@ -76,10 +76,24 @@ def bulk_answer(version: Version, targets: list[tuple[str, str]], results: list[
         for stored in results:
             if stored[field] not in seen:
                 seen.add(stored[field])
-                resources.append({"ID": stored[field], "Path": f"/{level}/{stored[field]}",
-                                  "Type": LEVEL_TYPES[level]})
+                resources.append(resource(level, stored[field]))
     answer["Resources"] = resources
     return answer
+
+
+def job_submitted(job_id: str) -> dict[str, Any]:
+    """An asynchronous call's answer: where its job is."""
+    return {"ID": job_id, "Path": f"/jobs/{job_id}"}
+
+
+def resource(level: str, resource_id: str) -> dict[str, Any]:
+    """A resource as native names one in its answers."""
+    return {"ID": resource_id, "Path": f"/{level}/{resource_id}", "Type": LEVEL_TYPES[level]}
+
+
+def json_text(value: Any) -> str:
+    """Every JSON answer of the plugin, as native writes its own (indented by three spaces)."""
+    return json.dumps(value, indent=3)
 
 
 def empty_bulk_answer() -> dict[str, Any]:
@@ -175,4 +189,4 @@ def error_body(error: PluginError, method: str, uri: str) -> str:
     code, description = orthanc_error(error)
     return json.dumps({"HttpError": HTTP_ERRORS.get(status, "Error"), "HttpStatus": status, "Message": error.message,
                        "Method": method, "OrthancError": description, "OrthancStatus": code,
-                       "Uri": uri}, indent=1)
+                       "Uri": uri}, indent=3)

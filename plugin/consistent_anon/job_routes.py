@@ -5,6 +5,7 @@ import json
 from typing import Any, Callable
 from urllib.parse import urlencode
 
+from .answers import json_text
 from .errors import BadRequest
 from .jobs import FAILURE, SUCCESS, JobQueue
 
@@ -28,7 +29,7 @@ class JobRoutes:
         self._orthanc.RegisterRestCallback("/jobs/([^/]+)/(cancel|pause|resume|resubmit)", guarded(self.action))
 
     def _answer_json(self, output: Any, value: Any) -> None:
-        output.AnswerBuffer(json.dumps(value, indent=3), "application/json")
+        output.AnswerBuffer(json_text(value), "application/json")
 
     def _query(self, request: dict[str, Any]) -> str:
         args = request.get("get") or {}
