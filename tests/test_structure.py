@@ -85,7 +85,8 @@ def test_an_error_orthanc_raised_keeps_its_code_and_status():
     error = answers.native_error(13, "Inexistent file")
     assert isinstance(error, errors.NotFound) and answers.orthanc_error(error) == (13, "Inexistent file")
     assert answers.orthanc_error(errors.Conflict("x")) == (8, "Bad request")
-    assert answers.http_status(errors.StoredButUnfinished(errors.Conflict("x"))) == 409
+    unfinished = errors.StoredButUnfinished(errors.Conflict("x"))
+    assert answers.http_status(unfinished) == 409 and answers.orthanc_error(unfinished) == (8, "Bad request")
 
 
 def test_process_wide_caches_are_bounded():

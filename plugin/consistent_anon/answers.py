@@ -159,6 +159,8 @@ def http_status(error: PluginError) -> int:
 
 def orthanc_error(error: PluginError) -> tuple[int, str]:
     """Orthanc's ErrorCode and its description for this failure: Orthanc's own where it raised it."""
+    if isinstance(error, StoredButUnfinished):
+        return orthanc_error(error.cause)
     _, code, description = _answer_of(error)
     return (code if error.orthanc_code is None else error.orthanc_code,
             description if error.description is None else error.description)

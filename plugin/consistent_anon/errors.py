@@ -68,8 +68,7 @@ class StoredButUnfinished(PluginError):
     sources' deletion) failed: the result stays; `cause` is the step's error."""
 
     def __init__(self, cause: PluginError) -> None:
-        super().__init__(f"The anonymized result is stored and checked, but a step after it failed: {cause.message}",
-                         orthanc_code=cause.orthanc_code, description=cause.description)
+        super().__init__(f"The anonymized result is stored and checked, but a step after it failed: {cause.message}")
         self.cause = cause
 
 
