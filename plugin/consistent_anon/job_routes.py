@@ -11,7 +11,9 @@ from .jobs import FAILURE, SUCCESS, JobQueue
 
 #: The global property where the plugin's jobs are kept across restarts. Orthanc keeps it per
 #: server (its own database with SQLite; per DatabaseServerIdentifier with a database plugin),
-#: so each node keeps its own jobs, as it does with its native ones.
+#: so each node keeps its own jobs, as it does with its native ones. (Global properties and
+#: metadata are numbered apart: the series metadata 9732 of config.DEFAULT_OPTIONS_METADATA is
+#: another thing; neither number can change without losing what is stored under it.)
 JOBS_PROPERTY = 9732
 #: Where a saved-jobs record that cannot be read is kept (the last one), out of the next save's way.
 JOBS_ASIDE_PROPERTY = 9734
