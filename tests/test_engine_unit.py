@@ -221,3 +221,17 @@ def test_a_result_removed_by_another_calls_rollback_right_after_it_was_found_sto
     with pytest.raises(Conflict, match="disappeared"):
         engine.anonymize_resource("studies", study, _request())
     assert {s["ID"] for s in sources} <= set(orthanc.files)
+
+
+@pytest.mark.parametrize("version, written", [((1, 12, 7), True), ((1, 10, 1), False)])
+def test_workers_learn_together_whether_anonymized_from_can_be_written(version, written):
+    """Four workers store at once: on 1.10 the first refusal stops every worker's writes (one
+    refused write per call, no failure), on 1.12 every level gets its link."""
+    engine, orthanc = _engine(version=version, workers=4)
+    study, sources = _study(orthanc, per_series=6)
+    answer = engine.anonymize_resource("studies", study, _request())
+    links = [orthanc.metadata("instances", stored["ID"], "AnonymizedFrom")
+             for stored in orthanc.instances_of("studies", answer["ID"])]
+    assert links == ([link for link in links if link] if written else [None] * len(sources))
+    writes = [argument for name, argument in orthanc.calls if name == "set_metadata" and "AnonymizedFrom" in argument]
+    assert len(writes) >= len(sources) if written else 1 <= len(writes) <= 4  # each worker tries once at most
