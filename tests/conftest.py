@@ -50,7 +50,7 @@ def pytest_report_header(config):
 #: Fixtures that start a real Orthanc: a test using one (directly or through another fixture), or
 #: in a module that starts servers itself, is marked `server`; `make test-unit` runs the others,
 #: which need no Orthanc installed.
-SERVER_FIXTURES = {"orthanc", "native", "server_factory"}
+SERVER_FIXTURES = {"orthanc", "native", "server_factory", "nodes", "postgres"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -46,7 +46,7 @@ def _tag(name: str) -> int:
     hexa = re.fullmatch(r"\(?([0-9a-fA-F]{4})[,|]?([0-9a-fA-F]{4})\)?", name)
     tag = int(hexa.group(1) + hexa.group(2), 16) if hexa else tag_for_keyword(name)
     if tag is None:
-        raise PluginError(f"Unknown DICOM tag: {name}", 500, 27, "Unknown DICOM tag")
+        raise PluginError(f"Unknown DICOM tag: {name}", orthanc_code=27, description="Unknown DICOM tag")
     return tag
 
 
@@ -182,7 +182,7 @@ class FakeOrthanc:
             if self.levels.get(resource_id) != level:  # gone meanwhile: the port says so, as a conflict
                 raise Conflict(f"An anonymized resource disappeared while the call ran: {level}")
             if name == "AnonymizedFrom" and self._version < (1, 12):
-                raise PluginError("Unknown resource", 404, UNKNOWN_RESOURCE, "Unknown resource")
+                raise NotFound("Unknown resource", orthanc_code=UNKNOWN_RESOURCE, description="Unknown resource")
             self.stored_metadata.setdefault(resource_id, {})[name] = value
 
     def metadata(self, level: str, resource_id: str, name: str) -> str | None:
@@ -271,7 +271,7 @@ class FakeOrthanc:
             self.stored_labels.setdefault(resource_id, set()).add(label)
 
     def transcode(self, data: bytes, syntax: str) -> bytes:
-        raise PluginError("The in-memory Orthanc does not transcode", 500, 2, "Not implemented")
+        raise PluginError("The in-memory Orthanc does not transcode", orthanc_code=2, description="Not implemented")
 
     def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes:
         self._call("anonymize_instance", instance_id)

@@ -10,12 +10,12 @@ import threading
 import pytest
 
 from consistent_anon import audit
-from consistent_anon.adapter import NativeError
+from consistent_anon.answers import native_error
 from consistent_anon.audit import AuditTrail, RequestFacts, basic_user, outcome_of, page
 from consistent_anon.audit_log import FileAuditLog
 from consistent_anon.config import ConfigurationError, parse_config
 from consistent_anon.errors import (BadFileFormat, BadRequest, Conflict, Forbidden, JobCanceled, NotFound, PluginError,
-                                    SubjectRequired, VerificationFailed)
+                                    StoredButUnfinished, SubjectRequired, VerificationFailed)
 from consistent_anon.jobs import JobQueue, JobSettings
 from consistent_anon.keys import KeyMismatch
 from consistent_anon.orthanc_ids import resource_id
@@ -35,9 +35,11 @@ RESULT = resource_id("PSEUDO-1", "2.25.99")
     (VerificationFailed("x"), ("Failed", "VerificationFailed")),
     (KeyMismatch("x"), ("Failed", "KeyMismatch")),
     (JobCanceled(), ("Canceled", "CanceledByUser")),
-    (NativeError("x", 404, 17, "Unknown resource"), ("Refused", "UnknownResource")),
-    (NativeError("x", 400, 8, "Bad request"), ("Refused", "BadRequest")),
-    (NativeError("x", 500, 15, "Bad file format"), ("Failed", "OrthancError")),
+    (native_error(17, "x"), ("Refused", "UnknownResource")),
+    (native_error(8, "x"), ("Refused", "BadRequest")),
+    (native_error(2, "x"), ("Failed", "OrthancError")),  # NotImplemented: a 500
+    (StoredButUnfinished(native_error(17, "x")), ("Failed", "OrthancError")),
+    (StoredButUnfinished(PluginError("x")), ("Failed", "InternalError")),
     (PluginError("x"), ("Failed", "InternalError")),
     (KeyError("x"), ("Failed", "InternalError")),
 ])

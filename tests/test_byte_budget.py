@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import upload
 from orthanc_over_http import OrthancOverHttp
-from consistent_anon.engine import ByteBudget
+from consistent_anon.call_run import ByteBudget
 
 
 def test_workers_hold_at_most_the_budget_and_a_larger_instance_runs_alone():

@@ -72,7 +72,7 @@ def test_a_failed_store_removes_what_the_call_added_and_keeps_the_source():
     engine, orthanc = _engine()
     study, sources = _study(orthanc)
     before = set(orthanc.files)
-    orthanc.fail("store", PluginError("disk full", 500), after=3)
+    orthanc.fail("store", PluginError("disk full"), after=3)
     with pytest.raises(PluginError, match="disk full"):
         engine.anonymize_resource("studies", study, _request(KeepSource=False))
     assert set(orthanc.files) == before  # every source there, no result left
@@ -155,8 +155,8 @@ def test_a_failure_whose_existence_check_fails_too_still_rolls_back():
     engine, orthanc = _engine()
     study, _ = _study(orthanc)
     before = set(orthanc.files)
-    orthanc.fail("store", PluginError("disk full", 500), after=3)
-    orthanc.fail("exists", PluginError("database busy", 500), times=1)  # the check after the failure
+    orthanc.fail("store", PluginError("disk full"), after=3)
+    orthanc.fail("exists", PluginError("database busy"), times=1)  # the check after the failure
     with pytest.raises(PluginError, match="disk full"):
         engine.anonymize_resource("studies", study, _request())
     assert set(orthanc.files) == before  # rolled back: no partial result left
@@ -200,3 +200,38 @@ def test_a_series_emptied_by_a_consuming_call_that_is_still_running_gets_a_clear
     engine.anonymize_resource("studies", study, _request(KeepSource=False))
     assert set(heard) == series
     assert all(isinstance(error, Conflict) and "KeepSource false" in str(error) for error in heard.values()), heard
+
+
+def test_a_result_removed_by_another_calls_rollback_right_after_it_was_found_stored_is_a_clear_409():
+    """Another call's rollback removes a result between Orthanc's "AlreadyStored" and this call's
+    check of it: the call hears that a result disappeared (409, call again), not a bare 404."""
+    engine, orthanc = _engine()
+    study, sources = _study(orthanc)
+    first = engine.anonymize_resource("studies", study, _request())
+    for series in orthanc.children(first["ID"]):
+        orthanc.stored_metadata[series].clear()  # unmarked: this call stores again and compares
+    store = orthanc.store
+
+    def store_then_roll_back_elsewhere(data: bytes) -> dict:
+        answer = store(data)
+        if answer["Status"] == "AlreadyStored":
+            orthanc.delete("instances", answer["ID"])
+        return answer
+    orthanc.store = store_then_roll_back_elsewhere
+    with pytest.raises(Conflict, match="disappeared"):
+        engine.anonymize_resource("studies", study, _request())
+    assert {s["ID"] for s in sources} <= set(orthanc.files)
+
+
+@pytest.mark.parametrize("version, written", [((1, 12, 7), True), ((1, 10, 1), False)])
+def test_workers_learn_together_whether_anonymized_from_can_be_written(version, written):
+    """Four workers store at once: on 1.10 the first refusal stops every worker's writes (one
+    refused write per call, no failure), on 1.12 every level gets its link."""
+    engine, orthanc = _engine(version=version, workers=4)
+    study, sources = _study(orthanc, per_series=6)
+    answer = engine.anonymize_resource("studies", study, _request())
+    links = [orthanc.metadata("instances", stored["ID"], "AnonymizedFrom")
+             for stored in orthanc.instances_of("studies", answer["ID"])]
+    assert links == ([link for link in links if link] if written else [None] * len(sources))
+    writes = [argument for name, argument in orthanc.calls if name == "set_metadata" and "AnonymizedFrom" in argument]
+    assert len(writes) >= len(sources) if written else 1 <= len(writes) <= 4  # each worker tries once at most

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from consistent_anon.journal import CallJournal
+from consistent_anon.journal import RECORD_VERSION, CallJournal
 
 
 def test_a_call_whose_record_cannot_be_written_is_never_written_later():
@@ -22,5 +22,31 @@ def test_a_call_whose_record_cannot_be_written_is_never_written_later():
             pass
     failing[0] = False
     with journal.recorded("series", "ran", "{}"):
-        assert [call["resource_id"] for call in json.loads(saved[-1])] == ["ran"]
-    assert json.loads(saved[-1]) == []
+        assert [call["resource_id"] for call in _calls(saved[-1])] == ["ran"]
+    assert _calls(saved[-1]) == []
+
+
+def _calls(text: str) -> list[dict]:
+    record = json.loads(text)
+    assert record["Version"] == RECORD_VERSION
+    return record["Calls"]
+
+
+CALL = {"level": "studies", "resource_id": "s1", "body": "{}"}
+
+
+@pytest.mark.parametrize("saved", [json.dumps([CALL]), json.dumps({"Version": 2, "Calls": [CALL]})])
+def test_interrupted_calls_are_read_from_every_version_of_the_record(saved):
+    errors: list[str] = []
+    journal = CallJournal(lambda: saved, lambda text: None, errors.append)
+    assert journal.interrupted() == [CALL]
+    assert not errors
+
+
+@pytest.mark.parametrize("saved", ["{not json", json.dumps({"Version": 2, "Calls": [CALL, {"level": 3}]}), "42"])
+def test_a_record_that_cannot_be_read_is_said_at_the_error_level_without_its_content(saved):
+    errors: list[str] = []
+    journal = CallJournal(lambda: saved, lambda text: None, errors.append)
+    calls = journal.interrupted()
+    assert calls == ([CALL] if "Calls" in saved else [])
+    assert len(errors) == 1 and "cannot be read" in errors[0] and "s1" not in errors[0]

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import new_patient
 from consistent_anon.adapter import RestPort
+from consistent_anon.answers import http_status
 from consistent_anon.errors import PluginError
 from dicom_factory import to_bytes, two_frame_study
 from fake_orthanc import FakeOrthanc
@@ -34,7 +35,7 @@ def _status(call: Callable[[], Any]) -> Any:
     try:
         return call()
     except PluginError as error:
-        return ("error", error.status)
+        return ("error", http_status(error))
 
 
 def _both(native, scenario: Callable[[Any, list[bytes]], dict]) -> tuple[dict, dict]:

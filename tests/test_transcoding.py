@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from consistent_anon.answers import error_of_status
 from consistent_anon.errors import BadFileFormat, PluginError
 from consistent_anon.transcoding import native_anonymized
 
@@ -19,12 +20,12 @@ class FakePort:
     def anonymize_instance(self, instance_id, body):
         self.bodies.append(body)
         if "Transcode" in body and self._failure:
-            raise PluginError("cannot", self._failure)
+            raise error_of_status(self._failure, "cannot")
         return b"transcoded" if "Transcode" in body and self._version >= (1, 12) else b"plain"
 
     def transcode(self, data, syntax):
         if self._transcoder_failure:
-            raise PluginError("cannot", self._transcoder_failure)
+            raise error_of_status(self._transcoder_failure, "cannot")
         return b"transcoded by the SDK"
 
     def version(self):

@@ -22,8 +22,8 @@ from .audit import AuditTrail, basic_user, orthanc_emitter, page, request_facts
 from .audit_log import FileAuditLog, Retention
 from .config import AUDIT_LOG_NAME, parse_config
 from .coexistence import route_clash_warning
-from .engine import ALWAYS, IF_CHANGED, NEVER, Anonymizer
-from .errors import BadRequest, Conflict, Forbidden, NotFound, PluginError, status_for_orthanc_error
+from .engine import Anonymizer
+from .errors import BadRequest, Conflict, Forbidden, NotFound, PluginError
 from .filereader import Header, UnreadableHeader, read_header
 from .job_routes import JOBS_ASIDE_PROPERTY, JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue, JobSettings
@@ -33,6 +33,7 @@ from .keys import (FileChecks, KeyChecks, KeyStore, PropertyChecks, SharedFileKe
 from .loopback import REVISION_ERROR, LoopbackRest
 from .options import AnonymizeRequest, parse_request
 from .orthanc_ids import LEVEL_TYPES, anonymized_counterpart
+from .port import ALWAYS, IF_CHANGED, NEVER
 from .pseudonyms import fresh_uid, is_valid_uid
 from .set_verification import list_frames_of_reference, parse_verify_request, verify
 from .uid_attributes import is_well_known
@@ -62,10 +63,6 @@ DATABASE_RETRIES = 5
 JOURNAL_PROPERTY = 9740
 
 
-class NativeError(PluginError):
-    """An error answered by Orthanc's built-in API, with the status it would have answered."""
-
-
 class RestPort:
     """The engine's OrthancPort over the built-in REST API (`orthanc.RestApi*`, not the plugins')."""
 
@@ -84,7 +81,7 @@ class RestPort:
             code = int(error.args[0]) if error.args else -1
             message = str(error.args[1]) if len(error.args) > 1 else "Orthanc error"
             self._orthanc.LogInfo(f"built-in call {getattr(function, '__name__', '')} {args[0]}: {message}")
-            raise NativeError(message, status_for_orthanc_error(code), code, message) from None
+            raise answers.native_error(code, message) from None
 
     def retried(self, function: Callable, *args: Any) -> Any:
         """An idempotent call whose transaction may collide with another node's in a shared
@@ -92,7 +89,7 @@ class RestPort:
         for attempt in range(DATABASE_RETRIES):
             try:
                 return self.call(function, *args)
-            except NativeError as error:
+            except PluginError as error:
                 if error.orthanc_code != DATABASE_ERROR or attempt == DATABASE_RETRIES - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1))
@@ -103,10 +100,8 @@ class RestPort:
         else:
             try:
                 answer = json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}/instances"))
-            except NativeError as error:
-                if error.status == 400:  # Orthanc's answer for a resource of another level
-                    raise NotFound(f"Unknown resource: no {level} has the ID {resource_id}") from None
-                raise
+            except BadRequest:  # Orthanc's answer for a resource of another level
+                raise NotFound(f"Unknown resource: no {level} has the ID {resource_id}") from None
         return [{"ID": instance["ID"], "ParentSeries": instance["ParentSeries"],
                  "SOPInstanceUID": instance.get("MainDicomTags", {}).get("SOPInstanceUID", ""),
                  "FileSize": int(instance.get("FileSize") or 0)}  # the engine's memory budget
@@ -117,10 +112,8 @@ class RestPort:
         for level in LEVEL_TYPES:
             try:
                 self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}")
-            except NativeError as error:
-                if error.status == 404:
-                    continue
-                raise
+            except NotFound:
+                continue
             return level
         raise NotFound(f"Unknown resource {resource_id}")
 
@@ -144,10 +137,8 @@ class RestPort:
     def existing_instances(self, series_id: str) -> set[str]:
         try:
             answer = json.loads(self.call(self._orthanc.RestApiGet, f"/series/{series_id}/instances"))
-        except NativeError as error:
-            if error.status == 404:
-                return set()
-            raise
+        except NotFound:
+            return set()
         return {instance["ID"] for instance in answer}
 
     def overwrite_mode(self) -> str:
@@ -169,10 +160,8 @@ class RestPort:
     def exists(self, level: str, resource_id: str) -> bool:
         try:
             self.retried(self._orthanc.RestApiGet, f"/{level}/{resource_id}")
-        except NativeError as error:
-            if error.status == 404:
-                return False
-            raise
+        except NotFound:
+            return False
         return True
 
     def stored_md5(self, instance_id: str) -> str:
@@ -209,7 +198,7 @@ class RestPort:
                                           f"plugin replace it")
                 return
             except PluginError as error:
-                if error.status == 404 and not self.exists(level, resource_id):
+                if isinstance(error, NotFound) and not self.exists(level, resource_id):
                     raise Conflict(f"An anonymized resource disappeared while the call ran (a concurrent call "
                                    f"was rolled back, or Orthanc recycled it): {level} {resource_id}") from None
                 if error.orthanc_code not in (DATABASE_ERROR, REVISION_ERROR) or attempt == METADATA_ATTEMPTS - 1:
@@ -219,10 +208,8 @@ class RestPort:
     def metadata(self, level: str, resource_id: str, name: str) -> str | None:
         try:
             answer = self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}/metadata/{name}")
-        except NativeError as error:
-            if error.status == 404:  # no such metadata, or no such resource
-                return None
-            raise
+        except NotFound:  # no such metadata, or no such resource
+            return None
         return answer.decode("utf-8") if isinstance(answer, bytes) else str(answer)
 
     def read_file(self, instance_id: str) -> bytes:
@@ -257,7 +244,7 @@ class RestPort:
             try:
                 text = json.loads(self.call(self._orthanc.RestApiGet, "/plugins/python"))["Version"]
                 plugin_version = tuple(int(p) for p in re.findall(r"\d+", text)[:2])
-            except (PluginError, KeyError, ValueError):
+            except (PluginError, KeyError, ValueError):  # version unknown: one worker, safe on every version
                 plugin_version = (0,)
             self._workers = 2 * (os.cpu_count() or 1) if allowed and plugin_version >= (4, 3) else 1
         return self._workers
@@ -276,11 +263,12 @@ def _text(body: Any) -> str:
 
 def send_error(output: Any, error: PluginError, method: str, uri: str) -> None:
     """A JSON error like native's. orthanc-python 4.0 takes (status, str, size); later, bytes."""
-    body = answers.error_body(error.status, error.message, method, uri, error.orthanc_code, error.description)
+    status = answers.http_status(error)
+    body = answers.error_body(error, method, uri)
     try:
-        output.SendHttpStatus(error.status, body.encode("utf-8"))
-    except TypeError:
-        output.SendHttpStatus(error.status, body, len(body))
+        output.SendHttpStatus(status, body.encode("utf-8"))
+    except TypeError:  # orthanc-python 4.0's signature: the same answer, as it takes it
+        output.SendHttpStatus(status, body, len(body))
 
 
 class Plugin:
@@ -391,7 +379,9 @@ class Plugin:
         this plugin's routes (see coexistence.py)."""
         try:
             loaded = json.loads(self.port.call(self._orthanc.RestApiGet, "/plugins"))
-        except PluginError:
+        except PluginError as error:  # a warning only: without the list there is nothing to compare
+            self._orthanc.LogInfo(f"Consistent anonymization: the loaded plugins could not be listed "
+                                  f"({type(error).__name__}): no check of route clashes")
             return
         paths = self._configuration_plugins if isinstance(self._configuration_plugins, list) else []
         warning = route_clash_warning(loaded, [path for path in paths if isinstance(path, str)])
@@ -422,7 +412,7 @@ class Plugin:
                 self._resume_interrupted_jobs()
                 handler(output, uri, **request)
             except PluginError as error:
-                if error.status >= 500:
+                if answers.http_status(error) >= 500:
                     self._orthanc.LogError(f"{method} {uri}: {error.message}")
                 send_error(output, error, method, uri)
             except Exception as error:  # a bug: log where, never what (values may identify)
@@ -507,7 +497,7 @@ class Plugin:
                 with self.journal.recorded(level, resource_id, _text(body), user):
                     result = self.anonymizer.anonymize_resource(level, resource_id, options)
                 call.succeeded(result)
-                answer = json.dumps(result, indent=1)
+                answer = answers.json_text(result)
         output.AnswerBuffer(answer, "application/dicom" if level == "instances" else "application/json")
 
     def _user(self, request: dict[str, Any]) -> str | None:
@@ -522,7 +512,7 @@ class Plugin:
         content = answers.pending_content(version, targets, instances, options.native_body, bulk=level == BULK)
         job = self.jobs.submit(level, resource_id, text, options.priority, content,
                                answers.user_data(version, json.loads(text)), user)
-        return json.dumps({"ID": job.id, "Path": f"/jobs/{job.id}"}, indent=1)
+        return answers.json_text(answers.job_submitted(job.id))
 
     def bulk_anonymize(self, output: Any, uri: str, **request: Any) -> None:
         if request["method"] != "POST":
@@ -546,7 +536,7 @@ class Plugin:
                 else:
                     result = answers.empty_bulk_answer()
                 call.succeeded(result)
-                answer = json.dumps(result, indent=1)
+                answer = answers.json_text(result)
         output.AnswerBuffer(answer, "application/json")
 
     def anonymization_log(self, output: Any, uri: str, **request: Any) -> None:
@@ -555,7 +545,7 @@ class Plugin:
             output.SendMethodNotAllowed("GET")
             return
         answer = page(self.audit.log, self._decoded(request.get("get", {})))
-        output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+        output.AnswerBuffer(answers.json_text(answer), "application/json")
 
     # --- Verification of anonymized sets (set_verification.py) ---------------------------------
     def frames_of_reference(self, output: Any, uri: str, **request: Any) -> None:
@@ -564,7 +554,7 @@ class Plugin:
             return
         level, resource_id = request["groups"]
         answer = list_frames_of_reference(self.port, level, resource_id, self._orthanc.LogInfo)
-        output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+        output.AnswerBuffer(answers.json_text(answer), "application/json")
 
     def verify_anonymization(self, output: Any, uri: str, **request: Any) -> None:
         if request["method"] != "POST":
@@ -573,7 +563,7 @@ class Plugin:
         verify_request = parse_verify_request(request.get("body"))
         pseudonyms = None if self.keys.fresh_per_call else self.keys.pseudonymizer(verify_request.project)
         answer = verify(self.port, verify_request, pseudonyms, self._orthanc.LogInfo)
-        output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+        output.AnswerBuffer(answers.json_text(answer), "application/json")
 
     def anonymized_counterpart(self, output: Any, uri: str, **request: Any) -> None:
         """Where the plugin's anonymization put a stored source study or series, if it is stored:
@@ -592,13 +582,10 @@ class Plugin:
         counterpart = anonymized_counterpart(pseudonyms, patient_id, *uids)
         try:
             self.port.call(self._orthanc.RestApiGet, f"/{level}/{counterpart}")
-        except NativeError as error:
-            if error.status != 404:
-                raise
+        except NotFound:
             raise NotFound(f"No anonymized counterpart of this {LEVEL_TYPES[level].lower()} is stored: the "
                            f"plugin did not anonymize it under this project with its own PatientID") from None
-        answer = {"ID": counterpart, "Type": LEVEL_TYPES[level], "Path": f"/{level}/{counterpart}"}
-        output.AnswerBuffer(json.dumps(answer, indent=1), "application/json")
+        output.AnswerBuffer(answers.json_text(answers.resource(level, counterpart)), "application/json")
 
 
 def register(orthanc: Any) -> Plugin:

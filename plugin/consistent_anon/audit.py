@@ -48,23 +48,21 @@ _BY_CLASS = {
     "SubjectRequired": ("Refused", "Forbidden"),
     "VerificationFailed": ("Failed", "VerificationFailed"),
     "KeyMismatch": ("Failed", "KeyMismatch"),
+    "Refused": ("Refused", "BadRequest"),  # another 4xx Orthanc answered a built-in call with
 }
-#: Errors of no class above, by the HTTP status they are answered with (Orthanc's own API's).
-_REFUSED_BY_STATUS = {400: "BadRequest", 403: "Forbidden", 404: "UnknownResource", 409: "Conflict"}
 
 
 def outcome_of(error: BaseException | None) -> tuple[str, str]:
     """The outcome and reason code of a request that ended with `error` (None: it succeeded)."""
     if error is None:
         return "Success", "Completed"
-    names = [cls.__name__ for cls in type(error).__mro__]
-    for name in names:
+    cause = getattr(error, "cause", None)  # StoredButUnfinished: the step after storing that failed
+    if cause is not None:
+        return "Failed", "OrthancError" if getattr(cause, "orthanc_code", None) is not None else "InternalError"
+    for name in (cls.__name__ for cls in type(error).__mro__):
         if name in _BY_CLASS:
             return _BY_CLASS[name]
-    status = getattr(error, "status", None)
-    if status in _REFUSED_BY_STATUS:
-        return "Refused", _REFUSED_BY_STATUS[status]
-    return "Failed", "OrthancError" if "NativeError" in names else "InternalError"
+    return "Failed", "OrthancError" if getattr(error, "orthanc_code", None) is not None else "InternalError"
 
 
 def basic_user(headers: dict[str, str] | None) -> str | None:

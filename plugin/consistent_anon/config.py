@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigurationError
 from .project_settings import KEYS as PROJECT_SETTINGS, ProjectSettings, SettingsError, parse_project_settings
 from .pseudonyms import UUID_ROOT, check_uid_root
 
@@ -13,10 +14,6 @@ MIN_KEY_LENGTH = 32
 #: The user metadata (by index) of an anonymized series that records the options it was made with.
 DEFAULT_OPTIONS_METADATA = 9732
 USER_METADATA_RANGE = range(1024, 65536)
-
-
-class ConfigurationError(ValueError):
-    """A wrong setting: the plugin refuses to start rather than pseudonymize with a weak key."""
 
 
 #: The options of the section, and of each project under `Projects` (a typo must never silently

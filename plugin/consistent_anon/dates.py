@@ -76,5 +76,5 @@ def shift_value(vr: str, value: str, days: int) -> str:
     shift = shift_date if vr == "DA" else shift_datetime
     try:
         return "\\".join(shift(part, days) if part.strip() else "" for part in value.split("\\"))
-    except InvalidDate:
+    except InvalidDate:  # cleaned, as the docstring says: no real date passes through
         return ""

@@ -1,83 +1,80 @@
-"""Errors that become HTTP answers (or failed jobs), each with the status native Orthanc gives."""
+"""The plugin's errors, in the domain's words: what went wrong, never how it is answered.
+
+The core raises these; the HTTP status, Orthanc's ErrorCode and the native-shaped JSON body of
+each are decided in one place, `answers.py` (the adapter sends them, a failed job shows them).
+"""
 from __future__ import annotations
 
 
 class PluginError(Exception):
-    """An error answered with `status` and a JSON body naming `message`.
+    """A call that cannot be done, or failed; `message` says why, without an identifier.
 
-    `orthanc_code` and `description` are Orthanc's ErrorCode and its text, shown by failed jobs.
+    `orthanc_code` and `description` are Orthanc's ErrorCode and its text where Orthanc itself
+    raised the error (a built-in call the port made), None where the plugin did: the class then
+    decides them (answers.py).
     """
 
-    status = 500
-    orthanc_code = -1
-    description = "Internal error"
-
-    def __init__(self, message: str, status: int | None = None, orthanc_code: int | None = None,
-                 description: str | None = None) -> None:
+    def __init__(self, message: str, *, orthanc_code: int | None = None, description: str | None = None) -> None:
         super().__init__(message)
         self.message = message
-        if status is not None:
-            self.status = status
-        if orthanc_code is not None:
-            self.orthanc_code = orthanc_code
-        if description is not None:
-            self.description = description
+        self.orthanc_code = orthanc_code
+        self.description = description
 
 
-class BadRequest(PluginError):
-    status, orthanc_code, description = 400, 8, "Bad request"
+class Refused(PluginError):
+    """The request cannot be done as asked: it is the caller's to change (a 4xx), not a failure."""
 
 
-class Forbidden(PluginError):
-    status, orthanc_code, description = 403, 45, "Forbidden access"
+class BadRequest(Refused):
+    """Options or a body native refuses, or that would give a wrong result."""
 
 
 class BadFileFormat(BadRequest):
     """What native answers for a body it cannot parse or a member of the wrong type."""
 
-    orthanc_code, description = 15, "Bad file format"
+
+class Forbidden(Refused):
+    """Something the configuration does not allow."""
 
 
-class NotFound(PluginError):
-    status, orthanc_code, description = 404, 17, "Unknown resource"
+class NotFound(Refused):
+    """No such resource (or it went away while the call ran)."""
 
 
-class Conflict(PluginError):
-    """The call would store results that collide with results made under other options."""
+class Conflict(Refused):
+    """The call would store results that collide with results made under other options, or lost
+    a race with another call."""
 
-    status, orthanc_code, description = 409, 8, "Bad request"
+
+class ResultDisappeared(Conflict):
+    """A result this call counted on went away while it ran: nothing of the call was kept."""
+
+    def __init__(self) -> None:
+        super().__init__("An anonymized instance disappeared while the call ran (a concurrent call was "
+                         "rolled back, someone deleted it, or Orthanc recycled it to stay within "
+                         "MaximumStorageSize/MaximumPatientCount): nothing was deleted; call again")
 
 
-class SubjectRequired(PluginError):
+class SubjectRequired(Refused):
     """A patient outside the project's subject table, where the project requires one."""
-
-    status, orthanc_code, description = 403, 45, "Forbidden access"
 
 
 class VerificationFailed(PluginError):
     """The anonymized output did not pass the fail-closed check: nothing was stored."""
 
 
+class StoredButUnfinished(PluginError):
+    """The call's result is stored and checked, but a step after it (options mark, labels, the
+    sources' deletion) failed: the result stays; `cause` is the step's error."""
+
+    def __init__(self, cause: PluginError) -> None:
+        super().__init__(f"The anonymized result is stored and checked, but a step after it failed: {cause.message}")
+        self.cause = cause
+
+
+class ConfigurationError(ValueError):
+    """A wrong setting: the plugin refuses to start rather than pseudonymize with a weak key."""
+
+
 class JobCanceled(Exception):
     """Raised inside a running job once it has been canceled."""
-
-
-# Orthanc's ErrorCode values mapped to the HTTP status its REST API answers with.
-ORTHANC_ERROR_STATUS = {
-    3: 400,   # ParameterOutOfRange
-    5: 400,   # BadParameterType
-    6: 400,   # BadSequenceOfCalls
-    7: 404,   # InexistentItem
-    8: 400,   # BadRequest
-    12: 400,  # UriSyntax
-    13: 404,  # InexistentFile
-    15: 400,  # BadFileFormat
-    17: 404,  # UnknownResource
-    21: 404,  # InexistentTag
-}
-
-
-def status_for_orthanc_error(code: int) -> int:
-    """Native's HTTP status for an Orthanc error code; 500 for the rest (NotImplemented and
-    UnknownDicomTag included, as native answers them)."""
-    return ORTHANC_ERROR_STATUS.get(code, 500)

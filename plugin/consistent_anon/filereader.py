@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import struct
 import zlib
+from functools import lru_cache
 from typing import Iterator
 
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR
 
-#: A path: the (sequence tag, item index) steps down to an element, then the element's tag.
-Path = tuple[tuple[tuple[int, int], ...], int]
+from .vocabulary import PIXEL_DATA, SPECIFIC_CHARACTER_SET, TRANSFER_SYNTAX_UID, Path, Tag, make_path
 
-SPECIFIC_CHARACTER_SET = 0x00080005
-TRANSFER_SYNTAX_UID = 0x00020010
 #: Top-level elements where the scan stops, as pydicom's `stop_before_pixels`.
-PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
-PIXEL_DATA = 0x7FE00010
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, PIXEL_DATA})
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
@@ -53,7 +50,6 @@ _NUMBERS = {"US": ("H", 2), "SS": ("h", 2), "UL": ("I", 4), "SL": ("i", 4), "FL"
 _ONE_READING = frozenset({"UI", "AT", "OF", "OD"})
 _TEXT_DELIMITERS = {0x5C, 0x09, 0x0A, 0x0C, 0x0D}
 _PN_DELIMITERS = _TEXT_DELIMITERS | {0x3D, 0x5E}
-_implicit_vrs: dict[int, str] = {}
 
 
 class UnreadableHeader(ValueError):
@@ -78,19 +74,20 @@ _EXPLICIT_LE = _Syntax(explicit=True, little=True)
 _EXPLICIT_BE = _Syntax(explicit=True, little=False)
 
 
-def _implicit_vr(tag: int) -> str:
+#: How many tags' VRs are remembered: more than pydicom's dictionary holds, so that a file's
+#: attributes are looked up once per process, while files full of odd tags cannot grow it.
+IMPLICIT_VRS_REMEMBERED = 8192
+
+
+@lru_cache(maxsize=IMPLICIT_VRS_REMEMBERED)  # thread-safe: the call's workers read at once
+def implicit_vr(tag: int) -> str:
     """The dictionary's VR; "UN" for private and unknown attributes."""
-    vr = _implicit_vrs.get(tag)
-    if vr is None:
-        if not tag & 0xFFFF:
-            vr = "UL"  # group length
-        else:
-            try:
-                vr = dictionary_VR(tag)
-            except KeyError:
-                vr = "UN"
-        _implicit_vrs[tag] = vr
-    return vr
+    if not tag & 0xFFFF:
+        return "UL"  # group length
+    try:
+        return dictionary_VR(tag)
+    except KeyError:  # not in the dictionary: its bytes are kept as they are, as native does
+        return "UN"
 
 
 class Element:
@@ -153,7 +150,7 @@ class Element:
             return tuple(str(v) for v in struct.unpack(f"{self._syntax.order}{len(raw) // number[1]}{number[0]}", raw))
         if vr == "AT" and len(raw) % 4 == 0:
             pairs = struct.unpack(f"{self._syntax.order}{len(raw) // 2}H", raw)
-            return tuple(f"({g:04X},{e:04X})" for g, e in zip(pairs[::2], pairs[1::2]))
+            return tuple(Tag(g << 16 | e).parenthesized() for g, e in zip(pairs[::2], pairs[1::2]))
         text = None
         if vr in _CHARSET_VRS and self._encodings:
             try:
@@ -185,7 +182,7 @@ class Header:
     @classmethod
     def of_values(cls, values: dict[int, str]) -> "Header":
         """A header of single-valued top-level elements (no file behind it)."""
-        return cls([Element(((), tag), _implicit_vr(tag), values=(value,) if value else ())
+        return cls([Element(Path.top(tag), implicit_vr(tag), values=(value,) if value else ())
                     for tag, value in values.items()])
 
     def __contains__(self, tag: int) -> bool:
@@ -258,7 +255,7 @@ def _past_pixel_data(buffer: memoryview, end: int, syntax: _Syntax) -> int | Non
         if length == _UNDEFINED:
             return _skip_fragments(buffer, end, syntax)
         return end + length if end + length <= len(buffer) else None
-    except (struct.error, UnreadableHeader):
+    except (struct.error, UnreadableHeader):  # not followable: the caller then searches the whole tail
         return None
 
 
@@ -289,7 +286,7 @@ def _read_meta(buffer: memoryview, position: int, meta: list[Element]) -> int:
             position += 4
         if position + length > end:
             raise UnreadableHeader("a file meta element runs past the end of the file")
-        meta.append(Element(((), (group << 16) | element), vr.decode("ascii", "replace"),
+        meta.append(Element(Path.top((group << 16) | element), vr.decode("ascii", "replace"),
                             buffer[position:position + length]))
         position += length
     return position
@@ -328,7 +325,7 @@ def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, 
         if top and tag in PIXEL_TAGS:
             return position
         if vr is None:
-            vr = _implicit_vr(tag)
+            vr = implicit_vr(tag)
         if vr == "SQ" or (length == _UNDEFINED and (implicit or vr == "UN")):
             # In implicit VR, an element of undefined length is a sequence; so is a UN of
             # undefined length in explicit VR, its items then in implicit VR (PS3.5 6.2.2).
@@ -339,7 +336,7 @@ def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, 
             start = position
             position = _skip_fragments(buffer, position, syntax)
             if tag != PIXEL_DATA:
-                out.append(Element((steps, tag), vr, buffer[start:position], syntax, encodings))
+                out.append(Element(make_path(steps, tag), vr, buffer[start:position], syntax, encodings))
             continue
         if position + length > len(buffer):
             raise UnreadableHeader("an element runs past the end of the file")
@@ -347,7 +344,7 @@ def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, 
         position += length
         if tag == PIXEL_DATA:
             continue  # nested pixel data (an icon): never read
-        element = Element((steps, tag), vr, value, syntax, encodings)
+        element = Element(make_path(steps, tag), vr, value, syntax, encodings)
         if tag == SPECIFIC_CHARACTER_SET:
             encodings = _encodings(element)
             element._encodings = encodings

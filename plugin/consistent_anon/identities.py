@@ -9,18 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .filereader import Element, Header, Path
-from .options import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, PATIENT_NAME,
-                      AnonymizeRequest)
-
-ISSUER_OF_PATIENT_ID = 0x00100021
 from .errors import PluginError, SubjectRequired
+from .filereader import Element, Header
+from .options import AnonymizeRequest
+from .paths import KEEP, REMOVE
 from .pseudonyms import Pseudonymizer
+from .scanning import instance_uids, values_of
 from .subjects import Subject, SubjectTableError
 from .transforms import TRANSFORMS, Changes
-from .paths import KEEP, REMOVE
-from .scanning import instance_uids, is_private, orthanc_path, values_of
 from .uid_attributes import is_well_known
+from .vocabulary import (DEIDENTIFICATION_METHOD, ISSUER_OF_PATIENT_ID, PATIENT_ID, PATIENT_IDENTITY_REMOVED,
+                         PATIENT_NAME, Path, is_private, orthanc_path)
 
 
 @dataclass(frozen=True)
@@ -113,22 +112,55 @@ def _caller_targets(header: Header, request: AnonymizeRequest, uid_tags: frozens
     return fixed
 
 
-def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
-                  markers: NativeMarkers, uid_tags: frozenset[int]) -> InstancePlan:
-    patient_id, patient_name = resulting_patient(header, request, pseudonyms)
-    fixed = _caller_targets(header, request, uid_tags)
+@dataclass(frozen=True)
+class _UidTargets:
+    """What each UID of the instance becomes: the caller's fixed target, else its pseudonym in the
+    anonymized patient's scope; UIDs of the standard itself stay."""
 
-    def target(original: str) -> str:
+    fixed: dict[str, str]
+    pseudonyms: Pseudonymizer
+    patient_id: str
+
+    def __call__(self, original: str) -> str:
         if is_well_known(original):
             return original
-        return fixed.get(original) or pseudonyms.uid(patient_id, original)
+        return self.fixed.get(original) or self.pseudonyms.uid(self.patient_id, original)
 
+
+def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
+                  markers: NativeMarkers, uid_tags: frozenset[int]) -> InstancePlan:
+    """One instance's plan, step by step: its UIDs, its patient, native's markers, then the
+    transforms (transforms.py); all of it becomes one request to native."""
+    patient_id, patient_name = resulting_patient(header, request, pseudonyms)
     plan = InstancePlan(native_body={}, patient_id=patient_id, source=header, caller_tags=request.mentioned_tags)
+    changes = Changes(remove=list(request.remove))
+    _plan_uids(plan, header, request, _UidTargets(_caller_targets(header, request, uid_tags), pseudonyms, patient_id),
+               uid_tags, changes)
+    if not request.mentions(PATIENT_ID):
+        changes.replace[str(PATIENT_ID)] = patient_id
+    if not request.mentions(PATIENT_NAME):
+        changes.replace[str(PATIENT_NAME)] = patient_name
+    _plan_markers(request, markers, changes)
+    for transform in TRANSFORMS:
+        transform(header, request, patient_id, pseudonyms, changes)
+    plan.expected_values = changes.expected
+    body = dict(request.native_body)
+    body["Force"] = True
+    body["Replace"] = {**changes.replace, **request.replace}
+    if changes.remove:
+        body["Remove"] = changes.remove
+    plan.native_body = body
+    return plan
+
+
+def _plan_uids(plan: InstancePlan, header: Header, request: AnonymizeRequest, target: _UidTargets,
+               uid_tags: frozenset[int], changes: Changes) -> None:
+    """Every UID of the instance, at every path: its target, unless the caller's own Keep or
+    Replace stands there; private elements holding UIDs too, where native keeps them."""
     plan.targets = {v: target(v) for v in instance_uids(header, uid_tags)}
     plan.source_uids = {v for v, new in plan.targets.items() if v != new}
     keep_private = request.native_body.get("KeepPrivateTags") is True
     caller = request.caller_paths
-    replace: dict[str, Any] = {}
     for element in header.elements:
         if element.tag in uid_tags and element.values:
             new_values = tuple(target(v) for v in element.values)
@@ -141,46 +173,29 @@ def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudon
         fate = caller.fate(element.path)
         if fate is None:
             plan.expected_uids[element.path] = new_values
-            replace[orthanc_path(element.path)] = "\\".join(new_values)
+            changes.replace[orthanc_path(element.path)] = "\\".join(new_values)
         elif fate[0] != REMOVE:  # the caller's own Keep or Replace stands as written, at that place
             plan.caller_paths.add(element.path)
             plan.expected_uids[element.path] = element.values if fate[0] == KEEP else values_of(fate[1])
     for tag, value in request.replaced_tags.items():  # a UID attribute the source did not have
         if tag in uid_tags:
-            plan.expected_uids[((), tag)] = values_of(value)
-            plan.caller_paths.add(((), tag))
+            plan.expected_uids[Path.top(tag)] = values_of(value)
+            plan.caller_paths.add(Path.top(tag))
 
-    if not request.mentions(PATIENT_ID):
-        replace[orthanc_path(((), PATIENT_ID))] = patient_id
-    if not request.mentions(PATIENT_NAME):
-        replace[orthanc_path(((), PATIENT_NAME))] = patient_name
 
-    remove = list(request.remove)
+def _plan_markers(request: AnonymizeRequest, markers: NativeMarkers, changes: Changes) -> None:
+    """DeidentificationMethod and PatientIdentityRemoved as native writes them for these options
+    (the plugin's Replace of identities would otherwise change them), unless the caller decides."""
     for tag, value in ((DEIDENTIFICATION_METHOD, markers.deidentification_method),
                        (PATIENT_IDENTITY_REMOVED, markers.patient_identity_removed)):
         if request.mentions(tag):
             continue
         if value is None:
-            remove.append(orthanc_path(((), tag)))
+            changes.remove.append(str(tag))
         elif tag == DEIDENTIFICATION_METHOD:
             # Native drops a Replace of DeidentificationMethod equal to its own profile string
             # whenever the request has any Replace. A trailing space, which DICOM defines as
             # padding of a LO value, keeps the value exactly as native writes it when read.
-            replace[orthanc_path(((), tag))] = value + " "
+            changes.replace[str(tag)] = value + " "
         else:
-            replace[orthanc_path(((), tag))] = value
-
-    changes = Changes()
-    for transform in TRANSFORMS:
-        transform(header, request, patient_id, pseudonyms, changes)
-    replace.update(changes.replace)
-    remove.extend(changes.remove)
-    plan.expected_values = changes.expected
-
-    body = dict(request.native_body)
-    body["Force"] = True
-    body["Replace"] = {**replace, **request.replace}
-    if remove:
-        body["Remove"] = remove
-    plan.native_body = body
-    return plan
+            changes.replace[str(tag)] = value

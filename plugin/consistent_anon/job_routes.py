@@ -5,12 +5,15 @@ import json
 from typing import Any, Callable
 from urllib.parse import urlencode
 
+from .answers import json_text
 from .errors import BadRequest
 from .jobs import FAILURE, SUCCESS, JobQueue
 
 #: The global property where the plugin's jobs are kept across restarts. Orthanc keeps it per
 #: server (its own database with SQLite; per DatabaseServerIdentifier with a database plugin),
-#: so each node keeps its own jobs, as it does with its native ones.
+#: so each node keeps its own jobs, as it does with its native ones. (Global properties and
+#: metadata are numbered apart: the series metadata 9732 of config.DEFAULT_OPTIONS_METADATA is
+#: another thing; neither number can change without losing what is stored under it.)
 JOBS_PROPERTY = 9732
 #: Where a saved-jobs record that cannot be read is kept (the last one), out of the next save's way.
 JOBS_ASIDE_PROPERTY = 9734
@@ -28,7 +31,7 @@ class JobRoutes:
         self._orthanc.RegisterRestCallback("/jobs/([^/]+)/(cancel|pause|resume|resubmit)", guarded(self.action))
 
     def _answer_json(self, output: Any, value: Any) -> None:
-        output.AnswerBuffer(json.dumps(value, indent=3), "application/json")
+        output.AnswerBuffer(json_text(value), "application/json")
 
     def _query(self, request: dict[str, Any]) -> str:
         args = request.get("get") or {}

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Callable
 
+from .answers import orthanc_error
 from .errors import JobCanceled, PluginError
 
 PENDING, RUNNING, SUCCESS, FAILURE = "Pending", "Running", "Success", "Failure"
@@ -315,7 +316,7 @@ class JobQueue:
             self._finish(job, FAILURE, CANCELED_JOB, "This job was canceled", "")
         except PluginError as error:
             ended = error
-            self._finish(job, FAILURE, error.orthanc_code, error.description, error.message)
+            self._finish(job, FAILURE, *orthanc_error(error), error.message)
         except Exception as error:  # a bug: the job fails, the worker lives on
             ended = error
             self._finish(job, FAILURE, -1, "Internal error", type(error).__name__)

@@ -15,6 +15,11 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 
+#: The record's format: {"Version": 2, "Calls": [call...]}; version 1 was the bare list.
+RECORD_VERSION = 2
+CALL_FIELDS = ("level", "resource_id", "body")
+
+
 class CallJournal:
     def __init__(self, load: Callable[[], str], save: Callable[[str], None],
                  log_error: Callable[[str], None]) -> None:
@@ -48,16 +53,31 @@ class CallJournal:
 
     def interrupted(self) -> list[dict[str, Any]]:
         """The calls recorded by the previous run of Orthanc (once, at the first call after a start),
-        struck off from the record; this run's own calls stay."""
-        try:
-            saved = json.loads(self._load() or "[]")
-        except ValueError:
-            saved = []
-        calls = [c for c in saved if isinstance(c, dict) and {"level", "resource_id", "body"} <= set(c)] \
-            if isinstance(saved, list) else []
+        struck off from the record; this run's own calls stay. A record that cannot be read is
+        said at Orthanc's error level: the calls it held are not completed."""
+        calls, unreadable = decode_calls(self._load())
+        if unreadable:
+            self._log_error(f"{unreadable} record(s) of synchronous calls interrupted by the previous stop "
+                            f"cannot be read: their results may be partial (run those calls again)")
         with self._lock:
             self._write()
         return calls
 
     def _write(self) -> None:
-        self._save(json.dumps(list(self._calls.values())))
+        self._save(json.dumps({"Version": RECORD_VERSION, "Calls": list(self._calls.values())}))
+
+
+def decode_calls(text: str) -> tuple[list[dict[str, Any]], int]:
+    """The calls of a saved record (any version), and how many entries are not calls."""
+    try:
+        saved = json.loads(text) if text else {"Calls": []}
+    except ValueError:
+        return [], 1
+    if isinstance(saved, dict) and isinstance(saved.get("Calls"), list):
+        entries = saved["Calls"]
+    elif isinstance(saved, list):  # version 1: the bare list
+        entries = saved
+    else:
+        return [], 1
+    calls = [c for c in entries if isinstance(c, dict) and all(isinstance(c.get(k), str) for k in CALL_FIELDS)]
+    return calls, len(entries) - len(calls)

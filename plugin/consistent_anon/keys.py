@@ -66,7 +66,7 @@ def _create_exclusive(path: Path, text: str) -> None:
         try:
             os.link(draft, path)  # fails if another writer's file is already there
         except FileExistsError:
-            pass
+            pass  # another writer's file came first: it stays, as the docstring says
     finally:
         draft.unlink()
 
@@ -91,7 +91,7 @@ class SharedFileKey:
     def _read(self) -> bytes | None:
         try:
             return _parse(self.path.read_text())
-        except FileNotFoundError:
+        except FileNotFoundError:  # no key generated yet
             return None
 
     def adopt(self, key: bytes) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .errors import PluginError
+from .errors import NotFound
 
 #: The levels native copies labels at, with the field of a stored result naming its resource there.
 LABEL_LEVELS = (("series", "ParentSeries"), ("studies", "ParentStudy"), ("patients", "ParentPatient"))
@@ -31,9 +31,7 @@ def copy_labels(port: LabelPort, results: list[dict[str, str]], patient_level: b
                 continue
             try:
                 wanted = port.labels(level, source)
-            except PluginError as error:
-                if error.status != 404:
-                    raise
+            except NotFound:
                 continue  # the source is gone (consumed by another call): nothing left to copy
             present = set(port.labels(level, target))
             for label in wanted:

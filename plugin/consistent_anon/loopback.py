@@ -12,16 +12,18 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable
 
-from .errors import PluginError
+from .answers import error_of_status
+from .errors import Conflict, PluginError
 
 REVISION_ERROR = 43  # Orthanc's ErrorCode_Revision: the If-Match revision is not the current one
 TIMEOUT_SECONDS = 30
 
 
-class RevisionConflict(PluginError):
+class RevisionConflict(Conflict):
     """Another writer changed the metadata between this writer's read and write: read again."""
 
-    status, orthanc_code, description = 409, REVISION_ERROR, "Bad revision"
+    def __init__(self, message: str) -> None:
+        super().__init__(message, orthanc_code=REVISION_ERROR, description="Bad revision")
 
 
 class LoopbackRest:
@@ -59,8 +61,8 @@ class LoopbackRest:
         except urllib.error.HTTPError as error:
             if error.code == 409:
                 raise RevisionConflict("Another writer changed the metadata meanwhile") from None
-            raise PluginError(f"Orthanc answered {error.code} to the plugin's {method} of a metadata",
-                              error.code if error.code < 500 else 500) from None
+            raise error_of_status(error.code, f"Orthanc answered {error.code} to the plugin's {method} of a "
+                                  "metadata") from None
         except OSError as error:
             raise PluginError(f"The plugin could not reach Orthanc's HTTP server on loopback to replace "
                               f"a metadata under \"CheckRevisions\" ({type(error).__name__})") from None

@@ -7,22 +7,13 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
-
 from .errors import BadFileFormat, BadRequest
 from .project_settings import ProjectSettings
-
-PATIENT_ID = 0x00100020
-PATIENT_NAME = 0x00100010
-STUDY_INSTANCE_UID = 0x0020000D
-SERIES_INSTANCE_UID = 0x0020000E
-SOP_INSTANCE_UID = 0x00080018
-PATIENT_IDENTITY_REMOVED = 0x00120062
-DEIDENTIFICATION_METHOD = 0x00120063
+from .paths import CallerPaths
+from .vocabulary import PATIENT_ID, PATIENT_NAME, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, parse_tag
 
 _BOOLEANS = ("Force", "KeepPrivateTags", "KeepSource", "Asynchronous", "Synchronous", "Permissive", "ShiftDates")
 _STRINGS = ("DicomVersion", "PrivateCreator", "Transcode", "Project")
-_HEX_TAG = re.compile(r"^\(?([0-9a-fA-F]{4})[,|-]?([0-9a-fA-F]{4})\)?$")
 #: Body members that concern the whole call, not how one instance is de-identified: not sent to
 #: native's single-instance anonymization, not part of the options' mark.
 CALL_MEMBERS = ("Asynchronous", "Synchronous", "KeepSource", "Priority", "Project", "Resources", "Level",
@@ -32,21 +23,10 @@ CALL_MEMBERS = ("Asynchronous", "Synchronous", "KeepSource", "Priority", "Projec
 PLUGIN_MEMBERS = ("ShiftDates",)
 
 
-def parse_tag(name: str) -> int | None:
-    """A top-level tag from a keyword or `gggg,eeee`; None for a nested path or an unknown name."""
-    name = name.strip()
-    match = _HEX_TAG.match(name)
-    if match:
-        return int(match.group(1) + match.group(2), 16)
-    if "." in name or "[" in name:
-        return None
-    return tag_for_keyword(name)
-
-
 def _canonical_tag(name: str) -> str:
     """A top-level tag as `gggg,eeee`, whether named by keyword or number; a path as written."""
     tag = parse_tag(name)
-    return f"{tag >> 16:04x},{tag & 0xFFFF:04x}" if tag is not None else name.strip()
+    return str(tag) if tag is not None else name.strip()
 
 
 @dataclass
@@ -131,10 +111,9 @@ class AnonymizeRequest:
         return json.dumps(members, sort_keys=True, separators=(",", ":"))
 
     @cached_property
-    def caller_paths(self) -> "CallerPaths":  # noqa: F821 (paths imports this module)
+    def caller_paths(self) -> CallerPaths:
         """Keep, Replace and Remove as paths, parsed once per request."""
-        from .paths import CallerPaths
-        return CallerPaths.of(self)
+        return CallerPaths.of(self.keep, self.replace, self.remove)
 
     def mentions(self, tag: int) -> bool:
         """Whether the caller decided this top-level tag's fate himself."""

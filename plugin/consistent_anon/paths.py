@@ -12,12 +12,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .filereader import Path
-from .options import AnonymizeRequest, parse_tag
+from .vocabulary import CONTENT_SEQUENCE, Path, parse_tag
 
 _STEP = re.compile(r"^(.+)\[(\d+|\*)\]$")
 KEEP, REPLACE, REMOVE = "Keep", "Replace", "Remove"
-CONTENT_SEQUENCE = 0x0040A730
 
 
 @dataclass(frozen=True)
@@ -63,12 +61,13 @@ class CallerPaths:
     entries: tuple[tuple[TagPath, str, Any], ...]
 
     @classmethod
-    def of(cls, request: AnonymizeRequest) -> "CallerPaths":
+    def of(cls, keep: list[str], replace: dict[str, Any], remove: list[str]) -> "CallerPaths":
+        """A request's Keep, Replace and Remove members."""
         entries: list[tuple[TagPath, str, Any]] = []
         # Where entries overlap (a path inside a removed sequence), removal wins: the element is
         # gone whatever else is said of it.
-        for member, names in ((REMOVE, {name: None for name in request.remove}), (REPLACE, request.replace),
-                              (KEEP, {name: None for name in request.keep})):
+        for member, names in ((REMOVE, {name: None for name in remove}), (REPLACE, replace),
+                              (KEEP, {name: None for name in keep})):
             for name, value in names.items():
                 path = parse_path(name)
                 if path is not None:

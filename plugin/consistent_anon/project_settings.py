@@ -18,7 +18,6 @@ CLINICAL_TRIAL_ATTRIBUTES = {
     "SiteID": 0x00120030,        # ClinicalTrialSiteID
     "SiteName": 0x00120031,      # ClinicalTrialSiteName
 }
-CLINICAL_TRIAL_SUBJECT_ID = 0x00120040
 PATIENT_IDENTITIES = ("caller", "project")
 DEFAULT_DATE_SHIFT_DAYS = (-730, -30)
 MAX_DATE_SHIFT = 36500  # a century either way

@@ -33,22 +33,19 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple
 
 from pydicom.dataelem import DataElement
-from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
-from .config import ConfigurationError
+from .errors import ConfigurationError
+from .filereader import implicit_vr
+from .vocabulary import (ENCRYPTED_ATTRIBUTES_SEQUENCE, ENCRYPTED_CONTENT, ENCRYPTED_CONTENT_TRANSFER_SYNTAX_UID,
+                         MODIFIED_ATTRIBUTES_SEQUENCE, SPECIFIC_CHARACTER_SET)
 
 #: The transfer syntax of the encrypted dataset, (0400,0510): Explicit VR Little Endian.
 ENCRYPTED_CONTENT_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1"
-ENCRYPTED_ATTRIBUTES_SEQUENCE = 0x04000500
-ENCRYPTED_CONTENT_TRANSFER_SYNTAX_UID = 0x04000510
-ENCRYPTED_CONTENT = 0x04000520
-MODIFIED_ATTRIBUTES_SEQUENCE = 0x04000550
-SPECIFIC_CHARACTER_SET = 0x00080005
 
 # Object identifiers (RFC 5652, RFC 3565, RFC 4055, RFC 8017).
 ID_DATA = "1.2.840.113549.1.7.1"
@@ -248,7 +245,6 @@ _VRS = _LONG_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD
 _PIXEL_GROUP = 0x7FE0
 _SYNTAXES = {"1.2.840.10008.1.2": (True, True), "1.2.840.10008.1.2.2": (False, False)}
 _DEFLATED = "1.2.840.10008.1.2.1.99"
-_implicit_vrs: dict[int, bytes] = {}
 
 
 class UnreadableFile(ValueError):
@@ -319,7 +315,7 @@ def _element_at(data: bytes, position: int, implicit: bool, little: bool) -> _El
     group, number = unpack_tag(data, position)
     tag = (group << 16) | number
     if implicit:
-        vr = _implicit_vr(tag)
+        vr = implicit_vr(tag).encode("ascii")
         length = unpack_long(data, position + 4)[0]
         value_start = position + 8
     else:
@@ -361,18 +357,6 @@ def _skip_items(data: bytes, position: int, implicit: bool, little: bool) -> int
                 position += 8
                 break
             position = _element_at(data, position, implicit, little).end
-
-
-def _implicit_vr(tag: int) -> bytes:
-    """The dictionary's VR of an implicit VR element; UN for private and unknown ones."""
-    vr = _implicit_vrs.get(tag)
-    if vr is None:
-        try:
-            vr = (dictionary_VR(tag) if tag & 0xFFFF else "UL").encode("ascii")
-        except (KeyError, UnicodeEncodeError):
-            vr = b"UN"
-        _implicit_vrs[tag] = vr
-    return vr
 
 
 def modified_tags(source: Layout, anonymized: Layout) -> list[int]:

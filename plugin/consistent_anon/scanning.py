@@ -10,11 +10,9 @@ import re
 
 import pydicom
 
-from .filereader import Element, Header, Path
+from .filereader import Element, Header
 from .uid_attributes import is_well_known
-
-MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
-SOP_INSTANCE_UID = 0x00080018
+from .vocabulary import Path, Tag, is_private
 _UID_TOKEN = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 _UID_TOKEN_BYTES = re.compile(rb"[0-9]+(?:\.[0-9]+)+")
 #: Digits and dots written in UTF-16: a run of them (either byte order, which differ by one byte
@@ -25,23 +23,10 @@ _UTF16_HINT = re.compile(rb"[0-9]\x00\.\x00[0-9]")
 _ROOT_LENGTH = 16
 
 
-def orthanc_path(path: Path) -> str:
-    """The path as Orthanc's Keep/Replace/Remove accept it: `3006,0010[0].0020,0052`."""
-    steps, tag = path
-    parts = [f"{seq >> 16:04x},{seq & 0xFFFF:04x}[{index}]" for seq, index in steps]
-    parts.append(f"{tag >> 16:04x},{tag & 0xFFFF:04x}")
-    return ".".join(parts)
-
-
 def values_of(value: str) -> tuple[str, ...]:
     """A value written as in a request (backslash-separated) as a tuple, without DICOM padding."""
     text = str(value).rstrip("\x00 ")
     return tuple(text.split("\\")) if text else ()
-
-
-def is_private(tag: int) -> bool:
-    """A private data element (odd group), not a private creator."""
-    return bool((tag >> 16) & 1 and tag & 0xFF00)
 
 
 def instance_uids(header: Header, uid_tags: frozenset[int]) -> dict[str, int]:
@@ -176,7 +161,7 @@ def describe(path: Path) -> str:
     """A path for people: keywords where pydicom knows them."""
     def name(tag: int) -> str:
         keyword = pydicom.datadict.keyword_for_tag(tag)
-        return keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        return keyword or Tag(tag).parenthesized()
     steps, tag = path
     return ".".join([f"{name(seq)}[{index}]" for seq, index in steps] + [name(tag)])
 
@@ -185,6 +170,6 @@ def request_name(path: Path) -> str:
     """A path as a caller writes it in Keep/Replace/Remove: keywords where pydicom knows them,
     `gggg,eeee` otherwise (private tags)."""
     def name(tag: int) -> str:
-        return pydicom.datadict.keyword_for_tag(tag) or f"{tag >> 16:04x},{tag & 0xFFFF:04x}"
+        return pydicom.datadict.keyword_for_tag(tag) or str(Tag(tag))
     steps, tag = path
     return ".".join([f"{name(seq)}[{index}]" for seq, index in steps] + [name(tag)])

@@ -15,8 +15,7 @@ from typing import Any
 from .errors import BadRequest
 from .filereader import Element, Header
 from .project_settings import ProjectSettings
-
-ENCRYPTED_ATTRIBUTES_SEQUENCE = 0x04000500
+from .vocabulary import ENCRYPTED_ATTRIBUTES_SEQUENCE
 
 
 def _in_sequence(element: Element) -> bool:

@@ -16,20 +16,16 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from . import dates as date_shifting
 from .errors import BadRequest, NotFound
-from .filereader import Element, Header, Path
+from .filereader import Element, Header
 from .orthanc_ids import LEVEL_TYPES
 from .options import parse_json_object
 from .pseudonyms import Pseudonymizer
-from .scanning import TextFinder, describe, find_uids, instance_uids, is_private
+from .scanning import TextFinder, describe, find_uids, instance_uids
 from .sealing import without_encrypted_attributes
 from .uid_attributes import UID_TAGS, is_well_known
-
-SOP_INSTANCE_UID = 0x00080018
-SERIES_INSTANCE_UID = 0x0020000E
-STUDY_INSTANCE_UID = 0x0020000D
-FRAME_OF_REFERENCE_UID = 0x00200052
-REFERENCED_SOP_CLASS_UID = 0x00081150
-REFERENCED_SOP_INSTANCE_UID = 0x00081155
+from .vocabulary import (FRAME_OF_REFERENCE_UID, LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
+                         REFERENCED_SOP_CLASS_UID, REFERENCED_SOP_INSTANCE_UID, SERIES_INSTANCE_UID,
+                         SOP_INSTANCE_UID, STUDY_INSTANCE_UID, Path, is_private)
 
 INSTANCE, SERIES, STUDY, FRAME = "Instance", "Series", "Study", "FrameOfReference"
 KINDS = (INSTANCE, SERIES, STUDY, FRAME)
@@ -65,8 +61,6 @@ IDENTIFYING_TEXT = {
     0x00080080: "InstitutionName", 0x00080081: "InstitutionAddress",
     0x00081040: "InstitutionalDepartmentName",
 }
-#: LongitudinalTemporalInformationModified: "MODIFIED" where the dates were shifted.
-LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED = 0x00280303
 #: A date (YYYYMMDD) at least: partial dates would be found everywhere.
 DATE_LENGTH = 8
 #: Shorter texts are not searched: they would be found everywhere ("1", "CT"). Texts shorter than
@@ -202,7 +196,7 @@ class SourceIdentifiers:
         for value, tag in instance_uids(header, uid_tags).items():
             if value not in self.uids or tag in ROOT_IDENTITIES:
                 # named after the attribute it identifies: the root one wins over references
-                self.uids[value] = keyword_for_tag(tag) or describe(((), tag))
+                self.uids[value] = keyword_for_tag(tag) or describe(Path.top(tag))
         for text, label in identifying_texts(header).items():
             self.texts.setdefault(text, label)
         for element in header.elements:
@@ -427,7 +421,7 @@ def compare(sources: list[InstanceSummary], anonymized: list[InstanceSummary], p
                     images[old].add(new)
                     preimages[new].add(old)
                     if not path[0] or old not in attribute:  # named after the root attribute
-                        attribute[old] = keyword_for_tag(path[1]) or describe(((), path[1]))
+                        attribute[old] = keyword_for_tag(path[1]) or describe(Path.top(path[1]))
 
     inconsistent = _Limited()
     for old in sorted(images):

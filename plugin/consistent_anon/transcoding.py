@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pydicom.uid import UID
 
-from .errors import BadFileFormat, PluginError
+from .errors import BadFileFormat, PluginError, Refused
 
 #: From this Orthanc version on, the instance route honours "Transcode".
 TRANSCODE_SINCE = (1, 12, 0)
@@ -46,7 +46,7 @@ def native_anonymized(port: NativePort, instance_id: str, body: dict[str, Any], 
     except PluginError as error:
         failure = error
     untranscoded = port.anonymize_instance(instance_id, _without(body, "Transcode"))
-    if failure.status < 500:  # the request itself is wrong: native's job refuses it before it starts
+    if isinstance(failure, Refused):  # the request itself is wrong: native's job refuses it before it starts
         raise BadFileFormat(f"Transcode: {failure.message}")
     return untranscoded
 
@@ -59,7 +59,7 @@ def _transcoded(port: NativePort, data: bytes, syntax: str) -> bytes:
         raise BadFileFormat(f"Unknown transfer syntax UID: {syntax}")
     try:
         return port.transcode(data, syntax)
-    except PluginError as error:
-        if error.status < 500:
-            raise BadFileFormat(f"Transcode: {error.message}") from None
+    except Refused as error:
+        raise BadFileFormat(f"Transcode: {error.message}") from None
+    except PluginError:  # the transcoder cannot reach that syntax: native's job keeps the source's
         return data

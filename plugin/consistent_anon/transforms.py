@@ -12,17 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import dates
-from .filereader import Header, Path
+from .filereader import Header
 from .options import AnonymizeRequest
-from .project_settings import CLINICAL_TRIAL_SUBJECT_ID
 from .pseudonyms import Pseudonymizer
-from .scanning import orthanc_path
-
-LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED = 0x00280303
-DEIDENTIFICATION_METHOD_CODE_SEQUENCE = 0x00120064
-#: CodeValue, CodingSchemeDesignator, CodeMeaning, as tags: Orthanc looks a name up in its whole
-#: dictionary for every item of every instance (about 1 ms per instance for the two items).
-CODE_VALUE, CODING_SCHEME_DESIGNATOR, CODE_MEANING = "0008,0100", "0008,0102", "0008,0104"
+from .vocabulary import (CLINICAL_TRIAL_SUBJECT_ID, CODE_MEANING, CODE_VALUE, CODING_SCHEME_DESIGNATOR,
+                         DEIDENTIFICATION_METHOD_CODE_SEQUENCE, LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
+                         Path, orthanc_path)
 
 
 @dataclass
@@ -66,9 +61,11 @@ def shift_dates(source: Header, request: AnonymizeRequest, patient_id: str, pseu
             changes.set(element.path, shifted, tuple(shifted.split("\\")) if shifted else ())
         elif element.tag in dates.KEPT_TAGS and element.values:
             changes.set(element.path, "\\".join(element.values), element.values)
-    marks = {((), LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED): dates.LONGITUDINAL_MODIFIED,
-             ((), DEIDENTIFICATION_METHOD_CODE_SEQUENCE): [
-                 {CODE_VALUE: code, CODING_SCHEME_DESIGNATOR: "DCM", CODE_MEANING: meaning}
+    # Items name their members as tags, not keywords: Orthanc looks a name up in its whole
+    # dictionary for every item of every instance (about 1 ms per instance for the two items).
+    marks = {Path.top(LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED): dates.LONGITUDINAL_MODIFIED,
+             Path.top(DEIDENTIFICATION_METHOD_CODE_SEQUENCE): [
+                 {str(CODE_VALUE): code, str(CODING_SCHEME_DESIGNATOR): "DCM", str(CODE_MEANING): meaning}
                  for code, meaning in (dates.BASIC_PROFILE_CODE, dates.MODIFIED_DATES_CODE)]}
     for path, value in marks.items():
         if _untouched_by_caller(request, path):
@@ -82,8 +79,8 @@ def clinical_trial(source: Header, request: AnonymizeRequest, patient_id: str, p
     if not attributes:
         return
     for tag, value in {**attributes, CLINICAL_TRIAL_SUBJECT_ID: patient_id}.items():
-        if _untouched_by_caller(request, ((), tag)):
-            changes.set(((), tag), value, (value,) if value else ())
+        if _untouched_by_caller(request, Path.top(tag)):
+            changes.set(Path.top(tag), value, (value,) if value else ())
 
 
 #: Applied in this order to every instance, after its identities are planned.

@@ -5,21 +5,19 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import VerificationFailed
-from .filereader import Element, Header, Path, UnreadableHeader, read_header
+from .filereader import Element, Header, UnreadableHeader, read_header
 from .identities import InstancePlan
-from .options import PATIENT_ID
 from .paths import parse_path
 from .sealing import bytes_without_encrypted_attributes, without_added_sequence
-from .scanning import (MEDIA_STORAGE_SOP_INSTANCE_UID, MIN_WORD, SOP_INSTANCE_UID, TextFinder, describe, find_uids,
-                       orthanc_path, request_name, rewrite_uids, whole_uid_in_bytes)
+from .scanning import MIN_WORD, TextFinder, describe, find_uids, request_name, rewrite_uids, whole_uid_in_bytes
 from .set_verification import identifying_texts, text_leaks
+from .vocabulary import (MEDIA_STORAGE_SOP_INSTANCE_UID, PATIENT_ID, REFERENCED_SOP_INSTANCE_UID, SOP_INSTANCE_UID,
+                         SOURCE_IMAGE_SEQUENCE, Path, orthanc_path)
 
 #: Text VRs whose values the plugin can give back with each source UID token replaced by its
 #: pseudonym, through a Replace at their path; and UI, whose values are UIDs.
 _REWRITABLE_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UI"})
 
-SOURCE_IMAGE_SEQUENCE = 0x00082112
-REFERENCED_SOP_INSTANCE_UID = 0x00081155
 
 
 def _transcoder_reference(path: Path, plan: InstancePlan) -> bool:
@@ -142,7 +140,7 @@ def _text_after_header(data: bytes, header: Header, texts: dict[str, str]) -> bo
                 try:
                     if variant.encode(encoding) in tail:
                         return True
-                except (UnicodeError, LookupError):
+                except (UnicodeError, LookupError):  # the encoding cannot write this text: not there in it
                     continue
     return False
 
