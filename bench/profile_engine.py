@@ -125,6 +125,9 @@ class HttpOrthanc:
     def GetConfiguration(self) -> str:
         return json.dumps(self._configuration)
 
+    def GetConfigurationPath(self) -> str:
+        return ""  # the working folder: the paths in the configuration are absolute
+
     def LogInfo(self, message: str) -> None:
         pass
 

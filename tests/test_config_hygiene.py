@@ -1,11 +1,13 @@
 """A typo never silently disables an option: unknown names are refused at start, at every depth."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import TEST_KEY
 
-from consistent_anon.config import ConfigurationError, parse_config
+from consistent_anon.config import ConfigurationError, configuration_folder, parse_config
 
 
 @pytest.mark.parametrize("section, where", [
@@ -39,3 +41,19 @@ def test_the_cautious_defaults():
 def test_an_unknown_project_option_stops_orthanc_at_start(server_factory):
     with pytest.raises(RuntimeError, match=r"ConsistentAnonymization\.Projects\.trial: unknown option\(s\) \['ShiftDate'\]"):
         server_factory(config={"ConsistentAnonymization": {"Projects": {"trial": {"ShiftDate": True}}}})
+
+
+def test_relative_paths_are_read_from_the_configuration_folder(tmp_path, monkeypatch):
+    """As Orthanc reads its own: the same configuration names the same files from any working folder."""
+    (tmp_path / "project.key").write_text(TEST_KEY)
+    (tmp_path / "subjects.csv").write_text("PatientID,SubjectID\nP1,S1\n")
+    monkeypatch.chdir("/")
+    config = parse_config({"ConsistentAnonymization": {
+        "KeyFile": "project.key", "AuditLogFile": "logs/audit.jsonl",
+        "Projects": {"trial": {"Subjects": "subjects.csv", "KeyFile": str(tmp_path / "project.key")}}}},
+        configuration_folder(str(tmp_path / "orthanc.json")))
+    assert config.key == config.project_keys["trial"] == TEST_KEY.encode()  # relative, and absolute as it is
+    assert config.audit_log_file == str(tmp_path / "logs" / "audit.jsonl")
+    assert config.project_settings["trial"].subjects is not None
+    assert configuration_folder(str(tmp_path)) == tmp_path  # a folder of configuration files
+    assert configuration_folder("") == Path(".")  # no configuration: the working folder

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from . import answers
 from .audit import AuditTrail, basic_user, orthanc_emitter, page, request_facts
 from .audit_log import FileAuditLog, Retention
-from .config import AUDIT_LOG_NAME, parse_config
+from .config import AUDIT_LOG_NAME, configuration_folder, parse_config
 from .coexistence import route_clash_warning
 from .engine import Anonymizer
 from .errors import BadRequest, Conflict, Forbidden, NotFound, PluginError
@@ -277,9 +277,10 @@ class Plugin:
     def __init__(self, orthanc: Any) -> None:
         self._orthanc = orthanc
         configuration = json.loads(orthanc.GetConfiguration())
-        self.config = parse_config(configuration)
-        self._storage_directory = str(configuration.get("StorageDirectory", "OrthancStorage"))
-        self._index_directory = str(configuration.get("IndexDirectory", self._storage_directory))
+        folder = configuration_folder(orthanc.GetConfigurationPath())
+        self.config = parse_config(configuration, folder)
+        self._storage_directory = str(folder / configuration.get("StorageDirectory", "OrthancStorage"))
+        self._index_directory = str(folder / configuration.get("IndexDirectory", self._storage_directory))
         self._key_places: tuple[Callable[[], bytes], KeyChecks] | None = None
         self._configuration_plugins = configuration.get("Plugins", [])
         self._key_lock = threading.Lock()

@@ -16,6 +16,8 @@ DEFAULT_OPTIONS_METADATA = 9732
 USER_METADATA_RANGE = range(1024, 65536)
 
 
+#: Options that name files or lists of files.
+PATH_OPTIONS = frozenset({"KeyFile", "AuditLogFile", "Subjects", "ReidentificationCertificates"})
 #: The options of the section, and of each project under `Projects` (a typo must never silently
 #: leave an option at its default: an unknown name stops Orthanc at start). The project settings
 #: (dates, subjects, trial attributes, patient identity) are allowed in both: at the top, they are
@@ -95,15 +97,34 @@ def _limit(section: dict[str, Any], name: str, default: int) -> int | None:
     return value
 
 
-def parse_config(orthanc_configuration: dict[str, Any]) -> PluginConfig:
+def configuration_folder(configuration_path: str) -> Path:
+    """The folder Orthanc reads relative paths from (its StorageDirectory among them): the
+    configuration file's, the folder of configuration files it was given, or the working folder."""
+    path = Path(configuration_path or ".")
+    return path if path.is_dir() else path.parent
+
+
+def _paths_from(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings with each relative path of PATH_OPTIONS read from `folder`, as Orthanc reads
+    its own: the same configuration means the same files whatever folder Orthanc starts in."""
+    def resolved(value: Any) -> Any:
+        return str(folder / value) if isinstance(value, str) and value else value
+    return {name: ([resolved(item) for item in value] if isinstance(value, list) else resolved(value))
+            if name in PATH_OPTIONS else value for name, value in settings.items()}
+
+
+def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")) -> PluginConfig:
+    """The section, checked; relative paths in it are read from `folder` (configuration_folder)."""
     section = orthanc_configuration.get(SECTION, {})
     if not isinstance(section, dict):
         raise ConfigurationError(f"{SECTION} must be an object")
     _refuse_unknown(SECTION, section, SECTION_OPTIONS)
+    section = _paths_from(folder, section)
     config = PluginConfig(key=_read_key(SECTION, section))
     projects = section.get("Projects", {})
     if not isinstance(projects, dict) or not all(isinstance(v, dict) for v in projects.values()):
         raise ConfigurationError(f"{SECTION}.Projects must map project names to objects")
+    projects = {name: _paths_from(folder, settings) for name, settings in projects.items()}
     try:
         defaults = parse_project_settings(SECTION, section)
         for name, settings in projects.items():
