@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -166,6 +167,12 @@ class OrthancServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def errors_logged(self, since: int = 0) -> list[str]:
+        """The lines logged at Orthanc's error level (the plugin's own included), from `since`:
+        a length of log() read before. A bug's line from the plugin reads "unexpected
+        <exception>" with the frames, without the word "Traceback"."""
+        return [line for line in self.log()[since:].splitlines() if re.match(r"E\d{4} ", line)]
 
     def cleanup(self) -> None:
         """Kill the server and remove its folder: nothing of it is kept, so a graceful stop (about
