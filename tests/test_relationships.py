@@ -249,7 +249,8 @@ def test_frames_of_reference_route_lists_each_frame_with_its_series_before_and_a
     assert unknown.status_code == 404 and unknown.json()["OrthancStatus"] == 17
     wrong_level = orthanc.get(f"/studies/{series_of['mr']}/frames-of-reference")
     assert wrong_level.status_code == 404
-    assert wrong_level.json()["Message"] == f"Unknown resource: no studies has the ID {series_of['mr']}"
+    assert wrong_level.json()["Message"] in ("Unknown resource", f"Unknown resource: no studies has the ID "
+                                                                 f"{series_of['mr']}")  # the latter where Orthanc (1.10) tells the level apart
     posted = orthanc.post(f"/studies/{source_study}/frames-of-reference", json={})
     assert posted.status_code == 405 and posted.headers["Allow"] == "GET"
 
@@ -330,7 +331,8 @@ def test_verification_routes_take_any_level_and_refuse_wrong_ones(orthanc, piece
     answer = orthanc.post("/tools/verify-anonymization", json={"Source": "no-such-id", "Anonymized": ct_series})
     assert answer.status_code == 404 and answer.json()["Message"] == "Unknown resource no-such-id"
     wrong_level = orthanc.get(f"/studies/{source_series}/frames-of-reference")
-    assert wrong_level.status_code == 404 and source_series in wrong_level.json()["Message"]
+    assert wrong_level.status_code == 404
+    assert wrong_level.json()["Message"] in ("Unknown resource", f"Unknown resource: no studies has the ID {source_series}")
     frames = orthanc.json(f"/series/{source_series}/frames-of-reference")
     assert [f["FrameOfReferenceUID"] for f in frames] == [str(made.objects["ct"][0].FrameOfReferenceUID)]
     assert [s["ID"] for s in frames[0]["Series"]] == [source_series]
