@@ -33,7 +33,18 @@ def pytest_runtest_makereport(item, call):
     """Under CI (CI=true) a skipped test fails, unless it states a version difference: a missing
     dependency must never let the suite pass without testing what needs it."""
     outcome = yield
-    report = outcome.get_result()
+    _fail_a_skip_under_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped while it is collected (`pytest.importorskip` at its
+    top), which never reaches the hook above."""
+    outcome = yield
+    _fail_a_skip_under_ci(outcome.get_result())
+
+
+def _fail_a_skip_under_ci(report) -> None:
     if os.environ.get("CI") != "true" or not report.skipped or hasattr(report, "wasxfail"):
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +32,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def knock(port: int) -> bool:
+    """Open and close a connection to a loopback port, to wake a server waiting on it; False
+    when nothing listens there (any more)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 class Runtime:
@@ -126,12 +137,23 @@ class OrthancServer:
         self.stop()
         raise RuntimeError(f"Orthanc did not answer in {timeout}s:\n{self.log()[-4000:]}")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> None:
+        """A clean stop (SIGTERM), hurried: Orthanc's HTTP and DICOM listeners see the stop only
+        when their wait for a connection ends (up to 2 s and 1 s) or a connection arrives, so
+        their ports are knocked on until the process has exited (about 1 s instead of 3.5 s).
+        The DICOM port only once the HTTP server is gone (Orthanc stops them in that order):
+        1.13 logs each knock there as an association with an invalid AET, at its error level."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + timeout
+            while self.process.poll() is None and time.monotonic() < deadline:
+                if not knock(self.http_port):
+                    knock(self.dicom_port)
+                try:
+                    self.process.wait(0.05)
+                except subprocess.TimeoutExpired:
+                    pass
+            if self.process.poll() is None:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
@@ -145,6 +167,12 @@ class OrthancServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def errors_logged(self, since: int = 0) -> list[str]:
+        """The lines logged at Orthanc's error level (the plugin's own included), from `since`:
+        a length of log() read before. A bug's line from the plugin reads "unexpected
+        <exception>" with the frames, without the word "Traceback"."""
+        return [line for line in self.log()[since:].splitlines() if re.match(r"E\d{4} ", line)]
 
     def cleanup(self) -> None:
         """Kill the server and remove its folder: nothing of it is kept, so a graceful stop (about

@@ -117,20 +117,26 @@ def test_jobs_history_size_keeps_the_last_finished_jobs():
 
 
 def test_concurrent_jobs_run_that_many_jobs_at_once():
+    """The jobs are held until released, not for a while: `concurrent` of them run together and
+    the others wait their turn, whatever the machine's speed."""
     for concurrent in (1, 2):
         running, most = set(), [0]
         lock = threading.Lock()
+        release = threading.Event()
 
         def runner(job, progress, canceled):
             with lock:
                 running.add(job.id)
                 most[0] = max(most[0], len(running))
-            time.sleep(0.2)
+            assert release.wait(10)
             with lock:
                 running.discard(job.id)
             return {}
         queue = Store().queue(runner, JobSettings(concurrent=concurrent))
         jobs = [queue.submit("series", f"series-{n}", "{}", 0, {"InstancesCount": 1}, {}) for n in range(3)]
+        wait_until(lambda: len(running) == concurrent)
+        assert [queue.get(j.id).state for j in jobs].count(PENDING) == 3 - concurrent
+        release.set()
         wait_until(lambda: all(queue.get(j.id).state not in (PENDING, "Running") for j in jobs))
         assert all(queue.get(j.id).state == SUCCESS for j in jobs)
         assert most[0] == concurrent

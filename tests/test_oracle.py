@@ -99,6 +99,18 @@ def test_generate_uid_decodes_its_arguments(orthanc, patient_id):
 
 
 def test_the_server_survives_the_queries(orthanc, shipped):
-    for server in (orthanc, shipped):
+    """The queries above, sent here (not relying on their tests having run first): both servers
+    answer them as expected and log nothing at error level."""
+    for server, lookup in ((orthanc, True), (shipped, False)):
+        log_before = len(server.log())
+        for params in PSEUDONYM_QUERIES:  # with the lookup on, answered (200) or refused (400)
+            status = server.get("/tools/generate-uid", params=params).status_code
+            assert status in (200, 400) if lookup else status == 403
+        for uid in ("not-a-uid", "1" * 200, "1.2.٣"):
+            answer = server.get("/tools/generate-uid", params={"level": "study", "uid": uid, "patient-id": "PID-1"})
+            assert answer.status_code == (400 if lookup else 403)
+        query = "level=patient&patient-id=" + urllib.parse.quote("患者 a+b %41", safe="")
+        assert server.get(f"/tools/generate-uid?{query}").status_code == (200 if lookup else 403)
         assert server.get("/system").status_code == 200
-        assert "Traceback" not in server.log()
+        assert "Traceback" not in server.log()[log_before:]
+        assert server.errors_logged(since=log_before) == []

@@ -245,9 +245,14 @@ def test_frames_of_reference_route_lists_each_frame_with_its_series_before_and_a
     one = orthanc.json(f"/series/{series_of['mr']}/frames-of-reference")
     assert [f["FrameOfReferenceUID"] for f in one] == [str(made.objects["mr"][0].FrameOfReferenceUID)]
 
-    assert orthanc.get("/studies/0000-unknown/frames-of-reference").status_code == 404
-    assert orthanc.get(f"/studies/{series_of['mr']}/frames-of-reference").status_code == 404
-    assert orthanc.post(f"/studies/{source_study}/frames-of-reference", json={}).status_code == 405
+    unknown = orthanc.get("/studies/0000-unknown/frames-of-reference")
+    assert unknown.status_code == 404 and unknown.json()["OrthancStatus"] == 17
+    wrong_level = orthanc.get(f"/studies/{series_of['mr']}/frames-of-reference")
+    assert wrong_level.status_code == 404
+    assert wrong_level.json()["Message"] in ("Unknown resource", f"Unknown resource: no studies has the ID "
+                                                                 f"{series_of['mr']}")  # the latter where Orthanc (1.10) tells the level apart
+    posted = orthanc.post(f"/studies/{source_study}/frames-of-reference", json={})
+    assert posted.status_code == 405 and posted.headers["Allow"] == "GET"
 
 
 def test_verification_route_is_clean_on_correct_output(orthanc, piecewise):
@@ -295,18 +300,22 @@ def test_references_the_profile_removes_are_listed_not_failed(orthanc):
 def test_verification_route_errors(orthanc, piecewise):
     made, uploaded, anonymized_study = piecewise
     source = uploaded["ct"][0]["ParentStudy"]
-    for body in ({"Source": source}, {"Source": source, "Anonymized": 3}, [source],
-                 {"Source": source, "Anonymized": anonymized_study, "Other": 1}):
+    not_an_id = 'Member "Anonymized" should be the Orthanc ID of a patient, study, series or instance'
+    for body, message in (({"Source": source}, not_an_id), ({"Source": source, "Anonymized": 3}, not_an_id),
+                          ([source], "The body of the request must be a JSON object"),
+                          ({"Source": source, "Anonymized": anonymized_study, "Other": 1}, "Unknown member(s): Other")):
         answer = orthanc.post("/tools/verify-anonymization", json=body)
         assert answer.status_code == 400, body
-        assert answer.json()["HttpStatus"] == 400
+        assert answer.json()["HttpStatus"] == 400 and answer.json()["Message"] == message
     answer = orthanc.post("/tools/verify-anonymization", json={"Source": source, "Anonymized": "nope"})
-    assert answer.status_code == 404
-    assert orthanc.post("/tools/verify-anonymization", data=b"{").status_code == 400
-    assert orthanc.get("/tools/verify-anonymization").status_code == 405
+    assert answer.status_code == 404 and answer.json()["Message"] == "Unknown resource nope"
+    answer = orthanc.post("/tools/verify-anonymization", data=b"{")
+    assert answer.status_code == 400 and "not valid JSON" in answer.json()["Message"]
+    answer = orthanc.get("/tools/verify-anonymization")
+    assert answer.status_code == 405 and answer.headers["Allow"] == "POST"
     answer = orthanc.post("/tools/verify-anonymization",
                           json={"Source": source, "Anonymized": anonymized_study, "Project": "undeclared"})
-    assert answer.status_code == 400
+    assert answer.status_code == 400 and 'Unknown project "undeclared"' in answer.json()["Message"]
 
 
 def test_verification_routes_take_any_level_and_refuse_wrong_ones(orthanc, piecewise):
@@ -319,10 +328,14 @@ def test_verification_routes_take_any_level_and_refuse_wrong_ones(orthanc, piece
     report = verify(orthanc, source_series, ct_series)
     assert report["Source"]["Type"] == report["Anonymized"]["Type"] == "Series"
     assert report["Source"]["InstancesCount"] == len(uploaded["ct"])
-    assert orthanc.post("/tools/verify-anonymization",
-                        json={"Source": "no-such-id", "Anonymized": ct_series}).status_code == 404
-    assert orthanc.get(f"/studies/{source_series}/frames-of-reference").status_code == 404
-    assert orthanc.get(f"/series/{source_series}/frames-of-reference").status_code == 200
+    answer = orthanc.post("/tools/verify-anonymization", json={"Source": "no-such-id", "Anonymized": ct_series})
+    assert answer.status_code == 404 and answer.json()["Message"] == "Unknown resource no-such-id"
+    wrong_level = orthanc.get(f"/studies/{source_series}/frames-of-reference")
+    assert wrong_level.status_code == 404
+    assert wrong_level.json()["Message"] in ("Unknown resource", f"Unknown resource: no studies has the ID {source_series}")
+    frames = orthanc.json(f"/series/{source_series}/frames-of-reference")
+    assert [f["FrameOfReferenceUID"] for f in frames] == [str(made.objects["ct"][0].FrameOfReferenceUID)]
+    assert [s["ID"] for s in frames[0]["Series"]] == [source_series]
 
 
 @pytest.fixture
