@@ -35,6 +35,7 @@ from .options import AnonymizeRequest, parse_request
 from .orthanc_ids import LEVEL_TYPES, anonymized_counterpart
 from .port import ALWAYS, IF_CHANGED, NEVER
 from .pseudonyms import fresh_uid, is_valid_uid
+from .rest_routes import register_route
 from .set_verification import list_frames_of_reference, parse_verify_request, verify
 from .uid_attributes import is_well_known
 
@@ -312,15 +313,15 @@ class Plugin:
         """Register the routes. No change callback: it would run Python for every stored instance
         and slow every anonymization down; jobs a stop interrupted resume at the first call instead."""
         self.job_routes.register(self._guarded)
-        self._orthanc.RegisterRestCallback("/tools/generate-uid", self._guarded(self.generate_uid))
-        self._orthanc.RegisterRestCallback("/tools/bulk-anonymize", self._guarded(self.bulk_anonymize))
-        self._orthanc.RegisterRestCallback("/tools/anonymization-log", self._guarded(self.anonymization_log))
-        self._orthanc.RegisterRestCallback("/(patients|studies|series|instances)/([^/]+)/anonymize",
+        register_route(self._orthanc, "/tools/generate-uid", self._guarded(self.generate_uid))
+        register_route(self._orthanc, "/tools/bulk-anonymize", self._guarded(self.bulk_anonymize))
+        register_route(self._orthanc, "/tools/anonymization-log", self._guarded(self.anonymization_log))
+        register_route(self._orthanc, "/(patients|studies|series|instances)/([^/]+)/anonymize",
                                            self._guarded(self.anonymize))
-        self._orthanc.RegisterRestCallback("/(patients|studies|series)/([^/]+)/frames-of-reference",
+        register_route(self._orthanc, "/(patients|studies|series)/([^/]+)/frames-of-reference",
                                            self._guarded(self.frames_of_reference))
-        self._orthanc.RegisterRestCallback("/tools/verify-anonymization", self._guarded(self.verify_anonymization))
-        self._orthanc.RegisterRestCallback("/(studies|series)/([^/]+)/anonymized-counterpart",
+        register_route(self._orthanc, "/tools/verify-anonymization", self._guarded(self.verify_anonymization))
+        register_route(self._orthanc, "/(studies|series)/([^/]+)/anonymized-counterpart",
                                            self._guarded(self.anonymized_counterpart))
         self._orthanc.ExtendOrthancExplorer(EXPLORER_SCRIPT.read_text(encoding="utf-8"))
         self._orthanc.LogWarning(f"Consistent anonymization plugin ready: {self.config!r}")

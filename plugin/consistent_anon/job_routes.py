@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from .answers import json_text
 from .errors import BadRequest
 from .jobs import FAILURE, SUCCESS, JobQueue
+from .rest_routes import register_route
 
 #: The global property where the plugin's jobs are kept across restarts. Orthanc keeps it per
 #: server (its own database with SQLite; per DatabaseServerIdentifier with a database plugin),
@@ -26,9 +27,9 @@ class JobRoutes:
         self._native = call_native  # RestPort.call: built-in API errors become native's statuses
 
     def register(self, guarded: Callable[[Callable], Callable]) -> None:
-        self._orthanc.RegisterRestCallback("/jobs", guarded(self.list_jobs))
-        self._orthanc.RegisterRestCallback("/jobs/([^/]+)", guarded(self.one_job))
-        self._orthanc.RegisterRestCallback("/jobs/([^/]+)/(cancel|pause|resume|resubmit)", guarded(self.action))
+        register_route(self._orthanc, "/jobs", guarded(self.list_jobs))
+        register_route(self._orthanc, "/jobs/([^/]+)", guarded(self.one_job))
+        register_route(self._orthanc, "/jobs/([^/]+)/(cancel|pause|resume|resubmit)", guarded(self.action))
 
     def _answer_json(self, output: Any, value: Any) -> None:
         output.AnswerBuffer(json_text(value), "application/json")

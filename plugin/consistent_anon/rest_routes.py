@@ -1,0 +1,30 @@
+"""REST routes registered in the one way Orthanc's Python plugin can release safely.
+
+orthanc-python 5.0 and 7.1 (Orthanc 1.12 and 1.13) release their REST callbacks once Python is
+finalized: a callback that is anything but a plain module-level function (a bound method, a
+closure) is then freed on a finalized interpreter, and Orthanc crashes on every stop (SIGSEGV
+or abort). Every route is therefore registered with the module-level `dispatch`, which hands the
+request to the route's handler, found by its pattern as Orthanc found the route.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+#: (pattern, handler) in registration order: Orthanc serves a URI by the first pattern it matches.
+_ROUTES: list[tuple[re.Pattern[str], Callable[..., None]]] = []
+
+
+def dispatch(output: Any, uri: str, **request: Any) -> None:
+    """The callback of every route."""
+    for pattern, handler in _ROUTES:
+        if pattern.fullmatch(uri):
+            handler(output, uri, **request)
+            return
+    raise LookupError(f"No handler for the route of {uri}")  # Orthanc calls it for registered routes only
+
+
+def register_route(orthanc: Any, pattern: str, handler: Callable[..., None]) -> None:
+    """Serve URIs that match `pattern` (a regular expression, whole URI) with `handler`."""
+    _ROUTES.append((re.compile(pattern), handler))
+    orthanc.RegisterRestCallback(pattern, dispatch)
