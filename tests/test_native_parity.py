@@ -371,3 +371,14 @@ def test_the_status_of_each_orthanc_error_code_is_natives(orthanc, native, study
             seen[answer.json()["OrthancStatus"]] = answer.status_code
     assert len(seen) >= 5, seen
     assert {code: status_for_orthanc_error(code) for code in seen} == seen
+
+
+@pytest.mark.parametrize("resources", ["abc", 5, {"a": 1}, [1, 2], None, "absent"],
+                         ids=["string", "number", "object", "numbers", "null", "absent"])
+def test_bulk_resources_of_the_wrong_type_are_refused_as_native(orthanc, native, resources):
+    body = {"Resources": resources} if resources != "absent" else {}
+    ours = orthanc.post("/tools/bulk-anonymize", json=body)
+    theirs = native.post("/tools/bulk-anonymize", json=body)
+    assert ours.status_code == theirs.status_code
+    if theirs.status_code != 200:
+        assert ours.json()["OrthancStatus"] == theirs.json()["OrthancStatus"], (ours.text, theirs.text)

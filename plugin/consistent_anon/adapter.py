@@ -23,7 +23,7 @@ from .audit_log import FileAuditLog, Retention
 from .config import AUDIT_LOG_NAME, configuration_folder, parse_config
 from .coexistence import route_clash_warning
 from .engine import Anonymizer
-from .errors import BadRequest, Conflict, Forbidden, NotFound, PluginError
+from .errors import BadFileFormat, BadRequest, Conflict, Forbidden, NotFound, PluginError
 from .filereader import Header, UnreadableHeader, read_header
 from .job_routes import JOBS_ASIDE_PROPERTY, JOBS_PROPERTY, JobRoutes
 from .jobs import Job, JobQueue, JobSettings
@@ -525,7 +525,7 @@ class Plugin:
         with self.audit.call(BULK, "", body, user) as call:  # the entry is written before the answer
             options = self._parse(body)
             if not isinstance(options.resources, list) or not all(isinstance(r, str) for r in options.resources):
-                raise BadRequest("List of strings expected in field: Resources")
+                raise BadFileFormat("List of strings expected in field: Resources")
             targets = self.anonymizer.resolve(options.resources)
             if targets and options.asynchronous:
                 sources = self.anonymizer.check_request(targets, replace(options, whole_resources=True))
