@@ -16,9 +16,14 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
-from orthanc_server import free_port
+from orthanc_server import RUNTIME, OrthancServer, free_port
+
+#: The index plugin, at the same path on bookworm and in the chroots.
+POSTGRESQL_INDEX = "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"
 
 
 def _pg_bin() -> Path:
@@ -118,7 +123,6 @@ class PostgresServer:
         """What makes `server` a node of a cluster on this database: the index plugin loaded
         (`plugins`: its path as Orthanc sees it), the index here, files in the shared `storage`
         folder, and nothing else in its own index folder."""
-        from orthanc_server import RUNTIME
         return {"Plugins": server.settings["Plugins"] + plugins,
                 "PostgreSQL": self.orthanc_section(),
                 "StorageDirectory": RUNTIME.inside(storage),
@@ -138,3 +142,28 @@ class PostgresServer:
         }
         section.update(extra)
         return section
+
+    @contextmanager
+    def nodes(self, configure: Callable[[OrthancServer, int], None] = lambda server, number: None,
+              count: int = 2, start: bool = True) -> Iterator[tuple[Path, list[OrthancServer]]]:
+        """`count` Orthancs with the plugin on this database and one shared storage folder (as
+        the shared folder, and the servers); `configure(server, number)` adds each one's own
+        settings before it starts. All are removed at the end."""
+        shared = RUNTIME.workdir()
+        storage = shared / "storage"
+        storage.mkdir()
+        servers: list[OrthancServer] = []
+        try:
+            for number in range(1, count + 1):
+                server = OrthancServer()
+                server.configure({"Name": f"consistent-anon-node-{number}",
+                                  **self.node_settings(server, storage, [POSTGRESQL_INDEX])})
+                configure(server, number)
+                servers.append(server)
+                if start:
+                    server.start()
+            yield storage, servers
+        finally:
+            for server in servers:
+                server.cleanup()
+            shutil.rmtree(shared, ignore_errors=True)

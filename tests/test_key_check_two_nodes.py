@@ -2,13 +2,12 @@
 with the key the project did not record is refused, naming the project, and stores nothing."""
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
 from conftest import TEST_KEY, new_patient, upload
 from dicom_factory import two_frame_study
-from orthanc_server import RUNTIME, OrthancServer
+from orthanc_server import OrthancServer
 from postgres_server import PostgresServer
 from test_two_nodes import POSTGRESQL_INDEX, _plugin_available
 
@@ -18,32 +17,25 @@ pytestmark = pytest.mark.skipif(not _plugin_available(),
                                 reason=f"{POSTGRESQL_INDEX} is missing (Debian package orthanc-postgresql)")
 
 
-def test_a_node_with_another_key_is_refused(server_factory):
+def test_a_node_with_another_key_is_refused():
     postgres = PostgresServer().start()
-    shared = RUNTIME.workdir()
-    storage = shared / "storage"
-    storage.mkdir()
-    nodes: list[OrthancServer] = []
+    keys = (TEST_KEY, TEST_KEY[::-1])
+
+    def configure(node: OrthancServer, number: int) -> None:
+        node.configure({"ConsistentAnonymization": {"Key": keys[number - 1]}})
     try:
-        for number, key in enumerate((TEST_KEY, TEST_KEY[::-1])):
-            node = server_factory(start=False)
-            node.configure({**postgres.node_settings(node, storage, [POSTGRESQL_INDEX]),
-                            "ConsistentAnonymization": {"Key": key}})
-            nodes.append(node.start())
-        first, second = nodes
-        study = two_frame_study(per_series=1, patient=new_patient())
-        uploaded = upload(first, study)
-        series = sorted({answer["ParentSeries"] for answer in uploaded.values()})
-        assert first.post(f"/series/{series[0]}/anonymize", json={}).status_code == 200
-        assert [p.name.startswith(CHECK_FILE_PREFIX) for p in storage.iterdir() if p.name.startswith(".")] == [True]
-        before = second.json("/instances")
-        refused = second.post(f"/series/{series[1]}/anonymize", json={})
-        assert refused.status_code == 500, refused.text
-        assert '"default"' in refused.json()["Message"] and TEST_KEY[::-1] not in refused.text
-        assert second.json("/instances") == before
-        assert first.post(f"/series/{series[1]}/anonymize", json={}).status_code == 200
+        with postgres.nodes(configure) as (storage, nodes):
+            first, second = nodes
+            study = two_frame_study(per_series=1, patient=new_patient())
+            uploaded = upload(first, study)
+            series = sorted({answer["ParentSeries"] for answer in uploaded.values()})
+            assert first.post(f"/series/{series[0]}/anonymize", json={}).status_code == 200
+            assert [p.name.startswith(CHECK_FILE_PREFIX) for p in storage.iterdir() if p.name.startswith(".")] == [True]
+            before = second.json("/instances")
+            refused = second.post(f"/series/{series[1]}/anonymize", json={})
+            assert refused.status_code == 500, refused.text
+            assert '"default"' in refused.json()["Message"] and TEST_KEY[::-1] not in refused.text
+            assert second.json("/instances") == before
+            assert first.post(f"/series/{series[1]}/anonymize", json={}).status_code == 200
     finally:
-        for node in nodes:
-            node.stop()
         postgres.cleanup()
-        shutil.rmtree(shared, ignore_errors=True)

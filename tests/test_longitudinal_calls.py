@@ -4,7 +4,6 @@ structure set and a SEG, on one node and on two nodes sharing one PostgreSQL ind
 from __future__ import annotations
 
 import io
-import shutil
 import time
 import uuid
 from datetime import date
@@ -17,7 +16,7 @@ from pydicom.uid import generate_uid
 from conftest import TEST_KEY, new_patient
 from consistent_anon.pseudonyms import Pseudonymizer, project_key
 from dicom_factory import CT_IMAGE_STORAGE, Patient, Study, image_series, rtstruct, to_bytes
-from orthanc_server import RUNTIME, OrthancServer
+from orthanc_server import OrthancServer
 from postgres_server import PostgresServer
 from relationship_factory import finish, segmentation
 from test_longitudinal import DAYS, _explorer2_body, _trial_server
@@ -210,28 +209,18 @@ def trial_nodes():
     if not _plugin_available():
         pytest.skip(f"{POSTGRESQL_INDEX} is missing (Debian package orthanc-postgresql)")
     postgres = PostgresServer().start()
-    shared = RUNTIME.workdir()
-    storage = shared / "storage"
-    storage.mkdir()
-    servers: list[OrthancServer] = []
+
+    def configure(server: OrthancServer, number: int) -> None:
+        subjects = f"{server.settings['StorageDirectory']}/subjects.csv"
+        server.configure({"ConsistentAnonymization": {
+            **server.settings["ConsistentAnonymization"], "Key": TEST_KEY,
+            "Projects": {"trial": {"ShiftDates": True, "DateShiftDays": DAYS, "ClinicalTrial": TRIAL,
+                                   "Subjects": subjects}}}})
     try:
-        for number in (1, 2):
-            server = OrthancServer()
-            server.configure({
-                "Name": f"trial-node-{number}",
-                **postgres.node_settings(server, storage, [POSTGRESQL_INDEX]),
-                "ConsistentAnonymization": {
-                    **server.settings["ConsistentAnonymization"], "Key": TEST_KEY,
-                    "Projects": {"trial": {"ShiftDates": True, "DateShiftDays": DAYS, "ClinicalTrial": TRIAL,
-                                           "Subjects": RUNTIME.inside(storage / "subjects.csv")}}},
-            })
-            servers.append(server)
-        yield storage, servers
+        with postgres.nodes(configure, start=False) as (storage, servers):
+            yield storage, servers
     finally:
-        for server in servers:
-            server.cleanup()
         postgres.cleanup()
-        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_two_nodes_shift_a_patients_studies_by_one_offset_under_one_subject(trial_nodes):

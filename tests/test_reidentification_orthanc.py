@@ -88,23 +88,8 @@ def postgres():
 @pytest.fixture
 def nodes(postgres, keys):
     """Two Orthancs on one PostgreSQL index and one storage folder, sealing for alice."""
-    shared = RUNTIME.workdir()
-    storage = shared / "storage"
-    storage.mkdir()
-    servers: list[OrthancServer] = []
-    try:
-        for number in (1, 2):
-            server = OrthancServer()
-            server.configure({"Name": f"consistent-anon-node-{number}",
-                              **postgres.node_settings(server, storage, [POSTGRESQL_INDEX])})
-            server.configure(_section(server, keys, "alice"))
-            servers.append(server)
-            server.start()
+    with postgres.nodes(lambda server, number: server.configure(_section(server, keys, "alice"))) as (_, servers):
         yield servers
-    finally:
-        for server in servers:
-            server.cleanup()
-        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_series_by_series_on_two_nodes_openssl_gives_back_every_original(nodes, keys, tmp_path):

@@ -6,7 +6,6 @@ one anonymized patient and study, with its frames of reference, seen alike from 
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,8 @@ from coherence import Call, check_study, failed_calls, most_in_flight, pseudonym
 from conftest import TEST_KEY, new_patient, upload
 from dicom_factory import two_frame_study
 from orthanc_server import RUNTIME, OrthancServer
-from postgres_server import PostgresServer
+from postgres_server import POSTGRESQL_INDEX, PostgresServer
 
-#: The index plugin, at the same path on bookworm (4.0) and in the trixie chroot (5.0).
-POSTGRESQL_INDEX = "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"
 NODES = 2
 
 
@@ -43,26 +40,13 @@ def nodes(request, postgres):
     """Two Orthancs with the plugin, on the same PostgreSQL database and the same storage folder:
     without a key (generated in the database at the first anonymization), or with the same Key;
     the last also with "CheckRevisions" (the metadata writes of both nodes race on one study)."""
-    shared = RUNTIME.workdir()
-    storage = shared / "storage"
-    storage.mkdir()
-    servers: list[OrthancServer] = []
-    try:
-        for number in range(1, NODES + 1):
-            server = OrthancServer()
-            server.configure({"Name": f"consistent-anon-node-{number}",
-                              **postgres.node_settings(server, storage, [POSTGRESQL_INDEX])})
-            if request.param.startswith("configured key"):
-                section = dict(server.settings["ConsistentAnonymization"], Key=TEST_KEY)
-                server.configure({"ConsistentAnonymization": section,
-                                  "CheckRevisions": request.param.endswith("CheckRevisions")})
-            servers.append(server)
-            server.start()
+    def configure(server: OrthancServer, number: int) -> None:
+        if request.param.startswith("configured key"):
+            section = dict(server.settings["ConsistentAnonymization"], Key=TEST_KEY)
+            server.configure({"ConsistentAnonymization": section,
+                              "CheckRevisions": request.param.endswith("CheckRevisions")})
+    with postgres.nodes(configure, NODES) as (_, servers):
         yield servers
-    finally:
-        for server in servers:
-            server.cleanup()
-        shutil.rmtree(shared, ignore_errors=True)
 
 
 def _anonymize_series(server: OrthancServer, series_id: str) -> Call:
