@@ -73,13 +73,26 @@ def port_of(orthanc: FakeOrthanc) -> tuple[RestPort, FakeLoopback]:
     return port, loopback
 
 
-@pytest.mark.parametrize("check_revisions", [False, True])
-def test_a_value_already_there_is_not_written_a_new_one_is(check_revisions):
-    orthanc = FakeOrthanc(check_revisions)
+def test_under_check_revisions_a_value_already_there_is_not_written_a_new_one_is():
+    orthanc = FakeOrthanc(True)
     port, loopback = port_of(orthanc)
     port.set_metadata("series", "s1", "9732", "mark")
     port.set_metadata("series", "s1", "9732", "mark")
     assert orthanc.puts == [(SERIES + "/metadata/9732", "mark")] and not loopback.overwrites
+
+
+def test_without_check_revisions_a_write_is_one_call_with_no_read_before_it():
+    """A study-level run writes AnonymizedFrom once per instance: a read before each write would
+    double the calls, for a revision nothing checks."""
+    orthanc = FakeOrthanc(False)
+    reads: list[str] = []
+    get = orthanc.RestApiGet
+    orthanc.RestApiGet = lambda path: reads.append(path) or get(path)
+    port, loopback = port_of(orthanc)
+    port.set_metadata("series", "s1", "9732", "mark")
+    port.set_metadata("series", "s1", "9732", "mark")
+    assert reads == [] and not loopback.overwrites
+    assert orthanc.metadata[SERIES + "/metadata/9732"] == "mark"
 
 
 def test_without_check_revisions_an_overwrite_is_a_plain_write():
