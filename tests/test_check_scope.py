@@ -28,7 +28,7 @@ def test_pixel_values_that_spell_a_source_uid_are_not_a_leak(orthanc, study):
 def test_a_source_uid_in_an_element_after_the_pixel_data_is_still_refused(orthanc, study):
     image = study.series[0][1]
     block = image.private_block(0x7FE1, "SYNTHETIC VENDOR", create=True)
-    block.add_new(0x01, "LO", f"from {image.StudyInstanceUID}")
+    block.add_new(0x01, "LT", f"copied from {image.StudyInstanceUID}")
     uploaded = upload(orthanc, study)
     answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
                           json={"KeepPrivateTags": True})
