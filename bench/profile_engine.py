@@ -93,8 +93,8 @@ class HttpOrthanc:
             try:
                 error = json.loads(data)
                 code, message = int(error.get("OrthancStatus", -1)), str(error.get("Message", ""))
-            except ValueError:
-                code, message = -1, data.decode(errors="replace")
+            except ValueError:  # no JSON body (a metadata that is not there): the code by the status
+                code, message = {400: 8, 404: 7}.get(answer.status, -1), data.decode(errors="replace")
             raise self.OrthancException(code, message or f"HTTP {answer.status}")
         return data
 
@@ -132,6 +132,17 @@ class HttpOrthanc:
         pass
 
     LogWarning = LogError = LogInfo
+
+    def GenerateRestApiAuthorizationToken(self) -> str:
+        """Asked for only under "CheckRevisions", which the profiled Orthanc does not set."""
+        return ""
+
+
+class UnsharedChecks:
+    """The project key's check value, kept in this process only: the profile's key is fixed."""
+
+    def record(self, project: str, check: str, replace: bool = False) -> str:
+        return check
 
 
 class TimedPort:
@@ -226,7 +237,7 @@ def child(args: argparse.Namespace) -> None:
     orthanc = HttpOrthanc(args.url, configuration, args.python_plugin_version)
     real_port = RestPort(orthanc, configuration)
     port = TimedPort(real_port)
-    anonymizer = Anonymizer(port, KeyStore(parse_config(configuration), lambda: b""))
+    anonymizer = Anonymizer(port, KeyStore(parse_config(configuration), lambda: b"", lambda: UnsharedChecks()))
     request = parse_request(b"{}")
     workers = real_port.workers()
     instances = json.loads(orthanc.RestApiGet(f"/studies/{args.study}/instances"))

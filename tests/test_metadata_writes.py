@@ -74,12 +74,27 @@ def port_of(orthanc: FakeOrthanc) -> tuple[RestPort, FakeLoopback]:
 
 
 @pytest.mark.parametrize("check_revisions", [False, True])
-def test_a_value_already_there_is_not_written_a_new_one_is(check_revisions):
+def test_a_user_metadata_already_there_is_not_written_a_new_one_is(check_revisions):
+    """The options mark, once per series: on a re-run it is there already, and a read costs
+    less than a write."""
     orthanc = FakeOrthanc(check_revisions)
     port, loopback = port_of(orthanc)
     port.set_metadata("series", "s1", "9732", "mark")
     port.set_metadata("series", "s1", "9732", "mark")
     assert orthanc.puts == [(SERIES + "/metadata/9732", "mark")] and not loopback.overwrites
+
+
+def test_without_check_revisions_anonymized_from_is_one_write_with_no_read_before_it():
+    """A study-level run writes AnonymizedFrom once per new instance, where it is never there
+    yet: a read before each write would double the calls, for a revision nothing checks."""
+    orthanc = FakeOrthanc(False)
+    reads: list[str] = []
+    get = orthanc.RestApiGet
+    orthanc.RestApiGet = lambda path: reads.append(path) or get(path)
+    port, loopback = port_of(orthanc)
+    port.set_metadata("series", "s1", "AnonymizedFrom", "source")
+    assert reads == [] and not loopback.overwrites
+    assert orthanc.metadata[SERIES + "/metadata/AnonymizedFrom"] == "source"
 
 
 def test_without_check_revisions_an_overwrite_is_a_plain_write():

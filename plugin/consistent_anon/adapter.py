@@ -175,8 +175,11 @@ class RestPort:
         return json.loads(self.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}"))[field]
 
     def set_metadata(self, level: str, resource_id: str, name: str, value: str) -> None:
-        """Make the metadata hold `value`: no write when it already does; a plain write when it is
-        new, or when Orthanc does not check revisions; else an overwrite naming the revision it
+        """Make the metadata hold `value`. AnonymizedFrom, where Orthanc does not check revisions: a
+        plain write with no read before it (a study-level run writes it once per new instance,
+        where it is never there yet: the read doubled those calls). Else no write when it
+        already holds `value` (the options mark, once per series, is there on a re-run); a plain
+        write when it is new, or when Orthanc does not check revisions; else an overwrite naming the revision it
         replaces (LoopbackRest), for a user metadata: Orthanc's HTTP API forbids writing a system
         one (AnonymizedFrom, 403), and its internal API cannot name a revision, so an
         AnonymizedFrom already there stays (it names a source of the result too, one of several
@@ -186,7 +189,7 @@ class RestPort:
         writes only if the winner's value is not the one wanted."""
         path = f"/{level}/{resource_id}/metadata/{name}"
         for attempt in range(METADATA_ATTEMPTS):
-            current = self.metadata(level, resource_id, name)
+            current = self.metadata(level, resource_id, name) if self._check_revisions or name.isdigit() else None
             if current == value:
                 return
             try:

@@ -1,0 +1,36 @@
+"""What the fail-closed check searches in the file's bytes: everything but the pixel data's value.
+
+The header scan reads every element up to the pixel data; after it, the bytes are searched for
+source UIDs and identifying texts (a vendor's trailing elements). Pixel values are not text:
+searching them cost about a millisecond per 256x256 instance, and a run of pixel bytes that
+happens to spell a source UID would refuse an instance that leaks nothing.
+"""
+from __future__ import annotations
+
+from anonymized import parse
+from conftest import upload
+
+
+def test_pixel_values_that_spell_a_source_uid_are_not_a_leak(orthanc, study):
+    image = study.series[0][0]
+    pixels = bytearray(image.PixelData)
+    for offset, spelled in ((8, image.SOPInstanceUID.encode("ascii")),
+                            (160, image.StudyInstanceUID.encode("utf-16-le"))):
+        assert offset + len(spelled) <= len(pixels)
+        pixels[offset:offset + len(spelled)] = spelled  # same length: the image keeps its size
+    image.PixelData = bytes(pixels)
+    uploaded = upload(orthanc, study)
+    answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize", json={})
+    assert answer.status_code == 200, answer.text
+    assert parse(answer.content).PixelData == bytes(pixels)  # native keeps the pixels as they are
+
+
+def test_a_source_uid_in_an_element_after_the_pixel_data_is_still_refused(orthanc, study):
+    image = study.series[0][1]
+    block = image.private_block(0x7FE1, "SYNTHETIC VENDOR", create=True)
+    block.add_new(0x01, "LT", f"copied from {image.StudyInstanceUID}")
+    uploaded = upload(orthanc, study)
+    answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
+                          json={"KeepPrivateTags": True})
+    assert answer.status_code == 500
+    assert "after the pixel data" in answer.json()["Message"]
