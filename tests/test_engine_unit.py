@@ -235,3 +235,15 @@ def test_workers_learn_together_whether_anonymized_from_can_be_written(version, 
     assert links == ([link for link in links if link] if written else [None] * len(sources))
     writes = [argument for name, argument in orthanc.calls if name == "set_metadata" and "AnonymizedFrom" in argument]
     assert len(writes) >= len(sources) if written else 1 <= len(writes) <= 4  # each worker tries once at most
+
+
+def test_a_series_another_node_consumed_is_a_404_that_says_why():
+    """Another node's call with KeepSource false deleted the series: this node cannot know it was
+    that, but its 404 names the usual reason, unlike a bare "Unknown resource"."""
+    engine, orthanc = _engine()
+    study, sources = _study(orthanc)
+    other_node = Anonymizer(orthanc, engine._keys)  # its own ledger, as on another node
+    other_node.anonymize_resource("studies", study, _request(KeepSource=False))
+    with pytest.raises(NotFound) as raised:
+        engine.anonymize_resource("series", sources[0]["ParentSeries"], _request(KeepSource=False))
+    assert str(raised.value).startswith("Unknown resource") and "KeepSource false" in str(raised.value)

@@ -98,12 +98,13 @@ def _answer_problems(server, calls: list[Call]) -> list[str]:
         if "job" in call.name and last.status_code == 200 and last.json().get("State") == "Failure":
             if last.json()["ErrorCode"] == CANCELED_JOB:
                 continue
-            if "Unknown resource" in last.json().get("ErrorDetails", "") or not last.json().get("ErrorDetails"):
+            details = last.json().get("ErrorDetails", "")
+            if not details or ("Unknown resource" in details and "deleted" not in details):
                 problems.append(f"{call.name}: failed without a clear reason: {last.text[:300]}")
             continue
         if last.status_code in (404, 409):  # consumed by another call (409), or gone under it (404)
-            if last.json()["Message"].startswith("Unknown resource"):
-                problems.append(f"{call.name}: a bare 'Unknown resource'")
+            if last.status_code == 404 and "deleted" not in last.json()["Message"]:  # e.g. a bare "Unknown resource"
+                problems.append(f"{call.name}: a {last.status_code} that does not say why: {last.json()['Message']}")
             continue
         if last.status_code != 200:
             problems.append(f"{call.name}: {last.status_code} {last.text[:300]}")

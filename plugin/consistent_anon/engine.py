@@ -143,14 +143,17 @@ class Anonymizer:
 
     def _instances_of(self, level: str, resource_id: str) -> list[Source]:
         """The resource's instances; if another call of this Orthanc consumed it (KeepSource
-        false), a 409 that says so rather than a bare "Unknown resource"."""
+        false), a 409 that says so; else a 404 that names the usual reason (another node's call
+        may have consumed it) rather than a bare "Unknown resource"."""
         try:
             return self._port.instances_of(level, resource_id)
         except NotFound:
             if self._ledger.was_consumed(resource_id):
                 raise Conflict(f"{LEVEL_TYPES[level]} {resource_id} was anonymized with KeepSource false by "
                                "another call, which deleted it: its anonymized copy is stored") from None
-            raise
+            raise NotFound(f"Unknown resource: no {level} has the ID {resource_id} (if there was one, it was "
+                           "deleted: an anonymization with KeepSource false, on this or another node, deletes "
+                           "its sources once their anonymized copies are stored)") from None
 
     @contextmanager
     def _vanishing(self, sources: list[Source]) -> Iterator[None]:
