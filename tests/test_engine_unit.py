@@ -247,3 +247,18 @@ def test_a_series_another_node_consumed_is_a_404_that_says_why():
     with pytest.raises(NotFound) as raised:
         engine.anonymize_resource("series", sources[0]["ParentSeries"], _request(KeepSource=False))
     assert str(raised.value).startswith("Unknown resource") and "KeepSource false" in str(raised.value)
+
+
+def test_a_bulk_resource_consumed_meanwhile_is_refused_saying_why():
+    """Bulk resources are resolved by ID: one that another node consumed is a 404 that names the
+    usual reason, one this node consumed a 409 that says so."""
+    engine, orthanc = _engine()
+    study, sources = _study(orthanc)
+    Anonymizer(orthanc, engine._keys).anonymize_resource("studies", study, _request(KeepSource=False))
+    with pytest.raises(NotFound) as raised:
+        engine.resolve([sources[0]["ParentSeries"]])
+    assert str(raised.value).startswith("Unknown resource") and "KeepSource false" in str(raised.value)
+    mine, _ = _study(orthanc)
+    engine.anonymize_resource("studies", mine, _request(KeepSource=False))
+    with pytest.raises(Conflict):
+        engine.resolve([mine])

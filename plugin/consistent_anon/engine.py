@@ -21,7 +21,7 @@ from . import answers
 from .call_run import CallParts, CallPlan, CallRun, Canceled, Progress, WholeCheck, vanished
 from .config import DEFAULT_OPTIONS_METADATA
 from .deletions import Deletions
-from .errors import BadRequest, Conflict, NotFound, VerificationFailed
+from .errors import BadRequest, Conflict, NotFound, Refused, VerificationFailed
 from .filereader import UnreadableHeader, read_header
 from .identities import NativeMarkers
 from .instance_steps import InstanceSteps
@@ -100,7 +100,13 @@ class Anonymizer:
 
     def resolve(self, resource_ids: list[str]) -> list[tuple[str, str]]:
         """The level of each resource of a bulk request (native's /tools/bulk-anonymize takes IDs of any level)."""
-        return [(self._port.level_of(resource_id), resource_id) for resource_id in resource_ids]
+        return [(self._level_of(resource_id), resource_id) for resource_id in resource_ids]
+
+    def _level_of(self, resource_id: str) -> str:
+        try:
+            return self._port.level_of(resource_id)
+        except NotFound:
+            raise self._missing(f"Unknown resource {resource_id}", "Resource", resource_id) from None
 
     # --- Stage 1: plan the call ---------------------------------------------------------------
     def check_request(self, targets: list[tuple[str, str]], request: AnonymizeRequest) -> list[Source]:
@@ -148,12 +154,17 @@ class Anonymizer:
         try:
             return self._port.instances_of(level, resource_id)
         except NotFound:
-            if self._ledger.was_consumed(resource_id):
-                raise Conflict(f"{LEVEL_TYPES[level]} {resource_id} was anonymized with KeepSource false by "
-                               "another call, which deleted it: its anonymized copy is stored") from None
-            raise NotFound(f"Unknown resource: no {level} has the ID {resource_id} (if there was one, it was "
-                           "deleted: an anonymization with KeepSource false, on this or another node, deletes "
-                           "its sources once their anonymized copies are stored)") from None
+            raise self._missing(f"Unknown resource: no {level} has the ID {resource_id}", LEVEL_TYPES[level],
+                                resource_id) from None
+
+    def _missing(self, unknown: str, kind: str, resource_id: str) -> Refused:
+        """409 where a call of this Orthanc consumed the resource (KeepSource false); else the 404
+        `unknown`, naming the usual reason (another node's call may have consumed it)."""
+        if self._ledger.was_consumed(resource_id):
+            return Conflict(f"{kind} {resource_id} was anonymized with KeepSource false by another call, which "
+                            "deleted it: its anonymized copy is stored")
+        return NotFound(f"{unknown} (if there was one, it was deleted: an anonymization with KeepSource false, on "
+                        "this or another node, deletes its sources once their anonymized copies are stored)")
 
     @contextmanager
     def _vanishing(self, sources: list[Source]) -> Iterator[None]:

@@ -12,7 +12,7 @@ from .sealing import bytes_without_encrypted_attributes, without_added_sequence
 from .scanning import MIN_WORD, TextFinder, describe, find_uids, request_name, rewrite_uids, whole_uid_in_bytes
 from .set_verification import identifying_texts, text_leaks
 from .vocabulary import (MEDIA_STORAGE_SOP_INSTANCE_UID, PATIENT_ID, REFERENCED_SOP_INSTANCE_UID, SOP_INSTANCE_UID,
-                         SOURCE_IMAGE_SEQUENCE, Path, orthanc_path)
+                         SOURCE_IMAGE_SEQUENCE, TRANSFER_SYNTAX_UID, Path, orthanc_path)
 
 #: Text VRs whose values the plugin can give back with each source UID token replaced by its
 #: pseudonym, through a Replace at their path; and UI, whose values are UIDs.
@@ -122,14 +122,28 @@ def _identifier_problems(data: bytes, header: Header, plan: InstancePlan) -> lis
     return problems
 
 
+#: Transfer syntaxes whose pixel data holds raw sample values only; compressed (encapsulated)
+#: frames also carry metadata segments of their own (a JPEG comment, a JPEG 2000 comment box).
+_RAW_PIXEL_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
+
+
+def _raw_pixels_end(header: Header) -> int | None:
+    """Where the file goes on after raw pixel values, which the byte searches skip (they are not
+    text, and searching them cost about 1 ms per 256x256 instance); None where the pixel data is
+    to be searched too: compressed, or its end unknown."""
+    if header.text(TRANSFER_SYNTAX_UID) not in _RAW_PIXEL_SYNTAXES:
+        return None
+    return header.after_pixel_data
+
+
 def _outside_pixel_data(data: bytes, header: Header) -> bytes:
-    """The file's bytes but the pixel data's value, for the UID search: the header's bytes (the
-    preamble and what lies between elements included) and whatever follows the pixel data. Pixel
-    values are not text, and searching them cost about 1 ms per 256x256 instance.
-    The whole file where the reader could not tell where the pixel data ends, or it is deflated."""
-    if header.after_pixel_data is None or not data.startswith(header.searchable):
+    """The file's bytes for the UID search: the header's bytes (the preamble and what lies between
+    elements included) and whatever follows raw pixel values; the whole file where the pixel data
+    is compressed, its end unknown, or the file deflated."""
+    end = _raw_pixels_end(header)
+    if end is None or not data.startswith(header.searchable):
         return data
-    return header.searchable + memoryview(data)[header.after_pixel_data:].tobytes()
+    return header.searchable + memoryview(data)[end:].tobytes()
 
 
 def _text_after_header(data: bytes, header: Header, texts: dict[str, str]) -> bool:
@@ -139,9 +153,10 @@ def _text_after_header(data: bytes, header: Header, texts: dict[str, str]) -> bo
     texts of at least TextFinder's word length: shorter ones would be found in any pixel data."""
     if not data.startswith(header.searchable):
         return False  # a deflated file: its header was read inflated, the rest is deflated
-    # Past the pixel data's value where the reader found its end: texts are elements, not pixels
+    # Past raw pixel values where the reader found their end: texts are elements, not pixels
     # (searching 16-bit pixels for every variant cost milliseconds per instance).
-    start = header.after_pixel_data if header.after_pixel_data is not None else len(header.searchable)
+    end = _raw_pixels_end(header)
+    start = end if end is not None else len(header.searchable)
     tail = memoryview(data)[start:].tobytes()
     encodings = {"utf-8", "utf-16-le", "utf-16-be", *header.encodings()}
     for text in texts:
