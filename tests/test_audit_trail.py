@@ -291,3 +291,24 @@ def test_each_entry_goes_to_orthancs_channel_as_the_sdk_takes_it():
 
 def test_without_the_sdk_call_there_is_no_channel():
     assert audit.orthanc_emitter(object()) is None
+
+
+def test_a_job_is_seen_to_succeed_only_once_its_entry_is_written():
+    """Its entry is written while the job still runs; a success that could not be written ends
+    the job as a failure that says so (the result stays stored), as a synchronous call answers 500."""
+    seen_when_written = []
+
+    class Watched(Recorded):
+        def append(self, entry):
+            seen_when_written.append(queue.get(entry.job).state)
+            return super().append(entry)
+    queue = _queue(_trail(Watched()), lambda job, progress, canceled: {"ID": RESULT, "InstancesCount": 4})
+    job = queue.submit("studies", SOURCE, "{}", 0, {}, {})
+    _wait(queue, job.id)
+    assert seen_when_written == ["Running"] and queue.get(job.id).state == "Success"
+
+    unwritable = _queue(_trail(Recorded(fails=True)), lambda job, progress, canceled: {"ID": RESULT})
+    job = unwritable.submit("studies", SOURCE, "{}", 0, {}, {})
+    _wait(unwritable, job.id)
+    ended = unwritable.get(job.id)
+    assert ended.state == "Failure" and "audit log" in ended.error_details

@@ -66,7 +66,8 @@ def test_records_are_saved_with_their_version_and_read_back():
     queue = store.queue()
     queue.restore()
     job = queue.submit("series", "series-1", "{}", 0, {"InstancesCount": 3}, {})
-    wait_until(lambda: queue.get(job.id).state == SUCCESS)
+    # the record saved once the job ended (its state is seen a moment before that save)
+    wait_until(lambda: json.loads(store.saved or "{}").get("Jobs", [{}])[0].get("state") == SUCCESS)
     saved = json.loads(store.saved)
     assert saved["Version"] == RECORD_VERSION and [r["id"] for r in saved["Jobs"]] == [job.id]
     again = Store(store.saved).queue()

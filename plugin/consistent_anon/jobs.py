@@ -80,6 +80,8 @@ class Job:
 Runner = Callable[[Job, Callable[[int, int], None], Callable[[], bool]], dict]
 #: Told when a job ends (succeeded, failed or canceled): the job, and the error it ended with.
 EndHook = Callable[[Job, "BaseException | None"], None]
+#: How a job ends: its state, Orthanc error code, description and details.
+Ending = tuple[str, int, str, str]
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ class JobQueue:
             elif job.state == RUNNING:
                 job.cancel_requested = True
         if ended:
-            self._ended(job, JobCanceled())
+            self._report(job, JobCanceled())
         self._persist()
 
     def forget(self, job_id: str) -> None:
@@ -291,38 +293,44 @@ class JobQueue:
                     continue
                 job.state = RUNNING
             self._persist()
-            self._ended(job, self._run(job))
+            error, ending = self._run(job)
+            unrecorded = self._report(job, error)  # before the state says it ended: seen done once recorded
+            if unrecorded is not None:  # the result stays stored; the job says it went unrecorded
+                ending = (FAILURE, *orthanc_error(unrecorded), unrecorded.message)
+            self._finish(job, *ending)
             self._persist()
 
-    def _ended(self, job: Job, error: BaseException | None) -> None:
+    def _report(self, job: Job, error: BaseException | None) -> PluginError | None:
+        """Runs the end hook (the audit entry); answers its failure where the job succeeded (the
+        job then ends as failed, saying so, as a synchronous call answers 500); logs the others."""
         try:
             self._on_end(job, error)
-        except Exception as failure:  # the job's own outcome stands
+        except PluginError as failure:
+            if error is None:
+                return failure
             self._log_error(f"the end of an anonymization job could not be reported ({type(failure).__name__})")
+        except Exception as failure:  # the job's own outcome stands; the hook's failure is logged
+            self._log_error(f"the end of an anonymization job could not be reported ({type(failure).__name__})")
+        return None
 
-    def _run(self, job: Job) -> BaseException | None:
-        """Runs the job to its end; answers the error it ended with, None if it succeeded."""
+    def _run(self, job: Job) -> tuple[BaseException | None, Ending]:
+        """Runs the job to its end; answers the error it ended with (None if it succeeded) and
+        the state, code, description and details it ends with."""
         started = time.monotonic()
 
         def progress(done: int, total: int) -> None:
             job.progress = min(99, int(100 * done / total)) if total else 0
             job.runtime = time.monotonic() - started
 
-        ended: BaseException | None = None
         try:
-            content = self._runner(job, progress, lambda: job.cancel_requested)
+            job.content = self._runner(job, progress, lambda: job.cancel_requested)
+            return None, (SUCCESS, 0, "Success", "")
         except JobCanceled as error:
-            ended = error
-            self._finish(job, FAILURE, CANCELED_JOB, "This job was canceled", "")
+            return error, (FAILURE, CANCELED_JOB, "This job was canceled", "")
         except PluginError as error:
-            ended = error
-            self._finish(job, FAILURE, *orthanc_error(error), error.message)
+            return error, (FAILURE, *orthanc_error(error), error.message)
         except Exception as error:  # a bug: the job fails, the worker lives on
-            ended = error
-            self._finish(job, FAILURE, -1, "Internal error", type(error).__name__)
             self._log_error(f"anonymization job failed unexpectedly ({type(error).__name__})")
-        else:
-            job.content = content
-            self._finish(job, SUCCESS, 0, "Success", "")
-        job.runtime = time.monotonic() - started
-        return ended
+            return error, (FAILURE, -1, "Internal error", type(error).__name__)
+        finally:
+            job.runtime = time.monotonic() - started
