@@ -59,6 +59,17 @@ def test_a_rerun_reads_no_file_and_answers_the_same_result():
     assert orthanc.count("read_file") == reads  # the results are known from the index alone
 
 
+def test_a_rerun_writes_nothing_and_asks_each_series_identifiers_once():
+    engine, orthanc = _engine()
+    study, sources = _study(orthanc)
+    engine.anonymize_resource("studies", study, _request())
+    writes, lookups = orthanc.count("set_metadata"), orthanc.count("identifiers")
+    engine.anonymize_resource("studies", study, _request())
+    assert orthanc.count("set_metadata") == writes  # the options' mark is there already
+    assert orthanc.count("identifiers") == lookups  # a series' identifiers never change
+    assert lookups == len({source["ParentSeries"] for source in sources})
+
+
 def test_series_by_series_land_in_one_study():
     engine, orthanc = _engine()
     study, sources = _study(orthanc)

@@ -136,11 +136,11 @@ class RestPort:
                 series["MainDicomTags"].get("SeriesInstanceUID", ""))
 
     def existing_instances(self, series_id: str) -> set[str]:
+        """The series' own record lists its instances' IDs: not a record per instance."""
         try:
-            answer = json.loads(self.call(self._orthanc.RestApiGet, f"/series/{series_id}/instances"))
+            return set(json.loads(self.call(self._orthanc.RestApiGet, f"/series/{series_id}"))["Instances"])
         except NotFound:
             return set()
-        return {instance["ID"] for instance in answer}
 
     def overwrite_mode(self) -> str:
         return overwrite_mode(self._configuration.get("OverwriteInstances", False))

@@ -7,7 +7,7 @@ override native's random choices at any depth, and what the output must then con
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .errors import PluginError, SubjectRequired
 from .filereader import Element, Header
@@ -125,6 +125,14 @@ class _UidTargets:
         if is_well_known(original):
             return original
         return self.fixed.get(original) or self.pseudonyms.uid(self.patient_id, original)
+
+
+def uid_target(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer, uid_tags: frozenset[int],
+               patient_id: str) -> Callable[[str], str]:
+    """What a UID of an instance with this header's fixed values becomes where the caller says
+    nothing of its place, as `plan_instance` decides it: the index's re-run shortcut predicts
+    each instance's SOPInstanceUID with it, without planning every instance whole."""
+    return _UidTargets(_caller_targets(header, request, uid_tags), pseudonyms, patient_id)
 
 
 def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer,

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterator
+from functools import cached_property
+from typing import Callable, Iterator
 
 from . import orthanc_ids
 from .errors import Conflict
 from .filereader import Header
-from .identities import NativeMarkers, plan_instance
+from .identities import InstancePlan, NativeMarkers, plan_instance, uid_target
 from .keys import KeyStore
+from .lru import LruCache
 from .options import AnonymizeRequest
 from .port import ALWAYS, NEVER, OrthancPort, Source, Stored, by_series
 from .pseudonyms import Pseudonymizer
 from .sealing import NoSealing, Sealing
 from .vocabulary import (ISSUER_OF_PATIENT_ID, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID,
                          STUDY_INSTANCE_UID, Path)
+
+#: Source series whose identifiers are remembered (three short texts each).
+SERIES_REMEMBERED = 4096
 
 
 @dataclass(frozen=True)
@@ -39,13 +44,40 @@ class _Predictor:
 
     def targets(self, sop_instance_uid: str) -> list[str]:
         """PatientID, StudyInstanceUID, SeriesInstanceUID and SOPInstanceUID of the result of the
-        source instance with this SOPInstanceUID ("" where the request removes or empties it)."""
-        roots = Header.of_values({PATIENT_ID: self.patient_id, ISSUER_OF_PATIENT_ID: self.issuer,
-                                  STUDY_INSTANCE_UID: self.study_uid, SERIES_INSTANCE_UID: self.series_uid,
-                                  SOP_INSTANCE_UID: sop_instance_uid})
-        plan = plan_instance(roots, self.request, self.pseudonyms, self.markers, self.uid_tags)
-        return [plan.patient_id] + [plan.expected_uids.get(Path.top(tag), ("",))[0]
-                                    for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)]
+        source instance with this SOPInstanceUID ("" where the request removes or empties it).
+        Only the SOPInstanceUID differs between a series' members: the rest is planned once."""
+        series_targets, sop_target = self._series_plan
+        if not sop_instance_uid or sop_target is None:
+            return self.planned(sop_instance_uid)
+        return [*series_targets, sop_target(sop_instance_uid)]
+
+    def planned(self, sop_instance_uid: str) -> list[str]:
+        """`targets` from a whole plan of the instance."""
+        return _identities(self._plan(sop_instance_uid))
+
+    @cached_property
+    def _series_plan(self) -> tuple[list[str], Callable[[str], str] | None]:
+        """The targets shared by the series' members, and what a SOPInstanceUID becomes (None
+        where the caller's Keep, Replace or Remove decides it: each instance is then planned whole)."""
+        plan = self._plan("")
+        if self.request.caller_paths.fate(Path.top(SOP_INSTANCE_UID)):
+            return _identities(plan)[:3], None
+        return _identities(plan)[:3], uid_target(self._roots(""), self.request, self.pseudonyms, self.uid_tags,
+                                                  plan.patient_id)
+
+    def _plan(self, sop_instance_uid: str) -> InstancePlan:
+        return plan_instance(self._roots(sop_instance_uid), self.request, self.pseudonyms, self.markers,
+                             self.uid_tags)
+
+    def _roots(self, sop_instance_uid: str) -> Header:
+        return Header.of_values({PATIENT_ID: self.patient_id, ISSUER_OF_PATIENT_ID: self.issuer,
+                                 STUDY_INSTANCE_UID: self.study_uid, SERIES_INSTANCE_UID: self.series_uid,
+                                 SOP_INSTANCE_UID: sop_instance_uid})
+
+
+def _identities(plan: InstancePlan) -> list[str]:
+    return [plan.patient_id] + [plan.expected_uids.get(Path.top(tag), ("",))[0]
+                                for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)]
 
 
 @dataclass(frozen=True)
@@ -63,13 +95,23 @@ class ResultIndex:
         self._keys = keys
         self._uid_tags = uid_tags
         self._options_metadata = options_metadata
+        self._identifiers: LruCache[str, tuple[str, str, str]] = LruCache(SERIES_REMEMBERED)
+
+    def identifiers(self, series_id: str) -> tuple[str, str, str]:
+        """PatientID, StudyInstanceUID and SeriesInstanceUID of a source series. They never change
+        for one Orthanc ID (Orthanc derives the ID from them): asked once, not at every check."""
+        known = self._identifiers.get(series_id)
+        if known is None:
+            known = self._port.identifiers(series_id)
+            self._identifiers.put(series_id, known)
+        return known
 
     def result_series(self, sources: list[Source], request: AnonymizeRequest, pseudonyms: Pseudonymizer,
                       markers: NativeMarkers) -> Iterator[ResultSeries]:
         """Each source series whose result is predictable from the index alone. A series whose
         identifiers the request removes or empties has no predictable result: it is left out."""
         for source_series, members in by_series(sources).items():
-            patient_id, study_uid, series_uid = self._port.identifiers(source_series)
+            patient_id, study_uid, series_uid = self.identifiers(source_series)
             issuer = (self._port.header(members[0]["ID"]).text(ISSUER_OF_PATIENT_ID)
                       if request.settings.subjects is not None else "")
             predictor = _Predictor(patient_id, study_uid, series_uid, issuer, request, pseudonyms, markers,
@@ -138,9 +180,11 @@ class ResultIndex:
 
     def record_options(self, results: list[Stored], mark: str) -> None:
         """The options' mark on each result series, once the call's result is whole: a call that
-        fails leaves no mark, so a re-run compares what it finds rather than trusting it."""
+        fails leaves no mark, so a re-run compares what it finds rather than trusting it. A mark
+        already there is not written again (a read costs a fraction of a write's transaction)."""
         for series in sorted({stored["ParentSeries"] for stored in results}):
-            self._port.set_metadata("series", series, self._options_metadata, mark)
+            if self._port.metadata("series", series, self._options_metadata) != mark:
+                self._port.set_metadata("series", series, self._options_metadata, mark)
 
 
 def other_options(series: str) -> Conflict:
