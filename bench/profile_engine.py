@@ -57,9 +57,9 @@ ORIGIN_STAND_IN = "ProfiledAnonymizedFrom"
 # --- the child: the engine, driven over HTTP (stdlib and pydicom only) -----------------------
 class HttpOrthanc:
     """Stands in for the `orthanc` module the plugin receives: its built-in REST calls
-    (`RestApiGet`, `RestApiPost`...) go to a plain Orthanc over HTTP, so the plugin's own
-    `adapter.RestPort` serves the engine exactly as inside Orthanc. One keep-alive connection
-    per thread."""
+    (`RestApiGet`, `RestApiPost`...) and its file read (`GetDicomForInstance`) go to a plain
+    Orthanc over HTTP, so the plugin's own `adapter.RestPort` serves the engine exactly as
+    inside Orthanc. One keep-alive connection per thread."""
 
     class OrthancException(Exception):
         """As orthanc-python raises it: args (error code, message)."""
@@ -102,6 +102,10 @@ class HttpOrthanc:
         if uri == "/plugins/python":  # the plain Orthanc has none: answer as the plugin's Orthanc would
             return self._python_plugin
         return self._request("GET", uri)
+
+    def GetDicomForInstance(self, instance_id: str) -> bytes:
+        """The SDK's file read, over the REST route that gives the same bytes and errors."""
+        return self._request("GET", f"/instances/{instance_id}/file")
 
     def RestApiPost(self, uri: str, body) -> bytes:
         return self._request("POST", uri, body)
