@@ -5,8 +5,8 @@ A profiler cannot easily be attached to the Python that Orthanc embeds, so this 
 `consistent_anon.engine.Anonymizer` itself, in a separate Python process, with an `OrthancPort`
 that forwards every built-in call to a real plain Orthanc over HTTP (GET /instances/{id}/file,
 POST /instances/{id}/anonymize, POST /instances...). The engine does exactly what it does inside
-Orthanc; only the transport differs (loopback HTTP instead of in-process `RestApi*` calls, which
-adds a little to every built-in call).
+Orthanc; only the transport differs (loopback HTTP instead of in-process `RestApi*` and
+`GetDicomForInstance` calls, which adds a little to every built-in call).
 
 Two study-level runs of the same synthetic study (default 400 MR instances of 256x256, 4 series,
 2 frames of reference; the result is deleted after each):
