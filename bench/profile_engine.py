@@ -5,8 +5,8 @@ A profiler cannot easily be attached to the Python that Orthanc embeds, so this 
 `consistent_anon.engine.Anonymizer` itself, in a separate Python process, with an `OrthancPort`
 that forwards every built-in call to a real plain Orthanc over HTTP (GET /instances/{id}/file,
 POST /instances/{id}/anonymize, POST /instances...). The engine does exactly what it does inside
-Orthanc; only the transport differs (loopback HTTP instead of in-process `RestApi*` calls, which
-adds a little to every built-in call).
+Orthanc; only the transport differs (loopback HTTP instead of in-process `RestApi*` and
+`GetDicomForInstance` calls, which adds a little to every built-in call).
 
 Two study-level runs of the same synthetic study (default 400 MR instances of 256x256, 4 series,
 2 frames of reference; the result is deleted after each):
@@ -57,9 +57,9 @@ ORIGIN_STAND_IN = "ProfiledAnonymizedFrom"
 # --- the child: the engine, driven over HTTP (stdlib and pydicom only) -----------------------
 class HttpOrthanc:
     """Stands in for the `orthanc` module the plugin receives: its built-in REST calls
-    (`RestApiGet`, `RestApiPost`...) go to a plain Orthanc over HTTP, so the plugin's own
-    `adapter.RestPort` serves the engine exactly as inside Orthanc. One keep-alive connection
-    per thread."""
+    (`RestApiGet`, `RestApiPost`...) and its file read (`GetDicomForInstance`) go to a plain
+    Orthanc over HTTP, so the plugin's own `adapter.RestPort` serves the engine exactly as
+    inside Orthanc. One keep-alive connection per thread."""
 
     class OrthancException(Exception):
         """As orthanc-python raises it: args (error code, message)."""
@@ -102,6 +102,10 @@ class HttpOrthanc:
         if uri == "/plugins/python":  # the plain Orthanc has none: answer as the plugin's Orthanc would
             return self._python_plugin
         return self._request("GET", uri)
+
+    def GetDicomForInstance(self, instance_id: str) -> bytes:
+        """The SDK's file read, over the REST route that gives the same bytes and errors."""
+        return self._request("GET", f"/instances/{instance_id}/file")
 
     def RestApiPost(self, uri: str, body) -> bytes:
         return self._request("POST", uri, body)

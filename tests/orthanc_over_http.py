@@ -1,11 +1,12 @@
-"""The `orthanc` module's built-in REST calls, carried over HTTP to a real Orthanc: the plugin's
-RestPort then runs in the test process against a real server, only the transport differs."""
+"""The `orthanc` module's built-in REST calls and file read, carried over HTTP to a real Orthanc:
+the plugin's RestPort then runs in the test process against a real server, only the transport
+differs."""
 from __future__ import annotations
 
 
 class OrthancOverHttp:
-    """RestApiGet/Post/Put/Delete as orthanc-python offers them; errors raise OrthancException
-    with Orthanc's error code and message, as inside Orthanc."""
+    """RestApiGet/Post/Put/Delete and GetDicomForInstance as orthanc-python offers them; errors
+    raise OrthancException with Orthanc's error code and message, as inside Orthanc."""
 
     class OrthancException(Exception):
         pass
@@ -30,6 +31,10 @@ class OrthancOverHttp:
 
     def RestApiGet(self, uri: str) -> bytes:
         return self._answer("GET", uri)
+
+    def GetDicomForInstance(self, instance_id: str) -> bytes:
+        """Inside Orthanc an SDK call; over HTTP the route that gives the same bytes and errors."""
+        return self._answer("GET", f"/instances/{instance_id}/file")
 
     def RestApiPost(self, uri: str, body: bytes | str) -> bytes:
         return self._answer("POST", uri, body)
