@@ -7,6 +7,7 @@ never reads pixel data).
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 import pydicom
 
@@ -19,8 +20,8 @@ _UID_TOKEN_BYTES = re.compile(rb"[0-9]+(?:\.[0-9]+)+")
 #: of alignment), and the shortest sign that one may be there.
 _UTF16_RUN = re.compile(rb"(?:[0-9.]\x00){3,}[0-9.]?")
 _UTF16_HINT = re.compile(rb"[0-9]\x00\.\x00[0-9]")
-#: The first characters of a UID searched first, as its root (an organization's prefix).
-_ROOT_LENGTH = 16
+#: A run of digits and dots: where a UID written in ASCII stands.
+_DIGITS_AND_DOTS = re.compile(rb"[0-9.]+")
 
 
 def values_of(value: str) -> tuple[str, ...]:
@@ -65,43 +66,71 @@ def _utf16_tokens(data: bytes) -> set[bytes]:
             for token in _UID_TOKEN_BYTES.findall(run.replace(b"\x00", b""))}
 
 
-def in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
-    """Whether any of `wanted` may be somewhere in the file's bytes (pixel data and what follows
-    it included, where the header scan does not look), in ASCII (which every character set DICOM
-    declares writes digits in) or in UTF-16.
+class UidNeedles:
+    """UIDs to search for in files' bytes, prepared once for many files: the cost of a search
+    then grows with the file, not with the number of UIDs (a whole set's source UIDs are
+    searched in each of its anonymized files).
 
-    A UID is in the bytes only if its first characters are, and the UIDs of one instance mostly
-    share their root: one search per distinct root settles most files in one pass instead of
-    one per UID.
+    A UID of digits and dots that stands in the bytes stands inside one of their runs of digits
+    and dots: each run is cut, at every offset, to each length the UIDs have, and the piece
+    looked up. A UID with other characters (malformed) is searched as it is.
     """
-    encoded = {uid.encode("ascii", "replace") for uid in wanted}
-    if any(root in data for root in {uid[:_ROOT_LENGTH] for uid in encoded}) and any(uid in data for uid in encoded):
-        return True
-    return _UTF16_HINT.search(data) is not None and bool(_utf16_tokens(data) & encoded)
+
+    def __init__(self, wanted: Iterable[str]) -> None:
+        self.wanted = frozenset(wanted)
+        self.encoded = frozenset(uid.encode("ascii", "replace") for uid in self.wanted)
+        self._dotted = frozenset(uid for uid in self.encoded if _DIGITS_AND_DOTS.fullmatch(uid))
+        self._other = self.encoded - self._dotted
+        self._lengths = sorted({len(uid) for uid in self._dotted})
+
+    def in_bytes(self, data: bytes) -> bool:
+        """Whether any of the UIDs may be somewhere in the file's bytes (pixel data and what
+        follows it included, where the header scan does not look), in ASCII (which every
+        character set DICOM declares writes digits in) or in UTF-16."""
+        if self._lengths and any(self._in_run(run) for run in _DIGITS_AND_DOTS.findall(data)):
+            return True
+        if any(uid in data for uid in self._other):
+            return True
+        return _UTF16_HINT.search(data) is not None and not self.encoded.isdisjoint(_utf16_tokens(data))
+
+    def _in_run(self, run: bytes) -> bool:
+        for length in self._lengths:
+            if length > len(run):
+                return False
+            if any(run[start:start + length] in self._dotted for start in range(len(run) - length + 1)):
+                return True
+        return False
+
+
+def in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
+    """Whether any of `wanted` may be somewhere in the file's bytes (see `UidNeedles.in_bytes`)."""
+    return UidNeedles(wanted).in_bytes(data)
 
 
 def whole_uid_in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
     """Whether any of `wanted` stands in the file's bytes as a whole dotted-decimal token (not as
     the start of a longer UID), in ASCII or UTF-16: for the places the header scan does not reach."""
-    if not in_bytes(data, wanted):
+    needles = UidNeedles(wanted)
+    if not needles.in_bytes(data):
         return False
     tokens = set(_UID_TOKEN_BYTES.findall(data)) | _utf16_tokens(data)
-    return any(uid.encode("ascii", "replace") in tokens for uid in wanted)
+    return not needles.encoded.isdisjoint(tokens)
 
 
-def find_uids(header: Header, wanted: set[str] | frozenset[str]) -> list[tuple[Element, str]]:
+def find_uids(header: Header, wanted: UidNeedles | set[str] | frozenset[str]) -> list[tuple[Element, str]]:
     """Where any of `wanted` appears, as a value or inside text (in any reading of the element:
     UTF-16 included), anywhere in the dataset and its meta.
 
     A UID that is nowhere in the header's bytes is in no element either, which settles most
     files without decoding a value.
     """
-    if not in_bytes(header.searchable, wanted):
+    needles = wanted if isinstance(wanted, UidNeedles) else UidNeedles(wanted)
+    if not needles.in_bytes(header.searchable):
         return []
     found = []
     for element in header.all_elements():
         tokens = set().union(*(uid_tokens(text) for text in element.readings()))
-        found.extend((element, token) for token in sorted(tokens & wanted))
+        found.extend((element, token) for token in sorted(tokens & needles.wanted))
     return found
 
 
