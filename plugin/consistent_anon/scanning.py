@@ -7,7 +7,7 @@ never reads pixel data).
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pydicom
 
@@ -144,19 +144,35 @@ MIN_WORD = 5
 PSEUDONYMOUS_NAME = re.compile(r"(?<![0-9A-Za-z])Anonymized-[0-9A-F]{10}(?![0-9A-Za-z])")
 
 
+#: A text without letters, from a digit to a digit (a date, a date-time): no case to ignore.
+_NUMBER = re.compile(r"[0-9](?:[0-9.+-]*[0-9])?")
+#: Where such a text may start as a whole word, and what may not follow it (as the pattern of
+#: words, case-insensitive: [A-Za-z] then takes in four letters outside ASCII).
+_NUMBER_START = re.compile(r"(?<![0-9A-Za-z_])[0-9]", re.IGNORECASE)
+_WORD_CHARACTER = re.compile(r"[0-9A-Za-z_]", re.IGNORECASE)
+
+
 class TextFinder:
     """Finds given texts (case-insensitive) in any textual element, private and unknown (UN, OB)
     ones included: as a whole word inside a longer text when they have at least `min_word`
     characters, as the whole value of an element when shorter (a short word is everywhere).
-    `needles` maps each text to a label."""
+    `needles` maps each text to a label.
+
+    Texts are searched with one pattern of them all, except where they are all numbers (the
+    dates of a set, one per instance where each has its own acquisition date-time): a pattern of
+    alternatives tries each at every place, so those are looked up by length where a number
+    starts, at a cost that does not grow with their count."""
 
     def __init__(self, needles: dict[str, str], min_word: int = MIN_WORD) -> None:
         self._labels = {text.lower(): label for text, label in needles.items() if text}
         self._whole = {text for text in self._labels if len(text) < min_word}
         words = sorted((t for t in self._labels if t not in self._whole), key=len, reverse=True)
+        numbers = bool(words) and all(_NUMBER.fullmatch(text) for text in words)
+        self._numbers = frozenset(words) if numbers else frozenset()
+        self._number_lengths = sorted({len(text) for text in self._numbers}, reverse=True)
         self._pattern = re.compile(
             r"(?<![0-9A-Za-z_])(?:" + "|".join(re.escape(text) for text in words) + r")(?![0-9A-Za-z_])",
-            re.IGNORECASE) if words else None
+            re.IGNORECASE) if words and not numbers else None
 
     def find(self, header: Header) -> list[tuple[Element, str]]:
         """(element, label) for every element holding one of the texts."""
@@ -167,7 +183,7 @@ class TextFinder:
         """(element, label, the text found, lower case) for every text in every element, in any
         reading of its bytes (UTF-16, the declared character set). The plugin's own pseudonymous
         name (`Anonymized-` and ten hex digits) is no match, whatever the source's name."""
-        if self._pattern is None and not self._whole:
+        if self._pattern is None and not self._numbers and not self._whole:
             return []
         found: set[tuple[Element, str, str]] = set()
         for element in header.all_elements():
@@ -179,11 +195,28 @@ class TextFinder:
                     whole = value.strip(" \x00").lower()
                     if whole in self._whole:
                         found.add((element, self._labels[whole], whole))
-                if self._pattern is not None:
-                    for match in self._pattern.finditer(reading):
-                        text = match.group(0).lower()
-                        found.add((element, self._labels.get(text, "text"), text))
+                for text in self._words_in(reading):
+                    found.add((element, self._labels.get(text, "text"), text))
         return sorted(found, key=lambda match: (match[0].path, match[1], match[2]))
+
+    def _words_in(self, reading: str) -> Iterator[str]:
+        """The texts of at least `min_word` characters in a reading, lower case: leftmost first,
+        the longest where several start at the same place, none overlapping."""
+        if self._pattern is not None:
+            yield from (match.group(0).lower() for match in self._pattern.finditer(reading))
+        if not self._numbers:
+            return
+        end = 0
+        for start in _NUMBER_START.finditer(reading):
+            begin = start.start()
+            if begin < end:
+                continue
+            for length in self._number_lengths:
+                piece = reading[begin:begin + length]
+                if piece in self._numbers and not _WORD_CHARACTER.match(reading, begin + len(piece)):
+                    end = begin + len(piece)
+                    yield piece
+                    break
 
 
 def describe(path: Path) -> str:
