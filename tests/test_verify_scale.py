@@ -54,14 +54,18 @@ def test_the_calls_per_instance_do_not_grow_with_the_set():
     assert large <= 1.03 * small, (small, large)
 
 
-def test_prepared_uids_are_found_as_the_plain_search_finds_them():
+FEW_ROOTS = {"1.2.3.4", "1.2.826.0.1.3680043.8.498.1", "9.9\ufffd9", "77.88"}
+MANY_ROOTS = FEW_ROOTS | {f"2.25.{index}{index * 7919}" for index in range(1, 20)}  # each its own root
+
+
+@pytest.mark.parametrize("wanted", [FEW_ROOTS, MANY_ROOTS], ids=["few roots", "many roots"])
+def test_prepared_uids_are_found_as_the_plain_search_finds_them(wanted):
     from consistent_anon.scanning import UidNeedles  # imported here: the test above runs without it
 
-    wanted = {"1.2.3.4", "1.2.826.0.1.3680043.8.498.1", "9.9\ufffd9", "77.88"}
     needles = UidNeedles(wanted)
     cases = [b"", b"x1.2.3.4y", b"11.2.3.45", b"1.2.3", b"\x001.2.826.0.1.3680043.8.498.12\x00",
              b"9.9?9", b"7.88", b"177.889", "1.2.3.4".encode("utf-16-le"), "77.88".encode("utf-16-be"),
-             b"1.2.3..4"]
+             b"1.2.3..4", b"2.25.115838", b"12.25.2158388.", b"2.25.215838", b"2.25.3237577"]
     for data in cases:
         plain = any(uid.encode("ascii", "replace") in data for uid in wanted)
         utf16 = any(uid.encode("utf-16-le") in data or uid.encode("utf-16-be") in data
