@@ -7,6 +7,7 @@ never reads pixel data).
 from __future__ import annotations
 
 import re
+from typing import Iterable, Iterator
 
 import pydicom
 
@@ -19,8 +20,12 @@ _UID_TOKEN_BYTES = re.compile(rb"[0-9]+(?:\.[0-9]+)+")
 #: of alignment), and the shortest sign that one may be there.
 _UTF16_RUN = re.compile(rb"(?:[0-9.]\x00){3,}[0-9.]?")
 _UTF16_HINT = re.compile(rb"[0-9]\x00\.\x00[0-9]")
-#: The first characters of a UID searched first, as its root (an organization's prefix).
+#: A run of digits and dots: where a UID written in ASCII stands.
+_DIGITS_AND_DOTS = re.compile(rb"[0-9.]+")
+#: The first characters of a UID, its root (an organization's prefix): a UID is in the bytes
+#: only if its root is, and a few roots are searched faster than the runs of digits are cut.
 _ROOT_LENGTH = 16
+_MAX_ROOTS = 8
 
 
 def values_of(value: str) -> tuple[str, ...]:
@@ -65,43 +70,73 @@ def _utf16_tokens(data: bytes) -> set[bytes]:
             for token in _UID_TOKEN_BYTES.findall(run.replace(b"\x00", b""))}
 
 
-def in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
-    """Whether any of `wanted` may be somewhere in the file's bytes (pixel data and what follows
-    it included, where the header scan does not look), in ASCII (which every character set DICOM
-    declares writes digits in) or in UTF-16.
+class UidNeedles:
+    """UIDs to search for in files' bytes, prepared once for many files: the cost of a search
+    then grows with the file, not with the number of UIDs (a whole set's source UIDs are
+    searched in each of its anonymized files).
 
-    A UID is in the bytes only if its first characters are, and the UIDs of one instance mostly
-    share their root: one search per distinct root settles most files in one pass instead of
-    one per UID.
+    A UID of digits and dots that stands in the bytes stands inside one of their runs of digits
+    and dots at least as long as it: each such run is cut, at every offset, to each length the
+    UIDs have, and the piece looked up. Where the UIDs have few roots, a file that holds none of
+    them is settled first, in one search per root. A UID with other characters (malformed) is
+    searched as it is.
     """
-    encoded = {uid.encode("ascii", "replace") for uid in wanted}
-    if any(root in data for root in {uid[:_ROOT_LENGTH] for uid in encoded}) and any(uid in data for uid in encoded):
-        return True
-    return _UTF16_HINT.search(data) is not None and bool(_utf16_tokens(data) & encoded)
+
+    def __init__(self, wanted: Iterable[str]) -> None:
+        self.wanted = frozenset(wanted)
+        self.encoded = frozenset(uid.encode("ascii", "replace") for uid in self.wanted)
+        self._dotted = frozenset(uid for uid in self.encoded if _DIGITS_AND_DOTS.fullmatch(uid))
+        self._other = self.encoded - self._dotted
+        self._lengths = sorted({len(uid) for uid in self._dotted})
+        self._runs = re.compile(rb"[0-9.]{%d,}" % self._lengths[0]) if self._lengths else None
+        roots = {uid[:_ROOT_LENGTH] for uid in self._dotted}
+        self._roots = roots if len(roots) <= _MAX_ROOTS else None
+
+    def in_bytes(self, data: bytes) -> bool:
+        """Whether any of the UIDs may be somewhere in the file's bytes (pixel data and what
+        follows it included, where the header scan does not look), in ASCII (which every
+        character set DICOM declares writes digits in) or in UTF-16."""
+        if self._runs is not None and (self._roots is None or any(root in data for root in self._roots)) \
+                and any(self._in_run(run) for run in self._runs.findall(data)):
+            return True
+        if any(uid in data for uid in self._other):
+            return True
+        return _UTF16_HINT.search(data) is not None and not self.encoded.isdisjoint(_utf16_tokens(data))
+
+    def _in_run(self, run: bytes) -> bool:
+        return any(run[start:start + length] in self._dotted for length in self._lengths
+                   for start in range(len(run) - length + 1))
+
+
+def in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
+    """Whether any of `wanted` may be somewhere in the file's bytes (see `UidNeedles.in_bytes`)."""
+    return UidNeedles(wanted).in_bytes(data)
 
 
 def whole_uid_in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
     """Whether any of `wanted` stands in the file's bytes as a whole dotted-decimal token (not as
     the start of a longer UID), in ASCII or UTF-16: for the places the header scan does not reach."""
-    if not in_bytes(data, wanted):
+    needles = UidNeedles(wanted)
+    if not needles.in_bytes(data):
         return False
     tokens = set(_UID_TOKEN_BYTES.findall(data)) | _utf16_tokens(data)
-    return any(uid.encode("ascii", "replace") in tokens for uid in wanted)
+    return not needles.encoded.isdisjoint(tokens)
 
 
-def find_uids(header: Header, wanted: set[str] | frozenset[str]) -> list[tuple[Element, str]]:
+def find_uids(header: Header, wanted: UidNeedles | set[str] | frozenset[str]) -> list[tuple[Element, str]]:
     """Where any of `wanted` appears, as a value or inside text (in any reading of the element:
     UTF-16 included), anywhere in the dataset and its meta.
 
     A UID that is nowhere in the header's bytes is in no element either, which settles most
     files without decoding a value.
     """
-    if not in_bytes(header.searchable, wanted):
+    needles = wanted if isinstance(wanted, UidNeedles) else UidNeedles(wanted)
+    if not needles.in_bytes(header.searchable):
         return []
     found = []
     for element in header.all_elements():
         tokens = set().union(*(uid_tokens(text) for text in element.readings()))
-        found.extend((element, token) for token in sorted(tokens & wanted))
+        found.extend((element, token) for token in sorted(tokens & needles.wanted))
     return found
 
 
@@ -115,19 +150,35 @@ MIN_WORD = 5
 PSEUDONYMOUS_NAME = re.compile(r"(?<![0-9A-Za-z])Anonymized-[0-9A-F]{10}(?![0-9A-Za-z])")
 
 
+#: A text without letters, from a digit to a digit (a date, a date-time): no case to ignore.
+_NUMBER = re.compile(r"[0-9](?:[0-9.+-]*[0-9])?")
+#: Where such a text may start as a whole word, and what may not follow it (as the pattern of
+#: words, case-insensitive: [A-Za-z] then takes in four letters outside ASCII).
+_NUMBER_START = re.compile(r"(?<![0-9A-Za-z_])[0-9]", re.IGNORECASE)
+_WORD_CHARACTER = re.compile(r"[0-9A-Za-z_]", re.IGNORECASE)
+
+
 class TextFinder:
     """Finds given texts (case-insensitive) in any textual element, private and unknown (UN, OB)
     ones included: as a whole word inside a longer text when they have at least `min_word`
     characters, as the whole value of an element when shorter (a short word is everywhere).
-    `needles` maps each text to a label."""
+    `needles` maps each text to a label.
+
+    Texts are searched with one pattern of them all, except where they are all numbers (the
+    dates of a set, one per instance where each has its own acquisition date-time): a pattern of
+    alternatives tries each at every place, so those are looked up by length where a number
+    starts, at a cost that does not grow with their count."""
 
     def __init__(self, needles: dict[str, str], min_word: int = MIN_WORD) -> None:
         self._labels = {text.lower(): label for text, label in needles.items() if text}
         self._whole = {text for text in self._labels if len(text) < min_word}
         words = sorted((t for t in self._labels if t not in self._whole), key=len, reverse=True)
+        numbers = bool(words) and all(_NUMBER.fullmatch(text) for text in words)
+        self._numbers = frozenset(words) if numbers else frozenset()
+        self._number_lengths = sorted({len(text) for text in self._numbers}, reverse=True)
         self._pattern = re.compile(
             r"(?<![0-9A-Za-z_])(?:" + "|".join(re.escape(text) for text in words) + r")(?![0-9A-Za-z_])",
-            re.IGNORECASE) if words else None
+            re.IGNORECASE) if words and not numbers else None
 
     def find(self, header: Header) -> list[tuple[Element, str]]:
         """(element, label) for every element holding one of the texts."""
@@ -138,7 +189,7 @@ class TextFinder:
         """(element, label, the text found, lower case) for every text in every element, in any
         reading of its bytes (UTF-16, the declared character set). The plugin's own pseudonymous
         name (`Anonymized-` and ten hex digits) is no match, whatever the source's name."""
-        if self._pattern is None and not self._whole:
+        if self._pattern is None and not self._numbers and not self._whole:
             return []
         found: set[tuple[Element, str, str]] = set()
         for element in header.all_elements():
@@ -150,11 +201,28 @@ class TextFinder:
                     whole = value.strip(" \x00").lower()
                     if whole in self._whole:
                         found.add((element, self._labels[whole], whole))
-                if self._pattern is not None:
-                    for match in self._pattern.finditer(reading):
-                        text = match.group(0).lower()
-                        found.add((element, self._labels.get(text, "text"), text))
+                for text in self._words_in(reading):
+                    found.add((element, self._labels.get(text, "text"), text))
         return sorted(found, key=lambda match: (match[0].path, match[1], match[2]))
+
+    def _words_in(self, reading: str) -> Iterator[str]:
+        """The texts of at least `min_word` characters in a reading, lower case: leftmost first,
+        the longest where several start at the same place, none overlapping."""
+        if self._pattern is not None:
+            yield from (match.group(0).lower() for match in self._pattern.finditer(reading))
+        if not self._numbers:
+            return
+        end = 0
+        for start in _NUMBER_START.finditer(reading):
+            begin = start.start()
+            if begin < end:
+                continue
+            for length in self._number_lengths:
+                piece = reading[begin:begin + length]
+                if piece in self._numbers and not _WORD_CHARACTER.match(reading, begin + len(piece)):
+                    end = begin + len(piece)
+                    yield piece
+                    break
 
 
 def describe(path: Path) -> str:

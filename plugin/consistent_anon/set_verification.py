@@ -8,7 +8,7 @@ same scanner as the fail-closed check of each anonymized file. Orthanc is reache
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
@@ -20,7 +20,7 @@ from .filereader import Element, Header
 from .orthanc_ids import LEVEL_TYPES
 from .options import parse_json_object
 from .pseudonyms import Pseudonymizer
-from .scanning import TextFinder, describe, find_uids, instance_uids
+from .scanning import TextFinder, UidNeedles, describe, find_uids, instance_uids
 from .sealing import without_encrypted_attributes
 from .uid_attributes import UID_TAGS, is_well_known
 from .vocabulary import (FRAME_OF_REFERENCE_UID, LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
@@ -206,12 +206,12 @@ class SourceIdentifiers:
                         self.dates.setdefault(value.strip(), keyword_for_tag(element.tag) or "a date")
 
     def finder(self) -> "LeakFinder":
-        return LeakFinder(frozenset(self.uids), self.uids, TextFinder(self.texts), TextFinder(self.dates))
+        return LeakFinder(UidNeedles(self.uids), self.uids, TextFinder(self.texts), TextFinder(self.dates))
 
 
 @dataclass(frozen=True)
 class LeakFinder:
-    wanted_uids: frozenset[str]
+    wanted_uids: UidNeedles  # prepared once: searched in every file of the set
     uid_labels: dict[str, str]
     texts: TextFinder
     dates: TextFinder
@@ -436,9 +436,11 @@ def compare(sources: list[InstanceSummary], anonymized: list[InstanceSummary], p
 
     # Frames of reference: every one the source lies on or refers to.
     source_frames: dict[str, set[str]] = defaultdict(set)  # FoR -> series IDs of instances on it
+    source_on: Counter[str] = Counter()  # FoR -> how many source instances lie on it
     for s in sources:
         if s.root.get(FRAME):
             source_frames[s.root[FRAME]].add(s.series_id)
+            source_on[s.root[FRAME]] += 1
         for kind, values in s.references.values():
             for value in values:
                 if kind == FRAME:
@@ -454,7 +456,7 @@ def compare(sources: list[InstanceSummary], anonymized: list[InstanceSummary], p
         members = [m for target in targets for m in anonymized_on.get(target, ())]
         frames.append({
             "Source": frame, "Anonymized": targets, "OneToOne": one_to_one,
-            "SourceInstancesCount": sum(1 for s in sources if s.root.get(FRAME) == frame),
+            "SourceInstancesCount": source_on[frame],
             "AnonymizedInstancesCount": len(members),
             "SourceSeries": sorted(source_frames[frame]),
             "AnonymizedSeries": sorted({m.series_id for m in members}),
