@@ -26,6 +26,9 @@ _DIGITS_AND_DOTS = re.compile(rb"[0-9.]+")
 #: only if its root is, and a few roots are searched faster than the runs of digits are cut.
 _ROOT_LENGTH = 16
 _MAX_ROOTS = 8
+#: Up to this many UIDs (an instance's own) are searched one by one, each in one pass of C;
+#: more (a whole set's) by cutting the runs of digits, whose cost does not grow with their number.
+_SEARCHED_ONE_BY_ONE = 64
 
 
 def values_of(value: str) -> tuple[str, ...]:
@@ -78,8 +81,8 @@ class UidNeedles:
     A UID of digits and dots that stands in the bytes stands inside one of their runs of digits
     and dots at least as long as it: each such run is cut, at every offset, to each length the
     UIDs have, and the piece looked up. Where the UIDs have few roots, a file that holds none of
-    them is settled first, in one search per root. A UID with other characters (malformed) is
-    searched as it is.
+    them is settled first, in one search per root. A few UIDs (one instance's), and a UID with
+    other characters (malformed), are searched as they are.
     """
 
     def __init__(self, wanted: Iterable[str]) -> None:
@@ -97,11 +100,16 @@ class UidNeedles:
         follows it included, where the header scan does not look), in ASCII (which every
         character set DICOM declares writes digits in) or in UTF-16."""
         if self._runs is not None and (self._roots is None or any(root in data for root in self._roots)) \
-                and any(self._in_run(run) for run in self._runs.findall(data)):
+                and self._in_ascii(data):
             return True
         if any(uid in data for uid in self._other):
             return True
         return _UTF16_HINT.search(data) is not None and not self.encoded.isdisjoint(_utf16_tokens(data))
+
+    def _in_ascii(self, data: bytes) -> bool:
+        if len(self._dotted) <= _SEARCHED_ONE_BY_ONE:
+            return any(uid in data for uid in self._dotted)
+        return any(self._in_run(run) for run in self._runs.findall(data))
 
     def _in_run(self, run: bytes) -> bool:
         return any(run[start:start + length] in self._dotted for length in self._lengths
