@@ -295,20 +295,20 @@ def child(args: argparse.Namespace) -> None:
     port_total = sum(port_cumulative.values())
     python_total = profiled_wall - port_total
     parse_source = _cumulative_from(stats, "filereader.py", "read_header", "adapter.py", "header")
-    parse_output = _cumulative_from(stats, "filereader.py", "read_header", "verification.py", "check_output")
+    parse_output = _cumulative_from(stats, "filereader.py", "read_header", "verification.py", "inspect_output")
     parse_all = _cumulative(stats, "filereader.py", "read_header")
     plan = _cumulative(stats, "identities.py", "plan_instance")
-    check = _cumulative(stats, "verification.py", "check_output")
+    check = _cumulative(stats, "verification.py", "inspect_output")
     pseudonym = sum(_cumulative(stats, "pseudonyms.py", name) for name in ("uid", "patient_id", "patient_name"))
-    walk_in_plan = _cumulative_from(stats, "scanning.py", "uid_elements", "identities.py", "plan_instance")
+    walk_in_plan = _cumulative_from(stats, "scanning.py", "instance_uids", "identities.py", "_plan_uids")
     python_parts = {
         "header read of the source file (filereader.read_header)": parse_source,
-        "header read of the anonymized file (read_header in check_output)": parse_output,
+        "header read of the anonymized file (read_header in inspect_output)": parse_output,
         "other read_header (native markers...)": max(0.0, parse_all - parse_source - parse_output),
         "planning (plan_instance), excl. pseudonyms": max(0.0, plan - pseudonym),
-        "  of which finding the UID elements (uid_elements)": walk_in_plan,
+        "  of which finding the UIDs (instance_uids)": walk_in_plan,
         "pseudonyms (HMAC-SHA256)": pseudonym,
-        "output check (check_output), excl. its parse": max(0.0, check - parse_output),
+        "output check (inspect_output), excl. its parse": max(0.0, check - parse_output),
     }
     python_parts["rest (engine loop, answers, bookkeeping)"] = max(
         0.0, python_total - sum(v for k, v in python_parts.items() if not k.startswith("  ")))
