@@ -219,8 +219,8 @@ class RestPort:
     def read_file(self, instance_id: str) -> bytes:
         """Through the plugin SDK rather than the REST route /instances/{id}/file: the same bytes
         and the same UnknownResource for an instance that is not (or no longer) there, without
-        the HTTP layer (0.13 against 0.32 ms a read on 1.12.7); orthanc-python releases Python's
-        lock during both alike."""
+        the REST layer (README, "Where the time goes"); orthanc-python releases Python's lock
+        during both alike."""
         return self.call(self._orthanc.GetDicomForInstance, instance_id)
 
     def anonymize_instance(self, instance_id: str, body: dict[str, Any]) -> bytes:
