@@ -168,7 +168,7 @@ def test_orthanc_explorer_2_request_sequence(orthanc, study):
             "Remove": ["InstitutionName"], "KeepSource": True, "Force": True, "Synchronous": False}
     answer = orthanc.post(f"/studies/{study_id}/anonymize", json=body)
     assert answer.status_code == 200
-    job = wait_for(orthanc, answer.json()["Path"], lambda j: "ID" in j["Content"] or j["State"] == "Failure")
+    job = wait_for(orthanc, answer.json()["Path"], finished)  # as OE2 polls: until the job has ended
     assert job["State"] == "Success"
     anonymized = orthanc.json(f"/studies/{job['Content']['ID']}")
     assert anonymized["PatientMainDicomTags"]["PatientID"] == patient_id
