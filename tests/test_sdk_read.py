@@ -1,6 +1,6 @@
 """RestPort reads instance files through the plugin SDK (`orthanc.GetDicomForInstance`), not the
-REST route `/instances/{id}/file`: one HTTP layer less per read (0.13 against 0.32 ms inside
-Orthanc 1.12.7). An unknown instance is still the engine's NotFound. (test_anonymize.py and
+REST route `/instances/{id}/file`: one REST layer less per read (README, "Where the time
+goes"). An unknown instance is still the engine's NotFound. (test_anonymize.py and
 test_keep_source_races.py run the same against real Orthancs.)"""
 from __future__ import annotations
 

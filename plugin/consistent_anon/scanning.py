@@ -116,11 +116,6 @@ class UidNeedles:
                    for start in range(len(run) - length + 1))
 
 
-def in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
-    """Whether any of `wanted` may be somewhere in the file's bytes (see `UidNeedles.in_bytes`)."""
-    return UidNeedles(wanted).in_bytes(data)
-
-
 def whole_uid_in_bytes(data: bytes, wanted: set[str] | frozenset[str]) -> bool:
     """Whether any of `wanted` stands in the file's bytes as a whole dotted-decimal token (not as
     the start of a longer UID), in ASCII or UTF-16: for the places the header scan does not reach."""
