@@ -48,21 +48,24 @@ $(VENV)/.installed: tests/requirements.txt
 
 venv: $(VENV)/.installed
 
-test: test-bookworm test-trixie test-sid
+# The core first (seconds, no Orthanc), then what needs a real Orthanc on each version.
+test: test-unit test-bookworm test-trixie test-sid
 
-# The tests that need no Orthanc (the pure core, the engine against an in-memory Orthanc): seconds.
+# The tests that need no Orthanc (the pure core, the engine against an in-memory Orthanc), on both
+# cores: seconds. Starting an Orthanc is an error here (CONSISTENT_ANON_UNIT_ONLY), so a test that
+# needs one but is not marked `server` fails instead of passing where Orthanc happens to be installed.
 test-unit: venv
-	$(PYTHON) -m pytest tests -m "not server" $(PYTEST_ARGS)
+	CONSISTENT_ANON_UNIT_ONLY=1 $(PYTHON) -m pytest tests -m "not server" -n 2 $(PYTEST_ARGS)
 
 # Orthanc 1.10.1 + orthanc-python 4.0: the packages of this machine (Debian bookworm).
 test-bookworm: deps-test venv
-	ORTHANC_RUNTIME=host $(PYTHON) -m pytest tests $(PYTEST_ARGS)
+	ORTHANC_RUNTIME=host $(PYTHON) -m pytest tests -m server $(PYTEST_ARGS)
 
 # Orthanc 1.12.7 + orthanc-python 5.0 (trixie) and 1.13.0 + orthanc-python 7.1 (sid), each in a
 # Debian chroot built once and cached outside the repository.
 test-trixie test-sid: test-%: deps-test venv
 	chroot_dir=$$(scripts/debian-chroot.sh $*) && \
-	ORTHANC_RUNTIME=chroot ORTHANC_CHROOT=$$chroot_dir $(PYTHON) -m pytest tests $(PYTEST_ARGS)
+	ORTHANC_RUNTIME=chroot ORTHANC_CHROOT=$$chroot_dir $(PYTHON) -m pytest tests -m server $(PYTEST_ARGS)
 
 # The benchmark (bench/run.py): the plugin against native Orthanc on this machine, not part of
 # the tests, on the three versions as `make test`. Results in bench/results/<version>.json and

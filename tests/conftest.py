@@ -1,6 +1,7 @@
 """Fixtures: real Orthanc servers (with and without the plugin) and synthetic studies."""
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import uuid
@@ -64,10 +65,17 @@ def pytest_report_header(config):
 SERVER_FIXTURES = {"orthanc", "native", "server_factory", "nodes", "postgres"}
 
 
+def _fixture_starts_a_server(name: str, definitions) -> bool:
+    """A server fixture, or a test module's own fixture that makes an OrthancServer."""
+    return name in SERVER_FIXTURES or any("OrthancServer(" in inspect.getsource(d.func) for d in definitions)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = getattr(item, "module", None)
-        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or hasattr(module, "OrthancServer"):
+        definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if (hasattr(module, "OrthancServer")
+                or any(_fixture_starts_a_server(name, definitions.get(name, ())) for name in item.fixturenames)):
             item.add_marker(pytest.mark.server)
 
 

@@ -44,6 +44,11 @@ def knock(port: int) -> bool:
         return False
 
 
+#: Set by `make test-unit`: starting an Orthanc is then an error, so a test that needs one but is
+#: not marked `server` fails there instead of passing on machines that happen to have Orthanc.
+UNIT_ONLY = "CONSISTENT_ANON_UNIT_ONLY"
+
+
 class Runtime:
     """Where Orthanc runs: the host's root, or a chroot whose paths are seen from inside."""
 
@@ -121,6 +126,9 @@ class OrthancServer:
         self.config_path.write_text(json.dumps(self.settings, indent=1))
 
     def start(self, timeout: float = 60) -> "OrthancServer":
+        if os.environ.get(UNIT_ONLY):
+            raise RuntimeError(f"a test selected as needing no Orthanc starts one ({UNIT_ONLY} is set): "
+                               "it must be marked `server` (tests/conftest.py)")
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(RUNTIME.command(self.config_path), stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
