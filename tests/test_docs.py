@@ -1,10 +1,14 @@
 """The README stays a page a user finishes, and the documentation holds together: every page of
-docs/ is reachable from the README, and no link between the pages points at a file or a section
-that is not there."""
+docs/ is reachable from the README, no link between the pages points at a file or a section
+that is not there, and the configuration page names every option with the default it has."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+
+from consistent_anon.config import PROJECT_OPTIONS, SECTION_OPTIONS, parse_config
+from consistent_anon.jobs import JobSettings
 
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
@@ -56,3 +60,45 @@ def test_every_relative_link_resolves():
             elif anchor and file.suffix == ".md" and anchor not in headings(file):
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such section)")
     assert not broken
+
+
+def documented_options() -> dict[str, tuple[str, str]]:
+    """docs/configuration.md's table of options: name -> (default, where)."""
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| ([^|]+) \|", (ROOT / "docs" / "configuration.md").read_text(),
+                      re.MULTILINE)
+    return {name: (default.strip(), where.strip()) for name, default, where in rows}
+
+
+def test_the_configuration_page_lists_every_option_where_it_may_stand():
+    options = documented_options()
+    assert set(options) == SECTION_OPTIONS
+    assert {name for name, (_, where) in options.items() if "project" in where} == PROJECT_OPTIONS
+
+
+def test_the_configuration_page_gives_the_defaults_the_plugin_applies():
+    config = parse_config({})
+    settings = config.project_settings[config.default_project]
+    applied = {
+        "DefaultProject": config.default_project, "UidRoot": config.uid_root,
+        "FreshPseudonymsPerCall": config.fresh_pseudonyms_per_call, "OptionsMetadata": config.options_metadata,
+        "PseudonymLookup": config.pseudonym_lookup, "AcceptNewKey": sorted(config.accept_new_key),
+        "AuditLogRetentionDays": config.audit_retention_days, "AuditLogMaxEntries": config.audit_max_entries,
+        "ShiftDates": settings.shift_dates, "DateShiftDays": list(settings.date_shift_days),
+        "RequireSubject": settings.require_subject, "ClinicalTrial": settings.clinical_trial,
+        "PatientIdentity": settings.patient_identity,
+    }
+    documented = {name: json.loads(default.strip("`")) for name, (default, _) in documented_options().items()
+                  if name in applied}
+    assert documented == applied
+    absent = {name for name, (default, _) in documented_options().items() if default == "absent"}
+    assert absent == {"Key", "KeyFile", "Subjects", "ReidentificationCertificates"}
+    assert config.key is None and settings.subjects is None and settings.recipients == ()
+
+
+def test_the_configuration_page_gives_the_jobs_defaults_the_plugin_applies():
+    """Orthanc's jobs settings, which the plugin applies to its own jobs with native's defaults."""
+    text = " ".join((ROOT / "docs" / "configuration.md").read_text().split())
+    defaults = JobSettings.of({})
+    assert f"`SaveJobs` (default `{json.dumps(defaults.save)}`" in text
+    assert f"`JobsHistorySize` (default {defaults.history_size} " in text
+    assert f"`ConcurrentJobs` (default {JobSettings.concurrent} jobs at once; 0: one per core)" in text
