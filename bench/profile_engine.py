@@ -2,7 +2,7 @@
 """Where the plugin's time goes: one study-level run of the engine, profiled outside Orthanc.
 
 A profiler cannot easily be attached to the Python that Orthanc embeds, so this drives
-`consistent_anon.engine.Anonymizer` itself, in a separate Python process, with an `OrthancPort`
+`consistent_anon.pipeline.engine.Anonymizer` itself, in a separate Python process, with an `OrthancPort`
 that forwards every built-in call to a real plain Orthanc over HTTP (GET /instances/{id}/file,
 POST /instances/{id}/anonymize, POST /instances...). The engine does exactly what it does inside
 Orthanc; only the transport differs (loopback HTTP instead of in-process `RestApi*` and
@@ -230,11 +230,11 @@ def _self_time_by_package(stats: pstats.Stats) -> dict[str, float]:
 def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, args.plugin_dir)
     import pydicom
-    from consistent_anon.adapter import RestPort
-    from consistent_anon.config import parse_config
-    from consistent_anon.engine import Anonymizer
-    from consistent_anon.keys import KeyStore
-    from consistent_anon.options import parse_request
+    from consistent_anon.orthanc.rest_port import RestPort
+    from consistent_anon.identity.config import parse_config
+    from consistent_anon.pipeline.engine import Anonymizer
+    from consistent_anon.identity.keys import KeyStore
+    from consistent_anon.pipeline.options import parse_request
 
     configuration = json.loads(Path(args.configuration).read_text())
     configuration["ConsistentAnonymization"] = {"Key": PROFILE_KEY}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Derive the table of dates that keyed date shifting moves, from the standard's own table.
 
-Reproducible derivation of plugin/consistent_anon/date_attributes.json from a machine-readable
+Reproducible derivation of plugin/consistent_anon/identity/date_attributes.json from a machine-readable
 copy of PS3.15 Table E.1-1: the `dicom-standard` package on PyPI (tests/requirements.txt) ships
 it as `standard/confidentiality_profile_attributes.json` under the environment's prefix. The
 column "Retain Longitudinal Temporal Information with Modified Dates Option" (code 113107) marks

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Derive the table of UID attributes that Orthanc's de-identification profiles replace.
 
-Reproducible derivation of plugin/consistent_anon/uid_attributes.json: every attribute whose
+Reproducible derivation of plugin/consistent_anon/dicom/uid_attributes.json: every attribute whose
 value representation is UI in pydicom's data dictionary is written, with a distinct value, at
 the root of a synthetic instance and inside a sequence item; the instance is anonymized by a
 running native Orthanc with each DicomVersion it accepts; an attribute whose value came back

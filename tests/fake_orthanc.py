@@ -24,8 +24,8 @@ from pydicom.uid import generate_uid
 
 from consistent_anon import orthanc_ids
 from consistent_anon.errors import BadRequest, Conflict, NotFound, PluginError
-from consistent_anon.filereader import Header, read_header
-from consistent_anon.uid_attributes import PROFILE_TAGS, is_well_known
+from consistent_anon.dicom.filereader import Header, read_header
+from consistent_anon.dicom.uid_attributes import PROFILE_TAGS, is_well_known
 
 LEVELS = ("patients", "studies", "series", "instances")
 PATIENT_ID, PATIENT_NAME = 0x00100020, 0x00100010

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from consistent_anon import audit_log
-from consistent_anon.audit_log import AuditEntry, FileAuditLog, Retention
+from consistent_anon.traceability import audit_log
+from consistent_anon.traceability.audit_log import AuditEntry, FileAuditLog, Retention
 from consistent_anon.orthanc_ids import resource_id
 
 SOURCE = resource_id("PID-7734-SYNTH", "1.2.3.4")

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import TEST_KEY, new_patient, upload
-from consistent_anon.config import AUDIT_LOG_NAME
+from consistent_anon.identity.config import AUDIT_LOG_NAME
 from consistent_anon.orthanc_ids import resource_id
 from dicom_factory import to_bytes, two_frame_study
 from holdings import study_of_series

@@ -9,15 +9,16 @@ import threading
 
 import pytest
 
-from consistent_anon import audit
-from consistent_anon.answers import native_error
-from consistent_anon.audit import AuditTrail, RequestFacts, basic_user, outcome_of, page
-from consistent_anon.audit_log import FileAuditLog
-from consistent_anon.config import ConfigurationError, parse_config
+from consistent_anon.traceability import audit
+from consistent_anon.orthanc import http_answers
+from consistent_anon.orthanc.http_answers import native_error
+from consistent_anon.traceability.audit import AuditTrail, RequestFacts, basic_user, outcome_of, page
+from consistent_anon.traceability.audit_log import FileAuditLog
+from consistent_anon.identity.config import ConfigurationError, parse_config
 from consistent_anon.errors import (BadFileFormat, BadRequest, Conflict, Forbidden, JobCanceled, NotFound, PluginError,
                                     StoredButUnfinished, SubjectRequired, VerificationFailed)
-from consistent_anon.jobs import JobQueue, JobSettings
-from consistent_anon.keys import KeyMismatch
+from consistent_anon.jobs.queue import JobQueue, JobSettings
+from consistent_anon.identity.keys import KeyMismatch
 from consistent_anon.orthanc_ids import resource_id
 
 SOURCE = resource_id("PID-7734-SYNTH", "1.2.3.4")
@@ -159,7 +160,7 @@ def test_a_failing_channel_loses_nothing_from_the_file():
 
 def _queue(trail: AuditTrail, runner) -> JobQueue:
     return JobQueue(runner, lambda: "", lambda text: None, lambda message: None, JobSettings(save=False, concurrent=1),
-                    on_end=trail.job_ended)
+                    on_end=trail.job_ended, orthanc_error=http_answers.orthanc_error)
 
 
 def _wait(queue: JobQueue, job_id: str) -> None:

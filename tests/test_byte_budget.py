@@ -6,7 +6,7 @@ import threading
 
 from conftest import upload
 from orthanc_over_http import OrthancOverHttp
-from consistent_anon.call_run import ByteBudget
+from consistent_anon.pipeline.call_run import ByteBudget
 
 
 class Holder:
@@ -84,7 +84,7 @@ def test_workers_hold_at_most_the_budget_and_a_larger_instance_runs_alone():
 
 
 def test_the_sources_the_engine_gets_carry_their_file_size_for_the_budget(orthanc, study):
-    from consistent_anon.adapter import RestPort
+    from consistent_anon.orthanc.rest_port import RestPort
 
     uploaded = upload(orthanc, study)
     source = next(iter(uploaded.values()))

@@ -1,7 +1,7 @@
 """Other plugins serving the plugin's routes: the warning logged at the first call (pure logic)."""
 from __future__ import annotations
 
-from consistent_anon.coexistence import python_loaded_first, route_clash_warning
+from consistent_anon.orthanc.coexistence import python_loaded_first, route_clash_warning
 
 PYTHON = "/usr/share/orthanc/plugins/libOrthancPython.so"
 AUTHORIZATION = "/usr/share/orthanc/plugins/libOrthancAuthorization.so"

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import TEST_KEY
 
-from consistent_anon.config import ConfigurationError, configuration_folder, parse_config
+from consistent_anon.identity.config import ConfigurationError, configuration_folder, parse_config
 
 
 @pytest.mark.parametrize("section, where", [

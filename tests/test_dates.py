@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from consistent_anon import dates
-from consistent_anon.dates import InvalidDate, shift_date, shift_datetime, shift_value
-from consistent_anon.pseudonyms import Pseudonymizer
+from consistent_anon.identity import dates
+from consistent_anon.identity.dates import InvalidDate, shift_date, shift_datetime, shift_value
+from consistent_anon.identity.pseudonyms import Pseudonymizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,5 +82,5 @@ def test_the_table_is_derived_from_the_standard_as_committed():
     shipped by the dicom-standard package (tests/requirements.txt)."""
     derived = subprocess.run([sys.executable, str(REPO / "scripts" / "derive_date_table.py")],
                              check=True, capture_output=True, text=True).stdout
-    committed = (REPO / "plugin" / "consistent_anon" / "date_attributes.json").read_text()
+    committed = (REPO / "plugin" / "consistent_anon" / "identity" / "date_attributes.json").read_text()
     assert json.loads(derived) == json.loads(committed)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from consistent_anon.config import parse_config
+from consistent_anon.identity.config import parse_config
 from orthanc_server import OrthancServer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -125,7 +125,7 @@ def test_verify_finds_what_another_tool_left_in_any_encoding(orthanc, study, lea
 def test_a_utf16_uid_is_found_beside_an_ascii_uid_of_the_same_root():
     from pydicom.dataset import Dataset
 
-    from consistent_anon.scanning import find_uids, whole_uid_in_bytes
+    from consistent_anon.dicom.scanning import find_uids, whole_uid_in_bytes
     from test_set_verification import header
 
     wanted = {"1.2.826.0.1.3680043.8.498.1234567"}

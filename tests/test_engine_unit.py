@@ -8,11 +8,11 @@ import pytest
 
 from conftest import new_patient
 from consistent_anon import orthanc_ids
-from consistent_anon.config import parse_config
-from consistent_anon.engine import Anonymizer
+from consistent_anon.identity.config import parse_config
+from consistent_anon.pipeline.engine import Anonymizer
 from consistent_anon.errors import Conflict, JobCanceled, NotFound, PluginError
-from consistent_anon.keys import KeyStore, PropertyChecks
-from consistent_anon.options import parse_request
+from consistent_anon.identity.keys import KeyStore, PropertyChecks
+from consistent_anon.pipeline.options import parse_request
 from dicom_factory import to_bytes, two_frame_study
 from fake_orthanc import FakeOrthanc
 
@@ -174,7 +174,7 @@ def test_a_failure_whose_existence_check_fails_too_still_rolls_back():
 
 
 def test_a_subject_listed_with_its_issuer_is_found_at_every_level(tmp_path):
-    from consistent_anon.project_settings import parse_project_settings
+    from consistent_anon.identity.project_settings import parse_project_settings
     engine, orthanc = _engine()
     patient = new_patient()
     made = two_frame_study(per_series=1, patient=patient)

@@ -20,7 +20,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian)
 
-from consistent_anon.filereader import Header, UnreadableHeader, read_header
+from consistent_anon.dicom.filereader import Header, UnreadableHeader, read_header
 from dicom_factory import rtstruct, to_bytes, two_frame_study
 
 PIXEL_DATA = 0x7FE00010

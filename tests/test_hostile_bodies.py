@@ -9,7 +9,7 @@ import pytest
 from conftest import new_patient, upload
 from dicom_factory import two_frame_study
 
-from consistent_anon.options import MAX_BODY_BYTES, MAX_DEPTH, MAX_MEMBER_LENGTHS, parse_json_object
+from consistent_anon.pipeline.options import MAX_BODY_BYTES, MAX_DEPTH, MAX_MEMBER_LENGTHS, parse_json_object
 from consistent_anon.errors import BadRequest
 
 

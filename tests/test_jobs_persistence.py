@@ -6,7 +6,8 @@ import json
 import threading
 import time
 
-from consistent_anon.jobs import PENDING, RECORD_VERSION, SUCCESS, JobQueue, JobSettings
+from consistent_anon.orthanc import http_answers
+from consistent_anon.jobs.queue import PENDING, RECORD_VERSION, SUCCESS, JobQueue, JobSettings
 
 
 class Store:
@@ -20,7 +21,8 @@ class Store:
 
     def queue(self, runner=lambda job, progress, canceled: {"ID": job.resource_id},
               settings: JobSettings = JobSettings()) -> JobQueue:
-        return JobQueue(runner, lambda: self.saved, self.save, self.errors.append, settings, self.aside.append)
+        return JobQueue(runner, lambda: self.saved, self.save, self.errors.append, settings, self.aside.append,
+                        orthanc_error=http_answers.orthanc_error)
 
     def save(self, text: str) -> None:
         self.saved = text

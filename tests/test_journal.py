@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from consistent_anon.journal import RECORD_VERSION, CallJournal
+from consistent_anon.jobs.journal import RECORD_VERSION, CallJournal
 
 
 def test_a_call_whose_record_cannot_be_written_is_never_written_later():

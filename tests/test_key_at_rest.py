@@ -9,8 +9,8 @@ from anonymized import parse
 from conftest import TEST_KEY, new_patient
 from dicom_factory import to_bytes, two_frame_study
 
-from consistent_anon.keys import CHECKS_PROPERTY, KEY_FILE_NAME, KEY_PROPERTY
-from consistent_anon.pseudonyms import Pseudonymizer, project_key
+from consistent_anon.identity.keys import CHECKS_PROPERTY, KEY_FILE_NAME, KEY_PROPERTY
+from consistent_anon.identity.pseudonyms import Pseudonymizer, project_key
 
 OTHER_KEY = "another-key-fedcba9876543210fedcba9876543210"
 KEY_TEXT_PREFIX = "consistent-anonymization-key-v1:"
@@ -131,7 +131,7 @@ def test_a_key_in_the_index_that_differs_from_the_file_is_refused_not_guessed(tm
     import pytest
 
     from consistent_anon.errors import PluginError
-    from consistent_anon.keys import SharedFileKey, migrate_property_key
+    from consistent_anon.identity.keys import SharedFileKey, migrate_property_key
 
     key_file = SharedFileKey(tmp_path)
     file_key = key_file()
@@ -142,7 +142,7 @@ def test_a_key_in_the_index_that_differs_from_the_file_is_refused_not_guessed(tm
 
 
 def test_the_first_node_to_record_a_check_wins_and_accepting_replaces_it(tmp_path):
-    from consistent_anon.keys import FileChecks
+    from consistent_anon.identity.keys import FileChecks
 
     nodes = [FileChecks(tmp_path), FileChecks(tmp_path)]
     assert nodes[0].record("trial", "aaaa") == "aaaa"

@@ -11,7 +11,7 @@ from orthanc_server import OrthancServer
 from postgres_server import PostgresServer
 from test_two_nodes import POSTGRESQL_INDEX, _plugin_available
 
-from consistent_anon.keys import CHECK_FILE_PREFIX
+from consistent_anon.identity.keys import CHECK_FILE_PREFIX
 
 pytestmark = pytest.mark.skipif(not _plugin_available(),
                                 reason=f"{POSTGRESQL_INDEX} is missing (Debian package orthanc-postgresql)")

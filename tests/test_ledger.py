@@ -1,7 +1,7 @@
 """The ledger that keeps one call's rollback from removing what another call counts on (pure)."""
 from __future__ import annotations
 
-from consistent_anon.ledger import Ledger
+from consistent_anon.pipeline.ledger import Ledger
 
 
 def test_a_result_another_call_counts_on_is_not_removable_until_it_is_released():

@@ -13,7 +13,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from conftest import TEST_KEY, new_patient
-from consistent_anon.pseudonyms import Pseudonymizer, project_key
+from consistent_anon.identity.pseudonyms import Pseudonymizer, project_key
 from dicom_factory import Study, mr_series, rtstruct, to_bytes
 from orthanc_server import RUNTIME
 

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from conftest import TEST_KEY, new_patient
-from consistent_anon.pseudonyms import Pseudonymizer, project_key
+from consistent_anon.identity.pseudonyms import Pseudonymizer, project_key
 from dicom_factory import CT_IMAGE_STORAGE, Patient, Study, image_series, rtstruct, to_bytes
 from orthanc_server import OrthancServer
 from postgres_server import PostgresServer

@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from consistent_anon.adapter import RestPort
+from consistent_anon.orthanc.rest_port import RestPort
 from consistent_anon.errors import Conflict, NotFound, PluginError
-from consistent_anon.loopback import LoopbackRest, RevisionConflict
+from consistent_anon.orthanc.loopback import LoopbackRest, RevisionConflict
 
 SERIES = "/series/s1"
 

@@ -352,7 +352,7 @@ def test_a_priority_of_the_wrong_type_is_refused_as_native(orthanc, native, stud
 
 def test_the_status_of_each_orthanc_error_code_is_natives(orthanc, native, study):
     """answers.status_for_orthanc_error against the status native answers with each code it gives."""
-    from consistent_anon.answers import status_for_orthanc_error
+    from consistent_anon.orthanc.http_answers import status_for_orthanc_error
 
     series, _, _ = sources(native, study)
     instance = native.json(f"/series/{series}/instances")[0]["ID"]

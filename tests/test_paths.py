@@ -1,8 +1,8 @@
 """Keep/Replace/Remove entries as paths, and which elements they cover (no server)."""
 from __future__ import annotations
 
-from consistent_anon.options import parse_request
-from consistent_anon.paths import KEEP, REMOVE, REPLACE, TagPath, parse_path
+from consistent_anon.pipeline.options import parse_request
+from consistent_anon.dicom.paths import KEEP, REMOVE, REPLACE, TagPath, parse_path
 
 SEQ = 0x00081115  # ReferencedSeriesSequence
 SOP = 0x00081199  # ReferencedSOPSequence

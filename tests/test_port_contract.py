@@ -18,8 +18,8 @@ import pydicom
 import pytest
 
 from conftest import new_patient
-from consistent_anon.adapter import RestPort
-from consistent_anon.answers import http_status
+from consistent_anon.orthanc.rest_port import RestPort
+from consistent_anon.orthanc.http_answers import http_status
 from consistent_anon.errors import PluginError
 from dicom_factory import to_bytes, two_frame_study
 from fake_orthanc import FakeOrthanc

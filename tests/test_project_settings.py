@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from consistent_anon.project_settings import ProjectSettings, SettingsError, parse_project_settings
+from consistent_anon.identity.project_settings import ProjectSettings, SettingsError, parse_project_settings
 
 WHERE = "ConsistentAnonymization.Projects.trial"
 

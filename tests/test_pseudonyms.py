@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from consistent_anon.errors import BadRequest
-from consistent_anon.options import parse_request, parse_tag
-from consistent_anon.pseudonyms import Pseudonymizer, check_uid_root, project_key
+from consistent_anon.pipeline.options import parse_request, parse_tag
+from consistent_anon.identity.pseudonyms import Pseudonymizer, check_uid_root, project_key
 
 UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 KEY = b"k" * 32
@@ -102,7 +102,7 @@ def _race(functions, rounds: int = 8) -> list[bytes]:
 
 def test_nodes_racing_to_generate_the_shared_file_key_all_get_the_same(tmp_path):
     import stat
-    from consistent_anon.keys import KEY_FILE_NAME, SharedFileKey
+    from consistent_anon.identity.keys import KEY_FILE_NAME, SharedFileKey
 
     nodes = [SharedFileKey(tmp_path) for _ in range(3)]  # three Orthancs sharing one storage folder
     keys = _race(nodes)
@@ -113,11 +113,11 @@ def test_nodes_racing_to_generate_the_shared_file_key_all_get_the_same(tmp_path)
 
 
 def test_a_storage_plugin_without_a_configured_key_is_refused():
-    from consistent_anon.config import parse_config
+    from consistent_anon.identity.config import parse_config
     from consistent_anon.errors import PluginError
-    from consistent_anon.keys import KeyStore, no_generated_key
+    from consistent_anon.identity.keys import KeyStore, no_generated_key
 
-    from consistent_anon.keys import PropertyChecks
+    from consistent_anon.identity.keys import PropertyChecks
 
     checks = PropertyChecks({}.get, lambda *_: None)
     with pytest.raises(PluginError, match="Key or KeyFile"):
@@ -133,8 +133,8 @@ def test_the_byte_level_shortcut_of_the_leak_search_does_not_miss_a_deflated_fil
 
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    from consistent_anon.filereader import read_header
-    from consistent_anon.scanning import find_uids
+    from consistent_anon.dicom.filereader import read_header
+    from consistent_anon.dicom.scanning import find_uids
     from dicom_factory import Study, mr_series, to_bytes
 
     image = mr_series(Study(), "1.2.3.4.5.6.7.8.9", 1, 1)[0]
@@ -153,8 +153,8 @@ def test_the_byte_level_shortcut_of_the_leak_search_does_not_miss_a_deflated_fil
 
 
 def test_a_uid_with_a_stray_byte_is_searched_without_crashing():
-    from consistent_anon.filereader import read_header
-    from consistent_anon.scanning import find_uids
+    from consistent_anon.dicom.filereader import read_header
+    from consistent_anon.dicom.scanning import find_uids
     from dicom_factory import Study, mr_series, to_bytes
 
     data = to_bytes(mr_series(Study(), "1.2.3.4.5", 1, 1)[0])
@@ -162,8 +162,8 @@ def test_a_uid_with_a_stray_byte_is_searched_without_crashing():
 
 
 def test_the_mark_of_a_requests_options_is_keyed_and_ignores_how_the_call_runs():
-    from consistent_anon.config import DEFAULT_OPTIONS_METADATA, ConfigurationError, parse_config
-    from consistent_anon.options import parse_request
+    from consistent_anon.identity.config import DEFAULT_OPTIONS_METADATA, ConfigurationError, parse_config
+    from consistent_anon.pipeline.options import parse_request
 
     runs_differently = parse_request(b'{"Keep": ["SeriesDescription"], "Force": true, "KeepSource": false, '
                                      b'"Priority": 3, "Asynchronous": true, "Project": "p"}')

@@ -18,9 +18,9 @@ from pydicom.filereader import read_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from consistent_anon.reidentification import (
-    ENCRYPTED_CONTENT_TRANSFER_SYNTAX, Envelope, Layout, Reidentification, ReidentificationError, UnreadableFile,
-    der, der_integer, der_oid, der_set, encrypted_attributes_data_set, load_recipients, modified_tags)
+from consistent_anon.reidentification.envelope import (
+                                                       ENCRYPTED_CONTENT_TRANSFER_SYNTAX, Envelope, Layout, Reidentification, ReidentificationError, UnreadableFile,
+                                                       der, der_integer, der_oid, der_set, encrypted_attributes_data_set, load_recipients, modified_tags)
 from dicom_factory import CT_IMAGE_STORAGE, Study, image_series, to_bytes
 from recipients import make_recipients, openssl
 import reidentify

@@ -14,12 +14,12 @@ import pydicom
 import pytest
 
 from conftest import new_patient
-from consistent_anon import reidentification
-from consistent_anon.config import ConfigurationError, parse_config
-from consistent_anon.engine import Anonymizer
+from consistent_anon.reidentification import envelope
+from consistent_anon.identity.config import ConfigurationError, parse_config
+from consistent_anon.pipeline.engine import Anonymizer
 from consistent_anon.errors import BadRequest, Conflict, VerificationFailed
-from consistent_anon.keys import KeyStore, PropertyChecks
-from consistent_anon.options import parse_request
+from consistent_anon.identity.keys import KeyStore, PropertyChecks
+from consistent_anon.pipeline.options import parse_request
 from dicom_factory import to_bytes, two_frame_study
 from fake_orthanc import FakeOrthanc
 from recipients import make_recipients, openssl, originals_by_openssl
@@ -84,7 +84,7 @@ def test_certificates_are_read_at_start_and_belong_to_every_project_unless_it_op
                      Projects={"trial": {}, "open": {"ReidentificationCertificates": []},
                                "other": {"ReidentificationCertificates": [str(keys["bob"][1])]}})
     fingerprints = {name: [r.fingerprint for r in settings.recipients] for name, settings in config.project_settings.items()}
-    alice, bob = (reidentification.load_recipients([keys[name][1]])[0].fingerprint for name in ("alice", "bob"))
+    alice, bob = (envelope.load_recipients([keys[name][1]])[0].fingerprint for name in ("alice", "bob"))
     assert fingerprints == {"trial": [alice], "open": [], "other": [bob], "default": [alice]}
     assert "reidentification=['default', 'other', 'trial']" in repr(config)  # the start's log line
     assert _config().project_settings["default"].recipients == ()
@@ -119,8 +119,8 @@ def test_without_certificates_the_plugin_needs_no_cryptography():
 import sys
 sys.modules["cryptography"] = None  # any import of it fails
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
-import consistent_anon.adapter, consistent_anon.engine
-from consistent_anon.config import ConfigurationError, parse_config
+import consistent_anon.orthanc.plugin, consistent_anon.pipeline.engine
+from consistent_anon.identity.config import ConfigurationError, parse_config
 parse_config({"ConsistentAnonymization": {"Key": "k" * 32}})
 try:
     parse_config({"ConsistentAnonymization": {"Key": "k" * 32, "ReidentificationCertificates": ["c.pem"]}})
@@ -182,7 +182,7 @@ def test_the_check_ignores_the_ciphertext_and_still_finds_a_real_leak(fake, prop
     study, sources = _upload(fake)
     source = next(iter(sources.values()))
     spelled = f"{source.PatientID} {source.StudyInstanceUID}".encode("ascii")
-    monkeypatch.setattr(reidentification.Envelope, "seal", lambda self, content: spelled)
+    monkeypatch.setattr(envelope.Envelope, "seal", lambda self, content: spelled)
     node.study(study)  # passes the check
     leaky = two_frame_study(per_series=1, patient=new_patient())
     for ds in leaky.instances:

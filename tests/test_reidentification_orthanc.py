@@ -17,7 +17,7 @@ import pydicom
 import pytest
 
 from conftest import TEST_KEY, new_patient, upload
-from consistent_anon.reidentification import split_encrypted_attributes
+from consistent_anon.reidentification.envelope import split_encrypted_attributes
 from dicom_factory import TwoFrameStudy, to_bytes, two_frame_study
 from orthanc_server import RUNTIME, OrthancServer
 from postgres_server import PostgresServer

@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 from conftest import new_patient
-from consistent_anon.audit_log import FileAuditLog
-from consistent_anon.config import AUDIT_LOG_NAME
-from consistent_anon.keys import KEY_FILE_NAME
+from consistent_anon.traceability.audit_log import FileAuditLog
+from consistent_anon.identity.config import AUDIT_LOG_NAME
+from consistent_anon.identity.keys import KEY_FILE_NAME
 from dicom_factory import to_bytes, two_frame_study
 from orthanc_server import RUNTIME
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from consistent_anon.identities import NativeMarkers
-from consistent_anon.options import parse_request
-from consistent_anon.pseudonyms import Pseudonymizer
-from consistent_anon.result_index import _Predictor
-from consistent_anon.uid_attributes import UID_TAGS
+from consistent_anon.pipeline.identities import NativeMarkers
+from consistent_anon.pipeline.options import parse_request
+from consistent_anon.identity.pseudonyms import Pseudonymizer
+from consistent_anon.pipeline.result_index import _Predictor
+from consistent_anon.dicom.uid_attributes import UID_TAGS
 
 STUDY, SERIES = "1.2.826.0.1.3680043.8.498.11", "1.2.826.0.1.3680043.8.498.12"
 MEMBERS = ["1.2.826.0.1.3680043.8.498.13", "1.2.826.0.1.3680043.8.498.14",

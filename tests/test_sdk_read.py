@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from consistent_anon.adapter import RestPort
+from consistent_anon.orthanc.rest_port import RestPort
 from consistent_anon.errors import NotFound
 
 FILE = b"\0" * 128 + b"DICM"

@@ -10,16 +10,16 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from consistent_anon.errors import BadRequest, NotFound
-from consistent_anon.identities import NativeMarkers, plan_instance
-from consistent_anon.options import parse_request
-from consistent_anon.pseudonyms import Pseudonymizer
-from consistent_anon.filereader import Header, read_header
-from consistent_anon.scanning import TextFinder
-from consistent_anon.set_verification import (INSTANCE, Progress, SourceIdentifiers,
-                                              VerifyRequest, frames_of_reference, parse_verify_request,
-                                              summarize, verify)
-from consistent_anon.uid_attributes import UID_TAGS
-from consistent_anon.verification import check_output
+from consistent_anon.pipeline.identities import NativeMarkers, plan_instance
+from consistent_anon.pipeline.options import parse_request
+from consistent_anon.identity.pseudonyms import Pseudonymizer
+from consistent_anon.dicom.filereader import Header, read_header
+from consistent_anon.dicom.scanning import TextFinder
+from consistent_anon.verification.report import (INSTANCE, Progress, SourceIdentifiers,
+                                                 VerifyRequest, frames_of_reference, parse_verify_request,
+                                                 summarize, verify)
+from consistent_anon.dicom.uid_attributes import UID_TAGS
+from consistent_anon.pipeline.output_check import check_output
 from dicom_factory import Patient, to_bytes, two_frame_study
 
 KEY = b"v" * 32

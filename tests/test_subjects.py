@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from consistent_anon.subjects import Subject, SubjectTable, SubjectTableError, parse_subjects
+from consistent_anon.identity.subjects import Subject, SubjectTable, SubjectTableError, parse_subjects
 
 SECRET = "MRN-0042-SECRET"
 

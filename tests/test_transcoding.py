@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from consistent_anon.answers import error_of_status
+from consistent_anon.orthanc.http_answers import error_of_status
 from consistent_anon.errors import BadFileFormat, PluginError
-from consistent_anon.transcoding import native_anonymized
+from consistent_anon.pipeline.transcoding import native_anonymized
 
 JPEG = "1.2.840.10008.1.2.4.50"
 

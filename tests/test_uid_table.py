@@ -8,9 +8,9 @@ from pathlib import Path
 from pydicom.datadict import DicomDictionary
 
 import derive_uid_table
-from consistent_anon.uid_attributes import PROFILE_TAGS, UID_TAGS, is_well_known
+from consistent_anon.dicom.uid_attributes import PROFILE_TAGS, UID_TAGS, is_well_known
 
-TABLE = json.loads((Path(__file__).parents[1] / "plugin/consistent_anon/uid_attributes.json").read_text())
+TABLE = json.loads((Path(__file__).parents[1] / "plugin/consistent_anon/dicom/uid_attributes.json").read_text())
 
 
 def test_the_table_is_what_this_orthanc_replaces_in_every_profile_it_knows(native):

@@ -58,7 +58,7 @@ def test_the_same_word_kept_in_an_identifying_attribute_is_still_a_leak(orthanc)
 def test_the_word_at_another_place_than_the_plain_attribute_is_still_a_leak():
     from pydicom.dataset import Dataset
 
-    from consistent_anon.set_verification import SourceIdentifiers
+    from consistent_anon.verification.report import SourceIdentifiers
     from test_set_verification import header
 
     source = Dataset()

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 from pydicom.uid import PYDICOM_ROOT_UID as PYDICOM_ROOT, generate_uid
 
-from consistent_anon.pseudonyms import UUID_ROOT, Pseudonymizer
-from consistent_anon.filereader import Header
-from consistent_anon import scanning
-from consistent_anon.scanning import TextFinder, UidNeedles
+from consistent_anon.identity.pseudonyms import UUID_ROOT, Pseudonymizer
+from consistent_anon.dicom.filereader import Header
+from consistent_anon.dicom import scanning
+from consistent_anon.dicom.scanning import TextFinder, UidNeedles
 from dicom_factory import Study, mr_series
 from test_set_verification import KEY, anonymize_locally, as_resource, run
 

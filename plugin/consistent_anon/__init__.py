@@ -1,4 +1,4 @@
 """Consistent anonymization for Orthanc: keyed pseudonyms that keep every UID relationship."""
-from .adapter import EXPLORER_SCRIPT, register
+from .orthanc.plugin import EXPLORER_SCRIPT, register
 
 __all__ = ["EXPLORER_SCRIPT", "register"]

@@ -1,7 +1,7 @@
 """The plugin's errors, in the domain's words: what went wrong, never how it is answered.
 
 The core raises these; the HTTP status, Orthanc's ErrorCode and the native-shaped JSON body of
-each are decided in one place, `answers.py` (the adapter sends them, a failed job shows them).
+each are decided in one place, `orthanc/http_answers.py` (the adapter sends them, a failed job shows them).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ class PluginError(Exception):
 
     `orthanc_code` and `description` are Orthanc's ErrorCode and its text where Orthanc itself
     raised the error (a built-in call the port made), None where the plugin did: the class then
-    decides them (answers.py).
+    decides them (orthanc/http_answers.py).
     """
 
     def __init__(self, message: str, *, orthanc_code: int | None = None, description: str | None = None) -> None:

@@ -7,7 +7,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .pseudonyms import Pseudonymizer
+    from .identity.pseudonyms import Pseudonymizer
 
 #: The REST API's name of each level, and the "Type" its answers give it.
 LEVEL_TYPES = {"patients": "Patient", "studies": "Study", "series": "Series", "instances": "Instance"}

@@ -1,0 +1,1 @@
+"""Reading DICOM headers, the DICOM vocabulary, and the identifier model of a source."""

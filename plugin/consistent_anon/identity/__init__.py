@@ -1,0 +1,1 @@
+"""Keys, keyed pseudonyms and date shifts, and the settings that decide identities."""

@@ -1,0 +1,163 @@
+"""The plugin's section of orthanc.json, with the defaults a cautious site wants."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError
+from .project_settings import KEYS as PROJECT_SETTINGS, ProjectSettings, SettingsError, parse_project_settings
+from .pseudonyms import UUID_ROOT, check_uid_root
+
+SECTION = "ConsistentAnonymization"
+MIN_KEY_LENGTH = 32
+#: The user metadata (by index) of an anonymized series that records the options it was made with.
+DEFAULT_OPTIONS_METADATA = 9732
+USER_METADATA_RANGE = range(1024, 65536)
+
+
+#: Options that name files or lists of files.
+PATH_OPTIONS = frozenset({"KeyFile", "AuditLogFile", "Subjects", "ReidentificationCertificates"})
+#: The options of the section, and of each project under `Projects` (a typo must never silently
+#: leave an option at its default: an unknown name stops Orthanc at start). The project settings
+#: (dates, subjects, trial attributes, patient identity) are allowed in both: at the top, they are
+#: the defaults of every project.
+SECTION_OPTIONS = frozenset({"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
+                             "OptionsMetadata", "PseudonymLookup", "AcceptNewKey", "AuditLogFile",
+                             "AuditLogRetentionDays", "AuditLogMaxEntries", *PROJECT_SETTINGS})
+#: The audit log's file name in Orthanc's storage folder, its default place.
+AUDIT_LOG_NAME = "consistent-anonymization-audit.jsonl"
+AUDIT_RETENTION_DAYS = 365
+AUDIT_MAX_ENTRIES = 1_000_000
+PROJECT_OPTIONS = frozenset({"Key", "KeyFile", *PROJECT_SETTINGS})
+
+
+def _refuse_unknown(where: str, settings: dict[str, Any], known: frozenset[str]) -> None:
+    unknown = set(settings) - known
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown option(s) {sorted(unknown)}")
+
+
+def _boolean(section: dict[str, Any], name: str) -> bool:
+    value = section.get(name, False)
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{SECTION}.{name} must be true or false")
+    return value
+
+
+def _read_key(where: str, settings: dict[str, Any]) -> bytes | None:
+    if "Key" in settings and "KeyFile" in settings:
+        raise ConfigurationError(f"{where}: set Key or KeyFile, not both")
+    if "Key" in settings:
+        key = settings["Key"]
+    elif "KeyFile" in settings:
+        try:
+            key = Path(settings["KeyFile"]).read_text().strip()
+        except OSError as error:
+            raise ConfigurationError(f"{where}: cannot read KeyFile ({error.strerror})") from None
+    else:
+        return None
+    if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH:
+        raise ConfigurationError(f"{where}: the key must be a string of at least {MIN_KEY_LENGTH} characters")
+    return key.encode("utf-8")
+
+
+@dataclass
+class PluginConfig:
+    key: bytes | None = None  # None: generated once and kept in a file (keys.py)
+    project_keys: dict[str, bytes | None] = field(default_factory=dict)  # None: derived from `key`
+    default_project: str = "default"
+    uid_root: str = UUID_ROOT
+    fresh_pseudonyms_per_call: bool = False
+    options_metadata: int = DEFAULT_OPTIONS_METADATA
+    pseudonym_lookup: bool = False  # generate-uid's pseudonym queries: off, or they confirm guesses
+    accept_new_key: frozenset[str] = frozenset()  # projects whose recorded key check may be replaced
+    project_settings: dict[str, ProjectSettings] = field(default_factory=dict)
+    audit_log_file: str | None = None  # None: AUDIT_LOG_NAME in Orthanc's StorageDirectory
+    audit_retention_days: int | None = AUDIT_RETENTION_DAYS  # None: kept forever
+    audit_max_entries: int | None = AUDIT_MAX_ENTRIES  # None: no limit
+
+    def __repr__(self) -> str:  # never show a key
+        return (f"PluginConfig(projects={sorted(self.project_keys)}, default_project={self.default_project!r}, "
+                f"uid_root={self.uid_root!r}, fresh_pseudonyms_per_call={self.fresh_pseudonyms_per_call}, "
+                f"options_metadata={self.options_metadata}, pseudonym_lookup={self.pseudonym_lookup}, "
+                f"accept_new_key={sorted(self.accept_new_key)}, "
+                f"date_shifting={sorted(p for p, s in self.project_settings.items() if s.shift_dates)}, "
+                f"subject_tables={sorted(p for p, s in self.project_settings.items() if s.subjects)}, "
+                f"reidentification={sorted(p for p, s in self.project_settings.items() if s.recipients)}, "
+                f"audit_log_file={self.audit_log_file!r}, audit_retention_days={self.audit_retention_days}, "
+                f"audit_max_entries={self.audit_max_entries})")
+
+
+def _limit(section: dict[str, Any], name: str, default: int) -> int | None:
+    """A positive count, or null for none."""
+    value = section.get(name, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigurationError(f"{SECTION}.{name} must be a positive integer, or null for no limit")
+    return value
+
+
+def configuration_folder(configuration_path: str) -> Path:
+    """The folder Orthanc reads relative paths from (its StorageDirectory among them): the
+    configuration file's, the folder of configuration files it was given, or the working folder."""
+    path = Path(configuration_path or ".")
+    return path if path.is_dir() else path.parent
+
+
+def _paths_from(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings with each relative path of PATH_OPTIONS read from `folder`, as Orthanc reads
+    its own: the same configuration means the same files whatever folder Orthanc starts in."""
+    def resolved(value: Any) -> Any:
+        return str(folder / value) if isinstance(value, str) and value else value
+    return {name: ([resolved(item) for item in value] if isinstance(value, list) else resolved(value))
+            if name in PATH_OPTIONS else value for name, value in settings.items()}
+
+
+def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")) -> PluginConfig:
+    """The section, checked; relative paths in it are read from `folder` (configuration_folder)."""
+    section = orthanc_configuration.get(SECTION, {})
+    if not isinstance(section, dict):
+        raise ConfigurationError(f"{SECTION} must be an object")
+    _refuse_unknown(SECTION, section, SECTION_OPTIONS)
+    section = _paths_from(folder, section)
+    config = PluginConfig(key=_read_key(SECTION, section))
+    projects = section.get("Projects", {})
+    if not isinstance(projects, dict) or not all(isinstance(v, dict) for v in projects.values()):
+        raise ConfigurationError(f"{SECTION}.Projects must map project names to objects")
+    projects = {name: _paths_from(folder, settings) for name, settings in projects.items()}
+    try:
+        defaults = parse_project_settings(SECTION, section)
+        for name, settings in projects.items():
+            _refuse_unknown(f"{SECTION}.Projects.{name}", settings, PROJECT_OPTIONS)
+            config.project_keys[name] = _read_key(f"{SECTION}.Projects.{name}", settings)
+            config.project_settings[name] = replace(
+                parse_project_settings(f"{SECTION}.Projects.{name}", settings, defaults), name=name)
+    except SettingsError as error:
+        raise ConfigurationError(str(error)) from None
+    config.default_project = section.get("DefaultProject", "default")
+    if not isinstance(config.default_project, str) or not config.default_project:
+        raise ConfigurationError(f"{SECTION}.DefaultProject must be a non-empty string")
+    config.project_keys.setdefault(config.default_project, None)
+    config.project_settings.setdefault(config.default_project, replace(defaults, name=config.default_project))
+    try:
+        config.uid_root = check_uid_root(str(section.get("UidRoot", UUID_ROOT)))
+    except ValueError as error:
+        raise ConfigurationError(f"{SECTION}: {error}") from None
+    config.fresh_pseudonyms_per_call = _boolean(section, "FreshPseudonymsPerCall")
+    config.pseudonym_lookup = _boolean(section, "PseudonymLookup")
+    accepted = section.get("AcceptNewKey", [])
+    if not isinstance(accepted, list) or not all(isinstance(p, str) and p in config.project_keys for p in accepted):
+        raise ConfigurationError(f"{SECTION}.AcceptNewKey must list declared projects (or the default project)")
+    config.accept_new_key = frozenset(accepted)
+    index = section.get("OptionsMetadata", DEFAULT_OPTIONS_METADATA)
+    if isinstance(index, bool) or not isinstance(index, int) or index not in USER_METADATA_RANGE:
+        raise ConfigurationError(f"{SECTION}.OptionsMetadata must be a user metadata index "
+                                 f"({USER_METADATA_RANGE.start}-{USER_METADATA_RANGE.stop - 1})")
+    config.options_metadata = index
+    audit_file = section.get("AuditLogFile")
+    if audit_file is not None and (not isinstance(audit_file, str) or not audit_file):
+        raise ConfigurationError(f"{SECTION}.AuditLogFile must be the path of a file")
+    config.audit_log_file = audit_file
+    config.audit_retention_days = _limit(section, "AuditLogRetentionDays", AUDIT_RETENTION_DAYS)
+    config.audit_max_entries = _limit(section, "AuditLogMaxEntries", AUDIT_MAX_ENTRIES)
+    return config

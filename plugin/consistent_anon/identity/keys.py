@@ -1,0 +1,232 @@
+"""Where the pseudonymization keys come from, and how a changed key is noticed.
+
+A generated key lives in a file of mode 0600, never in Orthanc's index (a copy of the index would
+be enough to recompute every pseudonym): the storage folder, which every node of a shared
+database uses too (Orthanc keeps a database plugin's global properties per server, by its
+DatabaseServerIdentifier, so nodes cannot share one there); with a storage plugin and the
+built-in SQLite index, the index folder; with both in plugins there is no shared folder, and a
+`Key` or `KeyFile` is required. The file is created atomically (a draft linked into place, first
+writer wins), so calls or nodes racing to create it all end up with the same key. A key an older
+version kept in a SQLite global property moves to the file, and the property is emptied.
+
+Each project records a keyed check value of its key (never the key) at its first use. A running
+key that does not match it (a changed Key or KeyFile, a lost key file, a node with another key)
+would silently split every patient in two: anonymization is refused until the key is restored or
+the project is listed in `AcceptNewKey`. The check values live where the nodes share them: the
+storage folder with a database plugin, else Orthanc's database (a global property).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Callable, Protocol
+
+from .config import PluginConfig
+from .project_settings import ProjectSettings
+from ..errors import BadRequest, PluginError
+from .pseudonyms import Pseudonymizer, project_key
+
+#: The global property in which versions before the key file kept a generated key (SQLite index).
+KEY_PROPERTY = 9731
+#: The global property holding the projects' key check values (plugins use ids from 1024 up).
+CHECKS_PROPERTY = 9733
+#: The file holding a generated master key.
+KEY_FILE_NAME = ".consistent-anonymization.key"
+#: The files holding the projects' key check values in a shared folder (one per project).
+CHECK_FILE_PREFIX = ".consistent-anonymization-check."
+_KEY_PREFIX = "consistent-anonymization-key-v1:"
+
+
+class KeyMismatch(PluginError):
+    """The running key is not the one a project's pseudonyms were made with: nothing is done."""
+
+
+def _parse(text: str | None) -> bytes | None:
+    return bytes.fromhex(text[len(_KEY_PREFIX):].strip()) if text and text.startswith(_KEY_PREFIX) else None
+
+
+def _key_text(key: bytes) -> str:
+    return _KEY_PREFIX + key.hex()
+
+
+def _create_exclusive(path: Path, text: str) -> None:
+    """Write `path` (mode 0600) unless it exists, atomically: readers never see a partial file,
+    and of several writers racing, the first one's text stays."""
+    draft = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(draft, path)  # fails if another writer's file is already there
+        except FileExistsError:
+            pass  # another writer's file came first: it stays, as the docstring says
+    finally:
+        draft.unlink()
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write `path` (mode 0600) over what it held, atomically."""
+    draft = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(draft, path)
+
+
+class SharedFileKey:
+    """A generated key in a file of a folder (created by an atomic link)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / KEY_FILE_NAME
+
+    def _read(self) -> bytes | None:
+        try:
+            return _parse(self.path.read_text())
+        except FileNotFoundError:  # no key generated yet
+            return None
+
+    def adopt(self, key: bytes) -> bytes:
+        """Keep `key` in the file unless one is there already; answers the key the file holds."""
+        if self._read() is None:
+            _create_exclusive(self.path, _key_text(key))
+        found = self._read()
+        if found is None:
+            raise PluginError(f"The pseudonymization key file {KEY_FILE_NAME} is not readable")
+        return found
+
+    def __call__(self) -> bytes:
+        key = self._read()
+        return key if key is not None else self.adopt(os.urandom(32))
+
+
+def migrate_property_key(get_property: Callable[[int, str], str], set_property: Callable[[int, str], None],
+                         key_file: SharedFileKey) -> None:
+    """Move a key an older version generated into a SQLite global property to the key file, then
+    empty the property: the site keeps its pseudonyms, and the index holds no key any more."""
+    old = _parse(get_property(KEY_PROPERTY, ""))
+    if old is None:
+        return
+    if key_file.adopt(old) != old:
+        raise PluginError(f"Two generated pseudonymization keys were found, one in Orthanc's database and "
+                          f"another in {key_file.path}: keep the one your pseudonyms were made with "
+                          f"(the database's, unless the file's was used since) and remove the other")
+    set_property(KEY_PROPERTY, "")
+
+
+def no_generated_key() -> bytes:
+    raise PluginError("Orthanc keeps both its index and its storage in plugins: there is no place the "
+                      "nodes share to keep a generated key. Set ConsistentAnonymization.Key or KeyFile.")
+
+
+class KeyChecks(Protocol):
+    """Where each project's key check value is recorded."""
+
+    def record(self, project: str, check: str, replace: bool = False) -> str:
+        """Record `check` for the project if none is (or over it, with `replace`); answers the
+        value now recorded."""
+
+
+class PropertyChecks:
+    """Check values in a global property (one JSON object), for a database only this Orthanc uses
+    (SQLite), or per server where nothing is shared (index and storage in plugins)."""
+
+    def __init__(self, get_property: Callable[[int, str], str], set_property: Callable[[int, str], None]) -> None:
+        self._get = get_property
+        self._set = set_property
+        self._lock = threading.Lock()
+
+    def record(self, project: str, check: str, replace: bool = False) -> str:
+        with self._lock:
+            recorded = json.loads(self._get(CHECKS_PROPERTY, "") or "{}")
+            if replace or project not in recorded:
+                recorded[project] = check
+                self._set(CHECKS_PROPERTY, json.dumps(recorded, sort_keys=True))
+            return recorded[project]
+
+
+class FileChecks:
+    """Check values in files of the folder the nodes share, one per project (created atomically,
+    first writer wins, so two nodes with different keys cannot both record theirs)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    def _path(self, project: str) -> Path:
+        return self._folder / (CHECK_FILE_PREFIX + hashlib.sha256(project.encode("utf-8")).hexdigest()[:32])
+
+    def record(self, project: str, check: str, replace: bool = False) -> str:
+        path = self._path(project)
+        text = json.dumps({"Project": project, "KeyCheck": check})
+        if replace:
+            _replace(path, text)
+        elif not path.exists():
+            _create_exclusive(path, text)
+        return json.loads(path.read_text())["KeyCheck"]
+
+
+class KeyStore:
+    """Gives the pseudonymizer of a project, once its key is known to be the one it always had."""
+
+    def __init__(self, config: PluginConfig, generated_key: Callable[[], bytes],
+                 checks: Callable[[], KeyChecks], log_warning: Callable[[str], None] = lambda _: None) -> None:
+        self._config = config
+        self._generated_key = generated_key
+        self._checks = checks
+        self._log_warning = log_warning
+        self._verified: set[tuple[str, str]] = set()
+
+    def master_key(self) -> bytes:
+        return self._config.key if self._config.key is not None else self._generated_key()
+
+    def project_name(self, requested: str | None) -> str:
+        project = requested if requested is not None else self._config.default_project
+        if project not in self._config.project_keys:
+            raise BadRequest(f'Unknown project "{project}": declare it under ConsistentAnonymization.Projects')
+        return project
+
+    def settings(self, requested_project: str | None) -> ProjectSettings:
+        """The project's settings beyond its key: dates, subjects, trial attributes, identity."""
+        return self._config.project_settings[self.project_name(requested_project)]
+
+    def pseudonymizer(self, requested_project: str | None) -> Pseudonymizer:
+        """Keyed pseudonyms for the project, or fresh ones for this call alone if so configured."""
+        project = self.project_name(requested_project)
+        if self._config.fresh_pseudonyms_per_call:
+            return Pseudonymizer(os.urandom(32), self._config.uid_root)
+        key = self._config.project_keys[project]
+        if key is None:
+            key = project_key(self.master_key(), project)
+        pseudonyms = Pseudonymizer(key, self._config.uid_root)
+        self._check_key(project, pseudonyms.key_check())
+        return pseudonyms
+
+    def _check_key(self, project: str, check: str) -> None:
+        """Refuse a key other than the one the project recorded at its first use (once per process
+        and key: the store is read again only when the key changes)."""
+        if (project, check) in self._verified:
+            return
+        if self._checks().record(project, check) != check:
+            if project not in self._config.accept_new_key:
+                raise KeyMismatch(
+                    f'Project "{project}": the pseudonymization key in use is not the one this project\'s '
+                    f"pseudonyms were made with (Key or KeyFile changed, the generated key file lost, or "
+                    f"another node with another key), so its results would not link with the earlier ones: "
+                    f"nothing was done. Restore that key, or list the project in "
+                    f"ConsistentAnonymization.AcceptNewKey to start its pseudonyms afresh under this key")
+            self._checks().record(project, check, replace=True)
+            self._log_warning(f'Consistent anonymization: project "{project}" now records the new key '
+                              f"(AcceptNewKey): its earlier results no longer link with new ones")
+        self._verified.add((project, check))
+
+    @property
+    def fresh_per_call(self) -> bool:
+        return self._config.fresh_pseudonyms_per_call

@@ -1,0 +1,1 @@
+"""Asynchronous calls as Orthanc-shaped jobs, and the journal of synchronous calls in flight."""

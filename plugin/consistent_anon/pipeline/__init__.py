@@ -1,0 +1,1 @@
+"""One anonymization call's work: plan, native de-identification, output step, check, store."""

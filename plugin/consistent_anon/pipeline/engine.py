@@ -1,0 +1,209 @@
+"""The anonymization engine: native Orthanc de-identifies each instance, the plugin decides the
+identities, checks the output, then stores it. It talks to Orthanc only through an
+`OrthancPort` (port.py) and raises domain errors (errors.py); the adapter answers them.
+
+A call, stage by stage:
+1. plan the call (`check_request`, `_plan_call`): the targets' source instances, native's
+   verdict on the options, the refusals (Replace merging instances, other options' results);
+2. run it (call_run.CallRun): what is already stored → each instance through
+   instance_steps.InstanceSteps (read → plan identities and transforms → native → check →
+   store) → the whole checked → finish (options mark, labels, sources consumed), or roll back;
+3. answer as native does (native_answers.py).
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, Callable, Iterator
+
+from . import native_answers
+from .call_run import CallParts, CallPlan, CallRun, Canceled, Progress, WholeCheck, vanished
+from ..identity.config import DEFAULT_OPTIONS_METADATA
+from .deletions import Deletions
+from ..errors import BadRequest, Conflict, NotFound, Refused, VerificationFailed
+from ..dicom.filereader import UnreadableHeader, read_header
+from .identities import NativeMarkers
+from .instance_steps import InstanceSteps
+from ..identity.keys import KeyStore
+from .ledger import Ledger
+from ..lru import LruCache
+from .options import AnonymizeRequest
+from ..orthanc_ids import LEVEL_TYPES, PARENT_FIELD
+from .origins import OriginWriter
+from .port import OrthancPort, Source, Stored, by_series
+from ..identity.pseudonyms import Pseudonymizer
+from .result_index import ResultIndex
+from .transcoding import native_anonymized
+from ..dicom.uid_attributes import UID_TAGS
+from ..dicom.vocabulary import (DEIDENTIFICATION_METHOD, PATIENT_ID, PATIENT_IDENTITY_REMOVED, SERIES_INSTANCE_UID,
+                                SOP_INSTANCE_UID, STUDY_INSTANCE_UID)
+
+#: How many sets of options' native markers are remembered (a few hundred bytes each).
+MARKERS_REMEMBERED = 256
+
+
+def _one_resource(level: str) -> WholeCheck:
+    """Refuses the results of a patient, study or series call that would not form one resource."""
+    def check(results: list[Stored]) -> None:
+        parents = {stored[PARENT_FIELD[level]] for stored in results}  # type: ignore[literal-required]
+        if len(parents) != 1 or len({stored["ParentPatient"] for stored in results}) != 1:
+            raise VerificationFailed(f"The anonymized {LEVEL_TYPES[level].lower()} would be split into "
+                                     f"{len(parents)} resources; nothing was stored")
+    return check
+
+
+class Anonymizer:
+    def __init__(self, port: OrthancPort, keys: KeyStore, uid_tags: frozenset[int] = UID_TAGS,
+                 options_metadata: int = DEFAULT_OPTIONS_METADATA,
+                 log_error: Callable[[str], None] = lambda message: None) -> None:
+        self._port = port
+        self._keys = keys
+        self._uid_tags = uid_tags
+        self._ledger = Ledger()
+        self._index = ResultIndex(port, keys, uid_tags, str(options_metadata))
+        self._deletions = Deletions(port, self._ledger, log_error)  # log_error: Orthanc's error level
+        self._origins = OriginWriter(port)
+        self._markers: LruCache[str, NativeMarkers] = LruCache(MARKERS_REMEMBERED)
+
+    # --- The calls (the adapter's routes and jobs) --------------------------------------------
+    def anonymize_instance(self, instance_id: str, request: AnonymizeRequest) -> bytes:
+        """/instances/{id}/anonymize: the checked file, stored nowhere (as native)."""
+        pseudonyms = self._keys.pseudonymizer(request.project)
+        steps = self._steps(request, pseudonyms, self.native_markers(instance_id, request))
+        return steps.anonymized(instance_id).data
+
+    def anonymize_resource(self, level: str, resource_id: str, request: AnonymizeRequest,
+                           progress: Progress = lambda done, total: None,
+                           canceled: Canceled = lambda: False) -> dict[str, Any]:
+        """/{patients,studies,series}/{id}/anonymize: store every checked instance, answer as native."""
+        request = replace(request, whole_resources=True)
+        sources = self.check_request([(level, resource_id)], request)
+        results = self._run(self._plan_call(sources, [resource_id], request), progress, canceled,
+                            _one_resource(level))
+        return native_answers.resource_answer(self._port.version(), level, resource_id, results, len(sources),
+                                       request.native_body)
+
+    def anonymize_bulk(self, targets: list[tuple[str, str]], request: AnonymizeRequest,
+                       progress: Progress = lambda done, total: None,
+                       canceled: Canceled = lambda: False) -> dict[str, Any]:
+        """/tools/bulk-anonymize: every instance of every resource, once, under the same rules.
+
+        Unlike native, resources that overlap (an instance and its study) are no error: each
+        instance is anonymized once.
+        """
+        request = replace(request, whole_resources=True)
+        sources = self.check_request(targets, request)
+        plan = self._plan_call(sources, [resource_id for _, resource_id in targets], request)
+        results = self._run(plan, progress, canceled, lambda results: None)
+        return native_answers.bulk_answer(self._port.version(), targets, results, len(sources), request.native_body)
+
+    def resolve(self, resource_ids: list[str]) -> list[tuple[str, str]]:
+        """The level of each resource of a bulk request (native's /tools/bulk-anonymize takes IDs of any level)."""
+        return [(self._level_of(resource_id), resource_id) for resource_id in resource_ids]
+
+    def _level_of(self, resource_id: str) -> str:
+        try:
+            return self._port.level_of(resource_id)
+        except NotFound:
+            raise self._missing(f"Unknown resource {resource_id}", "Resource", resource_id) from None
+
+    # --- Stage 1: plan the call ---------------------------------------------------------------
+    def check_request(self, targets: list[tuple[str, str]], request: AnonymizeRequest) -> list[Source]:
+        """The source instances of the (level, id) targets, without repeats, once each target is known
+        to exist and native accepts the options: done before a job is queued, so that bad requests
+        are refused at once, as native does."""
+        sources: dict[str, Source] = {}
+        for level, resource_id in targets:
+            found = self._instances_of(level, resource_id)
+            if not found:
+                raise NotFound(f"{LEVEL_TYPES[level]} {resource_id} has no instance")
+            sources.update((source["ID"], source) for source in found)
+        self._keys.project_name(request.project)
+        listed = list(sources.values())
+        with self._vanishing(listed):
+            markers = self.native_markers(listed[0]["ID"], request)
+            self._refuse_merging(listed, request)
+            self._index.refuse_other_options(listed, request, markers)
+        return listed
+
+    def native_markers(self, instance_id: str, request: AnonymizeRequest) -> NativeMarkers:
+        """What native writes in the de-identification markers for these options.
+
+        Learnt by anonymizing one instance natively with the caller's exact options (stored
+        nowhere), once per set of options: native's answer also validates the options exactly
+        as native would, before the plugin changes anything.
+        """
+        fingerprint = json.dumps(request.native_body, sort_keys=True)
+        markers = self._markers.get(fingerprint)
+        if markers is None:
+            data = native_anonymized(self._port, instance_id, request.native_body, request.whole_resources)
+            try:
+                header = read_header(data)
+            except UnreadableHeader as error:
+                raise VerificationFailed(f"Native anonymization gave a file the plugin cannot read ({error})") from None
+            markers = NativeMarkers(*(header.text(tag) if tag in header else None
+                                      for tag in (DEIDENTIFICATION_METHOD, PATIENT_IDENTITY_REMOVED)))
+            self._markers.put(fingerprint, markers)
+        return markers
+
+    def _instances_of(self, level: str, resource_id: str) -> list[Source]:
+        """The resource's instances; if another call of this Orthanc consumed it (KeepSource
+        false), a 409 that says so; else a 404 that names the usual reason (another node's call
+        may have consumed it) rather than a bare "Unknown resource"."""
+        try:
+            return self._port.instances_of(level, resource_id)
+        except NotFound:
+            raise self._missing(f"Unknown resource: no {level} has the ID {resource_id}", LEVEL_TYPES[level],
+                                resource_id) from None
+
+    def _missing(self, unknown: str, kind: str, resource_id: str) -> Refused:
+        """409 where a call of this Orthanc consumed the resource (KeepSource false); else the 404
+        `unknown`, naming the usual reason (another node's call may have consumed it)."""
+        if self._ledger.was_consumed(resource_id):
+            return Conflict(f"{kind} {resource_id} was anonymized with KeepSource false by another call, which "
+                            "deleted it: its anonymized copy is stored")
+        return NotFound(f"{unknown} (if there was one, it was deleted: an anonymization with KeepSource false, on "
+                        "this or another node, deletes its sources once their anonymized copies are stored)")
+
+    @contextmanager
+    def _vanishing(self, sources: list[Source]) -> Iterator[None]:
+        """A source that disappears once listed was consumed (or deleted) by someone else meanwhile:
+        a 409 or 404 saying so, rather than the NotFound of whichever built-in call noticed first
+        (a NotFound while every source is still there is the call's own error, left as it is)."""
+        try:
+            yield
+        except NotFound:
+            gone = [source["ID"] for source in sources if not self._port.exists("instances", source["ID"])]
+            if not gone:
+                raise
+            raise vanished(self._ledger, gone) from None
+
+    def _refuse_merging(self, sources: list[Source], request: AnonymizeRequest) -> None:
+        """400 for a Replace that gives several instances one identifier where it cannot hold: they
+        would overwrite one another, and fewer results than sources would be stored."""
+        replaced = request.replaced_tags
+        if SOP_INSTANCE_UID in replaced and len(sources) > 1:
+            raise BadRequest(f"Replace gives one SOPInstanceUID to {len(sources)} instances: each instance "
+                             "needs its own (Orthanc would keep one of them)")
+        if SERIES_INSTANCE_UID in replaced and not {STUDY_INSTANCE_UID, PATIENT_ID} <= set(replaced):
+            studies = {self._port.parent_of("series", series) for series in by_series(sources)}
+            if len(studies) > 1:
+                raise BadRequest(f"Replace gives one SeriesInstanceUID to series of {len(studies)} studies: a "
+                                 "series belongs to one study (anonymize each study on its own)")
+
+    def _plan_call(self, sources: list[Source], targets: list[str], request: AnonymizeRequest) -> CallPlan:
+        pseudonyms = self._keys.pseudonymizer(request.project)
+        return CallPlan(sources, targets, request, pseudonyms, self.native_markers(sources[0]["ID"], request),
+                        pseudonyms.options_fingerprint(request.output_options))
+
+    # --- Stage 2: run it ----------------------------------------------------------------------
+    def _steps(self, request: AnonymizeRequest, pseudonyms: Pseudonymizer, markers: NativeMarkers) -> InstanceSteps:
+        return InstanceSteps(self._port, request, pseudonyms, markers, self._uid_tags, self._index, self._deletions)
+
+    def _run(self, plan: CallPlan, progress: Progress, canceled: Canceled, check: WholeCheck) -> list[Stored]:
+        parts = CallParts(self._port, self._ledger, self._index, self._deletions)
+        steps = self._steps(plan.request, plan.pseudonyms, plan.markers)
+        run = CallRun(plan, parts, steps, self._origins.for_call(), progress, canceled)
+        with self._vanishing(plan.sources):
+            return run.run(check)

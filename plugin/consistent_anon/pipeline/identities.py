@@ -1,0 +1,209 @@
+"""Decide the identities of one anonymized instance: the plugin's half of the work.
+
+Native Orthanc de-identifies (its profile, the caller's Keep/Replace/Remove); this module says
+which value every UID, PatientID and PatientName must get, as explicit `Replace` paths that
+override native's random choices at any depth, and what the output must then contain.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import PluginError, SubjectRequired
+from ..dicom.filereader import Element, Header
+from .options import AnonymizeRequest
+from ..dicom.paths import KEEP, REMOVE
+from ..identity.pseudonyms import Pseudonymizer
+from ..dicom.scanning import instance_uids, values_of
+from ..identity.subjects import Subject, SubjectTableError
+from .transforms import TRANSFORMS, Changes
+from ..dicom.uid_attributes import is_well_known
+from ..dicom.vocabulary import (DEIDENTIFICATION_METHOD, ISSUER_OF_PATIENT_ID, PATIENT_ID, PATIENT_IDENTITY_REMOVED,
+                                PATIENT_NAME, Path, is_private, orthanc_path)
+
+
+@dataclass(frozen=True)
+class NativeMarkers:
+    """What native Orthanc writes in DeidentificationMethod and PatientIdentityRemoved for a request
+    (None: it leaves the attribute out); learnt once per set of options by a probe."""
+
+    deidentification_method: str | None
+    patient_identity_removed: str | None
+
+
+@dataclass
+class InstancePlan:
+    """The request to send to native Orthanc for one instance, and what its output must hold.
+
+    `targets` maps each UID of the instance to what it becomes (its pseudonym, or the caller's
+    choice for that original); `source_uids` are those that change, which must then be found
+    nowhere in the output but at `caller_paths`, where the caller's own Keep or Replace put a
+    UID; `source` is the header planned from, whose identifying texts the output must not hold
+    but in the attributes the caller named at the top level (`caller_tags`)."""
+
+    native_body: dict[str, Any]
+    patient_id: str
+    expected_uids: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+    source_uids: set[str] = field(default_factory=set)
+    targets: dict[str, str] = field(default_factory=dict)
+    caller_paths: set[Path] = field(default_factory=set)
+    source: Header | None = None
+    caller_tags: frozenset[int] = frozenset()
+    #: What the transforms (transforms.py) have native write, to be found where it is present.
+    expected_values: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _private_uid_values(element: Element, targets: dict[str, str]) -> tuple[str, ...] | None:
+    """The values a private element gets when it holds UIDs of the instance, else None.
+
+    An element of VR UI gets the target of each of its values; an element of any other VR (UN
+    in implicit VR files, OB, LO...) only if its whole value consists of the instance's UIDs.
+    """
+    if not is_private(element.tag) or not element.values:
+        return None
+    if element.vr == "UI" or all(v in targets for v in element.values):
+        new_values = tuple(targets.get(v, v) for v in element.values)
+        return new_values if new_values != element.values else None
+    return None
+
+
+def resulting_patient(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer) -> tuple[str, str]:
+    """The PatientID and PatientName of the anonymized instance: the caller's choice (unless the
+    project owns the identity, see AnonymizeRequest.for_project), else the project's subject
+    table, else keyed pseudonyms."""
+    original = header.text(PATIENT_ID)
+    if PATIENT_ID in request.replaced_tags:
+        patient_id = str(request.replaced_tags[PATIENT_ID])
+    elif PATIENT_ID in request.kept_tags:
+        patient_id = original
+    else:
+        subject = _subject(header, request)
+        if subject is not None:
+            return subject.subject_id, subject.subject_name or subject.subject_id
+        patient_id = pseudonyms.patient_id(original)
+    return patient_id, pseudonyms.patient_name(patient_id)
+
+
+def _subject(header: Header, request: AnonymizeRequest) -> Subject | None:
+    settings = request.settings
+    if settings.subjects is None:
+        return None
+    try:
+        subject = settings.subjects.lookup(header.text(PATIENT_ID), header.text(ISSUER_OF_PATIENT_ID))
+    except SubjectTableError as error:  # the file broke since it was last read: refuse, never guess
+        raise PluginError(f'The subject table of project "{settings.name}" cannot be used: {error}') from None
+    if subject is None and settings.require_subject:
+        raise SubjectRequired(f'The patient is not in the subject table of project "{settings.name}", '
+                              f'which requires one (RequireSubject); nothing was stored')
+    return subject
+
+
+
+def _caller_targets(header: Header, request: AnonymizeRequest, uid_tags: frozenset[int]) -> dict[str, str]:
+    """Originals whose target the caller fixed with a top-level Keep or Replace of a UID
+    attribute: the same target then applies to every nested reference to that original. A
+    nested path names one place only (as in native): it fixes nothing elsewhere."""
+    fixed: dict[str, str] = {}
+    for tag in request.kept_tags & uid_tags:
+        fixed.update((v, v) for v in header.values(tag))
+    for tag, value in request.replaced_tags.items():
+        if tag in uid_tags:
+            fixed.update(zip(header.values(tag), values_of(value)))
+    return fixed
+
+
+@dataclass(frozen=True)
+class _UidTargets:
+    """What each UID of the instance becomes: the caller's fixed target, else its pseudonym in the
+    anonymized patient's scope; UIDs of the standard itself stay."""
+
+    fixed: dict[str, str]
+    pseudonyms: Pseudonymizer
+    patient_id: str
+
+    def __call__(self, original: str) -> str:
+        if is_well_known(original):
+            return original
+        return self.fixed.get(original) or self.pseudonyms.uid(self.patient_id, original)
+
+
+def uid_target(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer, uid_tags: frozenset[int],
+               patient_id: str) -> Callable[[str], str]:
+    """What a UID of an instance with this header's fixed values becomes where the caller says
+    nothing of its place, as `plan_instance` decides it: the index's re-run shortcut predicts
+    each instance's SOPInstanceUID with it, without planning every instance whole."""
+    return _UidTargets(_caller_targets(header, request, uid_tags), pseudonyms, patient_id)
+
+
+def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
+                  markers: NativeMarkers, uid_tags: frozenset[int]) -> InstancePlan:
+    """One instance's plan, step by step: its UIDs, its patient, native's markers, then the
+    transforms (transforms.py); all of it becomes one request to native."""
+    patient_id, patient_name = resulting_patient(header, request, pseudonyms)
+    plan = InstancePlan(native_body={}, patient_id=patient_id, source=header, caller_tags=request.mentioned_tags)
+    changes = Changes(remove=list(request.remove))
+    _plan_uids(plan, header, request, _UidTargets(_caller_targets(header, request, uid_tags), pseudonyms, patient_id),
+               uid_tags, changes)
+    if not request.mentions(PATIENT_ID):
+        changes.replace[str(PATIENT_ID)] = patient_id
+    if not request.mentions(PATIENT_NAME):
+        changes.replace[str(PATIENT_NAME)] = patient_name
+    _plan_markers(request, markers, changes)
+    for transform in TRANSFORMS:
+        transform(header, request, patient_id, pseudonyms, changes)
+    plan.expected_values = changes.expected
+    body = dict(request.native_body)
+    body["Force"] = True
+    body["Replace"] = {**changes.replace, **request.replace}
+    if changes.remove:
+        body["Remove"] = changes.remove
+    plan.native_body = body
+    return plan
+
+
+def _plan_uids(plan: InstancePlan, header: Header, request: AnonymizeRequest, target: _UidTargets,
+               uid_tags: frozenset[int], changes: Changes) -> None:
+    """Every UID of the instance, at every path: its target, unless the caller's own Keep or
+    Replace stands there; private elements holding UIDs too, where native keeps them."""
+    plan.targets = {v: target(v) for v in instance_uids(header, uid_tags)}
+    plan.source_uids = {v for v, new in plan.targets.items() if v != new}
+    keep_private = request.native_body.get("KeepPrivateTags") is True
+    caller = request.caller_paths
+    for element in header.elements:
+        if element.tag in uid_tags and element.values:
+            new_values = tuple(target(v) for v in element.values)
+        elif keep_private:  # native keeps private elements as they are: those holding UIDs get theirs
+            new_values = _private_uid_values(element, plan.targets)
+            if new_values is None:
+                continue
+        else:
+            continue
+        fate = caller.fate(element.path)
+        if fate is None:
+            plan.expected_uids[element.path] = new_values
+            changes.replace[orthanc_path(element.path)] = "\\".join(new_values)
+        elif fate[0] != REMOVE:  # the caller's own Keep or Replace stands as written, at that place
+            plan.caller_paths.add(element.path)
+            plan.expected_uids[element.path] = element.values if fate[0] == KEEP else values_of(fate[1])
+    for tag, value in request.replaced_tags.items():  # a UID attribute the source did not have
+        if tag in uid_tags:
+            plan.expected_uids[Path.top(tag)] = values_of(value)
+            plan.caller_paths.add(Path.top(tag))
+
+
+def _plan_markers(request: AnonymizeRequest, markers: NativeMarkers, changes: Changes) -> None:
+    """DeidentificationMethod and PatientIdentityRemoved as native writes them for these options
+    (the plugin's Replace of identities would otherwise change them), unless the caller decides."""
+    for tag, value in ((DEIDENTIFICATION_METHOD, markers.deidentification_method),
+                       (PATIENT_IDENTITY_REMOVED, markers.patient_identity_removed)):
+        if request.mentions(tag):
+            continue
+        if value is None:
+            changes.remove.append(str(tag))
+        elif tag == DEIDENTIFICATION_METHOD:
+            # Native drops a Replace of DeidentificationMethod equal to its own profile string
+            # whenever the request has any Replace. A trailing space, which DICOM defines as
+            # padding of a LO value, keeps the value exactly as native writes it when read.
+            changes.replace[str(tag)] = value + " "
+        else:
+            changes.replace[str(tag)] = value

@@ -1,0 +1,101 @@
+"""One source instance through the pipeline: read → plan its identities and transforms → ask
+native → check → (the checked output) → store → check as stored.
+
+The steps are the same for every instance of a call, and hold nothing that changes: the call's
+workers share one `InstanceSteps`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .deletions import Deletions
+from ..errors import NotFound, ResultDisappeared, VerificationFailed
+from ..dicom.filereader import Header
+from .identities import InstancePlan, NativeMarkers, plan_instance
+from .options import AnonymizeRequest
+from .port import OrthancPort, Stored
+from ..identity.pseudonyms import Pseudonymizer
+from .result_index import ResultIndex
+from .sealing import sealing_for
+from .transcoding import native_anonymized
+from .output_check import anonymize_checked, check_output
+
+#: What Orthanc answers a store with, when it kept the file (or had it already).
+STORED = ("Success", "AlreadyStored")
+
+
+@dataclass(frozen=True)
+class Anonymized:
+    """The checked output of one instance, and the plan it was checked against."""
+
+    data: bytes
+    plan: InstancePlan
+
+
+class InstanceSteps:
+    def __init__(self, port: OrthancPort, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
+                 markers: NativeMarkers, uid_tags: frozenset[int], index: ResultIndex, deletions: Deletions) -> None:
+        self._port = port
+        self._request = request
+        self._pseudonyms = pseudonyms
+        self._markers = markers
+        self._uid_tags = uid_tags
+        self._index = index
+        self._deletions = deletions
+        self._compare = index.compares_results()
+        self._seal = sealing_for(request.settings)  # the output step: once per call (one key wrap)
+
+    def anonymized(self, instance_id: str) -> Anonymized:
+        """The instance read, planned, de-identified by native under the plan, given its
+        re-identification data (sealing.py: the output step) and checked. What this returns is
+        final: it is stored (`store`), or answered (/instances/{id}/anonymize), as it is."""
+        header = self._port.header(instance_id)
+        plan = self.plan(header)
+        return Anonymized(self.ask_native(instance_id, header, plan), plan)
+
+    def plan(self, header: Header) -> InstancePlan:
+        """Plan the source's identities, then the transforms (transforms.py)."""
+        return plan_instance(header, self._request, self._pseudonyms, self._markers, self._uid_tags)
+
+    def ask_native(self, instance_id: str, header: Header, plan: InstancePlan) -> bytes:
+        """Native's de-identification under the plan, sealed, checked (VerificationFailed otherwise):
+        what is checked is what is stored."""
+        return anonymize_checked(plan, lambda body: self._seal(header, self._native(instance_id, body)),
+                                 self._uid_tags, instance_id)
+
+    def _native(self, instance_id: str, body: dict[str, Any]) -> bytes:
+        return native_anonymized(self._port, instance_id, body, self._request.whole_resources)
+
+    def store(self, source_id: str) -> Stored:
+        """Anonymize, check and store one source instance; where Orthanc already had its result,
+        check it is this very output; where Orthanc transcodes what it stores, check what it kept."""
+        made = self.anonymized(source_id)
+        stored: Stored = {**self._port.store(made.data), "Source": source_id}  # type: ignore[typeddict-item]
+        if stored.get("Status") not in STORED:  # e.g. FilteredOut
+            raise VerificationFailed(f"Orthanc did not store an anonymized instance "
+                                     f"(status {stored.get('Status')}); nothing was kept")
+        try:
+            if stored["Status"] == "AlreadyStored" and self._compare:
+                self._index.same_result(stored, made.data, self._seal)
+            if self._port.transcodes_on_ingest():
+                self._check_as_stored(stored, made.plan)
+        except NotFound:  # removed since Orthanc answered (another call's rollback): say so, not a bare 404
+            raise ResultDisappeared() from None
+        return stored
+
+    def _check_as_stored(self, stored: Stored, plan: InstancePlan) -> None:
+        """Where Orthanc transcodes what it stores ("IngestTranscoding"), the plugin's check again,
+        on what Orthanc kept: a lossy syntax gives the instance a new SOPInstanceUID, which the
+        pseudonyms, references and re-runs could not follow. Unchecked or failed, it never stays
+        (it is not counted as the call's yet, so the rollback would not remove it)."""
+        try:
+            problems = check_output(self._port.read_file(stored["ID"]), plan, self._uid_tags)
+            if problems:
+                raise VerificationFailed("Orthanc changed an anonymized instance as it stored it "
+                                         "(IngestTranscoding), and it failed the plugin's check; nothing "
+                                         "was kept: " + "; ".join(problems[:10]))
+        except BaseException:
+            if stored["Status"] == "Success":
+                self._deletions.discard(stored["ID"])
+            raise

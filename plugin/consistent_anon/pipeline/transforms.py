@@ -1,0 +1,87 @@
+"""What the plugin changes in every instance beyond identities, one transform per concern.
+
+Native Orthanc de-identifies; the identity plan (identities.py) gives every UID and the patient
+their pseudonyms; each transform here then adds what native must also write (`Replace` paths,
+`Remove` entries) and what the output must then hold (`InstancePlan.expected_values`, checked by
+the fail-closed check like the UIDs). A new capability is a new transform and one entry in
+`TRANSFORMS`: it sees the source's header, the request (with its project's settings) and the plan.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..identity import dates
+from ..dicom.filereader import Header
+from .options import AnonymizeRequest
+from ..identity.pseudonyms import Pseudonymizer
+from ..dicom.vocabulary import (CLINICAL_TRIAL_SUBJECT_ID, CODE_MEANING, CODE_VALUE, CODING_SCHEME_DESIGNATOR,
+                                DEIDENTIFICATION_METHOD_CODE_SEQUENCE, LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
+                                Path, orthanc_path)
+
+
+@dataclass
+class Changes:
+    """What the transforms add to native's request for one instance."""
+
+    replace: dict[str, Any] = field(default_factory=dict)
+    remove: list[str] = field(default_factory=list)
+    expected: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+
+    def set(self, path: Path, value: Any, expected: tuple[str, ...] | None = None) -> None:
+        """Have native write `value` at `path`; the output must then hold `expected` there."""
+        self.replace[orthanc_path(path)] = value
+        if expected is not None:
+            self.expected[path] = expected
+
+
+class InstanceTransform(Protocol):
+    def __call__(self, source: Header, request: AnonymizeRequest, patient_id: str,
+                 pseudonyms: Pseudonymizer, changes: Changes) -> None: ...
+
+
+def _untouched_by_caller(request: AnonymizeRequest, path: Path) -> bool:
+    """The caller's own Keep, Replace or Remove of a place wins over any transform."""
+    return request.caller_paths.fate(path) is None and not (not path[0] and request.mentions(path[1]))
+
+
+def shift_dates(source: Header, request: AnonymizeRequest, patient_id: str, pseudonyms: Pseudonymizer,
+                changes: Changes) -> None:
+    """Keyed date shifting (PS3.15 E.3.6): every date of the instance moves by the patient's
+    offset; times of day stay (a shift by whole days keeps them); the markers say so."""
+    settings = request.settings
+    if not settings.shift_dates:
+        return
+    offset = pseudonyms.date_offset(patient_id, *settings.date_shift_days)
+    for element in source.elements:
+        if not _untouched_by_caller(request, element.path):
+            continue
+        if dates.is_shifted(element.tag, element.vr) and element.values:
+            shifted = dates.shift_value(element.vr, "\\".join(element.values), offset)
+            changes.set(element.path, shifted, tuple(shifted.split("\\")) if shifted else ())
+        elif element.tag in dates.KEPT_TAGS and element.values:
+            changes.set(element.path, "\\".join(element.values), element.values)
+    # Items name their members as tags, not keywords: Orthanc looks a name up in its whole
+    # dictionary for every item of every instance (about 1 ms per instance for the two items).
+    marks = {Path.top(LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED): dates.LONGITUDINAL_MODIFIED,
+             Path.top(DEIDENTIFICATION_METHOD_CODE_SEQUENCE): [
+                 {str(CODE_VALUE): code, str(CODING_SCHEME_DESIGNATOR): "DCM", str(CODE_MEANING): meaning}
+                 for code, meaning in (dates.BASIC_PROFILE_CODE, dates.MODIFIED_DATES_CODE)]}
+    for path, value in marks.items():
+        if _untouched_by_caller(request, path):
+            changes.set(path, value, (value,) if isinstance(value, str) else None)
+
+
+def clinical_trial(source: Header, request: AnonymizeRequest, patient_id: str, pseudonyms: Pseudonymizer,
+                   changes: Changes) -> None:
+    """The project's Clinical Trial Subject module, with the anonymized PatientID as the subject."""
+    attributes = request.settings.clinical_trial
+    if not attributes:
+        return
+    for tag, value in {**attributes, CLINICAL_TRIAL_SUBJECT_ID: patient_id}.items():
+        if _untouched_by_caller(request, Path.top(tag)):
+            changes.set(Path.top(tag), value, (value,) if value else ())
+
+
+#: Applied in this order to every instance, after its identities are planned.
+TRANSFORMS: tuple[InstanceTransform, ...] = (shift_dates, clinical_trial)

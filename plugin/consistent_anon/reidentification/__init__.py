@@ -1,0 +1,1 @@
+"""Re-identification data: the Encrypted Attributes Sequence for a project's recipients."""

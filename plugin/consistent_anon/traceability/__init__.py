@@ -1,0 +1,1 @@
+"""The audit log: one entry for every anonymization request."""

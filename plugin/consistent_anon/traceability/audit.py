@@ -1,0 +1,246 @@
+"""Every anonymization request through the plugin, to exactly one entry of the audit log.
+
+The adapter runs a request's work inside `AuditTrail.call` and sends the answer after it: the
+entry (audit_log.py) is on disk before the caller hears anything, whether the request succeeded,
+was refused or failed. A request that becomes a job writes nothing when it is queued: the job
+writes its entry when it ends, with its ID and its real outcome (`job_ended`); a job a stop
+interrupted runs again after the restart and writes it then.
+
+What an entry says comes from fixed vocabularies (routes, levels, outcomes and reasons by error
+class) and from checked shapes (Orthanc IDs, names): an ID asked for that is not an Orthanc ID's
+shape is left out, never logged.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from contextlib import contextmanager
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from .audit_log import AuditEntry, AuditLog, is_name, is_orthanc_id
+from ..errors import BadRequest, PluginError
+from ..jobs.queue import Job
+from ..identity.keys import KeyStore
+from ..pipeline.options import parse_request
+
+BULK = "bulk"
+ROUTES = {"patients": "/patients/{id}/anonymize", "studies": "/studies/{id}/anonymize",
+          "series": "/series/{id}/anonymize", "instances": "/instances/{id}/anonymize",
+          BULK: "/tools/bulk-anonymize"}
+LEVELS = {"patients": "Patient", "studies": "Study", "series": "Series", "instances": "Instance", BULK: "Bulk"}
+#: The answers of GET /tools/anonymization-log hold at most this many entries.
+MAX_LIMIT = 10000
+DEFAULT_LIMIT = 100
+#: How the plugin names itself and its action in Orthanc's audit-log channel (1.12.9+).
+SOURCE_PLUGIN = "consistent-anonymization"
+ACTION = "anonymize"
+
+#: Outcome and reason by the name of an error's class (the first of its classes found here):
+#: names, not classes, so that errors raised anywhere (errors.py, the adapter, keys.py) map alike.
+_BY_CLASS = {
+    "JobCanceled": ("Canceled", "CanceledByUser"),
+    "BadRequest": ("Refused", "BadRequest"),  # BadFileFormat too
+    "NotFound": ("Refused", "UnknownResource"),
+    "Conflict": ("Refused", "Conflict"),
+    "Forbidden": ("Refused", "Forbidden"),
+    "SubjectRequired": ("Refused", "Forbidden"),
+    "VerificationFailed": ("Failed", "VerificationFailed"),
+    "KeyMismatch": ("Failed", "KeyMismatch"),
+    "Refused": ("Refused", "BadRequest"),  # another 4xx Orthanc answered a built-in call with
+}
+
+
+def outcome_of(error: BaseException | None) -> tuple[str, str]:
+    """The outcome and reason code of a request that ended with `error` (None: it succeeded)."""
+    if error is None:
+        return "Success", "Completed"
+    cause = getattr(error, "cause", None)  # StoredButUnfinished: the step after storing that failed
+    if cause is not None:
+        return "Failed", "OrthancError" if getattr(cause, "orthanc_code", None) is not None else "InternalError"
+    for name in (cls.__name__ for cls in type(error).__mro__):
+        if name in _BY_CLASS:
+            return _BY_CLASS[name]
+    return "Failed", "OrthancError" if getattr(error, "orthanc_code", None) is not None else "InternalError"
+
+
+def basic_user(headers: dict[str, str] | None) -> str | None:
+    """The user name of an HTTP Basic Authorization header (never its password); None without one,
+    or when the name is not a short printable name an entry may hold."""
+    scheme, _, credentials = (headers or {}).get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        name = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[0]
+    except (binascii.Error, ValueError):
+        return None
+    return name if is_name(name) else None
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the entry tells of a request's body: its project, the mark of its options, and (bulk)
+    the resources it names. Empty when the body cannot be read."""
+
+    project: str | None = None
+    options_mark: str | None = None
+    resources: tuple[str, ...] = ()
+
+
+@dataclass
+class Call:
+    """One request while it runs: the adapter tells how it ended (`succeeded`, `queued`)."""
+
+    level: str
+    resource_id: str
+    body: Any
+    user: str | None
+    answer: dict[str, Any] | None = None
+    job: str | None = None
+    queued_as_job: bool = False
+
+    def succeeded(self, answer: dict[str, Any]) -> None:
+        """`answer`: native's answer of the call (for the instance route, {"InstancesCount": 1})."""
+        self.answer = answer
+
+    def queued(self) -> None:
+        """The request became a job: its entry is written when the job ends."""
+        self.queued_as_job = True
+
+
+class AuditTrail:
+    """Writes the entries; `facts` reads a body (it never raises), `emit` also sends each entry to
+    Orthanc's audit-log channel where there is one."""
+
+    def __init__(self, log: AuditLog, facts: Callable[[Any, bool], RequestFacts],
+                 log_error: Callable[[str], None], emit: Callable[[AuditEntry], None] | None = None) -> None:
+        self.log = log
+        self._facts = facts
+        self._log_error = log_error
+        self._emit = emit
+
+    @contextmanager
+    def call(self, level: str, resource_id: str, body: Any, user: str | None) -> Iterator[Call]:
+        """Around a request's work: the entry is written when it ends, before its answer. If the
+        entry cannot be written, the request fails (500): an answered call is always logged."""
+        call = Call(level, resource_id, body, user)
+        try:
+            yield call
+        except Exception as error:
+            self._write(call, error)
+            raise
+        if not call.queued_as_job:
+            self._write(call, None)
+
+    def job_ended(self, job: Job, error: BaseException | None) -> None:
+        """A job's entry, at the end of its run (JobQueue's end hook)."""
+        self._write(Call(job.level, job.resource_id, job.body, job.user, job.content if error is None else None,
+                         job.id), error)
+
+    def _write(self, call: Call, error: BaseException | None) -> None:
+        entry = self.entry(call, error)
+        try:
+            self.log.append(entry)
+        except OSError as failure:
+            why = failure.strerror or type(failure).__name__
+            self._log_error(f"The anonymization audit log cannot be written ({why})")
+            if error is None:  # the work is done; its caller hears that it went unlogged
+                raise PluginError("The anonymization was done, but its entry could not be written to the audit "
+                                  "log (see Orthanc's log)") from None
+            return
+        if self._emit is not None:
+            try:
+                self._emit(entry)
+            except Exception as failure:  # the file holds the entry; the channel is a copy
+                self._log_error(f"An audit entry could not be emitted to Orthanc's audit logs "
+                                f"({type(failure).__name__})")
+
+    def entry(self, call: Call, error: BaseException | None) -> AuditEntry:
+        outcome, reason = outcome_of(error)
+        # the options' mark needs the project's key: not looked up for refused requests
+        facts = self._facts(call.body, outcome != "Refused")
+        sources = facts.resources if call.level == BULK else (call.resource_id,)
+        results, instances, failed = _results(call.level, call.answer)
+        return AuditEntry(route=ROUTES[call.level], level=LEVELS[call.level], outcome=outcome, reason=reason,
+                          sources=tuple(s for s in sources if is_orthanc_id(s)), results=results, user=call.user,
+                          project=facts.project if is_name(facts.project) else None,
+                          options_mark=facts.options_mark, instances=instances, failed_instances=failed,
+                          job=call.job)
+
+
+def request_facts(keys: KeyStore, body: Any, with_mark: bool) -> RequestFacts:
+    """The project, options' mark and (bulk) resources of a request body, for its audit entry;
+    the mark only if asked (it needs the project's key), and only what can be known."""
+    try:
+        request = parse_request(body)
+        resources = tuple(request.resources) if isinstance(request.resources, list) else ()
+        project = keys.project_name(request.project)
+    except PluginError:
+        return RequestFacts()
+    mark = None
+    if with_mark and not keys.fresh_per_call:
+        try:
+            request = request.for_project(keys.settings(project))
+            mark = keys.pseudonymizer(project).options_fingerprint(request.output_options)
+        except Exception:  # the key cannot be had (changed, unreadable): the entry goes without a mark
+            pass
+    return RequestFacts(project, mark, resources)
+
+
+def _results(level: str, answer: dict[str, Any] | None) -> tuple[tuple[str, ...], int, int]:
+    """The results an answer names (the anonymized resource; for bulk calls, every anonymized
+    series), and its instance counts."""
+    if answer is None:
+        return (), 0, 0
+    if level == BULK:
+        results = [r.get("ID") for r in answer.get("Resources", []) if r.get("Type") == "Series"]
+    else:
+        results = [answer.get("ID")]
+    return (tuple(r for r in results if is_orthanc_id(r)), _count(answer.get("InstancesCount")),
+            _count(answer.get("FailedInstancesCount")))
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def page(log: AuditLog, args: dict[str, str]) -> dict[str, Any]:
+    """GET /tools/anonymization-log?since=&limit=: the entries numbered after `since` (default 0),
+    at most `limit` (default 100); `Last` is the number to pass as `since` next, `More` whether
+    more entries follow."""
+    since = _argument(args, "since", 0, 0, None)
+    limit = _argument(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    entries = log.read(since, limit + 1)
+    shown = entries[:limit]
+    return {"Entries": [json.loads(entry.to_json()) for entry in shown],  # as the file holds them
+            "Last": shown[-1].sequence if shown else since, "More": len(entries) > limit}
+
+
+def _argument(args: dict[str, str], name: str, default: int, low: int, high: int | None) -> int:
+    text = args.get(name)
+    if text is None:
+        return default
+    value = int(text) if text.isascii() and text.isdigit() else -1
+    if value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise BadRequest(f'Argument "{name}" must be an integer {bounds}')
+    return value
+
+
+def orthanc_emitter(orthanc: Any) -> Callable[[AuditEntry], None] | None:
+    """Each entry also sent to Orthanc's audit-log channel (Orthanc 1.12.9+ with an orthanc-python
+    that wraps OrthancPluginEmitAuditLog, 6.0 and later): whatever plugin handles audit logs (the
+    authorization plugin, which Orthanc Explorer 2's audit page reads) records it. None where
+    this Orthanc or orthanc-python has no such call."""
+    emit = getattr(orthanc, "EmitAuditLog", None)
+    kinds = getattr(orthanc, "ResourceType", None)
+    if emit is None or kinds is None:
+        return None
+    by_level = {"Patient": kinds.PATIENT, "Study": kinds.STUDY, "Series": kinds.SERIES, "Instance": kinds.INSTANCE}
+
+    def send(entry: AuditEntry) -> None:
+        single = entry.sources[0] if len(entry.sources) == 1 and entry.level in by_level else ""
+        emit(SOURCE_PLUGIN, entry.user or "", by_level.get(entry.level, kinds.NONE) if single else kinds.NONE,
+             single, ACTION, entry.to_json().encode("ascii"))
+    return send

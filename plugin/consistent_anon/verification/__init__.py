@@ -1,0 +1,1 @@
+"""The verification of a whole anonymized set against its source."""
