@@ -7,8 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from consistent_anon.config import PROJECT_OPTIONS, SECTION_OPTIONS, parse_config
-from consistent_anon.jobs import JobSettings
+from consistent_anon.identity.config import PROJECT_OPTIONS, SECTION_OPTIONS, parse_config
+from consistent_anon.jobs.queue import JobSettings
 
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
