@@ -48,7 +48,7 @@ requests.Session each), and native and plugin runs alternate (in rounds: native 
 the order reversed every other round, the plugin once per round), so that a drift of the
 machine hits all alike. Medians are reported with the ratios plugin/native, against the targets
 below, as a Markdown table; the numbers are written to bench/results/<version>.json and,
-for a full run, to bench/latest-<version>.json (committed, cited by the README). Targets:
+for a full run, to bench/latest-<version>.json (committed, cited by docs/performance.md). Targets:
 study- and series-level first run <= 1.0x native's best where the threads setting exists and
 <= 0.8x native on 1.10; re-run <= 0.1x native's best run; instance-level call <= 1.2x native's;
 on arrival >= 0.9x native's rate, one consistent study; peak memory <= native + 64 MB and flat;

@@ -570,11 +570,11 @@ def test_readme_documents_every_variable():
 
 def test_the_image_runs_the_newest_orthanc_the_suite_runs():
     """docker/README.md names the Dockerfile's tag with its Orthanc version, and that version is the
-    newest of the main README's supported versions (the one the tests check last)."""
+    newest of the supported versions docs/deployment.md lists (the one the tests check last)."""
     tag = next(a for i, a in dockerfile_steps() if i == "FROM").split()[0].split(":")[1]
     stated = re.search(r"`orthancteam/orthanc:" + re.escape(tag) + r"` \(Orthanc (\d+)\.(\d+)\.(\d+)\)", README.read_text())
     assert stated, f"docker/README.md does not give the Orthanc version of {tag}"
-    main_readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = main_readme.split("## Supported Orthanc versions", 1)[1].split("\n## ", 1)[0]
+    deployment = (Path(__file__).parents[1] / "docs" / "deployment.md").read_text()
+    section = deployment.split("## Supported Orthanc versions", 1)[1].split("\n## ", 1)[0]
     supported = [tuple(map(int, v)) for v in re.findall(r"^\| (\d+)\.(\d+)\.(\d+) \|", section, re.MULTILINE)]
     assert supported and tuple(map(int, stated.groups())) == max(supported)

@@ -304,7 +304,7 @@ def test_a_study_the_plugin_did_not_anonymize(guarded, browser):
 
 
 def test_a_site_script_that_extends_the_explorer_too_keeps_both(server_factory):
-    """orthanc-python keeps the last explorer extension a script gives: the README's recipe."""
+    """orthanc-python keeps the last explorer extension a script gives: the recipe of docs/deployment.md (Clients)."""
     server = server_factory(start=False)
     script = server.workdir / "hospital_explorer.py"
     script.write_text(SITE_SCRIPT.format(plugin_dir=RUNTIME.inside(server.workdir / "plugin")))

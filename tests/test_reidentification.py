@@ -205,7 +205,7 @@ def test_openssl_decrypts_the_file_and_finds_the_originals(keys, tmp_path):
         assert str(original[keyword].value).encode() not in path.read_bytes()
 
 
-#: The README's one-liner that prints the decrypted data set. Not `dcmread(..., force=True)`: it
+#: docs/traceability.md's one-liner that prints the decrypted data set. Not `dcmread(..., force=True)`: it
 #: takes a data set that starts with group 0400 (no Specific Character Set before it) for big endian.
 READ_ORIGINALS = "import sys, pydicom.filereader as r; print(r.read_dataset(open(sys.argv[1], 'rb'), False, True))"
 

@@ -1,6 +1,6 @@
 """RestPort reads instance files through the plugin SDK (`orthanc.GetDicomForInstance`), not the
-REST route `/instances/{id}/file`: one REST layer less per read (README, "Where the time
-goes"). An unknown instance is still the engine's NotFound. (test_anonymize.py and
+REST route `/instances/{id}/file`: one REST layer less per read (docs/performance.md, "Where the
+time goes"). An unknown instance is still the engine's NotFound. (test_anonymize.py and
 test_keep_source_races.py run the same against real Orthancs.)"""
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import sys
 import orthanc
 
 sys.path.insert(0, "{plugin_dir}")          # where plugin/ was installed
-import consistent_anon                      # the two lines of the README
+import consistent_anon                      # the two lines of docs/deployment.md
 consistent_anon.register(orthanc)
 
 changes = []

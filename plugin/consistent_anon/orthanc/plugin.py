@@ -131,7 +131,7 @@ class Plugin:
                 elif not system.get("StorageAreaPlugin"):
                     shared = Path(self._storage_directory).resolve()
                     self._key_places = (SharedFileKey(shared), FileChecks(shared))
-                else:  # nothing shared: the checks hold for this node only (README)
+                else:  # nothing shared: the checks hold for this node only (docs/configuration.md)
                     self._key_places = (no_generated_key, in_database)
             return self._key_places
 

@@ -188,7 +188,7 @@ class RestPort:
     def read_file(self, instance_id: str) -> bytes:
         """Through the plugin SDK rather than the REST route /instances/{id}/file: the same bytes
         and the same UnknownResource for an instance that is not (or no longer) there, without
-        the REST layer (README, "Where the time goes"); orthanc-python releases Python's lock
+        the REST layer (docs/performance.md, "Where the time goes"); orthanc-python releases Python's lock
         during both alike."""
         return self.call(self._orthanc.GetDicomForInstance, instance_id)
 
