@@ -324,15 +324,6 @@ def orthanc_json() -> dict:
 # =============================================================================================
 # Pinned images
 # =============================================================================================
-def test_pin_checks_reject_floating_tags():
-    assert pinned_orthanc_tag("orthancteam/orthanc:25.2.0")
-    assert pinned_orthanc_tag("orthancteam/orthanc:24.6.2-full")
-    for floating in ("orthancteam/orthanc", "orthancteam/orthanc:latest", "orthancteam/orthanc:stable",
-                     "orthancteam/orthanc:25", "osimis/orthanc:25.2.0", "jodogne/orthanc:1.12.6"):
-        assert not pinned_orthanc_tag(floating), floating
-    assert image_reference("localhost:5000/postgres") == ("localhost:5000/postgres", None)
-
-
 def test_base_image_is_a_pinned_orthancteam_release():
     froms = [arguments for instruction, arguments in dockerfile_steps() if instruction == "FROM"]
     assert len(froms) == 1, froms
@@ -450,13 +441,6 @@ def test_plugin_config_script_follows_orthanc_json(tmp_path):
 # =============================================================================================
 # docker-compose.yml
 # =============================================================================================
-def test_loopback_check_rejects_public_bindings():
-    assert loopback_only({"ports": ["127.0.0.1:8042:8042", {"host_ip": "127.0.0.1", "published": 1, "target": 2}]})
-    for ports in (["8042:8042"], ["0.0.0.0:8042:8042"], ["8042"], [{"published": 8042, "target": 8042}],
-                  ["127.0.0.1:8042:8042", "4242:4242"]):
-        assert not loopback_only({"ports": ports}), ports
-
-
 @pytest.mark.parametrize("env", [{}, {"ORTHANC_A_HTTP_PORT": "9042", "ORTHANC_B_DICOM_PORT": "5243"}])
 def test_ports_are_published_on_loopback_only(env):
     services = load_compose(COMPOSE, COMPOSE_KEYFILE, env=env)["services"]
