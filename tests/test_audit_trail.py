@@ -242,13 +242,14 @@ def test_audit_options_are_checked(section):
         parse_config({"ConsistentAnonymization": section})
 
 
-def test_audit_options_default_to_a_year_and_a_million_entries_in_the_storage_folder():
+def test_audit_options_default_to_a_year_and_a_million_entries_in_the_storage_folder(tmp_path):
     config = parse_config({})
     assert (config.audit_log_file, config.audit_retention_days, config.audit_max_entries) == (None, 365, 1_000_000)
+    elsewhere = str(tmp_path / "orthanc" / "anon.jsonl")  # a folder still to be made: checked at start, not made
     unlimited = parse_config({"ConsistentAnonymization": {"AuditLogRetentionDays": None, "AuditLogMaxEntries": None,
-                                                          "AuditLogFile": "/var/log/orthanc/anon.jsonl"}})
+                                                          "AuditLogFile": elsewhere}})
     assert (unlimited.audit_log_file, unlimited.audit_retention_days, unlimited.audit_max_entries) == (
-        "/var/log/orthanc/anon.jsonl", None, None)
+        elsewhere, None, None)
 
 
 def test_the_log_stays_readable_by_its_owner_only_after_a_compaction(tmp_path):

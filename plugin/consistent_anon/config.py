@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
-from .project_settings import KEYS as PROJECT_SETTINGS, ProjectSettings, SettingsError, parse_project_settings
+from .project_settings import (KEYS as PROJECT_SETTINGS, ProjectSettings, SettingsError, file_problem,
+                               parse_project_settings)
 from .pseudonyms import UUID_ROOT, check_uid_root
 
 SECTION = "ConsistentAnonymization"
@@ -51,15 +52,28 @@ def _read_key(where: str, settings: dict[str, Any]) -> bytes | None:
     if "Key" in settings:
         key = settings["Key"]
     elif "KeyFile" in settings:
-        try:
-            key = Path(settings["KeyFile"]).read_text().strip()
-        except OSError as error:
-            raise ConfigurationError(f"{where}: cannot read KeyFile ({error.strerror})") from None
+        key = _key_file_text(f"{where}.KeyFile", settings["KeyFile"])
     else:
         return None
     if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH:
         raise ConfigurationError(f"{where}: the key must be a string of at least {MIN_KEY_LENGTH} characters")
     return key.encode("utf-8")
+
+
+def _key_file_text(option: str, path: Any) -> str:
+    """The key a KeyFile holds (the plugin never writes one: a generated key has its own file,
+    keys.py), checked at start with a message naming the option."""
+    if not isinstance(path, str) or not path:
+        raise ConfigurationError(f"{option} must be the path of a file")
+    problem = file_problem(path)
+    if problem is None:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            problem = f"{path} cannot be read ({error.strerror})"
+        except UnicodeDecodeError:
+            problem = f"{path} cannot be read (not UTF-8 text)"
+    raise ConfigurationError(f"{option}: {problem}")
 
 
 @dataclass
@@ -157,6 +171,9 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
     audit_file = section.get("AuditLogFile")
     if audit_file is not None and (not isinstance(audit_file, str) or not audit_file):
         raise ConfigurationError(f"{SECTION}.AuditLogFile must be the path of a file")
+    problem = audit_file and file_problem(audit_file, writable=True)
+    if problem:
+        raise ConfigurationError(f"{SECTION}.AuditLogFile: {problem}")
     config.audit_log_file = audit_file
     config.audit_retention_days = _limit(section, "AuditLogRetentionDays", AUDIT_RETENTION_DAYS)
     config.audit_max_entries = _limit(section, "AuditLogMaxEntries", AUDIT_MAX_ENTRIES)
