@@ -97,11 +97,12 @@ def test_each_path_setting_is_checked_at_start_for_what_it_must_be(tmp_path, cas
 
 def test_an_audit_log_in_folders_still_to_be_made_or_already_there_is_accepted(tmp_path):
     made_later = tmp_path / "logs" / "2026" / "audit.jsonl"
-    assert parse_config({"ConsistentAnonymization": {"AuditLogFile": str(made_later)}}).audit_log_file == str(made_later)
+    section = {"ConsistentAnonymization": {"AuditLogFile": str(made_later)}}
+    assert parse_config(section).audit_log_file == str(made_later)
     assert not made_later.parent.exists()  # checked, not created: the first entry creates it
     made_later.parent.mkdir(parents=True)
     made_later.write_text("")
-    assert parse_config({"ConsistentAnonymization": {"AuditLogFile": str(made_later)}}).audit_log_file == str(made_later)
+    assert parse_config(section).audit_log_file == str(made_later)
 
 
 def test_an_audit_log_naming_a_folder_stops_orthanc_at_start(server_factory):
@@ -113,3 +114,12 @@ def test_an_audit_log_naming_a_folder_stops_orthanc_at_start(server_factory):
     with pytest.raises(RuntimeError, match=r"ConsistentAnonymization\.AuditLogFile: .*audit-folder cannot be "
                                            r"written \(a folder, not a file\)"):
         server.start()
+
+
+@pytest.mark.parametrize("section", [{"Projects": {"p" * 257: {}}}, {"DefaultProject": "d" * 257}])
+def test_a_project_name_longer_than_an_audit_entry_keeps_is_refused_at_start(section):
+    """Any characters, as declared, but at most 256 of them: every project's entries name it."""
+    with pytest.raises(ConfigurationError, match=r"ConsistentAnonymization\.(Projects|DefaultProject): a project "
+                                                 r"name of 257 characters \(at most 256\)"):
+        parse_config({"ConsistentAnonymization": section})
+    assert "p" * 256 in parse_config({"ConsistentAnonymization": {"Projects": {"p" * 256: {}}}}).project_keys

@@ -12,6 +12,8 @@ from .pseudonyms import UUID_ROOT, check_uid_root
 
 SECTION = "ConsistentAnonymization"
 MIN_KEY_LENGTH = 32
+#: A project's name may hold any characters, at most this many: audit entries name it as declared.
+MAX_PROJECT_NAME = 256
 #: The user metadata (by index) of an anonymized series that records the options it was made with.
 DEFAULT_OPTIONS_METADATA = 9732
 USER_METADATA_RANGE = range(1024, 65536)
@@ -37,6 +39,14 @@ def _refuse_unknown(where: str, settings: dict[str, Any], known: frozenset[str])
     unknown = set(settings) - known
     if unknown:
         raise ConfigurationError(f"{where}: unknown option(s) {sorted(unknown)}")
+
+
+def _check_project_name(where: str, *names: str) -> None:
+    """Refuse a project name longer than MAX_PROJECT_NAME (not repeated: its length says which)."""
+    for name in names:
+        if len(name) > MAX_PROJECT_NAME:
+            raise ConfigurationError(f"{where}: a project name of {len(name)} characters (at most "
+                                     f"{MAX_PROJECT_NAME})")
 
 
 def _boolean(section: dict[str, Any], name: str) -> bool:
@@ -138,6 +148,7 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
     projects = section.get("Projects", {})
     if not isinstance(projects, dict) or not all(isinstance(v, dict) for v in projects.values()):
         raise ConfigurationError(f"{SECTION}.Projects must map project names to objects")
+    _check_project_name(f"{SECTION}.Projects", *projects)
     projects = {name: _paths_from(folder, settings) for name, settings in projects.items()}
     try:
         defaults = parse_project_settings(SECTION, section)
@@ -151,6 +162,7 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
     config.default_project = section.get("DefaultProject", "default")
     if not isinstance(config.default_project, str) or not config.default_project:
         raise ConfigurationError(f"{SECTION}.DefaultProject must be a non-empty string")
+    _check_project_name(f"{SECTION}.DefaultProject", config.default_project)
     config.project_keys.setdefault(config.default_project, None)
     config.project_settings.setdefault(config.default_project, replace(defaults, name=config.default_project))
     try:
