@@ -32,7 +32,8 @@ def test_an_entry_holds_every_field_as_json():
     line = written.to_json()
     assert json.loads(line) == {
         "route": "/studies/{id}/anonymize", "level": "Study", "outcome": "Success", "reason": "Completed",
-        "sources": [SOURCE], "results": [RESULT], "user": "alice", "project": "trial-7",
+        "sources": [SOURCE], "results": [RESULT], "source_count": 1, "result_count": 1, "user": "alice",
+        "project": "trial-7",
         "options_mark": "0123456789abcdef", "instances": 12, "failed_instances": 0, "job": JOB,
         "time": written.time, "sequence": None}
     assert AuditEntry.from_json(line) == written
@@ -45,7 +46,9 @@ def test_an_entry_holds_every_field_as_json():
     ("sources", (SOURCE.upper(),)),
     ("user", "Doe^Jane"),                         # a DICOM name
     ("user", "alice\nforged line"),
-    ("project", "a" * 65),
+    ("project", "a" * 257),                        # longer than a configuration may declare
+    ("project", 7),
+    ("source_count", -1),
     ("options_mark", "not a mark"),
     ("job", "PID-7734-SYNTH"),
     ("reason", "Patient Doe^Jane not found"),    # free text
@@ -187,3 +190,99 @@ def test_a_long_bulk_entry_is_found_beyond_the_tail(tmp_path, monkeypatch):
     assert log.append(entry(route="/tools/bulk-anonymize", level="Bulk", sources=many)) == 1
     assert log.append(entry()) == 2
     assert log.read()[0].sources == many
+
+
+def _ids(count: int, seed: str = "bulk") -> tuple[str, ...]:
+    """`count` well-shaped Orthanc IDs (quick: variations of one hash)."""
+    base = resource_id(seed)
+    return tuple(f"{n:08x}{base[8:]}" for n in range(count))
+
+
+def test_a_bulk_entry_keeps_its_counts_and_a_bounded_sample_of_its_resources():
+    named, made = _ids(100_000), _ids(3_000, "results")
+    written = entry(route="/tools/bulk-anonymize", level="Bulk", sources=named, results=made)
+    assert (written.source_count, written.result_count) == (100_000, 3_000)
+    assert written.sources == named[:audit_log.SAMPLE_SIZE] and written.results == made[:audit_log.SAMPLE_SIZE]
+    assert len(written.to_json()) + 1 <= audit_log.MAX_ENTRY_BYTES
+    assert AuditEntry.from_json(written.to_json()) == written
+    assert (entry().source_count, entry(sources=()).source_count, entry().result_count) == (1, 0, 1)
+    with pytest.raises(ValueError, match="source_count"):
+        entry(sources=_ids(3), source_count=2)  # a count below what the entry names
+
+
+def test_the_largest_entry_fits_in_64_kib():
+    """Every field at its longest, each character of the names escaped at its longest (a
+    character outside the BMP is two \\u escapes): the line, newline included, stays within the bound."""
+    widest = entry(route="/instances/{id}/anonymize", outcome="Refused", reason="UnknownResource",
+                   sources=_ids(10 ** 6), results=_ids(10 ** 6, "r"), user="\U00010400" * 64,
+                   project="\U0001F9EA" * audit_log.MAX_PROJECT_NAME, options_mark="f" * 128,
+                   instances=2 ** 63, failed_instances=2 ** 63, source_count=2 ** 63, result_count=2 ** 63,
+                   sequence=2 ** 63)
+    assert len(widest.to_json()) + 1 <= audit_log.MAX_ENTRY_BYTES
+
+
+def test_an_entry_read_from_an_older_unbounded_line_is_bounded_with_its_count(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    line = json.loads(entry(sequence=1).to_json())
+    line.update(sources=list(_ids(5_000)), route="/tools/bulk-anonymize", level="Bulk")
+    del line["source_count"], line["result_count"]  # as older versions wrote entries
+    path.write_text(json.dumps(line) + "\n")
+    [read] = FileAuditLog(path).read()
+    assert (read.source_count, len(read.sources), read.result_count) == (5_000, audit_log.SAMPLE_SIZE, 1)
+
+
+@pytest.mark.parametrize("name", ["trial#7", "T7 (site A)", "\u00e9tude-\u03a9 \U0001F9EA", "a/b?c=d&e;f", "x\ny",
+                                  "", "p" * 256])
+def test_a_project_is_kept_whatever_characters_its_name_holds(tmp_path, name):
+    """A project name comes from the configuration, never from a caller (an undeclared one is
+    refused before any entry): it is kept as declared, escaped to stay one ASCII line."""
+    log = FileAuditLog(tmp_path / "audit.jsonl")
+    log.append(entry(project=name))
+    assert [e.project for e in log.read()] == [name]
+    assert len((tmp_path / "audit.jsonl").read_bytes().split(b"\n")) == 2
+    with pytest.raises(ValueError, match="project"):
+        entry(project="p" * (audit_log.MAX_PROJECT_NAME + 1))
+
+
+def _bytes_read_by_append(monkeypatch, log: FileAuditLog) -> int:
+    """What one append reads of the log file (it reads through os.pread only)."""
+    counted = []
+    real_pread = os.pread
+
+    def pread(descriptor: int, size: int, offset: int) -> bytes:
+        counted.append(real_pread(descriptor, size, offset))
+        return counted[-1]
+    monkeypatch.setattr(audit_log.os, "pread", pread)
+    try:
+        log.append(entry())
+    finally:
+        monkeypatch.setattr(audit_log.os, "pread", real_pread)
+    return sum(len(chunk) for chunk in counted)
+
+
+def test_an_append_reads_about_one_entry_whatever_the_length_of_the_log(tmp_path, monkeypatch):
+    """It reads the last line backwards from the end (its sequence number): not the file, not a
+    fixed tail that a long last entry would outgrow into a read of the whole file."""
+    log = FileAuditLog(tmp_path / "audit.jsonl", Retention(check_every=10 ** 9))
+    short = _bytes_read_by_append(monkeypatch, log)
+    for _ in range(3):
+        log.append(entry(route="/tools/bulk-anonymize", level="Bulk", sources=_ids(100_000)))
+    for _ in range(2_000):
+        log.append(entry())
+    long = _bytes_read_by_append(monkeypatch, log)
+    log.append(entry(route="/tools/bulk-anonymize", level="Bulk", sources=_ids(100_000), results=_ids(100_000)))
+    after_bulk = _bytes_read_by_append(monkeypatch, log)
+    assert (tmp_path / "audit.jsonl").stat().st_size > 1_000_000
+    assert short <= long <= 2 * audit_log.READ_BLOCK, (short, long)
+    assert after_bulk <= audit_log.MAX_ENTRY_BYTES + audit_log.READ_BLOCK
+
+
+def test_a_read_stops_once_the_entries_it_holds_pass_a_byte_budget(tmp_path):
+    log = FileAuditLog(tmp_path / "audit.jsonl")
+    sizes = [len(entry(sequence=n + 1, sources=_ids(n * 10)).to_json()) + 1 for n in range(20)]
+    for n in range(20):
+        log.append(entry(sources=_ids(n * 10)))
+    budget = sum(sizes[:5]) + 1
+    assert [e.sequence for e in log.read(0, 100, max_bytes=budget)] == [1, 2, 3, 4, 5, 6]  # the one that passes it
+    assert [e.sequence for e in log.read(4, 100, max_bytes=1)] == [5]  # always one: an entry is bounded
+    assert len(log.read(0, 100)) == 20

@@ -5,6 +5,7 @@ two nodes on one database and storage, and Orthanc's audit-log channel where it 
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 import uuid
@@ -17,6 +18,8 @@ import pytest
 import requests
 
 from conftest import TEST_KEY, new_patient, upload
+from consistent_anon.traceability.audit import MAX_ANSWER_BYTES
+from consistent_anon.traceability.audit_log import MAX_ENTRY_BYTES, SAMPLE_SIZE, AuditEntry, FileAuditLog
 from consistent_anon.identity.config import AUDIT_LOG_NAME
 from consistent_anon.orthanc_ids import resource_id
 from dicom_factory import to_bytes, two_frame_study
@@ -294,3 +297,51 @@ def test_the_configured_maximum_bounds_the_log_and_numbering_goes_on(server_fact
             assert session.post(f"{server.url}/studies/{unknown}/anonymize", json={}, timeout=60).status_code == 404
     entries = _entries(server)
     assert [entry["sequence"] for entry in entries] == list(range(911, 1002))  # the newest nine tenths, then one
+
+
+PROJECTS = ("trial#7", "T7 (site A)", "\u00e9tude-\u03a9 \U0001F9EA")
+
+
+def test_project_names_are_kept_in_entries_whatever_characters_they_hold(server_factory):
+    server = server_factory(start=False)
+    server.configure({"ConsistentAnonymization": {"Key": TEST_KEY, "Projects": {name: {} for name in PROJECTS}}})
+    server.start()
+    study = next(iter(upload(server, two_frame_study(per_series=1, patient=new_patient())).values()))["ParentStudy"]
+    for name in PROJECTS:
+        answer = server.post(f"/studies/{study}/anonymize", json={"Project": name})
+        assert answer.status_code == 200, answer.text
+    assert server.post(f"/studies/{study}/anonymize", json={"Project": "trial#8"}).status_code == 400
+    assert [entry["project"] for entry in _entries(server)] == [*PROJECTS, None]  # an undeclared one: none
+
+
+def _ids(count: int, seed: str) -> list[str]:
+    """`count` IDs of an Orthanc ID's shape that name nothing stored."""
+    base = resource_id(seed)
+    return [f"{n:08x}{base[8:]}" for n in range(count)]
+
+
+def test_a_bulk_call_naming_100000_ids_writes_a_bounded_entry_and_the_route_a_bounded_answer(server_factory):
+    """Its entry counts what it named and names a sample (it was one 4.8 MB line); the log
+    route answers at most MAX_ANSWER_BYTES, fewer entries than asked with More, and pages on."""
+    server = server_factory(start=False)
+    log_file = server.workdir / "audit" / "anonymizations.jsonl"
+    widest = AuditEntry(route="/tools/bulk-anonymize", level="Bulk", outcome="Refused", reason="UnknownResource",
+                        sources=_ids(SAMPLE_SIZE, "earlier"), results=_ids(SAMPLE_SIZE, "made"), source_count=10 ** 5)
+    earlier = MAX_ANSWER_BYTES // len(widest.to_json()) + 20  # more than one answer holds
+    prefilled = FileAuditLog(log_file)
+    for _ in range(earlier):
+        prefilled.append(widest)
+    server.configure({"ConsistentAnonymization": {"Key": TEST_KEY, "AuditLogFile": RUNTIME.inside(log_file)}})
+    server.start()
+    answer = server.post("/tools/bulk-anonymize", json={"Resources": _ids(100_000, "unknown")})
+    assert answer.status_code == 404, answer.text
+    last_line = log_file.read_bytes().split(b"\n")[-2]
+    assert len(last_line) + 1 <= MAX_ENTRY_BYTES
+    entry = json.loads(last_line)
+    assert (entry["sequence"], entry["level"], entry["outcome"], entry["source_count"]) == (
+        earlier + 1, "Bulk", "Refused", 100_000)
+    assert entry["sources"] == _ids(SAMPLE_SIZE, "unknown")
+    full = server.get("/tools/anonymization-log?limit=10000")
+    assert full.status_code == 200 and len(full.content) <= MAX_ANSWER_BYTES
+    assert full.json()["More"] and len(full.json()["Entries"]) < earlier
+    assert [e["sequence"] for e in _entries(server)] == list(range(1, earlier + 2))

@@ -6,14 +6,16 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from dataclasses import replace
 
 import pytest
 
 from consistent_anon.traceability import audit
+from consistent_anon.traceability import audit_log
 from consistent_anon.orthanc import http_answers
-from consistent_anon.orthanc.http_answers import native_error
+from consistent_anon.orthanc.http_answers import json_text, native_error
 from consistent_anon.traceability.audit import AuditTrail, RequestFacts, basic_user, outcome_of, page
-from consistent_anon.traceability.audit_log import FileAuditLog
+from consistent_anon.traceability.audit_log import AuditEntry, FileAuditLog
 from consistent_anon.identity.config import ConfigurationError, parse_config
 from consistent_anon.errors import (BadFileFormat, BadRequest, Conflict, Forbidden, JobCanceled, NotFound, PluginError,
                                     StoredButUnfinished, SubjectRequired, VerificationFailed)
@@ -243,13 +245,14 @@ def test_audit_options_are_checked(section):
         parse_config({"ConsistentAnonymization": section})
 
 
-def test_audit_options_default_to_a_year_and_a_million_entries_in_the_storage_folder():
+def test_audit_options_default_to_a_year_and_a_million_entries_in_the_storage_folder(tmp_path):
     config = parse_config({})
     assert (config.audit_log_file, config.audit_retention_days, config.audit_max_entries) == (None, 365, 1_000_000)
+    elsewhere = str(tmp_path / "orthanc" / "anon.jsonl")  # a folder still to be made: checked at start, not made
     unlimited = parse_config({"ConsistentAnonymization": {"AuditLogRetentionDays": None, "AuditLogMaxEntries": None,
-                                                          "AuditLogFile": "/var/log/orthanc/anon.jsonl"}})
+                                                          "AuditLogFile": elsewhere}})
     assert (unlimited.audit_log_file, unlimited.audit_retention_days, unlimited.audit_max_entries) == (
-        "/var/log/orthanc/anon.jsonl", None, None)
+        elsewhere, None, None)
 
 
 def test_the_log_stays_readable_by_its_owner_only_after_a_compaction(tmp_path):
@@ -313,3 +316,52 @@ def test_a_job_is_seen_to_succeed_only_once_its_entry_is_written():
     _wait(unwritable, job.id)
     ended = unwritable.get(job.id)
     assert ended.state == "Failure" and "audit log" in ended.error_details
+
+
+def test_a_bulk_entry_counts_every_named_resource_and_names_a_bounded_sample():
+    """100,000 IDs named (and a few that are no ID): one short entry that says how many."""
+    log = Recorded()
+    base = resource_id("bulk")
+    named = ("PID-7734-SYNTH",) + tuple(f"{n:08x}{base[8:]}" for n in range(100_000))
+    series = [{"ID": f"{n:08x}{base[8:]}", "Type": "Series"} for n in range(2_000)]
+    with _trail(log, RequestFacts("default", None, named)).call("bulk", "", b"{}", None) as call:
+        call.succeeded({"Resources": series, "InstancesCount": 2_000})
+    [entry] = log.entries
+    assert (entry.source_count, entry.result_count) == (100_001, 2_000)
+    assert entry.sources == named[1:audit_log.SAMPLE_SIZE + 1]  # the first IDs, the PatientID left out
+    assert entry.results == tuple(s["ID"] for s in series[:audit_log.SAMPLE_SIZE])
+    assert len(entry.to_json()) + 1 <= audit_log.MAX_ENTRY_BYTES
+
+
+@pytest.mark.parametrize("project", ["trial#7", "T7 (site A)", "\u00e9tude-\u03a9 \U0001F9EA"])
+def test_the_project_is_kept_as_declared(project):
+    log = Recorded()
+    with _trail(log, RequestFacts(project, None, ())).call("studies", SOURCE, b"{}", None) as call:
+        call.succeeded({"ID": RESULT})
+    assert [entry.project for entry in log.entries] == [project]
+
+
+def test_the_log_route_answer_is_bounded_in_bytes_and_pages_on(tmp_path):
+    """Entries of the largest kind, more than one answer holds: each answer stays within the
+    byte bound with fewer entries than asked, says More, and `Last` leads to the rest."""
+    log = FileAuditLog(tmp_path / "log")
+    base = resource_id("bulk")
+    ids = tuple(f"{n:08x}{base[8:]}" for n in range(audit_log.SAMPLE_SIZE))
+    widest = AuditEntry(route="/tools/bulk-anonymize", level="Bulk", outcome="Success", reason="Completed",
+                        sources=ids, results=ids, source_count=100_000, project="trial#7")
+    total = audit.MAX_ANSWER_BYTES // len(widest.to_json()) + 40
+    for _ in range(total):
+        log.append(widest)
+    for _ in range(3):
+        log.append(replace(widest, sources=(SOURCE,), results=(), source_count=None))
+    seen, since, answers = [], 0, 0
+    while True:
+        answer = page(log, {"since": str(since), "limit": str(audit.MAX_LIMIT)})
+        assert len(json_text(answer)) <= audit.MAX_ANSWER_BYTES
+        seen += [entry["sequence"] for entry in answer["Entries"]]
+        since, answers = answer["Last"], answers + 1
+        if not answer["More"]:
+            break
+        assert len(json_text(answer)) > audit.MAX_ANSWER_BYTES - 2 * audit_log.MAX_ENTRY_BYTES  # full, not short
+    assert seen == list(range(1, total + 4)) and answers >= 2
+    assert page(log, {"since": str(since)}) == {"Entries": [], "Last": since, "More": False}

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_KEY
+from orthanc_server import RUNTIME
 
 from consistent_anon.identity.config import ConfigurationError, configuration_folder, parse_config
 
@@ -57,3 +58,68 @@ def test_relative_paths_are_read_from_the_configuration_folder(tmp_path, monkeyp
     assert config.project_settings["trial"].subjects is not None
     assert configuration_folder(str(tmp_path)) == tmp_path  # a folder of configuration files
     assert configuration_folder("") == Path(".")  # no configuration: the working folder
+
+
+def _path_cases(tmp_path: Path) -> list[tuple[dict, str]]:
+    """Settings naming files that cannot serve, and the start-time message each must give."""
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    (tmp_path / "plain").write_text("x")
+    (tmp_path / "latin1.key").write_bytes(b"\xe9" * 40)
+    top, trial = "ConsistentAnonymization", r"ConsistentAnonymization\.Projects\.trial#7"
+    return [
+        ({"AuditLogFile": str(folder)}, rf"{top}\.AuditLogFile: .*a-folder cannot be written \(a folder, not a file\)"),
+        ({"AuditLogFile": str(tmp_path / "plain" / "audit.jsonl")},
+         rf"{top}\.AuditLogFile: .*audit\.jsonl cannot be written \(.*plain is not a folder\)"),
+        ({"AuditLogFile": "/dev/null"}, rf"{top}\.AuditLogFile: /dev/null cannot be written \(not a regular file\)"),
+        ({"KeyFile": 7}, rf"{top}\.KeyFile must be the path of a file"),
+        ({"Projects": {"trial#7": {"KeyFile": ""}}}, rf"{trial}\.KeyFile must be the path of a file"),
+        ({"Projects": {"trial#7": {"KeyFile": str(folder)}}},
+         rf"{trial}\.KeyFile: .*a-folder cannot be read \(a folder, not a file\)"),
+        ({"Projects": {"trial#7": {"KeyFile": str(tmp_path / "latin1.key")}}},
+         rf"{trial}\.KeyFile: .*latin1\.key cannot be read \(not UTF-8 text\)"),
+        ({"Subjects": "/dev/null"}, rf"{top}\.Subjects: /dev/null cannot be read \(not a regular file\)"),
+        ({"Projects": {"trial#7": {"Subjects": str(tmp_path / "none.csv")}}},
+         rf"{trial}\.Subjects: .*none\.csv cannot be read \(no such file\)"),
+        ({"Projects": {"trial#7": {"ReidentificationCertificates": [str(folder)]}}},
+         rf"{trial}\.ReidentificationCertificates: .*a-folder cannot be read \(a folder, not a file\)"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_each_path_setting_is_checked_at_start_for_what_it_must_be(tmp_path, case):
+    """A file the plugin reads must be a readable regular file, the audit log a writable one or
+    a path that can be created; the message names the option (and the project), as Orthanc stops."""
+    section, message = _path_cases(tmp_path)[case]
+    with pytest.raises(ConfigurationError, match=message):
+        parse_config({"ConsistentAnonymization": section})
+
+
+def test_an_audit_log_in_folders_still_to_be_made_or_already_there_is_accepted(tmp_path):
+    made_later = tmp_path / "logs" / "2026" / "audit.jsonl"
+    section = {"ConsistentAnonymization": {"AuditLogFile": str(made_later)}}
+    assert parse_config(section).audit_log_file == str(made_later)
+    assert not made_later.parent.exists()  # checked, not created: the first entry creates it
+    made_later.parent.mkdir(parents=True)
+    made_later.write_text("")
+    assert parse_config(section).audit_log_file == str(made_later)
+
+
+def test_an_audit_log_naming_a_folder_stops_orthanc_at_start(server_factory):
+    """It used to start, and then every anonymization answered 500 after storing its result."""
+    server = server_factory(start=False)
+    folder = server.workdir / "audit-folder"
+    folder.mkdir()
+    server.configure({"ConsistentAnonymization": {"Key": TEST_KEY, "AuditLogFile": RUNTIME.inside(folder)}})
+    with pytest.raises(RuntimeError, match=r"ConsistentAnonymization\.AuditLogFile: .*audit-folder cannot be "
+                                           r"written \(a folder, not a file\)"):
+        server.start()
+
+
+@pytest.mark.parametrize("section", [{"Projects": {"p" * 257: {}}}, {"DefaultProject": "d" * 257}])
+def test_a_project_name_longer_than_an_audit_entry_keeps_is_refused_at_start(section):
+    """Any characters, as declared, but at most 256 of them: every project's entries name it."""
+    with pytest.raises(ConfigurationError, match=r"ConsistentAnonymization\.(Projects|DefaultProject): a project "
+                                                 r"name of 257 characters \(at most 256\)"):
+        parse_config({"ConsistentAnonymization": section})
+    assert "p" * 256 in parse_config({"ConsistentAnonymization": {"Projects": {"p" * 256: {}}}}).project_keys

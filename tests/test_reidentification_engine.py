@@ -97,7 +97,7 @@ def test_unusable_certificates_stop_the_start_naming_the_option_and_not_the_key(
     assert made.returncode == 0, made.stderr
     private_key = keys["alice"][0]
     key_lines = [line for line in private_key.read_text().splitlines() if not line.startswith("-----")]
-    cases = {str(tmp_path / "missing.pem"): "not readable", str(private_key): "not readable",
+    cases = {str(tmp_path / "missing.pem"): "cannot be read (no such file)", str(private_key): "not readable",
              str(elliptic): "no RSA key"}
     for path, reason in cases.items():
         for section in ({"ReidentificationCertificates": [path]},
@@ -112,9 +112,10 @@ def test_unusable_certificates_stop_the_start_naming_the_option_and_not_the_key(
             _config(ReidentificationCertificates=wrong)
 
 
-def test_without_certificates_the_plugin_needs_no_cryptography():
+def test_without_certificates_the_plugin_needs_no_cryptography(tmp_path):
     """A Python without `cryptography` (Debian's python3-cryptography not installed) runs every
     call that seals nothing: the package is imported only where certificates are configured."""
+    (tmp_path / "c.pem").write_text("a certificate, read only once cryptography is there\n")
     script = """
 import sys
 sys.modules["cryptography"] = None  # any import of it fails
@@ -129,7 +130,7 @@ except ConfigurationError as error:
 """
     folder = Path(__file__).parent
     result = subprocess.run([sys.executable, "-c", script, str(folder.parent / "plugin"), str(folder)],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "ReidentificationCertificates: Re-identification certificates need the Python package cryptography" \
         in result.stdout

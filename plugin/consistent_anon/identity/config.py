@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from .project_settings import KEYS as PROJECT_SETTINGS, ProjectSettings, SettingsError, parse_project_settings
+from .project_settings import (KEYS as PROJECT_SETTINGS, ProjectSettings, SettingsError, file_problem,
+                               parse_project_settings)
 from .pseudonyms import UUID_ROOT, check_uid_root
 
 SECTION = "ConsistentAnonymization"
 MIN_KEY_LENGTH = 32
+#: A project's name may hold any characters, at most this many: audit entries name it as declared.
+MAX_PROJECT_NAME = 256
 #: The user metadata (by index) of an anonymized series that records the options it was made with.
 DEFAULT_OPTIONS_METADATA = 9732
 USER_METADATA_RANGE = range(1024, 65536)
@@ -38,6 +41,14 @@ def _refuse_unknown(where: str, settings: dict[str, Any], known: frozenset[str])
         raise ConfigurationError(f"{where}: unknown option(s) {sorted(unknown)}")
 
 
+def _check_project_name(where: str, *names: str) -> None:
+    """Refuse a project name longer than MAX_PROJECT_NAME (not repeated: its length says which)."""
+    for name in names:
+        if len(name) > MAX_PROJECT_NAME:
+            raise ConfigurationError(f"{where}: a project name of {len(name)} characters (at most "
+                                     f"{MAX_PROJECT_NAME})")
+
+
 def _boolean(section: dict[str, Any], name: str) -> bool:
     value = section.get(name, False)
     if not isinstance(value, bool):
@@ -51,15 +62,28 @@ def _read_key(where: str, settings: dict[str, Any]) -> bytes | None:
     if "Key" in settings:
         key = settings["Key"]
     elif "KeyFile" in settings:
-        try:
-            key = Path(settings["KeyFile"]).read_text().strip()
-        except OSError as error:
-            raise ConfigurationError(f"{where}: cannot read KeyFile ({error.strerror})") from None
+        key = _key_file_text(f"{where}.KeyFile", settings["KeyFile"])
     else:
         return None
     if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH:
         raise ConfigurationError(f"{where}: the key must be a string of at least {MIN_KEY_LENGTH} characters")
     return key.encode("utf-8")
+
+
+def _key_file_text(option: str, path: Any) -> str:
+    """The key a KeyFile holds (the plugin never writes one: a generated key has its own file,
+    keys.py), checked at start with a message naming the option."""
+    if not isinstance(path, str) or not path:
+        raise ConfigurationError(f"{option} must be the path of a file")
+    problem = file_problem(path)
+    if problem is None:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            problem = f"{path} cannot be read ({error.strerror})"
+        except UnicodeDecodeError:
+            problem = f"{path} cannot be read (not UTF-8 text)"
+    raise ConfigurationError(f"{option}: {problem}")
 
 
 @dataclass
@@ -124,6 +148,7 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
     projects = section.get("Projects", {})
     if not isinstance(projects, dict) or not all(isinstance(v, dict) for v in projects.values()):
         raise ConfigurationError(f"{SECTION}.Projects must map project names to objects")
+    _check_project_name(f"{SECTION}.Projects", *projects)
     projects = {name: _paths_from(folder, settings) for name, settings in projects.items()}
     try:
         defaults = parse_project_settings(SECTION, section)
@@ -137,6 +162,7 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
     config.default_project = section.get("DefaultProject", "default")
     if not isinstance(config.default_project, str) or not config.default_project:
         raise ConfigurationError(f"{SECTION}.DefaultProject must be a non-empty string")
+    _check_project_name(f"{SECTION}.DefaultProject", config.default_project)
     config.project_keys.setdefault(config.default_project, None)
     config.project_settings.setdefault(config.default_project, replace(defaults, name=config.default_project))
     try:
@@ -157,6 +183,9 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
     audit_file = section.get("AuditLogFile")
     if audit_file is not None and (not isinstance(audit_file, str) or not audit_file):
         raise ConfigurationError(f"{SECTION}.AuditLogFile must be the path of a file")
+    problem = audit_file and file_problem(audit_file, writable=True)
+    if problem:
+        raise ConfigurationError(f"{SECTION}.AuditLogFile: {problem}")
     config.audit_log_file = audit_file
     config.audit_retention_days = _limit(section, "AuditLogRetentionDays", AUDIT_RETENTION_DAYS)
     config.audit_max_entries = _limit(section, "AuditLogMaxEntries", AUDIT_MAX_ENTRIES)

@@ -4,6 +4,8 @@ plugin's section (the defaults of every project) and inside each `Projects.<name
 project's own values)."""
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,50 @@ class ProjectSettings:
         return options
 
 
+def file_problem(path: str, writable: bool = False) -> str | None:
+    """Why the file a setting names cannot serve, or None: checked at start, so that a wrong path
+    stops Orthanc with a message rather than failing every call later. A file read must be a
+    readable regular file; a file written (the audit log) an existing regular file that can be
+    read and written, or a path whose nearest existing folder can be written (the file and its
+    folders are made at its first write); its folder must also take the files made beside it."""
+    reason = _file_reason(Path(path), writable)
+    return None if reason is None else f"{path} cannot be {'written' if writable else 'read'} ({reason})"
+
+
+def _file_reason(path: Path, writable: bool) -> str | None:
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return _folder_reason(path.parent) if writable else "no such file"
+    except OSError as error:  # a file where a folder should be, a loop, no permission on the way
+        return _folder_reason(path.parent) or error.strerror
+    if stat.S_ISDIR(status.st_mode):
+        return "a folder, not a file"
+    if not stat.S_ISREG(status.st_mode):  # a device or a pipe: reads never end, writes are lost
+        return "not a regular file"
+    if not os.access(path, os.R_OK | (os.W_OK if writable else 0)):
+        return "permission denied"
+    return _folder_reason(path.parent) if writable else None
+
+
+def _folder_reason(folder: Path) -> str | None:
+    """Why files cannot be made in `folder` (made itself, with its parents, if missing), or None."""
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable"
+    return None
+
+
+def _check_file(option: str, path: str) -> None:
+    """Refuse a file the plugin would read, naming the option: see file_problem."""
+    problem = file_problem(path)
+    if problem:
+        raise SettingsError(f"{option}: {problem}")
+
+
 def _boolean(where: str, name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise SettingsError(f"{where}.{name} must be true or false")
@@ -96,6 +142,8 @@ def _recipients(where: str, value: Any) -> tuple[Any, ...]:
         raise SettingsError(f"{name} must list the paths of X.509 certificates in PEM")
     if not value:
         return ()
+    for path in value:
+        _check_file(name, path)
     from ..reidentification.envelope import ReidentificationError, load_recipients  # needs cryptography: only here
     try:
         return load_recipients(value)
@@ -115,6 +163,7 @@ def parse_project_settings(where: str, section: dict[str, Any],
     if "Subjects" in section:
         if not isinstance(section["Subjects"], str) or not section["Subjects"]:
             raise SettingsError(f"{where}.Subjects must be the path of a CSV file")
+        _check_file(f"{where}.Subjects", section["Subjects"])
         try:
             changes["subjects"] = SubjectTable(Path(section["Subjects"]))
         except SubjectTableError as error:

@@ -8,7 +8,9 @@ interrupted runs again after the restart and writes it then.
 
 What an entry says comes from fixed vocabularies (routes, levels, outcomes and reasons by error
 class) and from checked shapes (Orthanc IDs, names): an ID asked for that is not an Orthanc ID's
-shape is left out, never logged.
+shape is left out, never logged. The project is the name the configuration declares, whatever
+characters it holds. An entry counts the resources a request named and the results it made, and
+names a bounded sample of each (audit_log.SAMPLE_SIZE).
 """
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ import binascii
 from contextlib import contextmanager
 import json
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Callable, Iterator
 
-from .audit_log import AuditEntry, AuditLog, is_name, is_orthanc_id
+from .audit_log import SAMPLE_SIZE, AuditEntry, AuditLog, is_name, is_orthanc_id, is_project_name
 from ..errors import BadRequest, PluginError
 from ..jobs.queue import Job
 from ..identity.keys import KeyStore
@@ -30,9 +33,14 @@ ROUTES = {"patients": "/patients/{id}/anonymize", "studies": "/studies/{id}/anon
           "series": "/series/{id}/anonymize", "instances": "/instances/{id}/anonymize",
           BULK: "/tools/bulk-anonymize"}
 LEVELS = {"patients": "Patient", "studies": "Study", "series": "Series", "instances": "Instance", BULK: "Bulk"}
-#: The answers of GET /tools/anonymization-log hold at most this many entries.
+#: The answers of GET /tools/anonymization-log hold at most this many entries,
 MAX_LIMIT = 10000
 DEFAULT_LIMIT = 100
+#: and at most this many bytes in all: a page of MAX_LIMIT ordinary entries (about 750 bytes each
+#: as the route writes them) fits; of the largest (bulk calls naming SAMPLE_SIZE IDs), about 140.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+#: The route writes its answers indented by three spaces, as native does (answers.json_text).
+_INDENT = 3
 #: How the plugin names itself and its action in Orthanc's audit-log channel (1.12.9+).
 SOURCE_PLUGIN = "consistent-anonymization"
 ACTION = "anonymize"
@@ -161,10 +169,11 @@ class AuditTrail:
         # the options' mark needs the project's key: not looked up for refused requests
         facts = self._facts(call.body, outcome != "Refused")
         sources = facts.resources if call.level == BULK else (call.resource_id,)
-        results, instances, failed = _results(call.level, call.answer)
+        results, result_count, instances, failed = _results(call.level, call.answer)
         return AuditEntry(route=ROUTES[call.level], level=LEVELS[call.level], outcome=outcome, reason=reason,
-                          sources=tuple(s for s in sources if is_orthanc_id(s)), results=results, user=call.user,
-                          project=facts.project if is_name(facts.project) else None,
+                          sources=_sample(sources), source_count=len(sources), results=results,
+                          result_count=result_count, user=call.user,
+                          project=facts.project if is_project_name(facts.project) else None,
                           options_mark=facts.options_mark, instances=instances, failed_instances=failed,
                           job=call.job)
 
@@ -188,16 +197,21 @@ def request_facts(keys: KeyStore, body: Any, with_mark: bool) -> RequestFacts:
     return RequestFacts(project, mark, resources)
 
 
-def _results(level: str, answer: dict[str, Any] | None) -> tuple[tuple[str, ...], int, int]:
+def _sample(values: Any) -> tuple[str, ...]:
+    """The first SAMPLE_SIZE of these values that have an Orthanc ID's shape (the rest unread)."""
+    return tuple(islice((value for value in values if is_orthanc_id(value)), SAMPLE_SIZE))
+
+
+def _results(level: str, answer: dict[str, Any] | None) -> tuple[tuple[str, ...], int, int, int]:
     """The results an answer names (the anonymized resource; for bulk calls, every anonymized
-    series), and its instance counts."""
+    series): a sample and their count; and its instance counts."""
     if answer is None:
-        return (), 0, 0
+        return (), 0, 0, 0
     if level == BULK:
         results = [r.get("ID") for r in answer.get("Resources", []) if r.get("Type") == "Series"]
     else:
         results = [answer.get("ID")]
-    return (tuple(r for r in results if is_orthanc_id(r)), _count(answer.get("InstancesCount")),
+    return (_sample(results), sum(1 for r in results if is_orthanc_id(r)), _count(answer.get("InstancesCount")),
             _count(answer.get("FailedInstancesCount")))
 
 
@@ -207,14 +221,28 @@ def _count(value: Any) -> int:
 
 def page(log: AuditLog, args: dict[str, str]) -> dict[str, Any]:
     """GET /tools/anonymization-log?since=&limit=: the entries numbered after `since` (default 0),
-    at most `limit` (default 100); `Last` is the number to pass as `since` next, `More` whether
-    more entries follow."""
+    at most `limit` (default 100) and as many as fit in MAX_ANSWER_BYTES; `Last` is the number to
+    pass as `since` next, `More` whether more entries follow (fewer than `limit` with `More`:
+    the answer was full)."""
     since = _argument(args, "since", 0, 0, None)
     limit = _argument(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    entries = log.read(since, limit + 1)
-    shown = entries[:limit]
-    return {"Entries": [json.loads(entry.to_json()) for entry in shown],  # as the file holds them
-            "Last": shown[-1].sequence if shown else since, "More": len(entries) > limit}
+    # the file's lines are no longer than the route's text of them: this reads all that can fit
+    entries = log.read(since, limit + 1, MAX_ANSWER_BYTES)
+    shown: list[dict[str, Any]] = []
+    room = MAX_ANSWER_BYTES - _answer_size({"Entries": [], "Last": 2 ** 63, "More": False}, 0) - 8
+    for entry in entries[:limit]:
+        value = json.loads(entry.to_json())  # as the file holds it
+        room -= _answer_size(value, 2) + 2  # at depth two, and the separator before the next
+        if room < 0 and shown:  # one at least: an entry is far smaller than an answer
+            break
+        shown.append(value)
+    return {"Entries": shown, "Last": shown[-1]["sequence"] if shown else since, "More": len(entries) > len(shown)}
+
+
+def _answer_size(value: Any, depth: int) -> int:
+    """How many bytes `value` takes in the route's answer, written at this depth."""
+    text = json.dumps(value, indent=_INDENT)
+    return len(text) + depth * _INDENT * (text.count("\n") + 1)
 
 
 def _argument(args: dict[str, str], name: str, default: int, low: int, high: int | None) -> int:

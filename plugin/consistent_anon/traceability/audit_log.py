@@ -4,14 +4,17 @@ An entry names resources by their Orthanc IDs only, and everything else it holds
 lists or checked shapes: it cannot carry a PatientID, a name, a UID or a key, whatever a caller
 passes (a value of the wrong shape is refused, not logged). Orthanc IDs are hashes of the DICOM
 identifiers: a reader who already has a source's identifiers can confirm it, none can read them.
+An entry is bounded (MAX_ENTRY_BYTES): it counts the resources a call named and made, and names
+the first SAMPLE_SIZE of each, so that a bulk call naming 100,000 resources writes one short line.
 
 `FileAuditLog` keeps the log in a JSON-lines file that several processes (two Orthanc nodes sharing
 a storage folder) append to: each append takes an exclusive `flock` on a lock file beside the log,
 numbers the entry after the last one written, and returns only once the line is on disk (fsync),
-so the sequence has neither gaps nor duplicates and an answered call is never lost. A line torn by
-a crash is cut off by the next append, and never read. Retention (entry age and count) is applied
-by a compaction that rewrites the file under the same lock; entries keep their numbers, and the
-numbering goes on after the dropped ones.
+so the sequence has neither gaps nor duplicates and an answered call is never lost. The number is
+found by reading the file backwards from its end to the start of its last line: an append reads
+about one entry, however long the log. A line torn by a crash is cut off by the next append, and
+never read. Retention (entry age and count) is applied by a compaction that rewrites the file
+under the same lock; entries keep their numbers, and the numbering goes on after the dropped ones.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Protocol
+
+from ..identity.config import MAX_PROJECT_NAME
 
 #: How each outcome may be explained.
 REASONS = {
@@ -39,10 +44,17 @@ ROUTES = frozenset({"/patients/{id}/anonymize", "/studies/{id}/anonymize", "/ser
 _ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
 _JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _MARK = re.compile(r"[0-9a-f]{16,128}")
-#: A project is a configuration key; a user an HTTP login: short printable names.
+#: A user is an HTTP login: a short printable name.
 _NAME = re.compile(r"[\w.@+ -]{1,64}")
+#: How many of the resources a call named (and of its results) an entry names; it counts them all.
+SAMPLE_SIZE = 500
+#: An entry's line, newline included, is at most this long: 2 x 500 IDs of 47 bytes, and the
+#: longest names escaped (test_audit_log.py measures the widest entry).
+MAX_ENTRY_BYTES = 65536
+#: Bytes read at once when reading the log backwards from its end.
+READ_BLOCK = 8192
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-_TAIL = 65536  # bytes read at once: the end of the log, the last step of a bisection
+_TAIL = 65536  # the last step of a bisection: read at once
 
 
 def _format(moment: datetime) -> str:
@@ -62,8 +74,10 @@ class AuditEntry:
     level: str
     outcome: str
     reason: str
-    sources: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()  # the first SAMPLE_SIZE of them: the rest are counted only
     results: tuple[str, ...] = ()
+    source_count: int | None = None  # how many resources the call named (None: as many as `sources`)
+    result_count: int | None = None
     user: str | None = None
     project: str | None = None
     options_mark: str | None = None
@@ -74,8 +88,11 @@ class AuditEntry:
     sequence: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sources", tuple(self.sources))
-        object.__setattr__(self, "results", tuple(self.results))
+        named = {"sources": tuple(self.sources), "results": tuple(self.results)}
+        for names, count in (("sources", "source_count"), ("results", "result_count")):
+            if getattr(self, count) is None:
+                object.__setattr__(self, count, len(named[names]))
+            object.__setattr__(self, names, named[names][:SAMPLE_SIZE])
         problems = [name for name, good in (
             ("route", self.route in ROUTES),
             ("level", self.level in LEVELS),
@@ -83,8 +100,10 @@ class AuditEntry:
             ("reason", self.reason in REASONS.get(self.outcome, ())),
             ("sources", all(_is(_ORTHANC_ID, value) for value in self.sources)),
             ("results", all(_is(_ORTHANC_ID, value) for value in self.results)),
+            ("source_count", _count(self.source_count) and self.source_count >= len(named["sources"])),
+            ("result_count", _count(self.result_count) and self.result_count >= len(named["results"])),
             ("user", self.user is None or _is(_NAME, self.user)),
-            ("project", self.project is None or _is(_NAME, self.project)),
+            ("project", self.project is None or is_project_name(self.project)),
             ("options_mark", self.options_mark is None or _is(_MARK, self.options_mark)),
             ("instances", _count(self.instances)),
             ("failed_instances", _count(self.failed_instances)),
@@ -113,8 +132,14 @@ def is_orthanc_id(value: object) -> bool:
 
 
 def is_name(value: object) -> bool:
-    """Whether an entry may hold this value as a user or a project."""
+    """Whether an entry may hold this value as a user."""
     return _is(_NAME, value)
+
+
+def is_project_name(value: object) -> bool:
+    """Whether an entry may hold this value as a project: any name a configuration can declare
+    (it comes from there, never from a caller), escaped in the entry's one ASCII line."""
+    return isinstance(value, str) and len(value) <= MAX_PROJECT_NAME
 
 
 def _count(value: object) -> bool:
@@ -125,8 +150,9 @@ class AuditLog(Protocol):
     def append(self, entry: AuditEntry) -> int:
         """Write the entry durably; answers its sequence number."""
 
-    def read(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
-        """The entries numbered after `since`, in order, at most `limit`."""
+    def read(self, since: int = 0, limit: int = 100, max_bytes: int | None = None) -> list[AuditEntry]:
+        """The entries numbered after `since`, in order, at most `limit`; with `max_bytes`, they
+        stop after the first entry that brings their lines past it (so one at least)."""
 
 
 @dataclass(frozen=True)
@@ -182,16 +208,17 @@ class FileAuditLog:
                 self._compact()
         return sequence
 
-    def read(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
+    def read(self, since: int = 0, limit: int = 100, max_bytes: int | None = None) -> list[AuditEntry]:
         """Finds where to start by bisection (entries are in sequence order), so that polling
-        the end of a long log reads little of it."""
+        the end of a long log reads little of it; see AuditLog.read for `max_bytes`."""
         with self._locked(fcntl.LOCK_SH):
-            return self._read(since, limit)
+            return self._read(since, limit, max_bytes)
 
-    def _read(self, since: int, limit: int) -> list[AuditEntry]:
+    def _read(self, since: int, limit: int, max_bytes: int | None = None) -> list[AuditEntry]:
         entries: list[AuditEntry] = []
         if limit <= 0:
             return entries
+        budget = max_bytes if max_bytes is not None else float("inf")
         try:
             file = open(self.path, "rb")
         except FileNotFoundError:
@@ -204,7 +231,8 @@ class FileAuditLog:
                 parsed = _parse(line.decode("ascii", "replace"))
                 if isinstance(parsed, AuditEntry) and parsed.sequence > since:
                     entries.append(parsed)
-                    if len(entries) == limit:
+                    budget -= len(line)
+                    if len(entries) == limit or budget < 0:
                         break
         return entries
 
@@ -289,23 +317,36 @@ def _parse(line: str) -> AuditEntry | int | None:
 
 
 def _last_sequence(descriptor: int) -> int:
-    """The last sequence number in the open log; cuts off a line torn by a crash first. Reads
-    the end of the file, all of it only if the end holds no whole line."""
-    size = os.lseek(descriptor, 0, os.SEEK_END)
-    start = max(0, size - _TAIL)
-    while True:
-        tail = os.pread(descriptor, size - start, start)
-        end = tail.rfind(b"\n") + 1
-        if end < len(tail) and (end or not start):  # a torn last line: no entry, cut it off
-            os.ftruncate(descriptor, start + end)
-            size, tail = start + end, tail[:end]
-        for line in reversed(tail.split(b"\n")[:-1]):
-            parsed = _parse(line.decode("ascii", "replace"))
-            if parsed is not None:
-                return parsed.sequence if isinstance(parsed, AuditEntry) else parsed
-        if not start:
-            return 0
-        start = 0
+    """The last sequence number in the open log; cuts off a line torn by a crash first. Reads the
+    file backwards from its end, a block at a time, to the start of its last line that parses:
+    about one entry, however long the file (entries are bounded, MAX_ENTRY_BYTES)."""
+    end = os.lseek(descriptor, 0, os.SEEK_END)
+    if end and os.pread(descriptor, 1, end - 1) != b"\n":  # a torn last line: no entry, cut it off
+        end = _line_before(descriptor, end)[0]
+        os.ftruncate(descriptor, end)
+    while end > 0:
+        end, line = _line_before(descriptor, end)
+        parsed = _parse(line.decode("ascii", "replace"))
+        if parsed is not None:
+            return parsed.sequence if isinstance(parsed, AuditEntry) else parsed
+    return 0  # no line of this log (an empty file, or only lines that do not parse)
+
+
+def _line_before(descriptor: int, end: int) -> tuple[int, bytes]:
+    """The line that ends at `end` (its own newline included) and where it starts: just after the
+    newline before it, or 0. Read backwards, READ_BLOCK bytes at a time."""
+    chunks: list[bytes] = []
+    position = end
+    while position > 0:
+        start = max(0, position - READ_BLOCK)
+        chunk = os.pread(descriptor, position - start, start)
+        newline = chunk.rfind(b"\n", 0, len(chunk) - 1 if position == end else len(chunk))
+        if newline >= 0:
+            chunks.append(chunk[newline + 1:])
+            return start + newline + 1, b"".join(reversed(chunks))
+        chunks.append(chunk)
+        position = start
+    return 0, b"".join(reversed(chunks))
 
 
 def _sync_folder(folder: Path) -> None:
