@@ -15,32 +15,64 @@ from consistent_anon.options import parse_request
 from consistent_anon.project_settings import ProjectSettings
 from consistent_anon.pseudonyms import Pseudonymizer
 from consistent_anon.vocabulary import PATIENT_ID
-from consistent_anon.subjects import Subject, SubjectTable, SubjectTableError, parse_subjects
+from consistent_anon.subjects import Subject, SubjectTable, SubjectTableError, read_subjects
 
 SECRET = "MRN-0042-SECRET"
 
 
+def _parse(text: str, source: str) -> subjects.Subjects:
+    return read_subjects(text.encode("utf-8"), source)
+
+
 def test_a_table_maps_patients_to_subjects():
-    table = parse_subjects("\ufeffPatientID,SubjectID,SubjectName\nMRN1,S-001,Subject^One\nMRN2,S-002,\n\n", "t.csv")
+    table = _parse("\ufeffPatientID,SubjectID,SubjectName\nMRN1,S-001,Subject^One\nMRN2,S-002,\n\n", "t.csv")
     assert len(table) == 2
     assert (table.get("MRN1"), table.get("MRN2"), table.get("MRN3")) == (Subject("S-001", "Subject^One"),
                                                                          Subject("S-002"), None)
 
 
 def test_an_issuer_column_tells_patients_apart():
-    table = parse_subjects("PatientID,IssuerOfPatientID,SubjectID\nMRN1,HOSP-A,S-1\nMRN1,HOSP-B,S-2\n", "t.csv")
+    table = _parse("PatientID,IssuerOfPatientID,SubjectID\nMRN1,HOSP-A,S-1\nMRN1,HOSP-B,S-2\n", "t.csv")
     assert table.get("MRN1", "HOSP-A").subject_id == "S-1"
     assert table.get("MRN1", "HOSP-B").subject_id == "S-2"
     assert table.get("MRN1") is None and table.get("MRN1", "HOSP-C") is None
 
 
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_any_line_end_and_a_missing_last_one(end):
+    text = end.join(["PatientID,SubjectID,SubjectName", "MRN1,S-001,One", "", "MRN2,S-002,Two"])
+    table = _parse(text, "t.csv")
+    assert (table.get("MRN1"), table.get("MRN2")) == (Subject("S-001", "One"), Subject("S-002", "Two"))
+
+
+def test_equal_hashes_are_told_apart_by_the_rows_themselves(monkeypatch):
+    """The index keeps hashes only: every key colliding, lookups and repeats still hold."""
+    monkeypatch.setattr(subjects, "_HASH_MASK", 0)
+    text = "PatientID,IssuerOfPatientID,SubjectID\nMRN1,,S-1\nMRN1,HOSP-A,S-2\nMRN2,,S-3\n"
+    table = _parse(text, "t.csv")
+    assert [table.get(*key) for key in (("MRN1",), ("MRN1", "HOSP-A"), ("MRN2",), ("MRN3",))] == [
+        Subject("S-1"), Subject("S-2"), Subject("S-3"), None]
+    with pytest.raises(SubjectTableError, match="line 6: this patient is already listed"):
+        _parse(text + "MRN4,,S-4\nMRN1,HOSP-A,S-5\nMRN2,,S-6\n", "t.csv")
+    with pytest.raises(SubjectTableError, match="line 6: this SubjectID is already given"):
+        _parse(text + "MRN4,,S-4\nMRN5,,S-2\nMRN1,,S-6\n", "t.csv")
+
+
+def test_a_table_longer_than_the_index_allows_is_refused(monkeypatch):
+    monkeypatch.setattr(subjects, "MAX_LINES", 3)
+    assert len(_parse("PatientID,SubjectID\nMRN1,S1\nMRN2,S2", "t.csv")) == 2
+    with pytest.raises(SubjectTableError, match="t.csv: more than 3 lines"):
+        _parse("PatientID,SubjectID\nMRN1,S1\nMRN2,S2\nMRN3,S3\n", "t.csv")
+
+
 def test_a_row_without_issuer_matches_only_a_source_without_issuer():
     """The cautious rule: two patients of different issuers sharing a PatientID are never merged
     into the subject of a row that names no issuer."""
-    table = parse_subjects("PatientID,SubjectID,IssuerOfPatientID\nMRN1,S-001,\nMRN1,S-002,HOSP-B\n", "t.csv")
+    table = _parse("PatientID,SubjectID,IssuerOfPatientID\nMRN1,S-001,\nMRN1,S-002,HOSP-B\n", "t.csv")
     assert table.get("MRN1", "") == Subject("S-001")
     assert table.get("MRN1", "HOSP-A") is None
     assert table.get("MRN1", "HOSP-B") == Subject("S-002")
+    assert table.get("HOSP-B\\MRN1") is None  # a multi-valued PatientID never meets a joined key
 
 
 @pytest.mark.parametrize("text, line, words", [
@@ -58,10 +90,11 @@ def test_a_row_without_issuer_matches_only_a_source_without_issuer():
     ("", 1, "missing: PatientID, SubjectID"),
     (f"PatientID,SubjectID\nMRN1,S1\n{SECRET}," + "x" * 200_000 + "\n", 3, "field limit"),
     (f"PatientID,SubjectID\nMRN1,S1\n{SECRET},\"S2\"x\"\n", 3, "not a valid CSV file"),
+    (f"PatientID,SubjectID,SubjectName\nMRN1,S1,\"\n\"\n{SECRET},S2,\n", 3, "goes over more than one line"),
 ])
 def test_a_bad_table_is_refused_naming_the_line_never_the_value(text, line, words):
     with pytest.raises(SubjectTableError) as refused:
-        parse_subjects(text, "subjects.csv")
+        _parse(text, "subjects.csv")
     message = str(refused.value)
     assert f"subjects.csv, line {line}:" in message and words in message
     assert SECRET not in message and "S1" not in message.split(":", 1)[1]
@@ -131,8 +164,8 @@ def test_a_reload_is_off_the_request_path(tmp_path, monkeypatch):
     path = tmp_path / "subjects.csv"
     table, deferred = _table(path, "PatientID,SubjectID\nMRN1,S-001\n")
     parsed = []
-    real_parse = subjects.parse_subjects
-    monkeypatch.setattr(subjects, "parse_subjects", lambda *args: parsed.append(1) or real_parse(*args))
+    real_read = subjects.read_subjects
+    monkeypatch.setattr(subjects, "read_subjects", lambda *args: parsed.append(1) or real_read(*args))
     path.write_text("PatientID,SubjectID\nMRN1,S-002\n")
     assert [table.lookup("MRN1") for _ in range(3)] == [Subject("S-001")] * 3
     assert (len(deferred.tasks), parsed) == (1, [])          # one check started, none parsed yet

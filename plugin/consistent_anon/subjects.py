@@ -22,18 +22,19 @@ import io
 import re
 import threading
 import time
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REQUIRED_COLUMNS = ("PatientID", "SubjectID")
 OPTIONAL_COLUMNS = ("SubjectName", "IssuerOfPatientID")
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 MAX_LO = 64  # PatientID, SubjectID and IssuerOfPatientID are LO: 64 characters at most
 #: Not allowed in a value: DICOM's value separator and control characters. The backslash is thus
-#: free to join an issuer and a PatientID into one key, and a SubjectID and a name into one value.
+#: free to join an issuer and a PatientID into one key.
 _INVALID = re.compile(r"[\\\x00-\x1f\x7f]")
-_JOIN = "\\"
 #: How often, at most, lookups have the file's content compared with the table's (seconds).
 CHECK_INTERVAL = 1.0
 
@@ -48,38 +49,88 @@ class Subject:
     subject_name: str | None = None
 
 
+#: A row's place in a table's index: the hash of its key (40 bits) and its line (24 bits), in one
+#: integer, so that sorting the integers sorts the rows by hash.
+_LINE_BITS = 24
+_LINE_MASK = (1 << _LINE_BITS) - 1
+MAX_LINES = _LINE_MASK  # lines of a table, header and empty lines included
+_HASH_MASK = (1 << 40) - 1
+_LINE_ENDS = re.compile(rb"\r\n?|\n")  # the line ends the text reader splits on (newline="")
+
+
+def _packed(text: str, line: int) -> int:
+    return ((hash(text) & _HASH_MASK) << _LINE_BITS) | line
+
+
+def _lines_hashed_as(index: array, text: str) -> Iterator[int]:
+    """The lines in a sorted index whose hash is that of `text`: candidates, to be compared."""
+    wanted = _packed(text, 0) >> _LINE_BITS
+    position = bisect_left(index, wanted << _LINE_BITS)
+    while position < len(index) and index[position] >> _LINE_BITS == wanted:
+        yield index[position] & _LINE_MASK
+        position += 1
+
+
+def _values(fields: list[str], positions: list[int]) -> tuple[str, str, str, str]:
+    """(PatientID, SubjectID, SubjectName, IssuerOfPatientID) of a row, as COLUMNS orders them."""
+    patient_id, subject_id, name, issuer = (fields[p].strip() if p >= 0 else "" for p in positions)
+    return patient_id, subject_id, name, issuer
+
+
 class Subjects:
-    """One parsed table, immutable. Kept compact (about 1,000,000 rows are a real trial site's
-    order of magnitude): one dict of plain strings, the issuer joined to the PatientID as its key
-    and the SubjectName to the SubjectID as its value, rather than an object per row."""
+    """One parsed table, immutable and compact: a real trial site's table may have about
+    1,000,000 rows. It holds the file's bytes, where each line starts, and an index: each row's
+    key (issuer and PatientID) hashed and packed with its line, sorted. A lookup finds the lines
+    with the key's hash, reads them again and compares their keys: a hash is never trusted
+    alone. About 16 bytes a row beside the file's own, where a dict of strings took 200."""
 
-    __slots__ = ("_rows",)
+    __slots__ = ("_data", "_starts", "_positions", "_index")
 
-    def __init__(self, rows: dict[str, str]) -> None:
-        self._rows = rows
+    def __init__(self, data: bytes, starts: array, positions: list[int], index: array) -> None:
+        self._data, self._starts, self._positions, self._index = data, starts, positions, index
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._index)
+
+    def values(self, line: int) -> tuple[str, str, str, str]:
+        """The values of the row on a line (0: the header), as `_values` gives them."""
+        text = self._data[self._starts[line]:self._starts[line + 1]].decode("utf-8").rstrip("\r\n")
+        return _values(next(csv.reader([text], strict=True)), self._positions)
+
+    def key(self, line: int) -> str:
+        """The key (`_key`) of the row on a line."""
+        patient_id, _, _, issuer = self.values(line)
+        return _key(issuer, patient_id)
 
     def get(self, patient_id: str, issuer: str = "") -> Subject | None:
-        """The subject of a source patient, by the issuer rule (see the module's docstring)."""
-        value = self._rows.get(_key(issuer, patient_id))
-        if value is None:
+        """The subject of a source patient, by the issuer rule (see the module's docstring). A
+        value holding a backslash (a multi-valued attribute) is in no table."""
+        if "\\" in patient_id or "\\" in issuer:
             return None
-        subject_id, _, name = value.partition(_JOIN)
-        return Subject(subject_id, name or None)
+        key = _key(issuer, patient_id)
+        for line in _lines_hashed_as(self._index, key):
+            if self.key(line) == key:
+                _, subject_id, name, _ = self.values(line)
+                return Subject(subject_id, name or None)
+        return None
 
 
 def _key(issuer: str, patient_id: str) -> str:
-    return f"{issuer}{_JOIN}{patient_id}" if issuer else patient_id
+    return f"{issuer}\\{patient_id}" if issuer else patient_id
 
 
-def _check_text(value: str, column: str, line: int, source: str, required: bool) -> None:
-    if required and not value:
-        raise SubjectTableError(f"{source}, line {line}: {column} is empty")
-    if len(value) > MAX_LO or _INVALID.search(value):
-        raise SubjectTableError(f"{source}, line {line}: {column} is not a valid DICOM value "
-                                f"(at most {MAX_LO} characters, no backslash or control character)")
+def _check_row(values: tuple[str, str, str, str], line: int, source: str) -> None:
+    """A row's values (`_values`): the two required ones present, each a valid DICOM value. The
+    whole row is checked at once; a row that fails is checked again value by value, to name the
+    column."""
+    if values[0] and values[1] and max(map(len, values)) <= MAX_LO and not _INVALID.search("".join(values)):
+        return
+    for value, column in zip(values, COLUMNS):
+        if column in REQUIRED_COLUMNS and not value:
+            raise SubjectTableError(f"{source}, line {line}: {column} is empty")
+        if len(value) > MAX_LO or _INVALID.search(value):
+            raise SubjectTableError(f"{source}, line {line}: {column} is not a valid DICOM value "
+                                    f"(at most {MAX_LO} characters, no backslash or control character)")
 
 
 def _columns(header: list[str], source: str) -> list[int]:
@@ -99,54 +150,83 @@ def _columns(header: list[str], source: str) -> list[int]:
     return [names.index(name) if name in names else -1 for name in COLUMNS]
 
 
-def _rows(reader: Any, positions: list[int], width: int, source: str) -> dict[str, str]:
-    """The rows after the header, checked: a wrong field count, an empty or invalid value, a
-    patient listed twice, a SubjectID given to two patients (two people merged into one subject)."""
-    rows: dict[str, str] = {}
-    owners: set[str] = set()
+def _indexes(reader: Any, positions: list[int], width: int, source: str) -> tuple[array, array]:
+    """The rows after the header, checked one by one (a wrong field count, a row over two lines,
+    an empty or invalid value), as two unsorted indexes: of their keys and of their SubjectIDs."""
+    keys, owners = array("Q"), array("Q")
+    previous = reader.line_num
     for fields in reader:
-        line = reader.line_num
+        line, spread, previous = reader.line_num, reader.line_num != previous + 1, reader.line_num
         if not fields:  # an empty line, as editors leave at the end
             continue
         if len(fields) != width:
             raise SubjectTableError(f"{source}, line {line}: not as many fields as the header has columns")
-        patient_id, subject_id, name, issuer = (fields[p].strip() if p >= 0 else "" for p in positions)
-        for value, column, required in ((patient_id, "PatientID", True), (subject_id, "SubjectID", True),
-                                        (name, "SubjectName", False), (issuer, "IssuerOfPatientID", False)):
-            _check_text(value, column, line, source, required)
-        key = _key(issuer, patient_id)
-        if key in rows:
-            raise SubjectTableError(f"{source}, line {line}: this patient is already listed on an earlier line")
-        if subject_id in owners:
-            raise SubjectTableError(f"{source}, line {line}: this SubjectID is already given to another "
-                                    f"patient on an earlier line")
-        owners.add(subject_id)
-        rows[key] = f"{subject_id}{_JOIN}{name}" if name else subject_id
-    return rows
+        if spread:
+            raise SubjectTableError(f"{source}, line {line}: a quoted field goes over more than one line")
+        values = _values(fields, positions)
+        _check_row(values, line, source)
+        patient_id, subject_id, _, issuer = values
+        keys.append(_packed(_key(issuer, patient_id), line - 1))
+        owners.append(_packed(subject_id, line - 1))
+    return keys, owners
 
 
-def parse_subjects(text: str, source: str) -> Subjects:
-    """The table in the CSV text of a subject table; SubjectTableError names the line and why.
-
-    What the csv module refuses (a field over its limit, a stray quote) is refused the same way,
-    with the line it stopped at."""
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), strict=True)
-    try:
-        header = next(reader, [])
-        positions = _columns(header, source)
-        return Subjects(_rows(reader, positions, len(header), source))
-    except csv.Error as error:  # its messages name no value ("field larger than field limit (131072)")
-        raise SubjectTableError(f"{source}, line {reader.line_num}: not a valid CSV file ({error})") from None
+def _first_repeat(index: array, value_of: Callable[[int], str]) -> int | None:
+    """The first line (0-based) that repeats the value of an earlier one, in a sorted index:
+    only lines of equal hashes (a run) are read again and compared."""
+    repeats: list[int] = []
+    run: list[int] = []
+    previous = -1
+    for packed in index:
+        hashed, line = packed >> _LINE_BITS, packed & _LINE_MASK
+        if hashed != previous:
+            previous, run = hashed, [line]
+        elif value_of(line) in {value_of(earlier) for earlier in run}:
+            repeats.append(line)
+        else:
+            run.append(line)
+    return min(repeats, default=None)
 
 
 def read_subjects(data: bytes, source: str) -> Subjects:
-    """The table in a file's bytes, which must be UTF-8 (a byte order mark is allowed)."""
+    """The table in a subject table file's bytes: UTF-8 (a byte order mark is allowed), CSV with
+    a header line. SubjectTableError names the line and why: bytes that are not UTF-8, what the
+    csv module refuses (a field over its limit, a stray quote), what `_columns` and `_indexes`
+    refuse, and `_refuse_repeats`. The text is decoded as the rows are read, never copied whole."""
     try:
-        text = data.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise SubjectTableError(f"{source}, line {line}: not UTF-8 text") from None
-    return parse_subjects(text, source)
+    starts = array("Q", [0])  # where each line starts, and where the last one ends
+    starts.extend(end.end() for end in _LINE_ENDS.finditer(data))
+    if starts[-1] != len(data):
+        starts.append(len(data))
+    if len(starts) - 1 > MAX_LINES:
+        raise SubjectTableError(f"{source}: more than {MAX_LINES} lines")
+    reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""), strict=True)
+    try:
+        header = next(reader, [])
+        positions = _columns(header, source)
+        keys, owners = _indexes(reader, positions, len(header), source)
+    except csv.Error as error:  # its messages name no value ("field larger than field limit (131072)")
+        raise SubjectTableError(f"{source}, line {reader.line_num}: not a valid CSV file ({error})") from None
+    index = array("Q", sorted(keys))
+    table = Subjects(data, starts, positions, index)
+    _refuse_repeats(table, index, array("Q", sorted(owners)), source)
+    return table
+
+
+def _refuse_repeats(table: Subjects, keys: array, owners: array, source: str) -> None:
+    """A patient listed twice, or a SubjectID given to two patients (that would merge two people
+    into one subject): refused at the first line that repeats an earlier one."""
+    repeats = ((_first_repeat(keys, table.key), "this patient is already listed on an earlier line"),
+               (_first_repeat(owners, lambda line: table.values(line)[1]),
+                "this SubjectID is already given to another patient on an earlier line"))
+    found = [(line, reason) for line, reason in repeats if line is not None]
+    if found:
+        line, reason = min(found)
+        raise SubjectTableError(f"{source}, line {line + 1}: {reason}")
 
 
 @dataclass(frozen=True)
