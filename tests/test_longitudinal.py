@@ -3,7 +3,6 @@ clinical-trial attributes and a project-owned patient identity, on every support
 from __future__ import annotations
 
 import io
-import os
 import time
 import uuid
 from datetime import date
@@ -144,11 +143,14 @@ def test_a_subject_table_names_the_anonymized_patient(server_factory):
     assert refused.status_code == 403 and '"trial"' in refused.json()["Message"]
     assert unlisted.patient_id not in refused.text
     assert set(server.json("/instances")) == before
-    # Listing the patient takes effect without a restart.
+    # Listing the patient takes effect without a restart, once the file has been read again in
+    # the background (the table in use serves meanwhile: the patient is still refused).
     with open(table, "a") as file:
         file.write(f"{unlisted.patient_id},S-002,\n")
-    os.utime(table, ns=(time.time_ns(), time.time_ns() + 2_000_000))
-    answer = server.post(f"/studies/{other_id}/anonymize", json={"Project": "trial"})
+    deadline = time.monotonic() + 30
+    while (answer := server.post(f"/studies/{other_id}/anonymize", json={"Project": "trial"})).status_code == 403:
+        assert time.monotonic() < deadline and set(server.json("/instances")) == before, "the new row was never seen"
+        time.sleep(0.2)
     assert answer.status_code == 200, answer.text
     ds = _instances(server, answer.json()["ID"])[0]
     assert (ds.PatientID, str(ds.PatientName)) == ("S-002", "S-002")
@@ -200,3 +202,69 @@ def test_verification_finds_a_date_left_unshifted(server_factory):
                          json={"Source": study_id, "Anonymized": answer["ID"], "Project": "trial"}).json()
     assert not report["Clean"]
     assert [leak["Path"] for leak in report["Leaks"]] == ["ContentDate"]  # named, never the value
+
+
+@pytest.mark.parametrize("identity", ["caller", "project"])
+def test_require_subject_holds_whatever_the_body_says(server_factory, identity):
+    """A Replace or Keep of PatientID never lets a patient outside the table in, nor gives a listed
+    patient another ID than its own SubjectID; nothing is stored when refused."""
+    listed, unlisted = new_patient(), new_patient()
+    server = _trial_server(server_factory, f"PatientID,SubjectID\n{listed.patient_id},T-001\n",
+                           RequireSubject=True, PatientIdentity=identity)
+    outside = _upload(server, _study(unlisted, "20240301", per_series=1))
+    inside = _upload(server, _study(listed, "20240301", per_series=1))
+    before = set(server.json("/instances"))
+    for body in ({"Project": "trial", "Replace": {"PatientID": "T-001"}, "Force": True},
+                 {"Project": "trial", "Replace": {"PatientID": "T-001"}}):
+        refused = server.post(f"/studies/{outside}/anonymize", json=body)
+        assert refused.status_code in (400, 403), (body, refused.text)
+        if "Force" in body:
+            assert refused.status_code == 403 and '"trial"' in refused.json()["Message"], refused.text
+        assert unlisted.patient_id not in refused.text
+        assert set(server.json("/instances")) == before
+    other = {"Project": "trial", "Replace": {"PatientID": "T-999"}, "Force": True}
+    answer = server.post(f"/studies/{inside}/anonymize", json=other)
+    if identity == "caller":  # the caller's choice would give the subject another ID: refused
+        assert answer.status_code == 400 and "SubjectID" in answer.json()["Message"], answer.text
+        assert set(server.json("/instances")) == before
+        answer = server.post(f"/studies/{inside}/anonymize",
+                             json={"Project": "trial", "Replace": {"PatientID": "T-001"}, "Force": True})
+    assert answer.status_code == 200, answer.text  # under "project", the caller's PatientID is ignored
+    assert {ds.PatientID for ds in _instances(server, answer.json()["ID"])} == {"T-001"}
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("PatientID,SubjectID,PatientID\nMRN-1,T-001,MRN-2\n", "line 1: column(s) PatientID named twice"),
+    ("PatientID,SubjectID\nMRN-1,T-001\nMRN-2," + "x" * 200_000 + "\n", "line 3: not a valid CSV file (field larger"),
+    ("PatientID,SubjectID\nMRN-1,T-001\nMRN-\xe9,T-002\n", "line 3: not UTF-8 text"),
+])
+def test_a_wrong_subject_table_stops_orthanc_at_start(server_factory, text, reason):
+    server = server_factory(start=False)
+    (server.workdir / "subjects.csv").write_bytes(text.encode("latin-1"))
+    table = RUNTIME.inside(server.workdir / "subjects.csv")
+    server.configure({"ConsistentAnonymization": {"Key": TEST_KEY, "Projects": {"trial": {"Subjects": table}}}})
+    with pytest.raises(RuntimeError) as stopped:
+        server.start()
+    assert f"ConsistentAnonymization.Projects.trial.Subjects: {table}, {reason}" in str(stopped.value)
+
+
+def test_a_subject_table_broken_under_a_running_orthanc_answers_500_naming_it(server_factory):
+    """The calls of the project are refused, naming the project, the file, the line and why,
+    until the file is mended; the table in use serves until the new content has been read."""
+    listed = new_patient()
+    server = _trial_server(server_factory, f"PatientID,SubjectID\n{listed.patient_id},T-001\n")
+    table = server.workdir / "subjects.csv"
+    study_id = _upload(server, _study(listed, "20240301", per_series=1))
+    table.write_text(f"PatientID,SubjectID\n{listed.patient_id},T-001\nMRN-2," + "x" * 200_000 + "\n")
+    before = set(server.json("/instances"))
+    deadline = time.monotonic() + 30
+    while (answer := server.post(f"/studies/{study_id}/anonymize", json={"Project": "trial"})).status_code == 200:
+        assert time.monotonic() < deadline, "the broken table was never seen"
+        assert server.delete(f"/studies/{answer.json()['ID']}").status_code == 200
+        time.sleep(0.2)
+    message = answer.json()["Message"]
+    assert answer.status_code == 500, answer.text
+    assert (f'The subject table of project "trial" cannot be used: {RUNTIME.inside(table)}, line 3: '
+            f'not a valid CSV file (field larger') in message
+    assert listed.patient_id not in answer.text
+    assert set(server.json("/instances")) == before

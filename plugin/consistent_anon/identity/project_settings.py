@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .subjects import SubjectTable, SubjectTableError
+from .subjects import LoadedTable, SubjectTable, SubjectTableError
 
 #: ClinicalTrial member -> the attribute of the Clinical Trial Subject module it fills.
 CLINICAL_TRIAL_ATTRIBUTES = {
@@ -39,7 +39,8 @@ class ProjectSettings:
     name: str = ""  # the project's name, for messages
     shift_dates: bool = False
     date_shift_days: tuple[int, int] = DEFAULT_DATE_SHIFT_DAYS
-    subjects: SubjectTable | None = None
+    #: The project's table; a request's settings hold it as read for that call (LoadedTable).
+    subjects: SubjectTable | LoadedTable | None = None
     require_subject: bool = False
     clinical_trial: dict[int, str] = field(default_factory=dict)  # tag -> value
     patient_identity: str = "caller"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import PluginError, SubjectRequired
+from ..errors import BadRequest, PluginError, SubjectRequired
 from ..dicom.filereader import Element, Header
 from .options import AnonymizeRequest
 from ..dicom.paths import KEEP, REMOVE
@@ -68,23 +68,38 @@ def _private_uid_values(element: Element, targets: dict[str, str]) -> tuple[str,
 
 
 def resulting_patient(header: Header, request: AnonymizeRequest, pseudonyms: Pseudonymizer) -> tuple[str, str]:
-    """The PatientID and PatientName of the anonymized instance: the caller's choice (unless the
-    project owns the identity, see AnonymizeRequest.for_project), else the project's subject
-    table, else keyed pseudonyms."""
+    """The PatientID and PatientName of the anonymized instance: the project's subject table
+    first, else the caller's choice (unless the project owns the identity, see
+    AnonymizeRequest.for_project), else keyed pseudonyms.
+
+    The table is consulted whatever the body says: a Keep or Replace of PatientID never lets a
+    patient outside a required table in (SubjectRequired), nor gives a listed patient another
+    PatientID than its SubjectID (refused: the trial would hold one subject under two IDs)."""
     original = header.text(PATIENT_ID)
-    if PATIENT_ID in request.replaced_tags:
-        patient_id = str(request.replaced_tags[PATIENT_ID])
-    elif PATIENT_ID in request.kept_tags:
-        patient_id = original
-    else:
-        subject = _subject(header, request)
-        if subject is not None:
-            return subject.subject_id, subject.subject_name or subject.subject_id
-        patient_id = pseudonyms.patient_id(original)
+    subject = _subject(header, request)
+    chosen = _caller_patient_id(original, request)
+    if subject is not None:
+        if chosen != subject.subject_id and (chosen is not None or request.mentions(PATIENT_ID)):
+            raise BadRequest(f'The patient is in the subject table of project "{request.settings.name}": its '
+                             f'PatientID can only be its SubjectID; leave PatientID out of Keep, Replace and '
+                             f'Remove (or replace it with that SubjectID); nothing was stored')
+        return subject.subject_id, subject.subject_name or subject.subject_id
+    patient_id = pseudonyms.patient_id(original) if chosen is None else chosen
     return patient_id, pseudonyms.patient_name(patient_id)
 
 
+def _caller_patient_id(original: str, request: AnonymizeRequest) -> str | None:
+    """The PatientID the caller's Replace or Keep gives, None if the caller leaves it to the plugin
+    (or removes it)."""
+    if PATIENT_ID in request.replaced_tags:
+        return str(request.replaced_tags[PATIENT_ID])
+    if PATIENT_ID in request.kept_tags:
+        return original
+    return None
+
+
 def _subject(header: Header, request: AnonymizeRequest) -> Subject | None:
+    """The patient's subject in the project's table; refused when required and not found."""
     settings = request.settings
     if settings.subjects is None:
         return None
@@ -96,7 +111,6 @@ def _subject(header: Header, request: AnonymizeRequest) -> Subject | None:
         raise SubjectRequired(f'The patient is not in the subject table of project "{settings.name}", '
                               f'which requires one (RequireSubject); nothing was stored')
     return subject
-
 
 
 def _caller_targets(header: Header, request: AnonymizeRequest, uid_tags: frozenset[int]) -> dict[str, str]:

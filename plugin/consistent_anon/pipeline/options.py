@@ -51,11 +51,13 @@ class AnonymizeRequest:
     settings: ProjectSettings = field(default_factory=ProjectSettings)
 
     def for_project(self, settings: ProjectSettings) -> "AnonymizeRequest":
-        """This request under its project's settings. Under `"PatientIdentity": "project"` the
+        """This request under its project's settings, its subject table as read now. Under `"PatientIdentity": "project"` the
         caller's Keep and Replace of PatientID and PatientName are dropped: every client then
         lands in the project's one patient (Orthanc Explorer 2 sends a random PatientID)."""
         if self.shift_dates is not None:
             settings = replace(settings, shift_dates=self.shift_dates)
+        if settings.subjects is not None:  # one table for the whole call, even if the file changes
+            settings = replace(settings, subjects=settings.subjects.pinned())
         request = replace(self, settings=settings)
         if settings.patient_identity == "project" and self.ignored_identity:
             identity = {PATIENT_ID, PATIENT_NAME}
