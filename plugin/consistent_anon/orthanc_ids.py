@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 #: The REST API's name of each level, and the "Type" its answers give it.
 LEVEL_TYPES = {"patients": "Patient", "studies": "Study", "series": "Series", "instances": "Instance"}
+#: The "level" of /tools/bulk-anonymize's calls, jobs and audit entries, beside the REST levels.
+BULK = "bulk"
 #: The member of a stored instance's record (Orthanc's answer to a store) naming its resource at each level.
 PARENT_FIELD = {"patients": "ParentPatient", "studies": "ParentStudy", "series": "ParentSeries", "instances": "ID"}
 

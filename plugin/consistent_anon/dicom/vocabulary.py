@@ -92,6 +92,9 @@ def orthanc_path(path: tuple[tuple[Step, ...], int]) -> str:
 
 
 # --- The attributes the plugin names ----------------------------------------------------------
+#: The longest value of a Long String (LO: PatientID, IssuerOfPatientID, the clinical-trial IDs...).
+MAX_LO = 64
+
 TRANSFER_SYNTAX_UID = Tag(0x00020010)
 MEDIA_STORAGE_SOP_INSTANCE_UID = Tag(0x00020003)
 SPECIFIC_CHARACTER_SET = Tag(0x00080005)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from .project_settings import (KEYS as PROJECT_SETTINGS, ProjectSettings, SettingsError, file_problem,
+from .project_settings import (KEYS as PROJECT_SETTINGS, ProjectSettings, SettingsError, boolean, file_problem,
                                parse_project_settings)
 from .pseudonyms import UUID_ROOT, check_uid_root
 
@@ -35,6 +35,10 @@ AUDIT_MAX_ENTRIES = 1_000_000
 PROJECT_OPTIONS = frozenset({"Key", "KeyFile", *PROJECT_SETTINGS})
 
 
+#: The section's true-or-false options, by the configuration's attribute they set.
+FLAGS = {"FreshPseudonymsPerCall": "fresh_pseudonyms_per_call", "PseudonymLookup": "pseudonym_lookup"}
+
+
 def _refuse_unknown(where: str, settings: dict[str, Any], known: frozenset[str]) -> None:
     unknown = set(settings) - known
     if unknown:
@@ -47,13 +51,6 @@ def _check_project_name(where: str, *names: str) -> None:
         if len(name) > MAX_PROJECT_NAME:
             raise ConfigurationError(f"{where}: a project name of {len(name)} characters (at most "
                                      f"{MAX_PROJECT_NAME})")
-
-
-def _boolean(section: dict[str, Any], name: str) -> bool:
-    value = section.get(name, False)
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{SECTION}.{name} must be true or false")
-    return value
 
 
 def _read_key(where: str, settings: dict[str, Any]) -> bytes | None:
@@ -157,6 +154,8 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
             config.project_keys[name] = _read_key(f"{SECTION}.Projects.{name}", settings)
             config.project_settings[name] = replace(
                 parse_project_settings(f"{SECTION}.Projects.{name}", settings, defaults), name=name)
+        for name in ("FreshPseudonymsPerCall", "PseudonymLookup"):
+            setattr(config, FLAGS[name], boolean(SECTION, name, section.get(name, False)))
     except SettingsError as error:
         raise ConfigurationError(str(error)) from None
     config.default_project = section.get("DefaultProject", "default")
@@ -169,8 +168,6 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
         config.uid_root = check_uid_root(str(section.get("UidRoot", UUID_ROOT)))
     except ValueError as error:
         raise ConfigurationError(f"{SECTION}: {error}") from None
-    config.fresh_pseudonyms_per_call = _boolean(section, "FreshPseudonymsPerCall")
-    config.pseudonym_lookup = _boolean(section, "PseudonymLookup")
     accepted = section.get("AcceptNewKey", [])
     if not isinstance(accepted, list) or not all(isinstance(p, str) and p in config.project_keys for p in accepted):
         raise ConfigurationError(f"{SECTION}.AcceptNewKey must list declared projects (or the default project)")

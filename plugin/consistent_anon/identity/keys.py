@@ -21,13 +21,13 @@ import hashlib
 import json
 import os
 import threading
-import uuid
 from pathlib import Path
 from typing import Callable, Protocol
 
 from .config import PluginConfig
 from .project_settings import ProjectSettings
 from ..errors import BadRequest, PluginError
+from ..files import create_exclusively, replace_atomically
 from .pseudonyms import Pseudonymizer, project_key
 
 #: The global property in which versions before the key file kept a generated key (SQLite index).
@@ -53,35 +53,6 @@ def _key_text(key: bytes) -> str:
     return _KEY_PREFIX + key.hex()
 
 
-def _create_exclusive(path: Path, text: str) -> None:
-    """Write `path` (mode 0600) unless it exists, atomically: readers never see a partial file,
-    and of several writers racing, the first one's text stays."""
-    draft = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.link(draft, path)  # fails if another writer's file is already there
-        except FileExistsError:
-            pass  # another writer's file came first: it stays, as the docstring says
-    finally:
-        draft.unlink()
-
-
-def _replace(path: Path, text: str) -> None:
-    """Write `path` (mode 0600) over what it held, atomically."""
-    draft = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(draft, path)
-
-
 class SharedFileKey:
     """A generated key in a file of a folder (created by an atomic link)."""
 
@@ -97,7 +68,7 @@ class SharedFileKey:
     def adopt(self, key: bytes) -> bytes:
         """Keep `key` in the file unless one is there already; answers the key the file holds."""
         if self._read() is None:
-            _create_exclusive(self.path, _key_text(key))
+            create_exclusively(self.path, _key_text(key))
         found = self._read()
         if found is None:
             raise PluginError(f"The pseudonymization key file {KEY_FILE_NAME} is not readable")
@@ -167,9 +138,9 @@ class FileChecks:
         path = self._path(project)
         text = json.dumps({"Project": project, "KeyCheck": check})
         if replace:
-            _replace(path, text)
+            replace_atomically(path, [text])
         elif not path.exists():
-            _create_exclusive(path, text)
+            create_exclusively(path, text)
         return json.loads(path.read_text())["KeyCheck"]
 
 

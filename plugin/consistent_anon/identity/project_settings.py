@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..dicom.vocabulary import MAX_LO
 from .subjects import LoadedTable, SubjectTable, SubjectTableError
 
 #: ClinicalTrial member -> the attribute of the Clinical Trial Subject module it fills.
@@ -23,7 +24,6 @@ CLINICAL_TRIAL_ATTRIBUTES = {
 PATIENT_IDENTITIES = ("caller", "project")
 DEFAULT_DATE_SHIFT_DAYS = (-730, -30)
 MAX_DATE_SHIFT = 36500  # a century either way
-MAX_LO = 64
 
 #: The keys this module reads, wherever they stand.
 KEYS = ("ShiftDates", "DateShiftDays", "Subjects", "RequireSubject", "ClinicalTrial", "PatientIdentity",
@@ -104,7 +104,8 @@ def _check_file(option: str, path: str) -> None:
         raise SettingsError(f"{option}: {problem}")
 
 
-def _boolean(where: str, name: str, value: Any) -> bool:
+def boolean(where: str, name: str, value: Any) -> bool:
+    """A setting that must be true or false."""
     if not isinstance(value, bool):
         raise SettingsError(f"{where}.{name} must be true or false")
     return value
@@ -158,7 +159,7 @@ def parse_project_settings(where: str, section: dict[str, Any],
     messages. Unknown keys are the caller's to refuse (they share the section with others)."""
     changes: dict[str, Any] = {}
     if "ShiftDates" in section:
-        changes["shift_dates"] = _boolean(where, "ShiftDates", section["ShiftDates"])
+        changes["shift_dates"] = boolean(where, "ShiftDates", section["ShiftDates"])
     if "DateShiftDays" in section:
         changes["date_shift_days"] = _days(where, section["DateShiftDays"])
     if "Subjects" in section:
@@ -170,7 +171,7 @@ def parse_project_settings(where: str, section: dict[str, Any],
         except SubjectTableError as error:
             raise SettingsError(f"{where}.Subjects: {error}") from None
     if "RequireSubject" in section:
-        changes["require_subject"] = _boolean(where, "RequireSubject", section["RequireSubject"])
+        changes["require_subject"] = boolean(where, "RequireSubject", section["RequireSubject"])
     if "ClinicalTrial" in section:
         changes["clinical_trial"] = _clinical_trial(where, section["ClinicalTrial"])
     if "PatientIdentity" in section:

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ..dicom.vocabulary import MAX_LO  # PatientID, SubjectID and IssuerOfPatientID are LO
+
 REQUIRED_COLUMNS = ("PatientID", "SubjectID")
 OPTIONAL_COLUMNS = ("SubjectName", "IssuerOfPatientID")
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-MAX_LO = 64  # PatientID, SubjectID and IssuerOfPatientID are LO: 64 characters at most
 #: Not allowed in a value: DICOM's value separator and control characters. The backslash is thus
 #: free to join an issuer and a PatientID into one key.
 _INVALID = re.compile(r"[\\\x00-\x1f\x7f]")

@@ -27,9 +27,10 @@ class JobRoutes:
         self._native = call_native  # RestPort.call: built-in API errors become native's statuses
 
     def register(self, guarded: Callable[[Callable], Callable]) -> None:
-        register_route(self._orthanc, "/jobs", guarded(self.list_jobs))
-        register_route(self._orthanc, "/jobs/([^/]+)", guarded(self.one_job))
-        register_route(self._orthanc, "/jobs/([^/]+)/(cancel|pause|resume|resubmit)", guarded(self.action))
+        register_route(self._orthanc, "/jobs", ("GET",), guarded(self.list_jobs))
+        register_route(self._orthanc, "/jobs/([^/]+)", ("GET", "DELETE"), guarded(self.one_job))
+        register_route(self._orthanc, "/jobs/([^/]+)/(cancel|pause|resume|resubmit)", ("POST",),
+                       guarded(self.action))
 
     def _answer_json(self, output: Any, value: Any) -> None:
         output.AnswerBuffer(json_text(value), "application/json")
@@ -39,9 +40,6 @@ class JobRoutes:
         return "?" + urlencode(args) if args else ""
 
     def list_jobs(self, output: Any, uri: str, **request: Any) -> None:
-        if request["method"] != "GET":
-            output.SendMethodNotAllowed("GET")
-            return
         native = json.loads(self._native(self._orthanc.RestApiGet, "/jobs" + self._query(request)))
         expand = "expand" in (request.get("get") or {})
         ours = [job.describe() if expand else job.id for job in self._queue.all()]
@@ -54,26 +52,19 @@ class JobRoutes:
         if job is None:  # a native job, or none at all: native answers
             if method == "GET":
                 self._answer_json(output, json.loads(self._native(self._orthanc.RestApiGet, uri + self._query(request))))
-            elif method == "DELETE":
+            else:  # DELETE
                 self._native(self._orthanc.RestApiDelete, uri)
                 output.AnswerBuffer("", "text/plain")
-            else:
-                output.SendMethodNotAllowed("GET,DELETE")
             return
         if method == "GET":
             self._answer_json(output, job.describe())
-        elif method == "DELETE":
+        else:  # DELETE
             if job.state not in (SUCCESS, FAILURE):
                 raise BadRequest("Only a finished job can be deleted; cancel it first")
             self._queue.forget(job_id)
             output.AnswerBuffer("", "text/plain")
-        else:
-            output.SendMethodNotAllowed("GET,DELETE")
 
     def action(self, output: Any, uri: str, **request: Any) -> None:
-        if request["method"] != "POST":
-            output.SendMethodNotAllowed("POST")
-            return
         job_id, verb = request["groups"]
         job = self._queue.get(job_id)
         if job is None:

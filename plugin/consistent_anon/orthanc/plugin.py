@@ -31,7 +31,7 @@ from ..identity.keys import (FileChecks, KeyChecks, KeyStore, PropertyChecks, Sh
                              no_generated_key)
 from ..pipeline import native_answers
 from ..pipeline.options import AnonymizeRequest, parse_request
-from ..orthanc_ids import LEVEL_TYPES, anonymized_counterpart
+from ..orthanc_ids import BULK, LEVEL_TYPES, anonymized_counterpart
 from ..identity.pseudonyms import fresh_uid, is_valid_uid
 from .rest_port import RestPort
 from .rest_routes import register_route
@@ -45,7 +45,6 @@ PSEUDONYM_QUERIES = ("uid", "patient-id", "anonymized-patient-id", "project")
 #: From this Orthanc on, the `get` arguments reach Python decoded (measured: 1.13.0 with
 #: orthanc-python 7.1 decodes; 1.10.1/4.0 and 1.12.7/5.0 pass the query text as sent, percent-encoded).
 DECODED_GET_SINCE = (1, 13, 0)
-BULK = "bulk"  # the "level" of a job made by /tools/bulk-anonymize
 EXPLORER_SCRIPT = Path(__file__).with_name("explorer.js")  # the buttons added to Orthanc Explorer
 #: The global property where synchronous calls in flight are journaled (see journal.py).
 JOURNAL_PROPERTY = 9740
@@ -100,15 +99,16 @@ class Plugin:
         """Register the routes. No change callback: it would run Python for every stored instance
         and slow every anonymization down; jobs a stop interrupted resume at the first call instead."""
         self.job_routes.register(self._guarded)
-        register_route(self._orthanc, "/tools/generate-uid", self._guarded(self.generate_uid))
-        register_route(self._orthanc, "/tools/bulk-anonymize", self._guarded(self.bulk_anonymize))
-        register_route(self._orthanc, "/tools/anonymization-log", self._guarded(self.anonymization_log))
-        register_route(self._orthanc, "/(patients|studies|series|instances)/([^/]+)/anonymize",
+        register_route(self._orthanc, "/tools/generate-uid", ("GET",), self._guarded(self.generate_uid))
+        register_route(self._orthanc, "/tools/bulk-anonymize", ("POST",), self._guarded(self.bulk_anonymize))
+        register_route(self._orthanc, "/tools/anonymization-log", ("GET",), self._guarded(self.anonymization_log))
+        register_route(self._orthanc, "/(patients|studies|series|instances)/([^/]+)/anonymize", ("POST",),
                                            self._guarded(self.anonymize))
-        register_route(self._orthanc, "/(patients|studies|series)/([^/]+)/frames-of-reference",
+        register_route(self._orthanc, "/(patients|studies|series)/([^/]+)/frames-of-reference", ("GET",),
                                            self._guarded(self.frames_of_reference))
-        register_route(self._orthanc, "/tools/verify-anonymization", self._guarded(self.verify_anonymization))
-        register_route(self._orthanc, "/(studies|series)/([^/]+)/anonymized-counterpart",
+        register_route(self._orthanc, "/tools/verify-anonymization", ("POST",),
+                       self._guarded(self.verify_anonymization))
+        register_route(self._orthanc, "/(studies|series)/([^/]+)/anonymized-counterpart", ("GET",),
                                            self._guarded(self.anonymized_counterpart))
         self._orthanc.ExtendOrthancExplorer(EXPLORER_SCRIPT.read_text(encoding="utf-8"))
         self._orthanc.LogWarning(f"Consistent anonymization plugin ready: {self.config!r}")
@@ -212,9 +212,6 @@ class Plugin:
         return callback
 
     def generate_uid(self, output: Any, uri: str, **request: Any) -> None:
-        if request["method"] != "GET":
-            output.SendMethodNotAllowed("GET")
-            return
         args = self._decoded(request.get("get", {}))
         level = args.get("level")
         if level not in UID_LEVELS:
@@ -266,9 +263,6 @@ class Plugin:
         return patient_id if uid is None else pseudonyms.uid(patient_id, uid)
 
     def anonymize(self, output: Any, uri: str, **request: Any) -> None:
-        if request["method"] != "POST":
-            output.SendMethodNotAllowed("POST")
-            return
         level, resource_id = request["groups"]
         body = request.get("body")
         user = self._user(request)
@@ -304,9 +298,6 @@ class Plugin:
         return http_answers.json_text(native_answers.job_submitted(job.id))
 
     def bulk_anonymize(self, output: Any, uri: str, **request: Any) -> None:
-        if request["method"] != "POST":
-            output.SendMethodNotAllowed("POST")
-            return
         body = request.get("body")
         user = self._user(request)
         with self.audit.call(BULK, "", body, user) as call:  # the entry is written before the answer
@@ -330,25 +321,16 @@ class Plugin:
 
     def anonymization_log(self, output: Any, uri: str, **request: Any) -> None:
         """GET /tools/anonymization-log?since=&limit= (audit.py)."""
-        if request["method"] != "GET":
-            output.SendMethodNotAllowed("GET")
-            return
         answer = page(self.audit.log, self._decoded(request.get("get", {})))
         output.AnswerBuffer(http_answers.json_text(answer), "application/json")
 
     # --- Verification of anonymized sets (verification/report.py) --------------------------------
     def frames_of_reference(self, output: Any, uri: str, **request: Any) -> None:
-        if request["method"] != "GET":
-            output.SendMethodNotAllowed("GET")
-            return
         level, resource_id = request["groups"]
         answer = list_frames_of_reference(self.port, level, resource_id, self._orthanc.LogInfo)
         output.AnswerBuffer(http_answers.json_text(answer), "application/json")
 
     def verify_anonymization(self, output: Any, uri: str, **request: Any) -> None:
-        if request["method"] != "POST":
-            output.SendMethodNotAllowed("POST")
-            return
         verify_request = parse_verify_request(request.get("body"))
         pseudonyms = None if self.keys.fresh_per_call else self.keys.pseudonymizer(verify_request.project)
         answer = verify(self.port, verify_request, pseudonyms, self._orthanc.LogInfo)
@@ -357,9 +339,6 @@ class Plugin:
     def anonymized_counterpart(self, output: Any, uri: str, **request: Any) -> None:
         """Where the plugin's anonymization put a stored source study or series, if it is stored:
         computed from the source's own identifiers under the project key (`?project=`)."""
-        if request["method"] != "GET":
-            output.SendMethodNotAllowed("GET")
-            return
         level, resource_id = request["groups"]
         resource = json.loads(self.port.call(self._orthanc.RestApiGet, f"/{level}/{resource_id}"))
         if self.keys.fresh_per_call:

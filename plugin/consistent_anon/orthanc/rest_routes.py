@@ -4,27 +4,31 @@ orthanc-python 5.0 and 7.1 (Orthanc 1.12 and 1.13) release their REST callbacks 
 finalized: a callback that is anything but a plain module-level function (a bound method, a
 closure) is then freed on a finalized interpreter, and Orthanc crashes on every stop (SIGSEGV
 or abort). Every route is therefore registered with the module-level `dispatch`, which hands the
-request to the route's handler, found by its pattern as Orthanc found the route.
+request to the route's handler, found by its pattern as Orthanc found the route, once the
+request's method is one the route serves (Orthanc answers 405 naming them otherwise).
 """
 from __future__ import annotations
 
 import re
 from typing import Any, Callable
 
-#: (pattern, handler) in registration order: Orthanc serves a URI by the first pattern it matches.
-_ROUTES: list[tuple[re.Pattern[str], Callable[..., None]]] = []
+#: (pattern, methods, handler) in registration order: Orthanc serves a URI by the first pattern it matches.
+_ROUTES: list[tuple[re.Pattern[str], tuple[str, ...], Callable[..., None]]] = []
 
 
 def dispatch(output: Any, uri: str, **request: Any) -> None:
     """The callback of every route."""
-    for pattern, handler in _ROUTES:
+    for pattern, methods, handler in _ROUTES:
         if pattern.fullmatch(uri):
-            handler(output, uri, **request)
+            if request["method"] in methods:
+                handler(output, uri, **request)
+            else:
+                output.SendMethodNotAllowed(",".join(methods))
             return
     raise LookupError(f"No handler for the route of {uri}")  # Orthanc calls it for registered routes only
 
 
-def register_route(orthanc: Any, pattern: str, handler: Callable[..., None]) -> None:
-    """Serve URIs that match `pattern` (a regular expression, whole URI) with `handler`."""
-    _ROUTES.append((re.compile(pattern), handler))
+def register_route(orthanc: Any, pattern: str, methods: tuple[str, ...], handler: Callable[..., None]) -> None:
+    """Serve URIs that match `pattern` (a regular expression, whole URI) with `handler`, for `methods`."""
+    _ROUTES.append((re.compile(pattern), methods, handler))
     orthanc.RegisterRestCallback(pattern, dispatch)

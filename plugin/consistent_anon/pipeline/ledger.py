@@ -9,30 +9,14 @@ other nodes do is caught by re-checking Orthanc itself (see engine.py).
 from __future__ import annotations
 
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
+from ..lru import LruCache
+
 #: How many answered results and consumed resources are remembered (about 100 bytes each).
 REMEMBERED = 100_000
-
-
-class _Bounded:
-    """A set that forgets its oldest members beyond `limit`."""
-
-    def __init__(self, limit: int) -> None:
-        self._items: OrderedDict[str, None] = OrderedDict()
-        self._limit = limit
-
-    def add(self, items: Iterable[str]) -> None:
-        for item in items:
-            self._items[item] = None
-            self._items.move_to_end(item)
-        while len(self._items) > self._limit:
-            self._items.popitem(last=False)
-
-    def __contains__(self, item: str) -> bool:
-        return item in self._items
 
 
 class Ledger:
@@ -40,8 +24,8 @@ class Ledger:
         self._lock = threading.RLock()
         self._claims: Counter[str] = Counter()
         self._orphans: dict[str, Any] = {}  # results a failed call left to whoever counted on them
-        self._answered = _Bounded(remembered)
-        self._consumed = _Bounded(remembered)
+        self._answered: LruCache[str, bool] = LruCache(remembered)  # the oldest are forgotten
+        self._consumed: LruCache[str, bool] = LruCache(remembered)
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -67,7 +51,8 @@ class Ledger:
                     if result_id in self._orphans and not answered:
                         freed.append(self._orphans.pop(result_id))
             if answered:
-                self._answered.add(result_ids)
+                for result_id in result_ids:
+                    self._answered.put(result_id, True)
                 for result_id in result_ids:
                     self._orphans.pop(result_id, None)
         return freed
@@ -81,12 +66,13 @@ class Ledger:
     def removable(self, result_id: str) -> bool:
         """True if only the calling call counts on this result (it claimed it) and no answer did."""
         with self._lock:
-            return self._claims[result_id] <= 1 and result_id not in self._answered
+            return self._claims[result_id] <= 1 and self._answered.get(result_id) is None
 
     def consumed(self, resource_ids: Iterable[str]) -> None:
         with self._lock:
-            self._consumed.add(resource_ids)
+            for resource_id in resource_ids:
+                self._consumed.put(resource_id, True)
 
     def was_consumed(self, resource_id: str) -> bool:
         with self._lock:
-            return resource_id in self._consumed
+            return self._consumed.get(resource_id) is not None

@@ -22,17 +22,14 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Callable, Iterator
 
-from .audit_log import SAMPLE_SIZE, AuditEntry, AuditLog, is_name, is_orthanc_id, is_project_name
+from .audit_log import (LEVELS, ROUTES, SAMPLE_SIZE, AuditEntry, AuditLog, is_count, is_name, is_orthanc_id,
+                        is_project_name)
 from ..errors import BadRequest, PluginError
+from ..orthanc_ids import BULK
 from ..jobs.queue import Job
 from ..identity.keys import KeyStore
 from ..pipeline.options import parse_request
 
-BULK = "bulk"
-ROUTES = {"patients": "/patients/{id}/anonymize", "studies": "/studies/{id}/anonymize",
-          "series": "/series/{id}/anonymize", "instances": "/instances/{id}/anonymize",
-          BULK: "/tools/bulk-anonymize"}
-LEVELS = {"patients": "Patient", "studies": "Study", "series": "Series", "instances": "Instance", BULK: "Bulk"}
 #: The answers of GET /tools/anonymization-log hold at most this many entries,
 MAX_LIMIT = 10000
 DEFAULT_LIMIT = 100
@@ -211,12 +208,14 @@ def _results(level: str, answer: dict[str, Any] | None) -> tuple[tuple[str, ...]
         results = [r.get("ID") for r in answer.get("Resources", []) if r.get("Type") == "Series"]
     else:
         results = [answer.get("ID")]
-    return (_sample(results), sum(1 for r in results if is_orthanc_id(r)), _count(answer.get("InstancesCount")),
-            _count(answer.get("FailedInstancesCount")))
+    return (_sample(results), sum(1 for r in results if is_orthanc_id(r)), _count(answer, "InstancesCount"),
+            _count(answer, "FailedInstancesCount"))
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+def _count(answer: dict[str, Any], name: str) -> int:
+    """A count of the answer, 0 where it holds none."""
+    value = answer.get(name)
+    return value if is_count(value) else 0
 
 
 def page(log: AuditLog, args: dict[str, str]) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Protocol
 
 from ..identity.config import MAX_PROJECT_NAME
+from ..files import replace_atomically, sync_folder
+from ..orthanc_ids import BULK, LEVEL_TYPES
 
 #: How each outcome may be explained.
 REASONS = {
@@ -37,9 +39,9 @@ REASONS = {
     "Failed": frozenset({"VerificationFailed", "KeyMismatch", "OrthancError", "InternalError"}),
     "Canceled": frozenset({"CanceledByUser"}),
 }
-LEVELS = frozenset({"Patient", "Study", "Series", "Instance", "Bulk"})
-ROUTES = frozenset({"/patients/{id}/anonymize", "/studies/{id}/anonymize", "/series/{id}/anonymize",
-                    "/instances/{id}/anonymize", "/tools/bulk-anonymize"})
+#: An entry's level, and its route, by the REST API's name of the level called.
+LEVELS = {**LEVEL_TYPES, BULK: "Bulk"}
+ROUTES = {**{level: f"/{level}/{{id}}/anonymize" for level in LEVEL_TYPES}, BULK: "/tools/bulk-anonymize"}
 
 _ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
 _JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -94,22 +96,22 @@ class AuditEntry:
                 object.__setattr__(self, count, len(named[names]))
             object.__setattr__(self, names, named[names][:SAMPLE_SIZE])
         problems = [name for name, good in (
-            ("route", self.route in ROUTES),
-            ("level", self.level in LEVELS),
+            ("route", self.route in ROUTES.values()),
+            ("level", self.level in LEVELS.values()),
             ("outcome", self.outcome in REASONS),
             ("reason", self.reason in REASONS.get(self.outcome, ())),
             ("sources", all(_is(_ORTHANC_ID, value) for value in self.sources)),
             ("results", all(_is(_ORTHANC_ID, value) for value in self.results)),
-            ("source_count", _count(self.source_count) and self.source_count >= len(named["sources"])),
-            ("result_count", _count(self.result_count) and self.result_count >= len(named["results"])),
+            ("source_count", is_count(self.source_count) and self.source_count >= len(named["sources"])),
+            ("result_count", is_count(self.result_count) and self.result_count >= len(named["results"])),
             ("user", self.user is None or _is(_NAME, self.user)),
             ("project", self.project is None or is_project_name(self.project)),
             ("options_mark", self.options_mark is None or _is(_MARK, self.options_mark)),
-            ("instances", _count(self.instances)),
-            ("failed_instances", _count(self.failed_instances)),
+            ("instances", is_count(self.instances)),
+            ("failed_instances", is_count(self.failed_instances)),
             ("job", self.job is None or _is(_JOB_ID, self.job)),
             ("time", _is(_TIME, self.time)),
-            ("sequence", self.sequence is None or (_count(self.sequence) and self.sequence > 0)),
+            ("sequence", self.sequence is None or (is_count(self.sequence) and self.sequence > 0)),
         ) if not good]
         if problems:  # the values are not repeated: they may be what must not be logged
             raise ValueError("An audit entry refused: malformed " + ", ".join(problems))
@@ -142,7 +144,8 @@ def is_project_name(value: object) -> bool:
     return isinstance(value, str) and len(value) <= MAX_PROJECT_NAME
 
 
-def _count(value: object) -> bool:
+def is_count(value: object) -> bool:
+    """A whole number of things: an int, not a bool, not negative."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -203,7 +206,7 @@ class FileAuditLog:
             finally:
                 os.close(descriptor)
             if created:
-                _sync_folder(self.path.parent)
+                sync_folder(self.path.parent)
             if sequence % self._retention.check_every == 0 and self._beyond_retention(sequence):
                 self._compact()
         return sequence
@@ -275,15 +278,9 @@ class FileAuditLog:
         limit = self._retention.entries
         if limit is not None and len(entries) > limit:
             entries = entries[len(entries) - limit * 9 // 10:]
-        draft = self.path.with_name(self.path.name + ".compacting")
-        with open(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="ascii") as file:
-            # the first line keeps the numbering going when every entry was dropped
-            file.write(json.dumps({"last_sequence": last}) + "\n")
-            file.writelines(entry.to_json() + "\n" for entry in entries)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(draft, self.path)
-        _sync_folder(self.path.parent)
+        # the first line keeps the numbering going when every entry was dropped
+        replace_atomically(self.path, [json.dumps({"last_sequence": last}) + "\n",
+                                       *(entry.to_json() + "\n" for entry in entries)])
 
 
 def _start_of_entries_after(file: BinaryIO, since: int) -> int:
@@ -347,12 +344,3 @@ def _line_before(descriptor: int, end: int) -> tuple[int, bytes]:
         chunks.append(chunk)
         position = start
     return 0, b"".join(reversed(chunks))
-
-
-def _sync_folder(folder: Path) -> None:
-    """Makes a created or replaced file's name durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
