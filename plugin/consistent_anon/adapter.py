@@ -38,6 +38,7 @@ from .pseudonyms import fresh_uid, is_valid_uid
 from .rest_routes import register_route
 from .set_verification import list_frames_of_reference, parse_verify_request, verify
 from .uid_attributes import is_well_known
+from .ui_pages import UiPages, overview
 
 NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
 UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
@@ -315,6 +316,7 @@ class Plugin:
                                    orthanc.LogError)
         self._restore_lock = threading.Lock()
         self._restored = False
+        self.ui_pages = UiPages(orthanc, lambda: overview(self.config, self.audit.log), answers.json_text)
 
     def register(self) -> None:
         """Register the routes. No change callback: it would run Python for every stored instance
@@ -331,6 +333,7 @@ class Plugin:
         register_route(self._orthanc, "/(studies|series)/([^/]+)/anonymized-counterpart",
                                            self._guarded(self.anonymized_counterpart))
         self._orthanc.ExtendOrthancExplorer(EXPLORER_SCRIPT.read_text(encoding="utf-8"))
+        self.ui_pages.register(self._guarded, self.config.register_root_uri)
         self._orthanc.LogWarning(f"Consistent anonymization plugin ready: {self.config!r}")
         channel = "also emitted to" if orthanc_emitter(self._orthanc) else "not emitted to (no such call here)"
         self._orthanc.LogWarning(f"Consistent anonymization: audit entries written to {self.audit.log.path}, "

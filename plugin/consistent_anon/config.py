@@ -24,7 +24,7 @@ PATH_OPTIONS = frozenset({"KeyFile", "AuditLogFile", "Subjects", "Reidentificati
 #: the defaults of every project.
 SECTION_OPTIONS = frozenset({"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
                              "OptionsMetadata", "PseudonymLookup", "AcceptNewKey", "AuditLogFile",
-                             "AuditLogRetentionDays", "AuditLogMaxEntries", *PROJECT_SETTINGS})
+                             "AuditLogRetentionDays", "AuditLogMaxEntries", "RegisterRootUri", *PROJECT_SETTINGS})
 #: The audit log's file name in Orthanc's storage folder, its default place.
 AUDIT_LOG_NAME = "consistent-anonymization-audit.jsonl"
 AUDIT_RETENTION_DAYS = 365
@@ -38,8 +38,8 @@ def _refuse_unknown(where: str, settings: dict[str, Any], known: frozenset[str])
         raise ConfigurationError(f"{where}: unknown option(s) {sorted(unknown)}")
 
 
-def _boolean(section: dict[str, Any], name: str) -> bool:
-    value = section.get(name, False)
+def _boolean(section: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = section.get(name, default)
     if not isinstance(value, bool):
         raise ConfigurationError(f"{SECTION}.{name} must be true or false")
     return value
@@ -76,6 +76,9 @@ class PluginConfig:
     audit_log_file: str | None = None  # None: AUDIT_LOG_NAME in Orthanc's StorageDirectory
     audit_retention_days: int | None = AUDIT_RETENTION_DAYS  # None: kept forever
     audit_max_entries: int | None = AUDIT_MAX_ENTRIES  # None: no limit
+    #: Root URI and description in Orthanc's plugin list (the row of the Python plugin, shared with
+    #: any other script): Orthanc Explorer 2 links to the plugin's landing page from there.
+    register_root_uri: bool = True
 
     def __repr__(self) -> str:  # never show a key
         return (f"PluginConfig(projects={sorted(self.project_keys)}, default_project={self.default_project!r}, "
@@ -86,7 +89,7 @@ class PluginConfig:
                 f"subject_tables={sorted(p for p, s in self.project_settings.items() if s.subjects)}, "
                 f"reidentification={sorted(p for p, s in self.project_settings.items() if s.recipients)}, "
                 f"audit_log_file={self.audit_log_file!r}, audit_retention_days={self.audit_retention_days}, "
-                f"audit_max_entries={self.audit_max_entries})")
+                f"audit_max_entries={self.audit_max_entries}, register_root_uri={self.register_root_uri})")
 
 
 def _limit(section: dict[str, Any], name: str, default: int) -> int | None:
@@ -145,6 +148,7 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
         raise ConfigurationError(f"{SECTION}: {error}") from None
     config.fresh_pseudonyms_per_call = _boolean(section, "FreshPseudonymsPerCall")
     config.pseudonym_lookup = _boolean(section, "PseudonymLookup")
+    config.register_root_uri = _boolean(section, "RegisterRootUri", default=True)
     accepted = section.get("AcceptNewKey", [])
     if not isinstance(accepted, list) or not all(isinstance(p, str) and p in config.project_keys for p in accepted):
         raise ConfigurationError(f"{SECTION}.AcceptNewKey must list declared projects (or the default project)")
