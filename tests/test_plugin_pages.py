@@ -26,9 +26,15 @@ import pytest
 import requests
 
 from conftest import upload
+from consistent_anon.audit_log import AuditEntry, FileAuditLog
+from consistent_anon.config import parse_config
+from consistent_anon.orthanc_ids import resource_id
+from consistent_anon.ui_pages import overview
 from dicom_factory import Patient, TwoFrameStudy, to_bytes, two_frame_study
 from orthanc_server import OrthancServer
 from test_orthanc_explorer import ARTIFACTS, EXPLORER_BODY, chromium, expect, version_of
+
+pytestmark = pytest.mark.filterwarnings("ignore:The number of PN components")  # the markup's "=" in a PersonName
 
 USER = ("page-reader", "a-long-page-password")
 UI = "/consistent-anonymization/ui/"
@@ -167,6 +173,9 @@ def test_the_root_uri_and_description_are_registered(guarded, server_factory):
     landing = urljoin(guarded.url + "/app/", python["RootUri"])
     assert urlsplit(landing).path == UI + "index.html", python["RootUri"]
     assert guarded.get(urlsplit(landing).path).status_code == 200
+    # OE2's plugin list (Plugin.cpp) puts one "../" per folder of its Root (/ui/) before it, and
+    # its "Open" link is resolved from its app, /ui/app/.
+    assert urlsplit(urljoin(guarded.url + OE2_APP, "../" + python["RootUri"])).path == UI + "index.html"
     assert "Consistent anonymization" in python["Description"]
     assert "python" in guarded.json("/plugins")
     off = server_factory(config={"ConsistentAnonymization": {"RegisterRootUri": False}})
@@ -356,12 +365,13 @@ def test_pages_work_under_a_path_prefix(guarded, hostile, browser):
 # --- the Orthanc Explorer 2 buttons -------------------------------------------------------------
 
 def oe2_url(template: str, resource: dict) -> str:
-    """A button's Url as OE2 fills it in: {UUID} the Orthanc ID, {Tag} a main DICOM tag, each
-    placeholder's first occurrence replaced, not URL-encoded."""
-    values = {"UUID": resource["ID"], **resource.get("PatientMainDicomTags", {}), **resource["MainDicomTags"]}
-    for name, value in values.items():
-        template = template.replace("{" + name + "}", value, 1)
-    return template
+    """A button's Url as OE2 fills it in (resource-helpers.js): the first `{Tag}` of each main DICOM
+    tag of the patient, study and series, then the first `{UUID}` (the Orthanc ID), each replaced
+    as it is, not URL-encoded."""
+    for tags in (resource.get("PatientMainDicomTags", {}), resource["MainDicomTags"]):
+        for name, value in tags.items():
+            template = template.replace("{" + name + "}", value, 1)
+    return template.replace("{UUID}", resource["ID"], 1)
 
 
 def test_the_shipped_explorer_2_buttons_open_the_pages(guarded, hostile, browser):
@@ -390,3 +400,18 @@ def test_the_shipped_explorer_2_buttons_open_the_pages(guarded, hostile, browser
 def test_the_docs_show_the_shipped_snippet():
     blocks = re.findall(r"```json\n(.*?)```", DOCS.read_text(), re.S)
     assert json.loads(EXPLORER_2.read_text()) in [json.loads(block) for block in blocks]
+
+
+def test_the_overview_names_no_resource_no_user_no_job(tmp_path):
+    log = FileAuditLog(tmp_path / "audit.jsonl")
+    for n in range(25):
+        log.append(AuditEntry(route="/studies/{id}/anonymize", level="Study", outcome="Success", reason="Completed",
+                              sources=(resource_id("PID", str(n)),), results=(resource_id("X", str(n)),),
+                              user="alice", project="trial-7", options_mark="0123456789abcdef", instances=n,
+                              job="0b0e4d37-2f5a-4ce5-9a35-3b8d1b1a4c2e"))
+    config = parse_config({"ConsistentAnonymization": {"Projects": {"trial-7": {}}, "DefaultProject": "trial-7"}})
+    facts = overview(config, log)
+    assert facts["Projects"] == [{"Name": "trial-7", "Default": True}]
+    assert [e["Sequence"] for e in facts["LatestEntries"]] == list(range(25, 5, -1))  # the newest first
+    text = json.dumps(facts)
+    assert all(secret not in text for secret in ("alice", "0123456789abcdef", "0b0e4d37", resource_id("PID", "24")))
