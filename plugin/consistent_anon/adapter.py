@@ -316,7 +316,7 @@ class Plugin:
                                    orthanc.LogError)
         self._restore_lock = threading.Lock()
         self._restored = False
-        self.ui_pages = UiPages(orthanc, lambda: overview(self.config, self.audit.log), answers.json_text)
+        self.ui_pages = UiPages(orthanc, lambda: overview(self.config, self.audit.log))
 
     def register(self) -> None:
         """Register the routes. No change callback: it would run Python for every stored instance

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from .answers import json_text
 from .audit_log import AuditEntry, AuditLog
 from .config import PluginConfig
 from .errors import NotFound
@@ -62,10 +63,9 @@ def _without_identifiers(entry: AuditEntry) -> dict[str, Any]:
 class UiPages:
     """The routes of the pages, and the plugin's row in Orthanc's plugin list."""
 
-    def __init__(self, orthanc: Any, facts: Callable[[], dict[str, Any]], json_text: Callable[[Any], str]) -> None:
+    def __init__(self, orthanc: Any, facts: Callable[[], dict[str, Any]]) -> None:
         self._orthanc = orthanc
         self._facts = facts
-        self._json_text = json_text
         self._files = static_files()
 
     def register(self, guarded: Callable, announce: bool) -> None:
@@ -94,4 +94,4 @@ class UiPages:
             output.SendMethodNotAllowed("GET")
             return
         output.SetHttpHeader("Cache-Control", "no-store")
-        output.AnswerBuffer(self._json_text(self._facts()), "application/json")
+        output.AnswerBuffer(json_text(self._facts()), "application/json")
