@@ -286,3 +286,20 @@ def test_a_read_stops_once_the_entries_it_holds_pass_a_byte_budget(tmp_path):
     assert [e.sequence for e in log.read(0, 100, max_bytes=budget)] == [1, 2, 3, 4, 5, 6]  # the one that passes it
     assert [e.sequence for e in log.read(4, 100, max_bytes=1)] == [5]  # always one: an entry is bounded
     assert len(log.read(0, 100)) == 20
+
+
+def test_the_latest_entries_are_read_from_the_end(tmp_path, monkeypatch):
+    """The landing page's latest entries: the newest, oldest first, without reading the whole
+    log, a torn last line and a compaction's first line ignored; a short window grows."""
+    monkeypatch.setattr(audit_log, "_TAIL", 256)
+    path = tmp_path / "audit.jsonl"
+    log = FileAuditLog(path, Retention(days=None, entries=150, check_every=100))
+    assert log.latest(5) == []
+    for n in range(200):
+        log.append(entry(instances=n, sources=(SOURCE,) * (n % 7)))
+    with open(path, "ab") as file:
+        file.write(b'{"route":"/studies/{id}/anon')
+    everything = log.read(0, 10_000)
+    for count in (1, 5, 40, 135, 1000):
+        assert log.latest(count) == everything[-count:]
+    assert path.read_bytes().endswith(b'{"route":"/studies/{id}/anon')  # a reader cuts nothing off

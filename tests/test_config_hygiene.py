@@ -27,6 +27,7 @@ def test_unknown_options_are_refused_with_the_same_message_at_every_depth(sectio
     ({"PseudonymLookup": "yes"}, "PseudonymLookup must be true or false"),
     ({"AcceptNewKey": ["nobody"]}, "AcceptNewKey must list declared projects"),
     ({"AcceptNewKey": "default"}, "AcceptNewKey must list declared projects"),
+    ({"RegisterRootUri": "no"}, "RegisterRootUri must be true or false"),
 ])
 def test_the_new_options_are_checked(section, message):
     with pytest.raises(ConfigurationError, match=message):
@@ -36,6 +37,8 @@ def test_the_new_options_are_checked(section, message):
 def test_the_cautious_defaults():
     config = parse_config({})
     assert config.pseudonym_lookup is False and config.accept_new_key == frozenset()
+    assert config.register_root_uri is True  # the plugin's pages are found from Orthanc Explorer 2
+    assert parse_config({"ConsistentAnonymization": {"RegisterRootUri": False}}).register_root_uri is False
     assert parse_config({"ConsistentAnonymization": {"AcceptNewKey": ["default"]}}).accept_new_key == {"default"}
 
 

@@ -37,6 +37,7 @@ README = DOCKER / "README.md"
 
 ORTHANC_NODES = ("orthanc-a", "orthanc-b")
 PLUGIN_CONFIG_FILE = "/etc/orthanc/consistent-anonymization.json"
+EXPLORER_2_FILE = "/etc/orthanc/explorer-2.json"
 #: The settings the image takes from orthanc.json; everything else is the image's own.
 PLUGIN_SETTINGS = {"PythonScript", "PythonVerbose", "Python", "ConsistentAnonymization"}
 
@@ -418,6 +419,25 @@ def test_image_carries_the_plugin_as_in_the_repository(image):
         return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
                 if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
     assert files(image_plugin) == files(REPO / "plugin")
+
+
+def test_image_ships_explorer_2_buttons_opening_the_plugin_pages(image):
+    """OE2's study and series buttons (docs/explorer-2.md): GET buttons opening the plugin's pages
+    with the resource's Orthanc ID, by a relative URL (OE2 resolves it against /ui/app/)."""
+    root, _ = image
+    shipped = json.loads((root / EXPLORER_2_FILE.lstrip("/")).read_text())
+    assert shipped == json.loads((DOCKER / "explorer-2.json").read_text())
+    assert "$" not in json.dumps(shipped)  # the entrypoint substitutes environment variables there
+    assert set(shipped) == {"OrthancExplorer2"}, "only OE2's buttons: the image keeps its own settings"
+    buttons = shipped["OrthancExplorer2"]["UiOptions"]["CustomButtons"]
+    assert set(buttons) == {"study", "series"}
+    for level, parameter in (("study", "study"), ("series", "series")):
+        assert [(b["HttpMethod"], b["Url"].split("?")[0]) for b in buttons[level]] == [
+            ("GET", "../../consistent-anonymization/ui/frames.html"),
+            ("GET", "../../consistent-anonymization/ui/verify.html")]
+        assert all(b["Url"].endswith(f"?{parameter}={{UUID}}") for b in buttons[level])
+    ids = [b["Id"] for level in buttons.values() for b in level]
+    assert len(set(ids)) == len(ids)
 
 
 def test_plugin_config_script_follows_orthanc_json(tmp_path):

@@ -27,7 +27,7 @@ PATH_OPTIONS = frozenset({"KeyFile", "AuditLogFile", "Subjects", "Reidentificati
 #: the defaults of every project.
 SECTION_OPTIONS = frozenset({"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
                              "OptionsMetadata", "PseudonymLookup", "AcceptNewKey", "AuditLogFile",
-                             "AuditLogRetentionDays", "AuditLogMaxEntries", *PROJECT_SETTINGS})
+                             "AuditLogRetentionDays", "AuditLogMaxEntries", "RegisterRootUri", *PROJECT_SETTINGS})
 #: The audit log's file name in Orthanc's storage folder, its default place.
 AUDIT_LOG_NAME = "consistent-anonymization-audit.jsonl"
 AUDIT_RETENTION_DAYS = 365
@@ -35,8 +35,9 @@ AUDIT_MAX_ENTRIES = 1_000_000
 PROJECT_OPTIONS = frozenset({"Key", "KeyFile", *PROJECT_SETTINGS})
 
 
-#: The section's true-or-false options, by the configuration's attribute they set.
-FLAGS = {"FreshPseudonymsPerCall": "fresh_pseudonyms_per_call", "PseudonymLookup": "pseudonym_lookup"}
+#: The section's true-or-false options: the configuration's attribute each sets, and its default.
+FLAGS = {"FreshPseudonymsPerCall": ("fresh_pseudonyms_per_call", False), "PseudonymLookup": ("pseudonym_lookup", False),
+         "RegisterRootUri": ("register_root_uri", True)}
 
 
 def _refuse_unknown(where: str, settings: dict[str, Any], known: frozenset[str]) -> None:
@@ -97,6 +98,9 @@ class PluginConfig:
     audit_log_file: str | None = None  # None: AUDIT_LOG_NAME in Orthanc's StorageDirectory
     audit_retention_days: int | None = AUDIT_RETENTION_DAYS  # None: kept forever
     audit_max_entries: int | None = AUDIT_MAX_ENTRIES  # None: no limit
+    #: Root URI and description in Orthanc's plugin list (the row of the Python plugin, shared with
+    #: any other script): Orthanc Explorer 2 links to the plugin's landing page from there.
+    register_root_uri: bool = True
 
     def __repr__(self) -> str:  # never show a key
         return (f"PluginConfig(projects={sorted(self.project_keys)}, default_project={self.default_project!r}, "
@@ -107,7 +111,7 @@ class PluginConfig:
                 f"subject_tables={sorted(p for p, s in self.project_settings.items() if s.subjects)}, "
                 f"reidentification={sorted(p for p, s in self.project_settings.items() if s.recipients)}, "
                 f"audit_log_file={self.audit_log_file!r}, audit_retention_days={self.audit_retention_days}, "
-                f"audit_max_entries={self.audit_max_entries})")
+                f"audit_max_entries={self.audit_max_entries}, register_root_uri={self.register_root_uri})")
 
 
 def _limit(section: dict[str, Any], name: str, default: int) -> int | None:
@@ -154,8 +158,8 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
             config.project_keys[name] = _read_key(f"{SECTION}.Projects.{name}", settings)
             config.project_settings[name] = replace(
                 parse_project_settings(f"{SECTION}.Projects.{name}", settings, defaults), name=name)
-        for name in ("FreshPseudonymsPerCall", "PseudonymLookup"):
-            setattr(config, FLAGS[name], boolean(SECTION, name, section.get(name, False)))
+        for name, (attribute, default) in FLAGS.items():
+            setattr(config, attribute, boolean(SECTION, name, section.get(name, default)))
     except SettingsError as error:
         raise ConfigurationError(str(error)) from None
     config.default_project = section.get("DefaultProject", "default")

@@ -37,6 +37,7 @@ from .rest_port import RestPort
 from .rest_routes import register_route
 from ..verification.report import list_frames_of_reference, parse_verify_request, verify
 from ..dicom.uid_attributes import is_well_known
+from .ui_pages import UiPages, overview
 
 NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
 UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
@@ -94,6 +95,7 @@ class Plugin:
                                    orthanc.LogError)
         self._restore_lock = threading.Lock()
         self._restored = False
+        self.ui_pages = UiPages(orthanc, lambda: overview(self.config, self.audit.log))
 
     def register(self) -> None:
         """Register the routes. No change callback: it would run Python for every stored instance
@@ -111,6 +113,7 @@ class Plugin:
         register_route(self._orthanc, "/(studies|series)/([^/]+)/anonymized-counterpart", ("GET",),
                                            self._guarded(self.anonymized_counterpart))
         self._orthanc.ExtendOrthancExplorer(EXPLORER_SCRIPT.read_text(encoding="utf-8"))
+        self.ui_pages.register(self._guarded, self.config.register_root_uri)
         self._orthanc.LogWarning(f"Consistent anonymization plugin ready: {self.config!r}")
         channel = "also emitted to" if orthanc_emitter(self._orthanc) else "not emitted to (no such call here)"
         self._orthanc.LogWarning(f"Consistent anonymization: audit entries written to {self.audit.log.path}, "

@@ -157,6 +157,9 @@ class AuditLog(Protocol):
         """The entries numbered after `since`, in order, at most `limit`; with `max_bytes`, they
         stop after the first entry that brings their lines past it (so one at least)."""
 
+    def latest(self, count: int) -> list[AuditEntry]:
+        """The newest `count` entries, in order."""
+
 
 @dataclass(frozen=True)
 class Retention:
@@ -238,6 +241,30 @@ class FileAuditLog:
                     if len(entries) == limit or budget < 0:
                         break
         return entries
+
+    def latest(self, count: int) -> list[AuditEntry]:
+        """The newest `count` entries, oldest first (the plugin's landing page shows them). Reads
+        the end of the file, a window twice as long each time it holds too few whole lines;
+        cuts nothing off (a torn line is the next append's business, under its lock)."""
+        with self._locked(fcntl.LOCK_SH):
+            try:
+                file = open(self.path, "rb")
+            except FileNotFoundError:
+                return []
+            with file:
+                size = file.seek(0, os.SEEK_END)
+                window = _TAIL
+                while True:
+                    start = max(0, size - window)
+                    file.seek(start)
+                    lines = file.read(size - start).split(b"\n")[:-1]  # after the last newline: torn
+                    if start:
+                        lines = lines[1:]  # the window may start inside a line
+                    parsed = (_parse(line.decode("ascii", "replace")) for line in lines)
+                    entries = [entry for entry in parsed if isinstance(entry, AuditEntry)]
+                    if len(entries) >= count or not start:
+                        return entries[len(entries) - count:] if count > 0 else []
+                    window *= 2
 
     def compact(self) -> None:
         """Drop what the retention no longer keeps (also done, when due, on appends)."""
