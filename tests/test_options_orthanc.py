@@ -162,3 +162,32 @@ def test_a_source_uid_only_a_private_element_holds_gets_its_pseudonym_and_verify
     report = orthanc.post("/tools/verify-anonymization",
                           json={"Source": stored["ParentSeries"], "Anonymized": answer.json()["ID"]}).json()
     assert report["Clean"], report
+
+
+def test_verify_takes_what_the_recorded_options_keep_for_no_leak(orthanc, study):
+    """A study made under Retain Institution Identity keeps its InstitutionName: verify reads the
+    options the results record and does not call that a leak; the patient's identifiers still are."""
+    uploaded = upload(orthanc, study)
+    study_id = next(iter(uploaded.values()))["ParentStudy"]
+    answer = orthanc.post(f"/studies/{study_id}/anonymize",
+                          json={"DeidentificationOptions": ["RetainInstitutionIdentity"]})
+    assert answer.status_code == 200, answer.text
+    result = orthanc.json(f"/studies/{answer.json()['ID']}/instances")[0]["ID"]
+    assert parse(orthanc.get(f"/instances/{result}/file").content).InstitutionName == study.study.institution
+    report = orthanc.post("/tools/verify-anonymization", json={"Source": study_id, "Anonymized": answer.json()["ID"]})
+    assert report.json()["Clean"], report.json()
+
+
+def test_a_device_uid_kept_under_retain_device_identity_is_no_leak_for_verify(orthanc):
+    image = source_with([0x00181002, 0x00081010])
+    stored = orthanc.upload(to_bytes(image))
+    answer = orthanc.post(f"/series/{stored['ParentSeries']}/anonymize",
+                          json={"DeidentificationOptions": ["RetainDeviceIdentity"]})
+    assert answer.status_code == 200, answer.text
+    result = orthanc.json(f"/series/{answer.json()['ID']}/instances")[0]["ID"]
+    kept = parse(orthanc.get(f"/instances/{result}/file").content)
+    assert kept.DeviceUID == image.DeviceUID and kept.StationName == image.StationName
+    assert kept.SOPInstanceUID != image.SOPInstanceUID
+    report = orthanc.post("/tools/verify-anonymization",
+                          json={"Source": stored["ParentSeries"], "Anonymized": answer.json()["ID"]}).json()
+    assert report["Clean"], report

@@ -7,6 +7,9 @@ import json
 import re
 from pathlib import Path
 
+from .filereader import Header
+from .vocabulary import CODE_VALUE, DEIDENTIFICATION_METHOD_CODE_SEQUENCE
+
 _TABLE = json.loads(Path(__file__).with_name("option_attributes.json").read_text())
 _OPTIONS: dict = _TABLE["options"]
 
@@ -68,3 +71,15 @@ def unknown_options(names: tuple[str, ...]) -> list[str]:
 
 def known_options_text() -> str:
     return ", ".join(OPTION_CODES)
+
+
+def recorded_options(header: Header) -> frozenset[str]:
+    """The options an anonymized file records in DeidentificationMethodCodeSequence, by name."""
+    codes = {value for element in header.elements if element.tag == CODE_VALUE and len(element.path[0]) == 1
+             and element.path[0][0][0] == DEIDENTIFICATION_METHOD_CODE_SEQUENCE for value in element.values}
+    return frozenset(name for name, code in OPTION_CODES.items() if code in codes)
+
+
+def kept_under(options: frozenset[str]) -> frozenset[int]:
+    """The attributes these options keep as they are (K)."""
+    return frozenset().union(*(KEPT_TAGS[name] for name in options))
