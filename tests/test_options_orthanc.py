@@ -191,3 +191,20 @@ def test_a_device_uid_kept_under_retain_device_identity_is_no_leak_for_verify(or
     report = orthanc.post("/tools/verify-anonymization",
                           json={"Source": stored["ParentSeries"], "Anonymized": answer.json()["ID"]}).json()
     assert report["Clean"], report
+
+
+def test_the_options_are_part_of_the_series_options_mark(orthanc, study):
+    """A series is never mixed: once made under some options, the same sources under others are
+    refused (409); the same options written otherwise (another order, the date option's other
+    name) find the results stored."""
+    uploaded = upload(orthanc, study)
+    study_id = next(iter(uploaded.values()))["ParentStudy"]
+    first = orthanc.post(f"/studies/{study_id}/anonymize",
+                         json={"ShiftDates": True, "DeidentificationOptions": ["RetainDeviceIdentity", "CleanDescriptors"]})
+    assert first.status_code == 200, first.text
+    other = orthanc.post(f"/studies/{study_id}/anonymize", json={"DeidentificationOptions": ["RetainDeviceIdentity"]})
+    assert other.status_code == 409, other.text
+    again = orthanc.post(f"/studies/{study_id}/anonymize", json={"DeidentificationOptions": [
+        "CleanDescriptors", "RetainLongitudinalModifiedDates", "RetainDeviceIdentity"]})
+    assert again.status_code == 200, again.text
+    assert again.json()["ID"] == first.json()["ID"]
