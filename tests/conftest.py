@@ -17,6 +17,8 @@ from dicom_factory import Patient, TwoFrameStudy, to_bytes, two_frame_study  # n
 from orthanc_server import RUNTIME, OrthancServer  # noqa: E402
 
 TEST_KEY = "test-key-0123456789abcdef0123456789abcdef"
+#: The standard's tables in machine-readable form (PS3.15 Annex E), beside the repository as CI has them.
+STANDARD_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 #: The reason's prefix of a skip that states a version difference (a documented fact, kept as a

@@ -288,6 +288,20 @@ def _refuse_identifiers_without_force(body: dict[str, Any]) -> None:
                 raise BadRequest(f"Marking tag {name} requires the Force option")
 
 
+def _json_value(vr: str, value):
+    """A Replace value as native takes it: a sequence's items as objects of tags, text otherwise."""
+    if vr == "SQ":
+        items = []
+        for members in value:
+            item = pydicom.Dataset()
+            for name, text in members.items():
+                member = _parse_path(name)[1]
+                item[member] = pydicom.DataElement(member, pydicom.datadict.dictionary_VR(member), text)
+            items.append(item)
+        return pydicom.Sequence(items)
+    return value.encode("latin-1") if vr == "UN" else value
+
+
 def deidentify(data: bytes, body: dict[str, Any], version: tuple[int, ...]) -> bytes:
     """What native's single-instance anonymization does, as far as the engine relies on it."""
     _refuse_identifiers_without_force(body)
@@ -329,7 +343,7 @@ def deidentify(data: bytes, body: dict[str, Any], version: tuple[int, ...]) -> b
             if steps and tag not in target:
                 continue  # a replacement by path changes what is there, it adds nothing
             vr = pydicom.datadict.dictionary_VR(tag) if not pydicom.tag.Tag(tag).is_private else "UN"
-            target[tag] = pydicom.DataElement(tag, vr, value.encode("latin-1") if vr == "UN" else value)
+            target[tag] = pydicom.DataElement(tag, vr, _json_value(vr, value))
     for name in body.get("Remove", []):
         steps, tag = _parse_path(name)
         for target in _targets(ds, steps):

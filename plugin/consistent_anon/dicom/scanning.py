@@ -37,18 +37,37 @@ def values_of(value: str) -> tuple[str, ...]:
     return tuple(text.split("\\")) if text else ()
 
 
+#: A value that is a UID of its own (PS3.5 9.1): a root arc 0, 1 or 2, at least three arcs, no
+#: leading zero, at most 64 characters; and at least 8 of them, so that a version ("1.2.3") is none.
+_WHOLE_UID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]*)){2,}")
+
+
+def is_uid_value(value: str) -> bool:
+    """Whether a value, whatever its element's VR, is a valid UID of its own."""
+    return 8 <= len(value) <= 64 and _WHOLE_UID.fullmatch(value) is not None
+
+
+def _holds_uids(element: Element) -> bool:
+    """A private element of VR UI, or a private or unknown (UN) element of another VR whose every
+    value is a UID (a vendor's copy of a frame of reference, read in implicit VR)."""
+    if element.vr == "UI":
+        return is_private(element.tag)
+    return (is_private(element.tag) or element.vr == "UN") and bool(element.values) \
+        and all(is_uid_value(value) for value in element.values)
+
+
 def instance_uids(header: Header, uid_tags: frozenset[int]) -> dict[str, int]:
     """The UIDs that identify something of the instance, each with the attribute holding it (a
     root one rather than a reference): the values of the UID attributes at any depth, and of
-    private elements of VR UI (a vendor's copy of a frame of reference), except a value that
-    also stands in a public UI attribute the plugin does not map (a SOP class, a coding scheme:
-    a constant, not an identity). UIDs under the DICOM root are never identities."""
+    private or unknown elements holding UIDs (`_holds_uids`), except a value that also stands in
+    a public UI attribute the plugin does not map (a SOP class, a coding scheme: a constant, not
+    an identity). UIDs under the DICOM root are never identities."""
     constants = {v for e in header.elements if e.vr == "UI" and e.tag not in uid_tags and not is_private(e.tag)
                  for v in e.values}
     found: dict[str, int] = {}
     for element in header.elements:
         mapped = element.tag in uid_tags
-        if not mapped and not (element.vr == "UI" and is_private(element.tag)):
+        if not mapped and not _holds_uids(element):
             continue
         for value in element.values:
             if value and not is_well_known(value) and (mapped or value not in constants) \

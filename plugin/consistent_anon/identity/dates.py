@@ -22,9 +22,7 @@ KEPT_TAGS: frozenset[int] = frozenset(int(tag, 16) for tag in _TABLE["kept"])
 NOT_SHIFTED_TAGS: frozenset[int] = frozenset(int(tag, 16) for tag in _TABLE["not_shifted"])
 
 DATE_VRS = ("DA", "DT")
-#: Coded values for the markers written with shifted dates (PS3.16 CID 7050, scheme DCM).
-BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
-MODIFIED_DATES_CODE = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
+#: LongitudinalTemporalInformationModified of shifted dates (their code: option_attributes.py).
 LONGITUDINAL_MODIFIED = "MODIFIED"
 
 _DATE = re.compile(r"^(\d{4})\.?(\d{2})\.?(\d{2})$")  # YYYYMMDD, or the old YYYY.MM.DD

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..dicom.option_attributes import MODIFIED_DATES, known_options_text, option_names, unknown_options
 from ..dicom.vocabulary import MAX_LO
 from .subjects import LoadedTable, SubjectTable, SubjectTableError
 
@@ -27,7 +28,7 @@ MAX_DATE_SHIFT = 36500  # a century either way
 
 #: The keys this module reads, wherever they stand.
 KEYS = ("ShiftDates", "DateShiftDays", "Subjects", "RequireSubject", "ClinicalTrial", "PatientIdentity",
-        "ReidentificationCertificates")
+        "ReidentificationCertificates", "DeidentificationOptions")
 
 
 class SettingsError(ValueError):
@@ -46,6 +47,9 @@ class ProjectSettings:
     patient_identity: str = "caller"
     #: The recipients of the re-identification data (reidentification.Recipient), () for none.
     recipients: tuple[Any, ...] = ()
+    #: The PS3.15 options the project's results get (option_attributes.OPTION_CODES names), but
+    #: RetainLongitudinalModifiedDates, which is `shift_dates`.
+    deidentification_options: frozenset[str] = frozenset()
 
     def output_options(self) -> dict[str, Any]:
         """What of these settings decides what an instance becomes, for the options' mark: two
@@ -55,6 +59,8 @@ class ProjectSettings:
             options["ShiftDates"] = list(self.date_shift_days)
         if self.clinical_trial:
             options["ClinicalTrial"] = {f"{tag:08x}": value for tag, value in sorted(self.clinical_trial.items())}
+        if self.deidentification_options:
+            options["DeidentificationOptions"] = sorted(self.deidentification_options)
         if self.recipients:  # results sealed for other recipients are other results
             options["ReidentificationCertificates"] = sorted({recipient.fingerprint for recipient in self.recipients})
         return options
@@ -153,6 +159,23 @@ def _recipients(where: str, value: Any) -> tuple[Any, ...]:
         raise SettingsError(f"{name}: {error}") from None
 
 
+def _deidentification_options(where: str, section: dict[str, Any], changes: dict[str, Any]) -> None:
+    """The project's options; RetainLongitudinalModifiedDates, another name for ShiftDates, sets
+    it (and contradicts a ShiftDates false beside it)."""
+    names = option_names(section["DeidentificationOptions"])
+    if names is None:
+        raise SettingsError(f"{where}.DeidentificationOptions must be a list of option names")
+    unknown = unknown_options(names)
+    if unknown:
+        raise SettingsError(f"{where}.DeidentificationOptions: unknown option(s) {unknown}; the options "
+                            f"are {known_options_text()}")
+    if MODIFIED_DATES in names:
+        if changes.get("shift_dates") is False:
+            raise SettingsError(f"{where}: {MODIFIED_DATES} is ShiftDates, which is false there")
+        changes["shift_dates"] = True
+    changes["deidentification_options"] = frozenset(names) - {MODIFIED_DATES}
+
+
 def parse_project_settings(where: str, section: dict[str, Any],
                            defaults: ProjectSettings = ProjectSettings()) -> ProjectSettings:
     """The settings a project gets: its own keys over the defaults. `where` names the section in
@@ -178,6 +201,8 @@ def parse_project_settings(where: str, section: dict[str, Any],
         if section["PatientIdentity"] not in PATIENT_IDENTITIES:
             raise SettingsError(f"{where}.PatientIdentity must be one of {', '.join(PATIENT_IDENTITIES)}")
         changes["patient_identity"] = section["PatientIdentity"]
+    if "DeidentificationOptions" in section:
+        _deidentification_options(where, section, changes)
     if "ReidentificationCertificates" in section:
         changes["recipients"] = _recipients(where, section["ReidentificationCertificates"])
     settings = replace(defaults, **changes)

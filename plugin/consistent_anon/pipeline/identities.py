@@ -16,6 +16,7 @@ from ..dicom.paths import KEEP, REMOVE
 from ..identity.pseudonyms import Pseudonymizer
 from ..dicom.scanning import instance_uids, values_of
 from ..identity.subjects import Subject, SubjectTableError
+from .option_plan import keeps_private, kept_tags, native_keeps
 from .transforms import TRANSFORMS, Changes
 from ..dicom.uid_attributes import is_well_known
 from ..dicom.vocabulary import (DEIDENTIFICATION_METHOD, ISSUER_OF_PATIENT_ID, PATIENT_ID, PATIENT_IDENTITY_REMOVED,
@@ -39,7 +40,7 @@ class InstancePlan:
     choice for that original); `source_uids` are those that change, which must then be found
     nowhere in the output but at `caller_paths`, where the caller's own Keep or Replace put a
     UID; `source` is the header planned from, whose identifying texts the output must not hold
-    but in the attributes the caller named at the top level (`caller_tags`)."""
+    but in the attributes the caller named at the top level or an option keeps (`caller_tags`)."""
 
     native_body: dict[str, Any]
     patient_id: str
@@ -115,10 +116,11 @@ def _subject(header: Header, request: AnonymizeRequest) -> Subject | None:
 
 def _caller_targets(header: Header, request: AnonymizeRequest, uid_tags: frozenset[int]) -> dict[str, str]:
     """Originals whose target the caller fixed with a top-level Keep or Replace of a UID
-    attribute: the same target then applies to every nested reference to that original. A
-    nested path names one place only (as in native): it fixes nothing elsewhere."""
+    attribute, or an option keeps (Device UID under Retain Device Identity): the same target then
+    applies to every nested reference to that original. A nested path names one place only (as
+    in native): it fixes nothing elsewhere."""
     fixed: dict[str, str] = {}
-    for tag in request.kept_tags & uid_tags:
+    for tag in (request.kept_tags | kept_tags(request) - request.mentioned_tags) & uid_tags:
         fixed.update((v, v) for v in header.values(tag))
     for tag, value in request.replaced_tags.items():
         if tag in uid_tags:
@@ -154,7 +156,8 @@ def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudon
     """One instance's plan, step by step: its UIDs, its patient, native's markers, then the
     transforms (transforms.py); all of it becomes one request to native."""
     patient_id, patient_name = resulting_patient(header, request, pseudonyms)
-    plan = InstancePlan(native_body={}, patient_id=patient_id, source=header, caller_tags=request.mentioned_tags)
+    plan = InstancePlan(native_body={}, patient_id=patient_id, source=header,
+                        caller_tags=request.mentioned_tags | kept_tags(request))
     changes = Changes(remove=list(request.remove))
     _plan_uids(plan, header, request, _UidTargets(_caller_targets(header, request, uid_tags), pseudonyms, patient_id),
                uid_tags, changes)
@@ -171,6 +174,9 @@ def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudon
     body["Replace"] = {**changes.replace, **request.replace}
     if changes.remove:
         body["Remove"] = changes.remove
+    keeps = native_keeps(header, request, body["Replace"])
+    if keeps:
+        body["Keep"] = list(request.native_body.get("Keep", [])) + keeps
     plan.native_body = body
     return plan
 
@@ -181,12 +187,12 @@ def _plan_uids(plan: InstancePlan, header: Header, request: AnonymizeRequest, ta
     Replace stands there; private elements holding UIDs too, where native keeps them."""
     plan.targets = {v: target(v) for v in instance_uids(header, uid_tags)}
     plan.source_uids = {v for v, new in plan.targets.items() if v != new}
-    keep_private = request.native_body.get("KeepPrivateTags") is True
     caller = request.caller_paths
     for element in header.elements:
         if element.tag in uid_tags and element.values:
             new_values = tuple(target(v) for v in element.values)
-        elif keep_private:  # native keeps private elements as they are: those holding UIDs get theirs
+        elif is_private(element.tag) and keeps_private(header, request, element):
+            # native keeps these private elements as they are: those holding UIDs get theirs
             new_values = _private_uid_values(element, plan.targets)
             if new_values is None:
                 continue

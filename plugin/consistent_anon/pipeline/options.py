@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import BadFileFormat, BadRequest
 from ..identity.project_settings import ProjectSettings
+from ..dicom.option_attributes import MODIFIED_DATES, SAFE_PRIVATE, known_options_text, option_names, unknown_options
 from ..dicom.paths import CallerPaths
 from ..dicom.vocabulary import PATIENT_ID, PATIENT_NAME, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, parse_tag
 
@@ -20,7 +21,7 @@ CALL_MEMBERS = ("Asynchronous", "Synchronous", "KeepSource", "Priority", "Projec
                 "UserData")
 #: Body members of the plugin's own that decide what an instance becomes: not sent to native, part
 #: of the options' mark through the project's settings they resolve to.
-PLUGIN_MEMBERS = ("ShiftDates",)
+PLUGIN_MEMBERS = ("ShiftDates", "DeidentificationOptions")
 
 
 def _canonical_tag(name: str) -> str:
@@ -47,6 +48,8 @@ class AnonymizeRequest:
     #: there a Transcode native cannot honour keeps the source's transfer syntax.
     whole_resources: bool = False
     shift_dates: bool | None = None  # the body's "ShiftDates": None leaves it to the project
+    #: The body's "DeidentificationOptions", but RetainLongitudinalModifiedDates (`shift_dates`).
+    requested_options: frozenset[str] = frozenset()
     #: The project's settings (dates, subjects, trial attributes), attached by `for_project`.
     settings: ProjectSettings = field(default_factory=ProjectSettings)
 
@@ -58,6 +61,10 @@ class AnonymizeRequest:
             settings = replace(settings, shift_dates=self.shift_dates)
         if settings.subjects is not None:  # one table for the whole call, even if the file changes
             settings = replace(settings, subjects=settings.subjects.pinned())
+        settings = replace(settings, deidentification_options=settings.deidentification_options | self.requested_options)
+        if SAFE_PRIVATE in settings.deidentification_options and self.native_body.get("KeepPrivateTags") is True:
+            raise BadRequest(f"KeepPrivateTags keeps every private element, {SAFE_PRIVATE} only the safe ones: "
+                             f"ask for one of them")
         request = replace(self, settings=settings)
         if settings.patient_identity == "project" and self.ignored_identity:
             identity = {PATIENT_ID, PATIENT_NAME}
@@ -69,6 +76,13 @@ class AnonymizeRequest:
                     native[member] = value
             request.native_body = native
         return request
+
+    @property
+    def deidentification_options(self) -> frozenset[str]:
+        """The PS3.15 options this request applies, by name (option_attributes.OPTION_CODES): the
+        project's and the body's; RetainLongitudinalModifiedDates where dates are shifted."""
+        options = self.settings.deidentification_options | self.requested_options
+        return options | {MODIFIED_DATES} if self.settings.shift_dates else options
 
     @property
     def ignored_identity(self) -> bool:
@@ -201,6 +215,23 @@ def parse_json_object(body: bytes | str | None) -> dict[str, Any]:
     return document
 
 
+def _deidentification_options(document: dict[str, Any]) -> frozenset[str]:
+    """The body's "DeidentificationOptions": 400 for a name that is no option, as for any other
+    member native would refuse; RetainLongitudinalModifiedDates is "ShiftDates": true."""
+    if "DeidentificationOptions" not in document:
+        return frozenset()
+    names = option_names(document["DeidentificationOptions"])
+    if names is None:
+        raise _member_error("DeidentificationOptions", "an array of strings", BadRequest)
+    unknown = unknown_options(names)
+    if unknown:
+        raise BadRequest(f'Unknown de-identification option(s) {", ".join(map(repr, unknown))} in '
+                         f'"DeidentificationOptions": the options are {known_options_text()}')
+    if MODIFIED_DATES in names and document.get("ShiftDates") is False:
+        raise BadRequest(f'"{MODIFIED_DATES}" is "ShiftDates", which the request sets to false')
+    return frozenset(names)
+
+
 def parse_request(body: bytes | str | None) -> AnonymizeRequest:
     """Parse the request body; 400 for what native refuses with 400 (malformed JSON, wrong types)."""
     document = parse_json_object(body)
@@ -221,6 +252,7 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
         raise _member_error("Priority", "an integer value")
     if not document.get("Force", False):
         _refuse_identifiers_without_force(document)
+    options = _deidentification_options(document)
     asynchronous = document.get("Asynchronous", False) or document.get("Synchronous", True) is False
     return AnonymizeRequest(
         native_body={k: v for k, v in document.items() if k not in CALL_MEMBERS + PLUGIN_MEMBERS},
@@ -233,5 +265,6 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
         project=document.get("Project"),
         resources=document.get("Resources"),
         keep_labels=document.get("KeepLabels", False) is True,  # native checks its type
-        shift_dates=document.get("ShiftDates"),
+        shift_dates=True if MODIFIED_DATES in options else document.get("ShiftDates"),
+        requested_options=options - {MODIFIED_DATES},
     )

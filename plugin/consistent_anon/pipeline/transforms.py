@@ -13,11 +13,11 @@ from typing import Any, Protocol
 
 from ..identity import dates
 from ..dicom.filereader import Header
+from .option_plan import method_codes
 from .options import AnonymizeRequest
 from ..identity.pseudonyms import Pseudonymizer
-from ..dicom.vocabulary import (CLINICAL_TRIAL_SUBJECT_ID, CODE_MEANING, CODE_VALUE, CODING_SCHEME_DESIGNATOR,
-                                DEIDENTIFICATION_METHOD_CODE_SEQUENCE, LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
-                                Path, orthanc_path)
+from ..dicom.vocabulary import (CLINICAL_TRIAL_SUBJECT_ID, DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
+                                LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, Path, orthanc_path)
 
 
 @dataclass
@@ -48,7 +48,8 @@ def _untouched_by_caller(request: AnonymizeRequest, path: Path) -> bool:
 def shift_dates(source: Header, request: AnonymizeRequest, patient_id: str, pseudonyms: Pseudonymizer,
                 changes: Changes) -> None:
     """Keyed date shifting (PS3.15 E.3.6): every date of the instance moves by the patient's
-    offset; times of day stay (a shift by whole days keeps them); the markers say so."""
+    offset; times of day stay (a shift by whole days keeps them); the marker says so (and
+    `record_options` the option's code)."""
     settings = request.settings
     if not settings.shift_dates:
         return
@@ -61,15 +62,9 @@ def shift_dates(source: Header, request: AnonymizeRequest, patient_id: str, pseu
             changes.set(element.path, shifted, tuple(shifted.split("\\")) if shifted else ())
         elif element.tag in dates.KEPT_TAGS and element.values:
             changes.set(element.path, "\\".join(element.values), element.values)
-    # Items name their members as tags, not keywords: Orthanc looks a name up in its whole
-    # dictionary for every item of every instance (about 1 ms per instance for the two items).
-    marks = {Path.top(LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED): dates.LONGITUDINAL_MODIFIED,
-             Path.top(DEIDENTIFICATION_METHOD_CODE_SEQUENCE): [
-                 {str(CODE_VALUE): code, str(CODING_SCHEME_DESIGNATOR): "DCM", str(CODE_MEANING): meaning}
-                 for code, meaning in (dates.BASIC_PROFILE_CODE, dates.MODIFIED_DATES_CODE)]}
-    for path, value in marks.items():
-        if _untouched_by_caller(request, path):
-            changes.set(path, value, (value,) if isinstance(value, str) else None)
+    path = Path.top(LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED)
+    if _untouched_by_caller(request, path):
+        changes.set(path, dates.LONGITUDINAL_MODIFIED, (dates.LONGITUDINAL_MODIFIED,))
 
 
 def clinical_trial(source: Header, request: AnonymizeRequest, patient_id: str, pseudonyms: Pseudonymizer,
@@ -83,5 +78,14 @@ def clinical_trial(source: Header, request: AnonymizeRequest, patient_id: str, p
             changes.set(Path.top(tag), value, (value,) if value else ())
 
 
+def record_options(source: Header, request: AnonymizeRequest, patient_id: str, pseudonyms: Pseudonymizer,
+                   changes: Changes) -> None:
+    """Every result names the Basic Profile and each option applied to it (option_plan.py) in
+    DeidentificationMethodCodeSequence, unless the caller decides that attribute."""
+    path = Path.top(DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
+    if _untouched_by_caller(request, path):
+        changes.set(path, method_codes(request))
+
+
 #: Applied in this order to every instance, after its identities are planned.
-TRANSFORMS: tuple[InstanceTransform, ...] = (shift_dates, clinical_trial)
+TRANSFORMS: tuple[InstanceTransform, ...] = (shift_dates, clinical_trial, record_options)

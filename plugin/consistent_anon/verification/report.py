@@ -18,6 +18,7 @@ from ..identity import dates as date_shifting
 from ..errors import BadRequest, NotFound
 from ..dicom.filereader import Header
 from ..dicom.identifiers import identifying_texts, text_leaks
+from ..dicom.option_attributes import kept_under, recorded_options
 from ..orthanc_ids import LEVEL_TYPES
 from ..pipeline.options import parse_json_object
 from ..identity.pseudonyms import Pseudonymizer
@@ -145,11 +146,16 @@ class LeakFinder:
 
     def find(self, header: Header, source: Header | None = None) -> list[tuple[Path, str]]:
         """(path, what was found) for every source identifier in the file, file meta included;
-        `source`, the paired source's header, where known (see `coincides`). In a file whose dates
+        `source`, the paired source's header, where known (see `coincides`); not the source's own
+        text in a top-level attribute a de-identification option the file records keeps (K),
+        such as InstitutionName under Retain Institution Identity, DeviceUID under Retain Device
+        Identity. In a file whose dates
         were shifted (LongitudinalTemporalInformationModified "MODIFIED"), a date of the source
         left as it was is one too: it undoes the shift of every other."""
-        found = {(element.path, self.uid_labels[token]) for element, token in find_uids(header, self.wanted_uids)}
-        found |= {(element.path, label) for element, label in text_leaks(self.texts, header, source)}
+        kept = kept_under(recorded_options(header))  # what the options it records keep (K) is none
+        found = {(element.path, label) for element, label in
+                 [(e, self.uid_labels[token]) for e, token in find_uids(header, self.wanted_uids)]
+                 + text_leaks(self.texts, header, source) if element.path[0] or element.tag not in kept}
         if header.text(LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED) == date_shifting.LONGITUDINAL_MODIFIED:
             found |= {(element.path, label) for element, label in self.dates.find(header)}
         return sorted(found, key=lambda item: (describe(item[0]), item[1]))
