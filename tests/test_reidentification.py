@@ -23,7 +23,10 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 from consistent_anon.dicom.filereader import read_header
 from consistent_anon.reidentification.envelope import (
                                                        ENCRYPTED_CONTENT_TRANSFER_SYNTAX, Envelope, Reidentification, ReidentificationError, UnreadableFile,
-                                                       der, der_integer, der_oid, der_set, encrypted_attributes_data_set, load_recipients, modified_tags, walk)
+                                                       encrypted_attributes_data_set, envelope_recipients, load_recipients,
+                                                       modified_tags, walk)
+from consistent_anon.reidentification import der as der_module
+from consistent_anon.reidentification.der import der, der_integer, der_oid, der_set
 from dicom_factory import CT_IMAGE_STORAGE, Study, image_series, to_bytes
 from recipients import make_recipients, openssl
 import reidentify
@@ -317,7 +320,7 @@ def test_der_lengths_against_openssl(size, tmp_path):
 def test_der_object_identifiers_and_sets(tmp_path):
     assert der_oid("1.2.840.113549.1.7.3").hex() == "06092a864886f70d010703"
     assert der_oid("2.16.840.1.101.3.4.1.42").hex() == "060960864801650304012a"
-    assert reidentify.oid(der_oid("2.16.840.1.101.3.4.1.42")[2:]) == "2.16.840.1.101.3.4.1.42"
+    assert der_module.oid(der_oid("2.16.840.1.101.3.4.1.42")[2:]) == "2.16.840.1.101.3.4.1.42"
     assert der_set([b"\x04\x01\x02", b"\x04\x01\x01"]) == bytes.fromhex("3106040101040102")
 
 
@@ -335,8 +338,8 @@ def test_fresh_iv_per_instance_one_key_wrap_per_call(keys, tmp_path):
 
 
 def _encrypted_keys(sealed: bytes) -> list[bytes]:
-    enveloped = reidentify.members(reidentify.tlv(reidentify.members(reidentify.tlv(sealed)[1])[1][1])[1])
-    return [reidentify.members(info)[3][1] for _, info, _ in reidentify.members(enveloped[1][1])]
+    infos = der_module.enveloped_data(sealed, "1.2.840.113549.1.7.3").recipient_infos
+    return [der_module.members(info.content)[3].content for info in infos]
 
 
 def test_unusable_certificates_are_named(keys, tmp_path):
@@ -494,6 +497,38 @@ def test_script_reports_files_without_re_identification_data(keys, tmp_path):
     path.write_bytes(to_bytes(original_instance()))
     result = run_script("--key", str(keys["alice"][0]), str(path))
     assert result.returncode == 1 and str(path) in result.stderr
+
+
+def test_script_reports_a_damaged_envelope_without_a_traceback(keys, tmp_path):
+    """A truncated envelope is a clear error: exit code 1, the file and the fault named."""
+    path, _ = anonymized_file_with_originals(keys, tmp_path)
+    data_set = read_back(path.read_bytes())
+    content = data_set.EncryptedAttributesSequence[0].EncryptedContent
+    for cut in (len(content) // 2, 3):
+        data_set.EncryptedAttributesSequence[0].EncryptedContent = content[:cut]
+        damaged = tmp_path / f"damaged-{cut}.dcm"
+        data_set.save_as(damaged)
+        result = run_script("--key", str(keys["alice"][0]), str(damaged))
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith(f"{damaged}: ") and "DER" in result.stderr
+
+
+def test_damaged_envelopes_are_value_errors_in_both_readers(keys):
+    """Every truncation of an envelope, and a changed byte every few bytes: both readers (the
+    script's opening and the plugin's reading of recipients) answer or raise a ValueError with a
+    message; no IndexError or other exception."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(keys["alice"][0].read_bytes(), None)
+    sealed = seal(keys, "alice", "bob")
+    damaged = [sealed[:end] for end in range(len(sealed))]
+    damaged += [sealed[:at] + bytes([sealed[at] ^ 0xA5]) + sealed[at + 1:] for at in range(0, len(sealed), 3)]
+    for data in damaged:
+        for read in (lambda content: reidentify.open_envelope(content, key), envelope_recipients):
+            try:
+                read(data)
+            except (ValueError, reidentify.NotForThisKey) as error:
+                assert str(error)
 
 
 def test_script_opens_envelopes_made_by_openssl(keys, tmp_path):

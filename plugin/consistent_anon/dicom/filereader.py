@@ -354,8 +354,8 @@ def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, 
                   encodings: tuple[str, ...], out: list[Element], top: bool = False,
                   spans: list[Span] | None = None) -> int:
     """Reads elements from `position` to `end`, or to the item delimiter of an item of undefined
-    length; answers the position after what it read. Where each element lies goes to `spans`,
-    if given (read_layout's; read_header's main use pays one test per element)."""
+    length; answers the position after what it read. Given `spans` (read_layout), where each
+    element lies goes there instead of an Element to `out` (read_header pays one test per element)."""
     implicit = not syntax.explicit
     while position + 8 <= end:  # a few stray bytes at the end are ignored, as pydicom does
         start = position
@@ -392,9 +392,11 @@ def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, 
             continue
         if position + length > len(buffer):
             raise UnreadableHeader("an element runs past the end of the file")
-        value = buffer[position:position + length]
-        if spans is not None:
+        if spans is not None:  # read_layout's walk: where it lies, not what it holds
             spans.append(Span(tag, vr, start, position, position + length))
+            position += length
+            continue
+        value = buffer[position:position + length]
         position += length
         if tag == PIXEL_DATA:
             continue  # nested pixel data (an icon): never read
@@ -421,10 +423,10 @@ def _read_nested(buffer: memoryview, start: int, position: int, length: int, syn
             spans.append(Span(tag, vr, start, position, end, tuple(items or ())))
         return end
     end = _skip_fragments(buffer, position, syntax)  # an encapsulated value (OB/OW): its fragments, skipped
-    if tag != PIXEL_DATA:
-        out.append(Element(make_path(steps, tag), vr, buffer[position:end], syntax, encodings))
     if spans is not None:
         spans.append(Span(tag, vr, start, position, end))
+    elif tag != PIXEL_DATA:
+        out.append(Element(make_path(steps, tag), vr, buffer[position:end], syntax, encodings))
     return end
 
 

@@ -6,7 +6,7 @@ Sequence (0400,0550) of one item, encoded as a dataset (here Explicit VR Little 
 encrypted as a CMS EnvelopedData (RFC 5652) that only the holders of a recipient's private key can
 open. The plugin holds recipients' certificates only: it can seal, never open.
 
-The envelope is encoded here (a few DER structures) rather than by a CMS library, since the
+The envelope is encoded here (a few DER structures, der.py) rather than by a CMS library, since the
 `cryptography` of Debian bookworm (38) has no envelope builder; `cryptography` does the RSA key
 transport, AES and certificate parsing. Choices, all read by `openssl cms -decrypt` unaided:
 - content encryption AES-256-CBC (RFC 3565), key transport RSAES-OAEP with SHA-256 and MGF1-SHA-256
@@ -30,7 +30,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -40,6 +40,8 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from ..errors import ConfigurationError
+from .der import (SEQUENCE, der, der_explicit, der_integer, der_octets, der_oid, der_sequence, der_set, enveloped_data,
+                  members)
 from ..dicom.filereader import ITEM, ITEM_END, LONG_VRS, SEQUENCE_END, VRS, Layout, Span, UnreadableHeader, read_layout
 from ..dicom.vocabulary import (ENCRYPTED_ATTRIBUTES_SEQUENCE, ENCRYPTED_CONTENT, ENCRYPTED_CONTENT_TRANSFER_SYNTAX_UID,
                                 MODIFIED_ATTRIBUTES_SEQUENCE, SPECIFIC_CHARACTER_SET)
@@ -58,53 +60,6 @@ ID_SHA256 = "2.16.840.1.101.3.4.2.1"
 
 class ReidentificationError(ConfigurationError):
     """A recipient certificate the plugin cannot use (unreadable, not RSA)."""
-
-
-# --- DER (ITU-T X.690): only what an EnvelopedData needs --------------------------------------
-
-def der(tag: int, content: bytes) -> bytes:
-    """One TLV with a definite length in the fewest bytes."""
-    length = len(content)
-    if length < 0x80:
-        return bytes((tag, length)) + content
-    size = (length.bit_length() + 7) // 8
-    return bytes((tag, 0x80 | size)) + length.to_bytes(size, "big") + content
-
-
-def der_sequence(*parts: bytes) -> bytes:
-    return der(0x30, b"".join(parts))
-
-
-def der_set(parts: Iterable[bytes]) -> bytes:
-    """A SET OF: DER sorts the encoded members."""
-    return der(0x31, b"".join(sorted(parts)))
-
-
-def der_integer(value: int) -> bytes:
-    """A non-negative INTEGER (a serial number, a version), two's complement."""
-    return der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
-
-
-def der_octets(value: bytes) -> bytes:
-    return der(0x04, value)
-
-
-def der_oid(dotted: str) -> bytes:
-    arcs = [int(arc) for arc in dotted.split(".")]
-    body = bytearray()
-    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        body.extend(reversed(chunk))
-    return der(0x06, bytes(body))
-
-
-def der_explicit(number: int, content: bytes) -> bytes:
-    """A constructed context-specific tag [number] around an encoding (EXPLICIT tagging)."""
-    return der(0xA0 | number, content)
 
 
 _SHA256 = der_sequence(der_oid(ID_SHA256))  # parameters absent, as RFC 4055 recommends
@@ -161,37 +116,11 @@ def recipient_identifier(recipient: Recipient) -> bytes:
     return der_sequence(recipient.issuer, der_integer(recipient.serial_number))
 
 
-def _der_members(content: bytes) -> Iterator[tuple[int, bytes, bytes]]:
-    """The elements inside a constructed DER value: (tag, content, whole encoding)."""
-    position = 0
-    while position < len(content):
-        tag, first = content[position], content[position + 1]
-        start = position + 2
-        if first & 0x80:
-            size = first & 0x7F
-            length = int.from_bytes(content[start:start + size], "big")
-            start += size
-        else:
-            length = first
-        if start + length > len(content):
-            raise ValueError("a DER element runs past its container")
-        yield tag, content[start:start + length], content[position:start + length]
-        position = start + length
-
-
 def envelope_recipients(content_info: bytes) -> frozenset[bytes]:
     """The identifiers of the recipients an EnvelopedData is sealed for (whole DER encodings of
-    each KeyTransRecipientInfo's rid); ValueError for anything else."""
-    try:
-        _, outer, _ = next(_der_members(content_info))  # a DICOM value may end with a padding NUL
-        content_type, explicit = list(_der_members(outer))[:2]
-        if content_type[2] != _ENVELOPED_DATA or explicit[0] != 0xA0:
-            raise ValueError("not a CMS EnvelopedData")
-        _, enveloped, _ = next(_der_members(explicit[1]))
-        infos = next(value for tag, value, _ in _der_members(enveloped) if tag == 0x31)
-        return frozenset(list(_der_members(info))[1][2] for tag, info, _ in _der_members(infos) if tag == 0x30)
-    except (IndexError, StopIteration) as error:
-        raise ValueError(f"a malformed EnvelopedData ({type(error).__name__})") from None
+    each KeyTransRecipientInfo's rid); DerError, a ValueError, for anything else."""
+    infos = enveloped_data(content_info, ID_ENVELOPED_DATA).recipient_infos
+    return frozenset(members(info.content, 2)[1].encoding for info in infos if info.tag == SEQUENCE)
 
 
 class Envelope:
