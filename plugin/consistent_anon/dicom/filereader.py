@@ -409,8 +409,8 @@ def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, 
 
 
 def _read_nested(buffer: memoryview, start: int, position: int, length: int, syntax: _Syntax, steps: tuple,
-                    tag: int, vr: str, encodings: tuple[str, ...], out: list[Element],
-                    spans: list[Span] | None) -> int:
+                 tag: int, vr: str, encodings: tuple[str, ...], out: list[Element],
+                 spans: list[Span] | None) -> int:
     """A sequence (of either length) or an encapsulated value (of undefined length), whose value
     starts at `position`; answers the position after it."""
     if vr == "SQ" or not syntax.explicit or vr == "UN":

@@ -177,7 +177,7 @@ def walk(data: bytes) -> Layout:
     try:
         return read_layout(data)
     except UnreadableHeader as error:
-        raise UnreadableFile(str(error) if "deflated" in str(error) else f"a malformed file: {error}") from None
+        raise UnreadableFile(str(error)) from None
 
 
 def modified_tags(source: Layout, anonymized: Layout) -> list[int]:
@@ -241,7 +241,9 @@ def _explicit(data: bytes, element: Span) -> bytes:
         return _explicit_sequence(element.tag, [b"".join(_explicit(data, inner) for inner in item)
                                                 for item in element.items])
     length = element.end - element.value_start
-    vr = element.vr.encode("ascii") if element.vr.encode("ascii") in VRS else b"UN"
+    vr = element.vr.encode("ascii")
+    if vr not in VRS:  # "US or SS", "OB or OW"...
+        vr = b"UN"
     if vr in LONG_VRS:
         header = vr + b"\x00\x00" + _length(length, True)
     elif length <= 0xFFFF:
