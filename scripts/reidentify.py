@@ -8,7 +8,8 @@ the recipient's private key opens; inside is a DICOM dataset whose Modified Attr
 (0400,0550) holds the values the anonymization replaced or removed. This prints them: keyword,
 tag, VR and value, the items of sequences indented. With --cert, only the envelope's entry for
 that certificate is tried; without it, every entry. Runs on the recipient's machine (needs
-pydicom and cryptography), never on the anonymizing server: it needs the private key.
+pydicom and cryptography, and this checkout's plugin/consistent_anon/reidentification/der.py,
+which it loads by path), never on the anonymizing server: it needs the private key.
 
 The same by hand, with pydicom and the openssl command line:
   python3 -c 'import sys, pydicom; sys.stdout.buffer.write(pydicom.dcmread(sys.argv[1])
@@ -20,13 +21,16 @@ The same by hand, with pydicom and the openssl command line:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterator
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 
 ID_ENVELOPED_DATA = "1.2.840.113549.1.7.3"
@@ -45,111 +49,107 @@ class NotForThisKey(Exception):
     """The envelope names no recipient that this private key (and certificate) opens."""
 
 
-# --- A minimal DER reader: enough of RFC 5652 to find the recipient's key and the content ------
-
-def tlv(data: bytes, position: int = 0) -> tuple[int, bytes, int]:
-    """The tag, content and end of the DER element at `position`."""
-    tag, first = data[position], data[position + 1]
-    position += 2
-    if first & 0x80:
-        size = first & 0x7F
-        length = int.from_bytes(data[position:position + size], "big")
-        position += size
-    else:
-        length = first
-    return tag, data[position:position + length], position + length
+def _load_der() -> ModuleType:
+    """The project's DER module (standard library only), loaded by its path in this checkout:
+    the script needs neither Orthanc nor the plugin's package, and reads DER as the plugin does."""
+    path = Path(__file__).resolve().parents[1] / "plugin" / "consistent_anon" / "reidentification" / "der.py"
+    spec = importlib.util.spec_from_file_location("consistent_anon_der", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} is missing: run this script from a checkout of the project")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def members(content: bytes) -> list[tuple[int, bytes, bytes]]:
-    """The elements inside a constructed value: (tag, content, whole encoding)."""
-    out, position = [], 0
-    while position < len(content):
-        tag, value, end = tlv(content, position)
-        out.append((tag, value, content[position:end]))
-        position = end
-    return out
+der = _load_der()
 
 
-def oid(content: bytes) -> str:
-    arcs, value = [], 0
-    for byte in content:
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            arcs.append(value)
-            value = 0
-    first = min(arcs[0] // 40, 2)
-    return ".".join(str(arc) for arc in [first, arcs[0] - 40 * first, *arcs[1:]])
+# --- The envelope (RFC 5652): the recipient's key and the content ------------------------------
+
+def _hash(algorithm: Any) -> str:
+    """The name of the digest an AlgorithmIdentifier names, for `cryptography.hazmat.primitives.hashes`."""
+    name = der.oid(der.expect(der.members(der.expect(algorithm, der.SEQUENCE), 1)[0], der.OID))
+    if name not in HASHES:
+        raise ValueError(f"digest {name} is not supported")
+    return HASHES[name]
 
 
-def _oaep(parameters: list[tuple[int, bytes, bytes]]) -> Any:
+def _oaep(parameters: list[Any]) -> Any:
     """The OAEP padding that RSAES-OAEP-params (RFC 4055) describe; SHA-1 where absent."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
     digest, mask_digest = "SHA1", "SHA1"
-    for tag, value, _ in parameters:
-        if tag == 0xA0:
-            digest = HASHES[oid(members(members(value)[0][1])[0][1])]
-        elif tag == 0xA1:
-            mask_digest = HASHES[oid(members(members(members(value)[0][1])[1][1])[0][1])]
-        elif tag == 0xA2:
+    for parameter in parameters:
+        if parameter.tag == 0xA0:  # [0] hashAlgorithm
+            digest = _hash(der.members(parameter.content, 1)[0])
+        elif parameter.tag == 0xA1:  # [1] maskGenAlgorithm: MGF1 and its digest
+            mask_digest = _hash(der.members(der.expect(der.members(parameter.content, 1)[0], der.SEQUENCE), 2)[1])
+        elif parameter.tag == 0xA2:
             raise ValueError("OAEP with a label is not supported")
     return padding.OAEP(mgf=padding.MGF1(getattr(hashes, mask_digest)()), algorithm=getattr(hashes, digest)(),
                         label=None)
 
 
-def _unwrap(private_key: Any, algorithm: bytes, encrypted_key: bytes) -> bytes:
+def _padding(algorithm: Any) -> Any:
+    """The RSA padding a key-transport AlgorithmIdentifier names; None for another algorithm."""
     from cryptography.hazmat.primitives.asymmetric import padding
 
-    parts = members(algorithm)
-    name = oid(parts[0][1])
+    parts = der.members(der.expect(algorithm, der.SEQUENCE), 1)
+    name = der.oid(der.expect(parts[0], der.OID))
     if name == ID_RSA_ENCRYPTION:
-        return private_key.decrypt(encrypted_key, padding.PKCS1v15())
+        return padding.PKCS1v15()
     if name == ID_RSAES_OAEP:
-        return private_key.decrypt(encrypted_key, _oaep(members(parts[1][1]) if len(parts) > 1 else []))
-    raise NotForThisKey(f"key transport {name} is not RSA")
+        return _oaep(der.members(der.expect(parts[1], der.SEQUENCE)) if len(parts) > 1 else [])
+    return None
 
 
-def _recipient_keys(recipient_infos: bytes, private_key: Any, certificate: Any) -> Iterator[bytes]:
+def _names(rid: Any, certificate: Any) -> bool:
+    """Whether a recipient identifier may name `certificate` (one by issuer and serial number
+    must match it; a subject key identifier is tried)."""
+    if certificate is None or rid.tag != der.SEQUENCE:
+        return True
+    issuer, serial = der.members(rid.content, 2)[:2]
+    return issuer.encoding == certificate.issuer.public_bytes() and \
+        int.from_bytes(der.expect(serial, der.INTEGER), "big", signed=True) == certificate.serial_number
+
+
+def _recipient_keys(recipient_infos: list[Any], private_key: Any, certificate: Any) -> Iterator[bytes]:
     """The content keys this private key unwraps, from the entries that may be for it."""
-    for tag, info, _ in members(recipient_infos):
-        if tag != 0x30:
+    for info in recipient_infos:
+        if info.tag != der.SEQUENCE:
             continue  # not a KeyTransRecipientInfo
-        version, rid, algorithm, encrypted_key = members(info)[:4]
-        if certificate is not None and rid[0] == 0x30:
-            issuer, serial = members(rid[1])[:2]
-            if issuer[2] != certificate.issuer.public_bytes() or \
-                    int.from_bytes(serial[1], "big", signed=True) != certificate.serial_number:
-                continue
+        _, rid, algorithm, encrypted_key = der.members(info.content, 4)[:4]
+        padding = _padding(algorithm)
+        if padding is None or not _names(rid, certificate):
+            continue  # not RSA key transport, or named for another certificate
         try:
-            yield _unwrap(private_key, algorithm[1], encrypted_key[1])
+            yield private_key.decrypt(der.expect(encrypted_key, der.OCTET_STRING), padding)
         except ValueError:  # an entry for another key
             continue
 
 
 def open_envelope(content_info: bytes, private_key: Any, certificate: Any = None) -> bytes:
-    """The content of a CMS EnvelopedData, for the recipient holding `private_key`."""
+    """The content of a CMS EnvelopedData, for the recipient holding `private_key`; a ValueError
+    (der.DerError) names what is wrong with a truncated or garbled envelope."""
     from cryptography.hazmat.primitives import padding as symmetric_padding
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-    content_type, explicit = members(tlv(content_info)[1])[:2]
-    if oid(content_type[1]) != ID_ENVELOPED_DATA:
-        raise ValueError("the encrypted content is not a CMS EnvelopedData")
-    parts = members(tlv(explicit[1])[1])
-    recipient_infos = next(value for tag, value, _ in parts if tag == 0x31)
-    encrypted_content_info = members(parts[-1][1])
-    algorithm = members(encrypted_content_info[1][1])
-    key_size = AES_CBC.get(oid(algorithm[0][1]))
-    if key_size is None:
-        raise ValueError(f"content encryption {oid(algorithm[0][1])} is not AES-CBC")
-    iv, ciphertext = algorithm[1][1], encrypted_content_info[2][1]
-    for key in _recipient_keys(recipient_infos, private_key, certificate):
+    enveloped = der.enveloped_data(content_info, ID_ENVELOPED_DATA)
+    algorithm = der.oid(der.expect(enveloped.content_algorithm[0], der.OID))
+    key_size = AES_CBC.get(algorithm)
+    if key_size is None or len(enveloped.content_algorithm) < 2:
+        raise ValueError(f"content encryption {algorithm} is not AES-CBC with an IV")
+    iv = der.expect(enveloped.content_algorithm[1], der.OCTET_STRING)
+    if len(iv) != 16 or not enveloped.ciphertext or len(enveloped.ciphertext) % 16:
+        raise der.DerError("the IV or the encrypted content is cut short")
+    for key in _recipient_keys(enveloped.recipient_infos, private_key, certificate):
         if len(key) != key_size:
             continue
         decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
         unpadder = symmetric_padding.PKCS7(128).unpadder()
         try:
-            padded = decryptor.update(ciphertext) + decryptor.finalize()
+            padded = decryptor.update(enveloped.ciphertext) + decryptor.finalize()
             return unpadder.update(padded) + unpadder.finalize()
         except ValueError:  # PKCS#1 v1.5 let a wrong key through: the padding shows it
             continue
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in arguments.files:
         try:
             items = originals(path, private_key, certificate)
-        except (NotForThisKey, ValueError, OSError) as error:
+        except (NotForThisKey, ValueError, OSError, InvalidDicomError) as error:
             print(f"{path}: {error}", file=sys.stderr)
             failed += 1
             continue

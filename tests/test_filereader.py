@@ -20,7 +20,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian)
 
-from consistent_anon.dicom.filereader import Header, UnreadableHeader, read_header
+from consistent_anon.dicom.filereader import (DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, Header, Span, UnreadableHeader,
+                                              read_header, read_layout)
 from dicom_factory import rtstruct, to_bytes, two_frame_study
 
 PIXEL_DATA = 0x7FE00010
@@ -90,6 +91,34 @@ def assert_same_as_pydicom(data: bytes) -> Header:
     return header
 
 
+def _leaves(data: bytes, spans, steps: tuple = ()) -> Iterator[tuple[tuple, bytes]]:
+    """(path, value) of the non-sequence elements the spans hold, at every depth, in file order;
+    nested pixel data aside, as read_header leaves it."""
+    for span in spans:
+        if span.items is not None:
+            for index, item in enumerate(span.items):
+                yield from _leaves(data, item, steps + ((span.tag, index),))
+        elif span.tag != PIXEL_DATA:
+            yield (steps, span.tag), data[span.value_start:span.end]
+
+
+def assert_layout_as_header(data: bytes) -> None:
+    """read_layout, which re-identification copies and splices elements by, walks a file as
+    read_header does: the same elements at the same paths, each span's bytes its value, one after
+    another up to the pixel data; a deflated file refused (its bytes are not its elements)."""
+    header = read_header(data)
+    syntax = next((e.values[0] for e in header.meta if e.tag == 0x00020010 and e.values), None)
+    if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        with pytest.raises(UnreadableHeader, match="deflated"):
+            read_layout(data)
+        return
+    layout = read_layout(data)
+    assert list(_leaves(data, layout.elements.values())) == [(e.path, e.raw) for e in header.elements]
+    spans: list[Span] = list(layout.elements.values())
+    assert all(before.end == after.start for before, after in zip(spans, spans[1:]))
+    assert header.searchable.startswith(data[:layout.end])
+
+
 # --- Files pydicom ships ---------------------------------------------------------------------
 
 #: Damaged files pydicom reads anyway, which the reader refuses (Orthanc refuses to store them
@@ -117,8 +146,11 @@ def test_a_file_pydicom_ships_is_read_as_pydicom_reads_it(path):
         assert pydicom_walk  # pydicom reads something of it
         with pytest.raises(UnreadableHeader):
             read_header(data)
+        with pytest.raises(UnreadableHeader):
+            read_layout(data)
     else:
         assert_same_as_pydicom(data)
+        assert_layout_as_header(data)
 
 
 def test_enough_shipped_files_are_compared():
@@ -168,6 +200,7 @@ def test_the_projects_objects_are_read_in_every_transfer_syntax(syntax):
     objects = study.instances + [rtstruct(study.study, study.instances[:2])]
     for ds in objects:
         header = assert_same_as_pydicom(_as(ds, syntax))
+        assert_layout_as_header(_as(ds, syntax))
         assert header.values(0x00080018) == (str(ds.SOPInstanceUID),)
         assert header.text(0x00100020) == str(ds.PatientID)
 
@@ -305,6 +338,7 @@ def test_random_nested_datasets_are_read_as_pydicom_reads_them(body, syntax):
     ds.PatientID = "RANDOM"
     ds.update(body)
     assert_same_as_pydicom(_as(ds, syntax))
+    assert_layout_as_header(_as(ds, syntax))
 
 
 @pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])

@@ -14,13 +14,19 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from consistent_anon.dicom.filereader import read_header
 from consistent_anon.reidentification.envelope import (
-                                                       ENCRYPTED_CONTENT_TRANSFER_SYNTAX, Envelope, Layout, Reidentification, ReidentificationError, UnreadableFile,
-                                                       der, der_integer, der_oid, der_set, encrypted_attributes_data_set, load_recipients, modified_tags)
+                                                       ENCRYPTED_CONTENT_TRANSFER_SYNTAX, Envelope, Reidentification, ReidentificationError, UnreadableFile,
+                                                       encrypted_attributes_data_set, envelope_recipients, load_recipients,
+                                                       modified_tags, walk)
+from consistent_anon.reidentification import der as der_module
+from consistent_anon.reidentification.der import der, der_integer, der_oid, der_set
 from dicom_factory import CT_IMAGE_STORAGE, Study, image_series, to_bytes
 from recipients import make_recipients, openssl
 import reidentify
@@ -92,7 +98,7 @@ def files(syntax: str | None = None, charset: bool = True) -> tuple[bytes, bytes
 
 def test_modified_tags_are_what_was_replaced_or_removed():
     source, anonymized = files()
-    assert _names(modified_tags(Layout(source), Layout(anonymized))) == EXPECTED_MODIFIED
+    assert _names(modified_tags(walk(source), walk(anonymized))) == EXPECTED_MODIFIED
 
 
 def test_values_written_again_differently_are_no_change():
@@ -105,14 +111,14 @@ def test_values_written_again_differently_are_no_change():
     same.ReferencedImageSequence[0].is_undefined_length_sequence_item = True
     written = to_bytes(same).replace(b"ABC ", b"ABC\x00")
     assert written != source and b"ABC\x00" in written
-    assert modified_tags(Layout(source), Layout(written)) == []
+    assert modified_tags(walk(source), walk(written)) == []
 
 
 @pytest.mark.parametrize("syntax", [None, ImplicitVRLittleEndian, EXPLICIT_BIG_ENDIAN])
 def test_the_data_set_holds_the_original_values(syntax):
     source, anonymized = files(syntax)
-    before = Layout(source)
-    data_set = read_dataset(io.BytesIO(encrypted_attributes_data_set(before, modified_tags(before, Layout(anonymized)))),
+    before = walk(source)
+    data_set = read_dataset(io.BytesIO(encrypted_attributes_data_set(before, modified_tags(before, walk(anonymized)))),
                             is_implicit_VR=False, is_little_endian=True)
     original = read_back(source)
     assert data_set.SpecificCharacterSet == "ISO_IR 192"
@@ -137,9 +143,9 @@ def test_an_implicit_vr_source_is_written_in_explicit_vr():
     original.ReferencedImageSequence[0].is_undefined_length_sequence_item = True
     anonymized = anonymized_version(original)
     del anonymized.SmallestImagePixelValue
-    source = Layout(to_bytes(original))
-    encoded = encrypted_attributes_data_set(source, modified_tags(source, Layout(to_bytes(anonymized))))
-    assert Layout(encoded).implicit is False
+    source = walk(to_bytes(original))
+    encoded = encrypted_attributes_data_set(source, modified_tags(source, walk(to_bytes(anonymized))))
+    assert walk(encoded).implicit is False
     assert b"\x28\x00\x06\x01UN\x00\x00\x02\x00\x00\x00\x05\x00" in encoded  # (0028,0106) as UN
     (modified,) = read_dataset(io.BytesIO(encoded), False, True).ModifiedAttributesSequence
     assert _names(modified.keys()) == EXPECTED_MODIFIED | {"SmallestImagePixelValue"}
@@ -155,15 +161,15 @@ def test_a_file_written_in_explicit_vr_under_an_implicit_transfer_syntax():
     implicit = ImplicitVRLittleEndian.encode() + b"\x00"
     mislabeled = data.replace(b"\x10\x00UI\x14\x00" + explicit, b"\x10\x00UI\x12\x00" + implicit, 1)
     assert mislabeled != data
-    layout = Layout(mislabeled)
-    assert not layout.implicit and layout.little and list(layout.elements) == list(Layout(data).elements)
+    layout = walk(mislabeled)
+    assert not layout.implicit and layout.little and list(layout.elements) == list(walk(data).elements)
 
 
 def test_a_source_without_character_set():
     original = original_instance()
     del original.SpecificCharacterSet
     original.PatientName = "Doe^Jane"
-    source = Layout(to_bytes(original))
+    source = walk(to_bytes(original))
     data_set = read_dataset(io.BytesIO(encrypted_attributes_data_set(source, [0x00100020])), False, True)
     assert "SpecificCharacterSet" not in data_set
     assert data_set.ModifiedAttributesSequence[0].PatientID == original.PatientID
@@ -314,7 +320,7 @@ def test_der_lengths_against_openssl(size, tmp_path):
 def test_der_object_identifiers_and_sets(tmp_path):
     assert der_oid("1.2.840.113549.1.7.3").hex() == "06092a864886f70d010703"
     assert der_oid("2.16.840.1.101.3.4.1.42").hex() == "060960864801650304012a"
-    assert reidentify.oid(der_oid("2.16.840.1.101.3.4.1.42")[2:]) == "2.16.840.1.101.3.4.1.42"
+    assert der_module.oid(der_oid("2.16.840.1.101.3.4.1.42")[2:]) == "2.16.840.1.101.3.4.1.42"
     assert der_set([b"\x04\x01\x02", b"\x04\x01\x01"]) == bytes.fromhex("3106040101040102")
 
 
@@ -332,8 +338,8 @@ def test_fresh_iv_per_instance_one_key_wrap_per_call(keys, tmp_path):
 
 
 def _encrypted_keys(sealed: bytes) -> list[bytes]:
-    enveloped = reidentify.members(reidentify.tlv(reidentify.members(reidentify.tlv(sealed)[1])[1][1])[1])
-    return [reidentify.members(info)[3][1] for _, info, _ in reidentify.members(enveloped[1][1])]
+    infos = der_module.enveloped_data(sealed, "1.2.840.113549.1.7.3").recipient_infos
+    return [der_module.members(info.content)[3].content for info in infos]
 
 
 def test_unusable_certificates_are_named(keys, tmp_path):
@@ -369,7 +375,7 @@ def test_fingerprints_are_the_certificates_sha256(keys):
 def test_the_sequence_is_spliced_in_place_and_the_rest_is_untouched(keys, syntax):
     source, anonymized = files(syntax)
     written = Reidentification(load_recipients([keys["alice"][1]])).add(source, anonymized)
-    layout = Layout(written)
+    layout = walk(written)
     assert list(layout.elements) == sorted(layout.elements)  # in tag order
     (item,) = read_back(written).EncryptedAttributesSequence
     assert item.EncryptedContentTransferSyntaxUID == ENCRYPTED_CONTENT_TRANSFER_SYNTAX
@@ -388,11 +394,38 @@ def test_a_file_written_in_implicit_vr_under_an_explicit_transfer_syntax(keys):
     implicit = ImplicitVRLittleEndian.encode() + b"\x00"
     source, anonymized = (data.replace(b"\x10\x00UI\x12\x00" + implicit, b"\x10\x00UI\x14\x00" + explicit, 1)
                           for data in (source, anonymized))
-    assert Layout(source).implicit
-    assert _names(modified_tags(Layout(source), Layout(anonymized))) == EXPECTED_MODIFIED
+    assert walk(source).implicit
+    assert _names(modified_tags(walk(source), walk(anonymized))) == EXPECTED_MODIFIED
     written = Reidentification(load_recipients([keys["alice"][1]])).add(source, anonymized)
-    layout = Layout(written)
+    layout = walk(written)
     assert layout.implicit and list(layout.elements) == sorted(layout.elements) and 0x04000500 in layout.elements
+
+
+def bare_big_endian(ds: Dataset) -> bytes:
+    """The dataset alone, no preamble nor file meta information, in explicit VR big endian."""
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = False, False
+    write_dataset(buffer, ds)
+    return buffer.getvalue()
+
+
+def test_a_bare_big_endian_data_set_is_sealed_as_the_check_reads_it(keys, tmp_path):
+    """Without file meta information the byte order is guessed from the first group. Sealing reads
+    a file by the same reader as the fail-closed check (filereader), so both see the same elements
+    in the same encoding; a walker of its own used to take this file for little endian and refuse it."""
+    original = original_instance()
+    source, anonymized = bare_big_endian(original), bare_big_endian(anonymized_version(original))
+    layout = walk(source)
+    assert (layout.implicit, layout.little) == (False, False)
+    assert [tag for tag, span in layout.elements.items() if span.items is None] == \
+        [element.tag for element in read_header(source).elements if not element.path[0]]  # sequences aside
+    assert _names(modified_tags(layout, walk(anonymized))) == EXPECTED_MODIFIED
+    written = Reidentification(load_recipients([keys["alice"][1]])).add(source, anonymized)
+    (content,) = [element.raw for element in read_header(written).elements if element.tag == 0x04000520]
+    result = decrypt_with_openssl(content, *keys["alice"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    (modified,) = read_dataset(io.BytesIO(result.stdout), False, True).ModifiedAttributesSequence
+    assert modified.PatientID == original.PatientID and modified.PatientName == "Müller^Jörg"
 
 
 @pytest.mark.parametrize("syntax", [None, ImplicitVRLittleEndian])
@@ -420,9 +453,9 @@ def test_a_file_with_the_sequence_already_is_refused(keys):
 def test_deflated_and_malformed_files_are_refused(keys):
     source, anonymized = files()
     with pytest.raises(UnreadableFile, match="deflated"):
-        Layout(to_bytes(original_instance(DeflatedExplicitVRLittleEndian)))
-    with pytest.raises(UnreadableFile, match="malformed"):
-        Layout(source[:len(source) // 2] + b"\x10\x00\x10\x00PN\xff\x00")
+        walk(to_bytes(original_instance(DeflatedExplicitVRLittleEndian)))
+    with pytest.raises(UnreadableFile, match="runs past the end"):
+        walk(source[:len(source) // 2] + b"\x10\x00\x10\x00PN\xff\x00")
 
 
 def run_script(*arguments: str) -> subprocess.CompletedProcess:
@@ -464,6 +497,38 @@ def test_script_reports_files_without_re_identification_data(keys, tmp_path):
     path.write_bytes(to_bytes(original_instance()))
     result = run_script("--key", str(keys["alice"][0]), str(path))
     assert result.returncode == 1 and str(path) in result.stderr
+
+
+def test_script_reports_a_damaged_envelope_without_a_traceback(keys, tmp_path):
+    """A truncated envelope is a clear error: exit code 1, the file and the fault named."""
+    path, _ = anonymized_file_with_originals(keys, tmp_path)
+    data_set = read_back(path.read_bytes())
+    content = data_set.EncryptedAttributesSequence[0].EncryptedContent
+    for cut in (len(content) // 2, 3):
+        data_set.EncryptedAttributesSequence[0].EncryptedContent = content[:cut]
+        damaged = tmp_path / f"damaged-{cut}.dcm"
+        data_set.save_as(damaged)
+        result = run_script("--key", str(keys["alice"][0]), str(damaged))
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith(f"{damaged}: ") and "DER" in result.stderr
+
+
+def test_damaged_envelopes_are_value_errors_in_both_readers(keys):
+    """Every truncation of an envelope, and a changed byte every few bytes: both readers (the
+    script's opening and the plugin's reading of recipients) answer or raise a ValueError with a
+    message; no IndexError or other exception."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(keys["alice"][0].read_bytes(), None)
+    sealed = seal(keys, "alice", "bob")
+    damaged = [sealed[:end] for end in range(len(sealed))]
+    damaged += [sealed[:at] + bytes([sealed[at] ^ 0xA5]) + sealed[at + 1:] for at in range(0, len(sealed), 3)]
+    for data in damaged:
+        for read in (lambda content: reidentify.open_envelope(content, key), envelope_recipients):
+            try:
+                read(data)
+            except (ValueError, reidentify.NotForThisKey) as error:
+                assert str(error)
 
 
 def test_script_opens_envelopes_made_by_openssl(keys, tmp_path):

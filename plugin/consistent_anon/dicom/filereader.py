@@ -11,13 +11,17 @@ explicit VR big endian, deflated; sequences and items of defined and undefined l
 undefined length (a sequence in implicit VR, PS3.5 6.2.2); encapsulated values, skipped. Pixel
 data is never read: the top-level scan stops at it (as `stop_before_pixels`), pixel data in
 nested items (icons) is skipped. Anything malformed raises `UnreadableHeader`.
+
+This is the plugin's one reader of DICOM encodings: `read_layout` answers where each element
+lies in the file, by the same walk, for a step that copies or splices elements as written (the
+re-identification data), so that it and the checks read every file alike.
 """
 from __future__ import annotations
 
 import struct
 import zlib
 from functools import lru_cache
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR
@@ -32,12 +36,13 @@ EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 
 _UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+#: The item, item delimiter and sequence delimiter tags (PS3.5 7.5).
+ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 #: Explicit VRs whose length takes 4 bytes (after 2 reserved ones), PS3.5 7.1.2.
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
-                       b"UT", b"UV"})
+LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
+                      b"UT", b"UV"})
 #: Every VR of PS3.5 6.2, as written and as named.
-_VRS = {vr: vr.decode("ascii") for vr in _LONG_VRS | {
+VRS = {vr: vr.decode("ascii") for vr in LONG_VRS | {
     b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH",
     b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}}
 #: Texts in the file's character set; the other text VRs use the default repertoire.
@@ -88,6 +93,33 @@ def implicit_vr(tag: int) -> str:
         return dictionary_VR(tag)
     except KeyError:  # not in the dictionary: its bytes are kept as they are, as native does
         return "UN"
+
+
+class Span(NamedTuple):
+    """Where an element lies in its file: its header's start, its value's start, its end (after
+    the delimiter of a value of undefined length); a sequence's items, each its elements' spans
+    (None for any other element)."""
+
+    tag: int
+    vr: str
+    start: int
+    value_start: int
+    end: int
+    items: tuple[tuple["Span", ...], ...] | None = None
+
+
+class Layout(NamedTuple):
+    """A file's top-level elements by tag, up to its pixel data (`end`, where it starts, or the
+    end of the file), and how its dataset is encoded."""
+
+    data: bytes
+    implicit: bool
+    little: bool
+    elements: dict[int, Span]
+    end: int
+
+    def value(self, span: Span) -> bytes:
+        return self.data[span.value_start:span.end]
 
 
 class Element:
@@ -217,27 +249,53 @@ def read_header(data: bytes) -> Header:
         raise UnreadableHeader(f"not a readable DICOM file ({type(error).__name__})") from None
 
 
+def read_layout(data: bytes) -> Layout:
+    """Where the top-level elements of a DICOM file lie, up to its pixel data, read as
+    `read_header` reads them. A deflated file is refused: its bytes are not its elements."""
+    buffer = memoryview(data)
+    try:
+        meta, position, syntax_uid = _read_start(buffer)
+        if syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            raise UnreadableHeader("a deflated file (its dataset is compressed as a whole)")
+        syntax = _dataset_syntax(buffer, position, syntax_uid)
+        spans: list[Span] = []
+        _read_dataset(buffer, position, len(buffer), syntax, (), (), [], top=True, spans=spans)
+    except (struct.error, IndexError, UnicodeDecodeError, RecursionError) as error:
+        raise UnreadableHeader(f"not a readable DICOM file ({type(error).__name__})") from None
+    return Layout(data, not syntax.explicit, syntax.order == "<", {span.tag: span for span in spans},
+                  spans[-1].end if spans else position)
+
+
 def _read(data: bytes, buffer: memoryview) -> Header:
-    position = 132 if data[128:132] == b"DICM" else 0
-    meta: list[Element] = []
-    if data[position:position + 2] == b"\x02\x00":
-        position = _read_meta(buffer, position, meta)
-    syntax_uid = next((e.values[0] for e in meta if e.tag == TRANSFER_SYNTAX_UID and e.values), None)
-    if syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+    meta, position, syntax_uid = _read_start(buffer)
+    deflated = syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+    if deflated:
         data = data[:position] + zlib.decompress(data[position:], -zlib.MAX_WBITS)
         buffer = memoryview(data)
-        syntax = _EXPLICIT_LE
-    elif syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN:
-        syntax = _IMPLICIT_LE
-    elif syntax_uid == EXPLICIT_VR_BIG_ENDIAN:
-        syntax = _EXPLICIT_BE
-    else:  # every other transfer syntax encodes the dataset in explicit VR little endian
-        syntax = _EXPLICIT_LE
-    syntax = _as_written(buffer, position, syntax, guess_order=syntax_uid is None)
+    syntax = _dataset_syntax(buffer, position, syntax_uid)
     elements: list[Element] = []
     end = _read_dataset(buffer, position, len(buffer), syntax, (), (), elements, top=True)
-    after = None if syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else _past_pixel_data(buffer, end, syntax)
+    after = None if deflated else _past_pixel_data(buffer, end, syntax)
     return Header(elements, meta, data[:end], after)
+
+
+def _read_start(buffer: memoryview) -> tuple[list[Element], int, str | None]:
+    """The file meta information, where the dataset starts, and the transfer syntax declared."""
+    position = 132 if buffer[128:132] == b"DICM" else 0
+    meta: list[Element] = []
+    if buffer[position:position + 2] == b"\x02\x00":
+        position = _read_meta(buffer, position, meta)
+    syntax_uid = next((e.values[0] for e in meta if e.tag == TRANSFER_SYNTAX_UID and e.values), None)
+    return meta, position, syntax_uid
+
+
+#: The transfer syntaxes whose dataset is not in explicit VR little endian (deflated once inflated).
+_DECLARED = {IMPLICIT_VR_LITTLE_ENDIAN: _IMPLICIT_LE, EXPLICIT_VR_BIG_ENDIAN: _EXPLICIT_BE}
+
+
+def _dataset_syntax(buffer: memoryview, position: int, syntax_uid: str | None) -> _Syntax:
+    """How the dataset at `position` is read: as declared, unless its first element shows otherwise."""
+    return _as_written(buffer, position, _DECLARED.get(syntax_uid, _EXPLICIT_LE), guess_order=syntax_uid is None)
 
 
 def _past_pixel_data(buffer: memoryview, end: int, syntax: _Syntax) -> int | None:
@@ -265,7 +323,7 @@ def _as_written(buffer: memoryview, position: int, declared: _Syntax, guess_orde
     is read as written."""
     if position + 8 > len(buffer):
         return declared
-    if bytes(buffer[position + 4:position + 6]) not in _VRS:
+    if bytes(buffer[position + 4:position + 6]) not in VRS:
         return _IMPLICIT_LE
     if guess_order:  # no meta information: the first group is small (0008), whichever the order
         little, big = struct.unpack_from("<H", buffer, position)[0], struct.unpack_from(">H", buffer, position)[0]
@@ -281,7 +339,7 @@ def _read_meta(buffer: memoryview, position: int, meta: list[Element]) -> int:
         if group != 0x0002:
             break
         position += 8
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             length = _EXPLICIT_LE.long_length(buffer, position)[0]
             position += 4
         if position + length > end:
@@ -293,11 +351,14 @@ def _read_meta(buffer: memoryview, position: int, meta: list[Element]) -> int:
 
 
 def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, steps: tuple,
-                  encodings: tuple[str, ...], out: list[Element], top: bool = False) -> int:
+                  encodings: tuple[str, ...], out: list[Element], top: bool = False,
+                  spans: list[Span] | None = None) -> int:
     """Reads elements from `position` to `end`, or to the item delimiter of an item of undefined
-    length; answers the position after what it read."""
+    length; answers the position after what it read. Given `spans` (read_layout), where each
+    element lies goes there instead of an Element to `out` (read_header pays one test per element)."""
     implicit = not syntax.explicit
     while position + 8 <= end:  # a few stray bytes at the end are ignored, as pydicom does
+        start = position
         if implicit:
             group, number, length = syntax.tag_length(buffer, position)
             position += 8
@@ -308,17 +369,17 @@ def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, 
                 length = syntax.long_length(buffer, position + 4)[0]
                 position += 8
                 vr = None
-            elif raw_vr in _LONG_VRS:
+            elif raw_vr in LONG_VRS:
                 length = syntax.long_length(buffer, position + 8)[0]
                 position += 12
-                vr = _VRS[raw_vr]
+                vr = VRS[raw_vr]
             else:
                 position += 8
-                vr = _VRS.get(raw_vr) or raw_vr.decode("ascii", "replace")
+                vr = VRS.get(raw_vr) or raw_vr.decode("ascii", "replace")
                 if not vr.isalpha() or not vr.isupper():  # an unknown VR is read as a short one
                     raise UnreadableHeader("an element has no valid VR")
         tag = (group << 16) | number
-        if tag == _ITEM_END:
+        if tag == ITEM_END:
             return position
         if group == 0xFFFE:
             raise UnreadableHeader("an item tag outside a sequence")
@@ -326,20 +387,15 @@ def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, 
             return position
         if vr is None:
             vr = implicit_vr(tag)
-        if vr == "SQ" or (length == _UNDEFINED and (implicit or vr == "UN")):
-            # In implicit VR, an element of undefined length is a sequence; so is a UN of
-            # undefined length in explicit VR, its items then in implicit VR (PS3.5 6.2.2).
-            inner = _IMPLICIT_LE if vr == "UN" and not implicit else syntax
-            position = _read_items(buffer, position, length, inner, steps, tag, encodings, out)
-            continue
-        if length == _UNDEFINED:  # an encapsulated value (OB/OW): its fragments, skipped
-            start = position
-            position = _skip_fragments(buffer, position, syntax)
-            if tag != PIXEL_DATA:
-                out.append(Element(make_path(steps, tag), vr, buffer[start:position], syntax, encodings))
+        if vr == "SQ" or length == _UNDEFINED:
+            position = _read_nested(buffer, start, position, length, syntax, steps, tag, vr, encodings, out, spans)
             continue
         if position + length > len(buffer):
             raise UnreadableHeader("an element runs past the end of the file")
+        if spans is not None:  # read_layout's walk: where it lies, not what it holds
+            spans.append(Span(tag, vr, start, position, position + length))
+            position += length
+            continue
         value = buffer[position:position + length]
         position += length
         if tag == PIXEL_DATA:
@@ -352,9 +408,33 @@ def _read_dataset(buffer: memoryview, position: int, end: int, syntax: _Syntax, 
     return position
 
 
+def _read_nested(buffer: memoryview, start: int, position: int, length: int, syntax: _Syntax, steps: tuple,
+                 tag: int, vr: str, encodings: tuple[str, ...], out: list[Element],
+                 spans: list[Span] | None) -> int:
+    """A sequence (of either length) or an encapsulated value (of undefined length), whose value
+    starts at `position`; answers the position after it."""
+    if vr == "SQ" or not syntax.explicit or vr == "UN":
+        # In implicit VR, an element of undefined length is a sequence; so is a UN of
+        # undefined length in explicit VR, its items then in implicit VR (PS3.5 6.2.2).
+        inner = _IMPLICIT_LE if vr == "UN" and syntax.explicit else syntax
+        items: list[tuple[Span, ...]] | None = None if spans is None else []
+        end = _read_items(buffer, position, length, inner, steps, tag, encodings, out, items)
+        if spans is not None:
+            spans.append(Span(tag, vr, start, position, end, tuple(items or ())))
+        return end
+    end = _skip_fragments(buffer, position, syntax)  # an encapsulated value (OB/OW): its fragments, skipped
+    if spans is not None:
+        spans.append(Span(tag, vr, start, position, end))
+    elif tag != PIXEL_DATA:
+        out.append(Element(make_path(steps, tag), vr, buffer[position:end], syntax, encodings))
+    return end
+
+
 def _read_items(buffer: memoryview, position: int, length: int, syntax: _Syntax, steps: tuple,
-                tag: int, encodings: tuple[str, ...], out: list[Element]) -> int:
-    """The items of a sequence; answers the position after the sequence."""
+                tag: int, encodings: tuple[str, ...], out: list[Element],
+                spans: list[tuple[Span, ...]] | None = None) -> int:
+    """The items of a sequence; answers the position after the sequence. Each item's elements'
+    spans go to `spans`, if given."""
     stop = len(buffer) if length == _UNDEFINED else position + length
     if stop > len(buffer):
         raise UnreadableHeader("a sequence runs past the end of the file")
@@ -363,18 +443,21 @@ def _read_items(buffer: memoryview, position: int, length: int, syntax: _Syntax,
         group, number, item_length = syntax.tag_length(buffer, position)
         position += 8
         item_tag = (group << 16) | number
-        if item_tag == _SEQUENCE_END:
+        if item_tag == SEQUENCE_END:
             break
-        if item_tag != _ITEM:
+        if item_tag != ITEM:
             raise UnreadableHeader("a sequence holds something other than items")
         item_steps = steps + ((tag, index),)
+        item: list[Span] | None = None if spans is None else []
         if item_length == _UNDEFINED:
-            position = _read_dataset(buffer, position, stop, syntax, item_steps, encodings, out)
+            position = _read_dataset(buffer, position, stop, syntax, item_steps, encodings, out, spans=item)
         else:
             if position + item_length > stop:
                 raise UnreadableHeader("an item runs past the end of its sequence")
-            _read_dataset(buffer, position, position + item_length, syntax, item_steps, encodings, out)
+            _read_dataset(buffer, position, position + item_length, syntax, item_steps, encodings, out, spans=item)
             position += item_length
+        if spans is not None:
+            spans.append(tuple(item or ()))
         index += 1
     return position
 
@@ -384,9 +467,9 @@ def _skip_fragments(buffer: memoryview, position: int, syntax: _Syntax) -> int:
     while True:
         group, number, length = syntax.tag_length(buffer, position)
         position += 8
-        if (group << 16) | number == _SEQUENCE_END:
+        if (group << 16) | number == SEQUENCE_END:
             return position
-        if (group << 16) | number != _ITEM or position + length > len(buffer):
+        if (group << 16) | number != ITEM or position + length > len(buffer):
             raise UnreadableHeader("a malformed encapsulated value")
         position += length
 

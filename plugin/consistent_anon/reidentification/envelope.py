@@ -6,7 +6,7 @@ Sequence (0400,0550) of one item, encoded as a dataset (here Explicit VR Little 
 encrypted as a CMS EnvelopedData (RFC 5652) that only the holders of a recipient's private key can
 open. The plugin holds recipients' certificates only: it can seal, never open.
 
-The envelope is encoded here (a few DER structures) rather than by a CMS library, since the
+The envelope is encoded here (a few DER structures, der.py) rather than by a CMS library, since the
 `cryptography` of Debian bookworm (38) has no envelope builder; `cryptography` does the RSA key
 transport, AES and certificate parsing. Choices, all read by `openssl cms -decrypt` unaided:
 - content encryption AES-256-CBC (RFC 3565), key transport RSAES-OAEP with SHA-256 and MGF1-SHA-256
@@ -30,7 +30,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Iterable
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -40,7 +40,9 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from ..errors import ConfigurationError
-from ..dicom.filereader import implicit_vr
+from .der import (SEQUENCE, der, der_explicit, der_integer, der_octets, der_oid, der_sequence, der_set, enveloped_data,
+                  members)
+from ..dicom.filereader import ITEM, ITEM_END, LONG_VRS, SEQUENCE_END, VRS, Layout, Span, UnreadableHeader, read_layout
 from ..dicom.vocabulary import (ENCRYPTED_ATTRIBUTES_SEQUENCE, ENCRYPTED_CONTENT, ENCRYPTED_CONTENT_TRANSFER_SYNTAX_UID,
                                 MODIFIED_ATTRIBUTES_SEQUENCE, SPECIFIC_CHARACTER_SET)
 
@@ -58,53 +60,6 @@ ID_SHA256 = "2.16.840.1.101.3.4.2.1"
 
 class ReidentificationError(ConfigurationError):
     """A recipient certificate the plugin cannot use (unreadable, not RSA)."""
-
-
-# --- DER (ITU-T X.690): only what an EnvelopedData needs --------------------------------------
-
-def der(tag: int, content: bytes) -> bytes:
-    """One TLV with a definite length in the fewest bytes."""
-    length = len(content)
-    if length < 0x80:
-        return bytes((tag, length)) + content
-    size = (length.bit_length() + 7) // 8
-    return bytes((tag, 0x80 | size)) + length.to_bytes(size, "big") + content
-
-
-def der_sequence(*parts: bytes) -> bytes:
-    return der(0x30, b"".join(parts))
-
-
-def der_set(parts: Iterable[bytes]) -> bytes:
-    """A SET OF: DER sorts the encoded members."""
-    return der(0x31, b"".join(sorted(parts)))
-
-
-def der_integer(value: int) -> bytes:
-    """A non-negative INTEGER (a serial number, a version), two's complement."""
-    return der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
-
-
-def der_octets(value: bytes) -> bytes:
-    return der(0x04, value)
-
-
-def der_oid(dotted: str) -> bytes:
-    arcs = [int(arc) for arc in dotted.split(".")]
-    body = bytearray()
-    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        body.extend(reversed(chunk))
-    return der(0x06, bytes(body))
-
-
-def der_explicit(number: int, content: bytes) -> bytes:
-    """A constructed context-specific tag [number] around an encoding (EXPLICIT tagging)."""
-    return der(0xA0 | number, content)
 
 
 _SHA256 = der_sequence(der_oid(ID_SHA256))  # parameters absent, as RFC 4055 recommends
@@ -161,37 +116,11 @@ def recipient_identifier(recipient: Recipient) -> bytes:
     return der_sequence(recipient.issuer, der_integer(recipient.serial_number))
 
 
-def _der_members(content: bytes) -> Iterator[tuple[int, bytes, bytes]]:
-    """The elements inside a constructed DER value: (tag, content, whole encoding)."""
-    position = 0
-    while position < len(content):
-        tag, first = content[position], content[position + 1]
-        start = position + 2
-        if first & 0x80:
-            size = first & 0x7F
-            length = int.from_bytes(content[start:start + size], "big")
-            start += size
-        else:
-            length = first
-        if start + length > len(content):
-            raise ValueError("a DER element runs past its container")
-        yield tag, content[start:start + length], content[position:start + length]
-        position = start + length
-
-
 def envelope_recipients(content_info: bytes) -> frozenset[bytes]:
     """The identifiers of the recipients an EnvelopedData is sealed for (whole DER encodings of
-    each KeyTransRecipientInfo's rid); ValueError for anything else."""
-    try:
-        _, outer, _ = next(_der_members(content_info))  # a DICOM value may end with a padding NUL
-        content_type, explicit = list(_der_members(outer))[:2]
-        if content_type[2] != _ENVELOPED_DATA or explicit[0] != 0xA0:
-            raise ValueError("not a CMS EnvelopedData")
-        _, enveloped, _ = next(_der_members(explicit[1]))
-        infos = next(value for tag, value, _ in _der_members(enveloped) if tag == 0x31)
-        return frozenset(list(_der_members(info))[1][2] for tag, info, _ in _der_members(infos) if tag == 0x30)
-    except (IndexError, StopIteration) as error:
-        raise ValueError(f"a malformed EnvelopedData ({type(error).__name__})") from None
+    each KeyTransRecipientInfo's rid); DerError, a ValueError, for anything else."""
+    infos = enveloped_data(content_info, ID_ENVELOPED_DATA).recipient_infos
+    return frozenset(members(info.content, 2)[1].encoding for info in infos if info.tag == SEQUENCE)
 
 
 class Envelope:
@@ -232,131 +161,23 @@ class Envelope:
 # --- The DICOM side: files read and written as bytes --------------------------------------------
 #
 # The engine already holds each source and its anonymized file as bytes; a pydicom read and write
-# of both would cost several times the target of +20 % on ~3 ms per instance. The top level of a
-# file is walked here without decoding values: what changed is found by comparing bytes, the
-# original elements are copied as they are written (Explicit VR Little Endian files, the common
-# case) and the sequence is spliced into the anonymized file at its place in tag order.
-
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-_VRS = _LONG_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
-                    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
-_PIXEL_GROUP = 0x7FE0
-_SYNTAXES = {"1.2.840.10008.1.2": (True, True), "1.2.840.10008.1.2.2": (False, False)}
-_DEFLATED = "1.2.840.10008.1.2.1.99"
+# of both would cost several times the target of +20 % on ~3 ms per instance. The plugin's file
+# reader (dicom/filereader.py, which the fail-closed check reads every file with) answers where
+# each element lies: what changed is found by comparing bytes, the original elements are copied as
+# they are written (Explicit VR Little Endian files, the common case) and the sequence is spliced
+# into the anonymized file at its place in tag order.
 
 
 class UnreadableFile(ValueError):
-    """A file whose top level this module cannot walk (deflated, or malformed)."""
+    """A file whose elements sealing cannot copy or splice (deflated, or malformed)."""
 
 
-class _Element(NamedTuple):
-    """A top-level element: where it starts, where its value starts and ends, where it ends."""
-
-    tag: int
-    vr: bytes
-    start: int
-    value_start: int
-    value_end: int
-    end: int
-
-
-class Layout:
-    """The top-level elements of a file, up to its pixel data, and how it is encoded."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.elements: dict[int, _Element] = {}
-        try:
-            position = self._read_meta()
-            while position + 8 <= len(data):
-                if _UNPACK[self.little][0](data, position)[0] == _PIXEL_GROUP:
-                    break  # read no further: `data` may end inside the pixel data (a header's bytes)
-                element = _element_at(data, position, self.implicit, self.little)
-                self.elements[element.tag] = element
-                position = element.end
-        except (struct.error, IndexError, UnicodeDecodeError, RecursionError) as error:
-            raise UnreadableFile(f"a malformed file ({type(error).__name__})") from None
-        self.end = position  # the pixel data's start, or the end of the file
-
-    def _read_meta(self) -> int:
-        """Reads the transfer syntax in the file meta information; answers where the dataset starts."""
-        data = self.data
-        position = 132 if data[128:132] == b"DICM" else 0
-        syntax = ENCRYPTED_CONTENT_TRANSFER_SYNTAX
-        while data[position:position + 2] == b"\x02\x00":  # group 0002: explicit VR little endian
-            element = _element_at(data, position, False, True)
-            if element.tag == 0x00020010:
-                syntax = data[element.value_start:element.value_end].decode("ascii").strip(" \x00")
-            position = element.end
-        if syntax == _DEFLATED:
-            raise UnreadableFile("a deflated file (its dataset is compressed as a whole)")
-        self.implicit, self.little = _SYNTAXES.get(syntax, (False, True))
-        # read as written where the first element contradicts the transfer syntax, as pydicom and
-        # DCMTK do: no VR there means implicit VR (little endian); a VR, explicit VR
-        written_explicit = data[position + 4:position + 6].isalpha() and data[position + 4:position + 6].isupper()
-        if len(data) >= position + 8 and written_explicit == self.implicit:
-            self.implicit, self.little = not written_explicit, self.little or not written_explicit
-        return position
-
-    def value(self, element: _Element) -> bytes:
-        return self.data[element.value_start:element.value_end]
-
-
-#: Unpackers of a tag, a 4-byte and a 2-byte length, by byte order (little endian: True).
-_UNPACK = {little: tuple(struct.Struct(("<" if little else ">") + form).unpack_from for form in ("HH", "I", "H"))
-           for little in (True, False)}
-
-
-def _element_at(data: bytes, position: int, implicit: bool, little: bool) -> _Element:
-    """The element at `position`, its value skipped (sequences of undefined length walked)."""
-    unpack_tag, unpack_long, unpack_short = _UNPACK[little]
-    group, number = unpack_tag(data, position)
-    tag = (group << 16) | number
-    if implicit:
-        vr = implicit_vr(tag).encode("ascii")
-        length = unpack_long(data, position + 4)[0]
-        value_start = position + 8
-    else:
-        vr = data[position + 4:position + 6]
-        if vr in _LONG_VRS:
-            length = unpack_long(data, position + 8)[0]
-            value_start = position + 12
-        else:
-            length = unpack_short(data, position + 6)[0]
-            value_start = position + 8
-    if length != _UNDEFINED:
-        value_end = value_start + length
-        if value_end > len(data):
-            raise IndexError("an element runs past the end of the file")
-        return _Element(tag, vr, position, value_start, value_end, value_end)
-    # the items of a sequence (in implicit VR, those of a UN of undefined length) or fragments
-    value_end = _skip_items(data, value_start, implicit or vr == b"UN", little)
-    return _Element(tag, vr, position, value_start, value_end, value_end + 8)
-
-
-def _skip_items(data: bytes, position: int, implicit: bool, little: bool) -> int:
-    """Where the sequence delimiter of the items starting at `position` is."""
-    unpack_tag, unpack_long, _ = _UNPACK[little]
-    while True:
-        group, number = unpack_tag(data, position)
-        tag = (group << 16) | number
-        if tag == _SEQUENCE_END:
-            return position
-        if tag != _ITEM:
-            raise IndexError("a sequence holds something other than items")
-        length = unpack_long(data, position + 4)[0]
-        position += 8
-        if length != _UNDEFINED:
-            position += length
-            continue
-        while True:  # an item of undefined length: its elements, to the item delimiter
-            group, number = unpack_tag(data, position)
-            if (group << 16) | number == _ITEM_END:
-                position += 8
-                break
-            position = _element_at(data, position, implicit, little).end
+def walk(data: bytes) -> Layout:
+    """Where the file's top-level elements lie, as the plugin's reader reads them."""
+    try:
+        return read_layout(data)
+    except UnreadableHeader as error:
+        raise UnreadableFile(str(error)) from None
 
 
 def modified_tags(source: Layout, anonymized: Layout) -> list[int]:
@@ -373,21 +194,18 @@ def modified_tags(source: Layout, anonymized: Layout) -> list[int]:
     return tags
 
 
-def _changed(source: Layout, before: _Element, anonymized: Layout, after: _Element) -> bool:
+def _changed(source: Layout, before: Span, anonymized: Layout, after: Span) -> bool:
     if source.value(before) == anonymized.value(after):
         return False
-    return _canonical(source.data, before, source.implicit, source.little) != \
-        _canonical(anonymized.data, after, anonymized.implicit, anonymized.little)
+    return _canonical(source.data, before) != _canonical(anonymized.data, after)
 
 
-def _canonical(data: bytes, element: _Element, implicit: bool, little: bool) -> Any:
+def _canonical(data: bytes, span: Span) -> Any:
     """An element's value without what an encoder may choose: padding, and a sequence's lengths
     (its items' elements then compared the same way)."""
-    if element.vr == b"SQ" or (element.end != element.value_end and (implicit or element.vr == b"UN")):
-        inner = implicit or element.vr == b"UN"
-        return tuple(tuple((e.tag, _canonical(data, e, inner, little)) for e in _elements(data, start, stop, inner, little))
-                     for start, stop in _item_spans(data, element.value_start, element.value_end, inner, little))
-    return data[element.value_start:element.value_end].rstrip(b" \x00")
+    if span.items is not None:
+        return tuple(tuple((inner.tag, _canonical(data, inner)) for inner in item) for item in span.items)
+    return data[span.value_start:span.end].rstrip(b" \x00")
 
 
 def encrypted_attributes_data_set(source: Layout, tags: list[int]) -> bytes:
@@ -411,61 +229,34 @@ def encrypted_attributes_data_set(source: Layout, tags: list[int]) -> bytes:
 def _explicit_sequence(tag: int, items: list[bytes]) -> bytes:
     """A sequence in explicit VR little endian, it and its items of undefined length."""
     return (_tag(tag, True) + b"SQ\x00\x00\xff\xff\xff\xff"
-            + b"".join(_tag(_ITEM, True) + b"\xff\xff\xff\xff" + item + _tag(_ITEM_END, True) + bytes(4)
+            + b"".join(_tag(ITEM, True) + b"\xff\xff\xff\xff" + item + _tag(ITEM_END, True) + bytes(4)
                       for item in items)
-            + _tag(_SEQUENCE_END, True) + bytes(4))
+            + _tag(SEQUENCE_END, True) + bytes(4))
 
 
-def _explicit(data: bytes, element: _Element) -> bytes:
+def _explicit(data: bytes, element: Span) -> bytes:
     """An implicit VR little endian element in explicit VR: its dictionary VR (UN for private,
     unknown and ambiguous ones, and for a value too long for its VR), items converted alike."""
-    if element.vr == b"SQ" or element.end != element.value_end:
-        return _explicit_sequence(element.tag, [
-            b"".join(_explicit(data, inner) for inner in _elements(data, start, stop, True, True))
-            for start, stop in _item_spans(data, element.value_start, element.value_end, True, True)])
-    length = element.value_end - element.value_start
-    vr = element.vr if element.vr in _VRS else b"UN"
-    if vr in _LONG_VRS:
+    if element.items is not None:
+        return _explicit_sequence(element.tag, [b"".join(_explicit(data, inner) for inner in item)
+                                                for item in element.items])
+    length = element.end - element.value_start
+    vr = element.vr.encode("ascii")
+    if vr not in VRS:  # "US or SS", "OB or OW"...
+        vr = b"UN"
+    if vr in LONG_VRS:
         header = vr + b"\x00\x00" + _length(length, True)
     elif length <= 0xFFFF:
         header = vr + struct.pack("<H", length)
     else:
         header = b"UN\x00\x00" + _length(length, True)
-    return _tag(element.tag, True) + header + data[element.value_start:element.value_end]
+    return _tag(element.tag, True) + header + data[element.value_start:element.end]
 
 
-def _elements(data: bytes, start: int, stop: int, implicit: bool, little: bool) -> Iterator[_Element]:
-    """The elements from `start` to `stop`."""
-    while start < stop:
-        element = _element_at(data, start, implicit, little)
-        yield element
-        start = element.end
-
-
-def _item_spans(data: bytes, start: int, stop: int, implicit: bool, little: bool) -> Iterator[tuple[int, int]]:
-    """Where the contents of the items of a sequence, whose items lie from `start` to `stop`, are."""
-    unpack_tag, unpack_long, _ = _UNPACK[little]
-    while start < stop:
-        group, number = unpack_tag(data, start)
-        if (group << 16) | number != _ITEM:
-            raise UnreadableFile("a sequence holds something other than items")
-        length = unpack_long(data, start + 4)[0]
-        start += 8
-        if length != _UNDEFINED:
-            yield start, start + length
-            start += length
-            continue
-        end = start
-        while unpack_tag(data, end) != (0xFFFE, 0xE00D):
-            end = _element_at(data, end, implicit, little).end
-        yield start, end
-        start = end + 8
-
-
-def _reencoded(source: Layout, elements: list[_Element], charset: _Element | None) -> bytes:
+def _reencoded(source: Layout, elements: list[Span], charset: Span | None) -> bytes:
     """The same, for a big endian source (a retired transfer syntax): decoded by pydicom, which
     swaps the bytes of binary values, and written again."""
-    def read(parts: list[_Element]) -> Dataset:
+    def read(parts: list[Span]) -> Dataset:
         data_set = read_dataset(io.BytesIO(b"".join(source.data[e.start:e.end] for e in parts)),
                                 source.implicit, source.little)
         _decode_all(data_set)
@@ -502,7 +293,7 @@ def with_encrypted_attributes(anonymized: Layout, encrypted_content: bytes) -> b
     item = (_encode_element(ENCRYPTED_CONTENT_TRANSFER_SYNTAX_UID, "UI",
                             ENCRYPTED_CONTENT_TRANSFER_SYNTAX.encode("ascii"), implicit, little)
             + _encode_element(ENCRYPTED_CONTENT, "OB", encrypted_content, implicit, little))
-    item = _tag(_ITEM, little) + _length(len(item), little) + item
+    item = _tag(ITEM, little) + _length(len(item), little) + item
     sequence = _encode_element(ENCRYPTED_ATTRIBUTES_SEQUENCE, "SQ", item, implicit, little)
     return anonymized.data[:position] + sequence + anonymized.data[position:]
 
@@ -510,18 +301,13 @@ def with_encrypted_attributes(anonymized: Layout, encrypted_content: bytes) -> b
 def split_encrypted_attributes(data: bytes) -> tuple[bytes, list[bytes]]:
     """The file without its Encrypted Attributes Sequence, and the Encrypted Content of each of
     its items ([] without the sequence): two sealings of one output differ in these only."""
-    layout = Layout(data)
-    sequence = layout.elements.get(ENCRYPTED_ATTRIBUTES_SEQUENCE)
+    sequence = walk(data).elements.get(ENCRYPTED_ATTRIBUTES_SEQUENCE)
     if sequence is None:
         return data, []
-    try:
-        contents = [data[element.value_start:element.value_end]
-                    for start, stop in _item_spans(data, sequence.value_start, sequence.value_end,
-                                                   layout.implicit, layout.little)
-                    for element in _elements(data, start, stop, layout.implicit, layout.little)
-                    if element.tag == ENCRYPTED_CONTENT]
-    except (struct.error, IndexError, RecursionError) as error:
-        raise UnreadableFile(f"a malformed sequence ({type(error).__name__})") from None
+    if sequence.items is None:
+        raise UnreadableFile("an Encrypted Attributes Sequence that is no sequence")
+    contents = [data[element.value_start:element.end]
+                for item in sequence.items for element in item if element.tag == ENCRYPTED_CONTENT]
     return data[:sequence.start] + data[sequence.end:], contents
 
 
@@ -557,9 +343,6 @@ class Reidentification:
         """The anonymized file with its Encrypted Attributes Sequence: the source's values of
         what it replaced or removed, sealed for every recipient. Raises UnreadableFile for a
         file it cannot walk (deflated)."""
-        before, after = Layout(source), Layout(anonymized)
-        try:  # the layouts walked the top level: items of defined length are walked from here
-            data_set = encrypted_attributes_data_set(before, modified_tags(before, after))
-        except (struct.error, IndexError, RecursionError) as error:
-            raise UnreadableFile(f"a malformed sequence ({type(error).__name__})") from None
-        return with_encrypted_attributes(after, self._envelope.seal(data_set))
+        before, after = walk(source), walk(anonymized)
+        return with_encrypted_attributes(after, self._envelope.seal(
+            encrypted_attributes_data_set(before, modified_tags(before, after))))
