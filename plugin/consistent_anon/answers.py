@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import (BadFileFormat, BadRequest, Conflict, Forbidden, NotFound, PluginError, Refused,
+from .errors import (BadFileFormat, BadRequest, Conflict, Forbidden, NotFound, PartlyKept, PluginError, Refused,
                      StoredButUnfinished, SubjectRequired)
 from .orthanc_ids import LEVEL_TYPES, PARENT_FIELD
 
@@ -151,7 +151,10 @@ def _answer_of(error: PluginError) -> tuple[int, int, str]:
 
 def http_status(error: PluginError) -> int:
     """The HTTP status native gives for this failure. A step that failed after the result was
-    stored keeps its own status, but a 404 there is the plugin's failure (500), not the caller's."""
+    stored keeps its own status, but a 404 there is the plugin's failure (500), not the caller's.
+    A call that kept results as their sources went keeps its cause's status (404, 409)."""
+    if isinstance(error, PartlyKept):
+        return http_status(error.cause)
     if isinstance(error, StoredButUnfinished):
         return 500 if isinstance(error.cause, NotFound) else http_status(error.cause)
     return _answer_of(error)[0]
@@ -159,7 +162,7 @@ def http_status(error: PluginError) -> int:
 
 def orthanc_error(error: PluginError) -> tuple[int, str]:
     """Orthanc's ErrorCode and its description for this failure: Orthanc's own where it raised it."""
-    if isinstance(error, StoredButUnfinished):
+    if isinstance(error, (StoredButUnfinished, PartlyKept)):
         return orthanc_error(error.cause)
     _, code, description = _answer_of(error)
     return (code if error.orthanc_code is None else error.orthanc_code,

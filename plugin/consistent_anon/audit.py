@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from .audit_log import AuditEntry, AuditLog, is_name, is_orthanc_id
-from .errors import BadRequest, PluginError
+from .errors import BadRequest, PartlyKept, PluginError
 from .jobs import Job
 from .keys import KeyStore
 from .options import parse_request
@@ -56,6 +56,8 @@ def outcome_of(error: BaseException | None) -> tuple[str, str]:
     """The outcome and reason code of a request that ended with `error` (None: it succeeded)."""
     if error is None:
         return "Success", "Completed"
+    if isinstance(error, PartlyKept):  # failed, yet some results stay: never "Refused"
+        return "Failed", "PartlyKept"
     cause = getattr(error, "cause", None)  # StoredButUnfinished: the step after storing that failed
     if cause is not None:
         return "Failed", "OrthancError" if getattr(cause, "orthanc_code", None) is not None else "InternalError"
@@ -162,6 +164,8 @@ class AuditTrail:
         facts = self._facts(call.body, outcome != "Refused")
         sources = facts.resources if call.level == BULK else (call.resource_id,)
         results, instances, failed = _results(call.level, call.answer)
+        if isinstance(error, PartlyKept):  # what stays of a failed call
+            results, instances = tuple(s for s in error.series if is_orthanc_id(s)), error.instances
         return AuditEntry(route=ROUTES[call.level], level=LEVELS[call.level], outcome=outcome, reason=reason,
                           sources=tuple(s for s in sources if is_orthanc_id(s)), results=results, user=call.user,
                           project=facts.project if is_name(facts.project) else None,

@@ -29,7 +29,7 @@ from typing import BinaryIO, Callable, Iterator, Protocol
 REASONS = {
     "Success": frozenset({"Completed"}),
     "Refused": frozenset({"BadRequest", "UnknownResource", "Conflict", "Forbidden"}),
-    "Failed": frozenset({"VerificationFailed", "KeyMismatch", "OrthancError", "InternalError"}),
+    "Failed": frozenset({"VerificationFailed", "KeyMismatch", "OrthancError", "InternalError", "PartlyKept"}),
     "Canceled": frozenset({"CanceledByUser"}),
 }
 LEVELS = frozenset({"Patient", "Study", "Series", "Instance", "Bulk"})

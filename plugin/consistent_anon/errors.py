@@ -55,6 +55,33 @@ class ResultDisappeared(Conflict):
                          "MaximumStorageSize/MaximumPatientCount): nothing was deleted; call again")
 
 
+#: What a failed call's message says of its results when it removed them all; `PartlyKept` says
+#: otherwise where some had to stay.
+NOTHING_KEPT = "nothing of this call was kept"
+#: At most this many series are named in a message (all of them are in the audit entry).
+SERIES_NAMED = 20
+
+
+class PartlyKept(PluginError):
+    """A call failed after storing results whose sources were deleted meanwhile: those results
+    stay (each is the only copy of its source), the rest was removed. The answer keeps the
+    cause's status; its message, the job's error and the audit entry say how many stay, and where."""
+
+    def __init__(self, cause: PluginError, series: list[str], instances: int, marked: bool) -> None:
+        named = ", ".join(series[:SERIES_NAMED]) + (f" and {len(series) - SERIES_NAMED} more" if
+                                                    len(series) > SERIES_NAMED else "")
+        mark = ("they carry this call's options mark, so a call under the same options on their sources "
+                "counts them as done" if marked else "their series could not be marked with this call's options")
+        kept = (f"{instances} anonymized instance(s) of this call were kept, in series {named}, their "
+                f"sources being gone (each is the only copy left of its source; {mark}); "
+                "nothing else of this call was kept")
+        text = cause.message.replace(NOTHING_KEPT, kept) if NOTHING_KEPT in cause.message else f"{cause.message}; {kept}"
+        super().__init__(text)
+        self.cause = cause
+        self.series = tuple(series)
+        self.instances = instances
+
+
 class SubjectRequired(Refused):
     """A patient outside the project's subject table, where the project requires one."""
 
