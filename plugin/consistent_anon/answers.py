@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from .errors import (BadFileFormat, BadRequest, Conflict, Forbidden, NotFound, PartlyKept, PluginError, Refused,
-                     StoredButUnfinished, SubjectRequired)
+                     StoredButUnfinished, SubjectRequired, bounded)
 from .orthanc_ids import LEVEL_TYPES, PARENT_FIELD
 
 Version = tuple[int, ...]
@@ -194,4 +194,4 @@ def error_body(error: PluginError, method: str, uri: str) -> str:
     code, description = orthanc_error(error)
     return json.dumps({"HttpError": HTTP_ERRORS.get(status, "Error"), "HttpStatus": status, "Message": error.message,
                        "Method": method, "OrthancError": description, "OrthancStatus": code,
-                       "Uri": uri}, indent=3)
+                       "Uri": bounded(uri)}, indent=3)

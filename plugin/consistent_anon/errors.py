@@ -5,6 +5,24 @@ each are decided in one place, `answers.py` (the adapter sends them, a failed jo
 """
 from __future__ import annotations
 
+import re
+
+
+#: The longest run of a caller's text an error message repeats (IDs, UIDs and tags are shorter),
+#: and the longest message: a caller's 7 MB "Source" comes back as its first characters.
+ECHOED = 64
+MESSAGE_LENGTH = 2048
+#: Tried only where a run starts (after a space, a "/" or at the start): linear in the text.
+_LONG_RUN = re.compile(r"(?<![^\s/])[^\s/]{%d,}" % (ECHOED + 1))
+
+
+def bounded(text: str) -> str:
+    """`text` with every run of over ECHOED characters without a space or "/" cut to its first
+    ECHOED characters and "...", then cut to MESSAGE_LENGTH: the one place where what a message
+    or an error's URI echoes of a caller's text is bounded, whatever builds it."""
+    text = _LONG_RUN.sub(lambda run: run.group()[:ECHOED] + "...", text)
+    return text if len(text) <= MESSAGE_LENGTH else text[:MESSAGE_LENGTH - 3] + "..."
+
 
 class PluginError(Exception):
     """A call that cannot be done, or failed; `message` says why, without an identifier.
@@ -15,10 +33,11 @@ class PluginError(Exception):
     """
 
     def __init__(self, message: str, *, orthanc_code: int | None = None, description: str | None = None) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.message = message
         self.orthanc_code = orthanc_code
-        self.description = description
+        self.description = None if description is None else bounded(description)
 
 
 class Refused(PluginError):
@@ -59,7 +78,7 @@ class ResultDisappeared(Conflict):
 #: otherwise where some had to stay.
 NOTHING_KEPT = "nothing of this call was kept"
 #: At most this many series are named in a message (all of them are in the audit entry).
-SERIES_NAMED = 20
+SERIES_NAMED = 10
 
 
 class PartlyKept(PluginError):

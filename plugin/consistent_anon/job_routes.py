@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from .answers import json_text
 from .errors import BadRequest
 from .jobs import FAILURE, SUCCESS, JobQueue
-from .rest_routes import register_route
+from .rest_routes import SEGMENT, register_route
 
 #: The global property where the plugin's jobs are kept across restarts. Orthanc keeps it per
 #: server (its own database with SQLite; per DatabaseServerIdentifier with a database plugin),
@@ -28,8 +28,8 @@ class JobRoutes:
 
     def register(self, guarded: Callable[[Callable], Callable]) -> None:
         register_route(self._orthanc, "/jobs", guarded(self.list_jobs))
-        register_route(self._orthanc, "/jobs/([^/]+)", guarded(self.one_job))
-        register_route(self._orthanc, "/jobs/([^/]+)/(cancel|pause|resume|resubmit)", guarded(self.action))
+        register_route(self._orthanc, f"/jobs/{SEGMENT}", guarded(self.one_job))
+        register_route(self._orthanc, f"/jobs/{SEGMENT}/(cancel|pause|resume|resubmit)", guarded(self.action))
 
     def _answer_json(self, output: Any, value: Any) -> None:
         output.AnswerBuffer(json_text(value), "application/json")
