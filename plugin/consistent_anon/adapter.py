@@ -454,8 +454,8 @@ class Plugin:
             decoded = dict(args)
         else:
             try:
-                decoded = {urllib.parse.unquote_plus(name, errors="strict"): urllib.parse.unquote_plus(value, errors="strict")
-                           for name, value in args.items()}
+                decoded = {urllib.parse.unquote_plus(name, errors="strict"):
+                           urllib.parse.unquote_plus(value, errors="strict") for name, value in args.items()}
             except UnicodeDecodeError:
                 raise BadRequest("The arguments of the request are not percent-encoded UTF-8") from None
         if any(UNWRITABLE.search(text) for pair in decoded.items() for text in pair):

@@ -251,7 +251,7 @@ def vanished(ledger: Ledger, gone: list[str]) -> PluginError:
     """409 where another call of this Orthanc consumed the sources (KeepSource false); else the
     404 native gives for a source deleted under it (by someone, another node, or Orthanc's own
     recycling under storage limits), with a message that says so."""
-    what = "Source instances of this call were deleted while it ran ({}): " + NOTHING_KEPT + "; call again for what is left"
+    what = f"Source instances of this call were deleted while it ran ({{}}): {NOTHING_KEPT}; call again for what is left"
     if any(ledger.was_consumed(source) for source in gone):
         return Conflict(what.format("another call with KeepSource false consumed them"))
     return NotFound(what.format("by another call or node, by someone, or by Orthanc recycling the "

@@ -94,7 +94,8 @@ class PartlyKept(PluginError):
         kept = (f"{instances} anonymized instance(s) of this call were kept, in series {named}, their "
                 f"sources being gone (each is the only copy left of its source; {mark}); "
                 "nothing else of this call was kept")
-        text = cause.message.replace(NOTHING_KEPT, kept) if NOTHING_KEPT in cause.message else f"{cause.message}; {kept}"
+        text = (cause.message.replace(NOTHING_KEPT, kept) if NOTHING_KEPT in cause.message
+                else f"{cause.message}; {kept}")
         super().__init__(text)
         self.cause = cause
         self.series = tuple(series)
