@@ -209,11 +209,13 @@ def _last_entry(server) -> dict:
     return server.json("/tools/anonymization-log?since=0&limit=10000")["Entries"][-1]
 
 
-def _upload_series(server, count: int, number: int = 1) -> tuple[str, str]:
-    """A new patient's series of `count` instances (SeriesNumber `number`): its patient and series IDs."""
-    (members,) = study_of_series(1, count, new_patient(), number)
+def _upload_series(server, count: int, number: int = 1, members: list | None = None) -> tuple[str, str, list]:
+    """A new patient's series of `count` instances (SeriesNumber `number`), or `members` again:
+    its patient and series IDs, and its datasets."""
+    if members is None:
+        (members,) = study_of_series(1, count, new_patient(), number)
     stored = [server.upload(to_bytes(ds)) for ds in members]
-    return stored[0]["ParentPatient"], stored[0]["ParentSeries"]
+    return stored[0]["ParentPatient"], stored[0]["ParentSeries"], members
 
 
 def _assert_says_what_was_kept(message: str, kept: dict[str, list[str]]) -> None:
@@ -225,9 +227,10 @@ def _assert_says_what_was_kept(message: str, kept: dict[str, list[str]]) -> None
 def test_a_series_deleted_under_its_call_is_answered_with_what_was_kept(server_factory):
     """The source patient of a series call of 300 instances is deleted while the call runs: the
     results already stored stay (each is the only copy of its source), and the answer, the
-    audit entry and the options mark say so: how many, and in which series."""
+    audit entry and the options mark say so: how many, and in which series. Once the source is
+    stored again, a call completes the series, counting what stayed as done (the mark)."""
     server = server_factory()
-    patient, series = _upload_series(server, DELETED_SERIES)
+    patient, series, members = _upload_series(server, DELETED_SERIES)
     answer = _delete_mid_call(server, lambda: server.post(f"/series/{series}/anonymize", json={}), [patient],
                               DELETED_SERIES)
     kept = _kept(server, {patient})
@@ -239,6 +242,10 @@ def test_a_series_deleted_under_its_call_is_answered_with_what_was_kept(server_f
     assert entry["outcome"] == "Failed" and entry["reason"] == "PartlyKept", entry
     for kept_series in kept:
         assert server.get(f"/series/{kept_series}/metadata/{OPTIONS_MARK}").status_code == 200
+    _upload_series(server, DELETED_SERIES, members=members)
+    again = server.post(f"/series/{series}/anonymize", json={})
+    assert again.status_code == 200 and [again.json()["ID"]] == list(kept), again.text
+    assert len(server.json(f"/series/{again.json()['ID']}/instances")) == DELETED_SERIES
 
 
 def test_a_bulk_call_keeps_only_the_results_whose_sources_were_deleted(server_factory):
@@ -246,8 +253,8 @@ def test_a_bulk_call_keeps_only_the_results_whose_sources_were_deleted(server_fa
     of the series still there are removed (its sources are there to redo them), those of the
     deleted one are kept and named."""
     server = server_factory()
-    staying_patient, staying = _upload_series(server, 40, number=1)
-    patient, series = _upload_series(server, DELETED_SERIES - 40, number=2)
+    staying_patient, staying, _ = _upload_series(server, 40, number=1)
+    patient, series, _ = _upload_series(server, DELETED_SERIES - 40, number=2)
     body = {"Resources": [staying, series]}
     answer = _delete_mid_call(server, lambda: server.post("/tools/bulk-anonymize", json=body), [patient],
                               DELETED_SERIES, at_least=80)
@@ -261,7 +268,7 @@ def test_a_bulk_call_keeps_only_the_results_whose_sources_were_deleted(server_fa
 
 def test_a_job_whose_source_is_deleted_names_what_it_kept(server_factory):
     server = server_factory()
-    patient, series = _upload_series(server, DELETED_SERIES)
+    patient, series, _ = _upload_series(server, DELETED_SERIES)
 
     def job():
         submitted = server.post(f"/series/{series}/anonymize", json={"Asynchronous": True}).json()
