@@ -1,6 +1,7 @@
 """One call's work on its sources, in stages: start (what is already stored) → each instance
 (InstanceSteps, by the workers) → conclude (whole and checked, or rolled back) → finish (options
-mark, labels, sources consumed). All of the result, or none of it.
+mark, labels, sources consumed). All of the result, or none of it: but for results whose sources
+were deleted while the call ran, which stay and are named in its error (errors.PartlyKept).
 """
 from __future__ import annotations
 
@@ -100,12 +101,13 @@ class CallRun:
         """Anonymize, check and store every source instance: all of them, or none; then, with
         KeepSource false, delete the sources. If any instance fails, `check` refuses the whole,
         or the job is canceled, the instances this call added, and that no other call counts
-        on, are deleted again."""
+        on, are deleted again; but those whose sources were deleted meanwhile, which the
+        error then names (`_failed`)."""
         try:
             self._store_each(self._start())
             self._conclude(check)
         except PluginError as error:  # rolled back; reported with what had to stay, if anything
-            raise self._failed(explained(self._parts.port, self._parts.ledger, self._plan.sources, error)) from None
+            raise self._failed(error) from None
         except BaseException:  # JobCanceled, or a bug: rolled back, then reported as it is
             self._roll_back()
             raise
@@ -177,6 +179,10 @@ class CallRun:
         their series get the options' mark where they have none, so that a call under the same
         options counts them as done (see ResultIndex.already_stored) rather than storing them again."""
         kept = self._roll_back()
+        try:
+            error = explained(self._parts.port, self._parts.ledger, self._plan.sources, error)
+        except PluginError:
+            pass  # whether sources went cannot be told: the call's own error is the one to report
         if not kept:
             return error
         try:
