@@ -187,3 +187,26 @@ def test_a_series_anonymized_under_other_options_is_refused_not_silently_kept(or
     assert redo.status_code == 200 and redo.json()["ID"] == result
     assert orthanc.json(f"/series/{result}")["MainDicomTags"]["SeriesDescription"].startswith("Synthetic")
     assert orthanc.post(f"/series/{series}/anonymize", json={}).status_code == 409
+
+
+def test_every_message_bounds_what_it_echoes():
+    """errors.bounded, applied to every error's message and description: a run of a caller's text
+    is cut to 64 characters, a message to 2048, IDs and the plugin's own words are left whole."""
+    from consistent_anon.errors import ECHOED, MESSAGE_LENGTH, NotFound, PluginError
+
+    orthanc_id = "4546af6c-774f4851-430a8d8f-0e6f1c42-5e7cb1f6"
+    message = NotFound(f"Unknown resource {'x' * 7_000_000} or {orthanc_id} at /studies/{'y' * 100}/anonymize").message
+    assert message == f"Unknown resource {'x' * ECHOED}... or {orthanc_id} at /studies/{'y' * ECHOED}.../anonymize"
+    spaced = PluginError(" ".join(["z" * ECHOED] * 100_000), description="d" * 1000)
+    assert len(spaced.message) == MESSAGE_LENGTH and spaced.message.endswith("...")
+    assert spaced.description == "d" * ECHOED + "..."
+
+
+def test_a_partly_kept_call_says_what_stayed_instead_of_nothing():
+    from consistent_anon.errors import NOTHING_KEPT, SERIES_NAMED, NotFound, PartlyKept
+
+    series = [f"{n:08x}-00000000-00000000-00000000-00000000" for n in range(SERIES_NAMED + 2)]
+    error = PartlyKept(NotFound(f"Sources deleted: {NOTHING_KEPT}; call again"), series, 42, marked=True)
+    assert NOTHING_KEPT not in error.message and "42 anonymized instance(s)" in error.message
+    assert all(s in error.message for s in series[:SERIES_NAMED]) and "and 2 more" in error.message
+    assert error.message.endswith("; call again") and error.series == tuple(series) and error.instances == 42

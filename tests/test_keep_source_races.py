@@ -12,6 +12,7 @@ interleaving: before the fix, every trial of the first kind lost instances.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 from coherence import Call, run_together
@@ -169,3 +170,114 @@ def test_overlapping_calls_with_keep_source_false_never_lose_a_source(server_fac
 
 def test_overlapping_calls_on_two_nodes_never_lose_a_source(nodes, capsys):  # noqa: F811
     _run_trials(nodes, NODE_TRIALS, "two nodes", capsys)
+
+
+# --- A source patient deleted under a call ----------------------------------------------------
+DELETED_SERIES = 300
+OPTIONS_MARK = "9732"  # the plugin's default OptionsMetadata
+
+
+def _results_count(server, sources: int) -> int:
+    return int(server.json("/statistics")["CountInstances"]) - sources
+
+
+def _delete_mid_call(server, start, patient_ids: list[str], sources: int, at_least: int = 20):
+    """Run `start()` (the call, in a thread), delete the source patient `patient_ids[0]` once a
+    few results (`at_least`) are stored, then wait for the call's answer. The deletion is proven to fall in
+    the middle of the call: results were stored before it (the call had begun), and the call
+    does not succeed (it had not ended: its sources were all there until then)."""
+    answered: list = []
+    call = threading.Thread(target=lambda: answered.append(start()))
+    call.start()
+    deadline = time.monotonic() + 120
+    while _results_count(server, sources) < at_least and time.monotonic() < deadline and call.is_alive():
+        time.sleep(0.005)
+    before = _results_count(server, sources)
+    assert server.delete(f"/patients/{patient_ids[0]}").status_code == 200
+    call.join(300)
+    assert 0 < before < DELETED_SERIES, f"the deletion did not fall in the middle of the call ({before} results)"
+    return answered[0]
+
+
+def _kept(server, source_patients: set[str]) -> dict[str, list[str]]:
+    """The anonymized series left, with their instances (everything not of a source patient)."""
+    return {series["ID"]: series["Instances"] for series in server.json("/series?expand")
+            if server.json(f"/studies/{series['ParentStudy']}")["ParentPatient"] not in source_patients}
+
+
+def _last_entry(server) -> dict:
+    return server.json("/tools/anonymization-log?since=0&limit=10000")["Entries"][-1]
+
+
+def _upload_series(server, count: int, number: int = 1, members: list | None = None) -> tuple[str, str, list]:
+    """A new patient's series of `count` instances (SeriesNumber `number`), or `members` again:
+    its patient and series IDs, and its datasets."""
+    if members is None:
+        (members,) = study_of_series(1, count, new_patient(), number)
+    stored = [server.upload(to_bytes(ds)) for ds in members]
+    return stored[0]["ParentPatient"], stored[0]["ParentSeries"], members
+
+
+def _assert_says_what_was_kept(message: str, kept: dict[str, list[str]]) -> None:
+    count = sum(len(members) for members in kept.values())
+    assert "nothing of this call was kept" not in message, message
+    assert f"{count} anonymized instance" in message and all(series in message for series in kept), (message, kept)
+
+
+def test_a_series_deleted_under_its_call_is_answered_with_what_was_kept(server_factory):
+    """The source patient of a series call of 300 instances is deleted while the call runs: the
+    results already stored stay (each is the only copy of its source), and the answer, the
+    audit entry and the options mark say so: how many, and in which series. Once the source is
+    stored again, a call completes the series, counting what stayed as done (the mark)."""
+    server = server_factory()
+    patient, series, members = _upload_series(server, DELETED_SERIES)
+    answer = _delete_mid_call(server, lambda: server.post(f"/series/{series}/anonymize", json={}), [patient],
+                              DELETED_SERIES)
+    kept = _kept(server, {patient})
+    assert answer.status_code == 404, answer.text
+    assert kept, "nothing stayed: the test shows nothing"
+    _assert_says_what_was_kept(answer.json()["Message"], kept)
+    entry = _last_entry(server)
+    assert entry["results"] == sorted(kept) and entry["instances"] == sum(map(len, kept.values())), entry
+    assert entry["outcome"] == "Failed" and entry["reason"] == "PartlyKept", entry
+    for kept_series in kept:
+        assert server.get(f"/series/{kept_series}/metadata/{OPTIONS_MARK}").status_code == 200
+    _upload_series(server, DELETED_SERIES, members=members)
+    again = server.post(f"/series/{series}/anonymize", json={})
+    assert again.status_code == 200 and [again.json()["ID"]] == list(kept), again.text
+    assert len(server.json(f"/series/{again.json()['ID']}/instances")) == DELETED_SERIES
+
+
+def test_a_bulk_call_keeps_only_the_results_whose_sources_were_deleted(server_factory):
+    """A bulk call over a series that stays and one whose patient is deleted under it: the results
+    of the series still there are removed (its sources are there to redo them), those of the
+    deleted one are kept and named."""
+    server = server_factory()
+    staying_patient, staying, _ = _upload_series(server, 40, number=1)
+    patient, series, _ = _upload_series(server, DELETED_SERIES - 40, number=2)
+    body = {"Resources": [staying, series]}
+    answer = _delete_mid_call(server, lambda: server.post("/tools/bulk-anonymize", json=body), [patient],
+                              DELETED_SERIES, at_least=80)
+    kept = _kept(server, {patient, staying_patient})
+    assert answer.status_code == 404, answer.text
+    assert len(server.json(f"/series/{staying}/instances")) == 40  # the staying source is intact...
+    numbers = {server.json(f"/series/{s}")["MainDicomTags"]["SeriesNumber"] for s in kept}
+    assert numbers == {"2"}, "results of sources still there were left"  # ...and its results removed
+    _assert_says_what_was_kept(answer.json()["Message"], kept)
+
+
+def test_a_job_whose_source_is_deleted_names_what_it_kept(server_factory):
+    server = server_factory()
+    patient, series, _ = _upload_series(server, DELETED_SERIES)
+
+    def job():
+        submitted = server.post(f"/series/{series}/anonymize", json={"Asynchronous": True}).json()
+        while (state := server.json(f"/jobs/{submitted['ID']}"))["State"] not in ("Success", "Failure"):
+            time.sleep(0.05)
+        return state
+    state = _delete_mid_call(server, job, [patient], DELETED_SERIES)
+    kept = _kept(server, {patient})
+    assert state["State"] == "Failure" and kept, state
+    _assert_says_what_was_kept(state["ErrorDetails"], kept)
+    entry = _last_entry(server)
+    assert entry["results"] == sorted(kept) and entry["job"] == state["ID"], entry

@@ -148,6 +148,7 @@ def anonymize_locally(study, pseudonyms: Pseudonymizer, patient_id: str = "ANON"
                 element.value = pseudonyms.uid(patient_id, str(element.value))
         copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
         copy.PatientID, copy.PatientName = patient_id, "Anonymized"
+        copy.PatientIdentityRemoved = "YES"
         for keyword in ("PatientBirthDate", "AccessionNumber", "InstitutionName", "ReferringPhysicianName"):
             del copy[keyword]
         result.append(copy)
@@ -339,3 +340,13 @@ def test_the_check_refuses_a_private_uid_that_does_not_carry_its_planned_pseudon
     assert check_output(to_bytes(output), plan, UID_TAGS) == []
     output[0x00111014].value = b"2.25.4"
     assert check_output(to_bytes(output), plan, UID_TAGS) == ["(0011,1014) does not carry its pseudonym"]
+
+
+def test_swapped_sides_are_reported_as_not_anonymized(sets):
+    """The anonymized set as Source and the identifiable one as Anonymized: no instance of the
+    Anonymized side carries a de-identification marker, so the report is not Clean."""
+    study, pseudonyms, source, anonymized = sets
+    report = run(anonymized, source, pseudonyms)
+    assert report["Clean"] is False
+    assert report["NotAnonymizedInstancesCount"] == len(source)
+    assert run(source, anonymized, pseudonyms)["NotAnonymizedInstances"] == []

@@ -117,11 +117,13 @@ def test_errors_know_nothing_of_http_and_every_one_has_an_answer():
     classes = [value for value in vars(errors).values()
                if isinstance(value, type) and issubclass(value, errors.PluginError)]
     assert all(not hasattr(cls, "status") for cls in classes)
-    special = {errors.StoredButUnfinished: (errors.NotFound("x"),), errors.ResultDisappeared: ()}
+    special = {errors.StoredButUnfinished: (errors.NotFound("x"),), errors.ResultDisappeared: (),
+               errors.PartlyKept: (errors.NotFound("x"), ["s"], 1, True)}
     statuses = {cls.__name__: http_answers.http_status(cls(*special.get(cls, ("x",)))) for cls in classes}
     assert statuses == {"PluginError": 500, "Refused": 400, "BadRequest": 400, "BadFileFormat": 400,
                         "Forbidden": 403, "NotFound": 404, "Conflict": 409, "ResultDisappeared": 409,
-                        "SubjectRequired": 403, "VerificationFailed": 500, "StoredButUnfinished": 500}
+                        "SubjectRequired": 403, "VerificationFailed": 500, "StoredButUnfinished": 500,
+                        "PartlyKept": 404}
 
 
 def test_an_error_orthanc_raised_keeps_its_code_and_status():

@@ -73,3 +73,51 @@ def test_the_word_at_another_place_than_the_plain_attribute_is_still_a_leak():
     output.StationName = "Anonymized-0123456789 Chest"
     found = identifiers.finder().find(header(output), header(source))
     assert sorted((path[1], label) for path, label in found) == [(0x00081010, "PatientName"), (0x00204000, "PatientName")]
+
+
+# --- The "Anonymized" side must be an anonymized set -------------------------------------------
+
+def _anonymized_pair(orthanc) -> tuple[str, str, dict]:
+    """A source study and its anonymized study, and the source instances as uploaded."""
+    study = two_frame_study(per_series=2, patient=new_patient())
+    uploaded = upload(orthanc, study)
+    source = next(iter(uploaded.values()))["ParentStudy"]
+    answer = orthanc.post(f"/studies/{source}/anonymize", json={})
+    assert answer.status_code == 200, answer.text
+    return source, answer.json()["ID"], uploaded
+
+
+def test_swapped_sides_are_never_clean(orthanc):
+    """{"Source": <anonymized study>, "Anonymized": <its identifiable source>}: the "Anonymized"
+    side holds no de-identification marker, so every instance of it is reported and Clean is false
+    (before, the source's pseudonyms were looked for in the identifiable study, found nowhere: Clean)."""
+    source, anonymized, uploaded = _anonymized_pair(orthanc)
+    report = orthanc.post("/tools/verify-anonymization", json={"Source": anonymized, "Anonymized": source})
+    assert report.status_code == 200, report.text
+    assert report.json()["Clean"] is False, report.text
+    assert report.json()["NotAnonymizedInstancesCount"] == len(uploaded)
+    assert sorted(report.json()["NotAnonymizedInstances"]) == sorted(i["ID"] for i in uploaded.values())
+    straight = orthanc.post("/tools/verify-anonymization", json={"Source": source, "Anonymized": anonymized}).json()
+    assert straight["Clean"] is True and straight["NotAnonymizedInstances"] == [], straight
+
+
+def test_a_set_checked_against_itself_is_never_clean(orthanc):
+    """The source as its own "Anonymized" side: no marker, and its own identifiers on it."""
+    source, _, uploaded = _anonymized_pair(orthanc)
+    report = orthanc.post("/tools/verify-anonymization", json={"Source": source, "Anonymized": source}).json()
+    assert report["Clean"] is False and report["NotAnonymizedInstancesCount"] == len(uploaded), report
+    assert {leak["Found"] for leak in report["Leaks"]} >= {"PatientID", "PatientName", "StudyInstanceUID"}
+
+
+def test_an_anonymized_instance_stripped_of_its_markers_is_reported(orthanc):
+    """A set whose markers were taken off one instance (stored again without PatientIdentityRemoved
+    and DeidentificationMethod) is no anonymized set there: reported, not Clean."""
+    source, anonymized, _ = _anonymized_pair(orthanc)
+    first = orthanc.json(f"/studies/{anonymized}/instances")[0]["ID"]
+    modified = orthanc.post(f"/instances/{first}/modify",
+                            json={"Remove": ["PatientIdentityRemoved", "DeidentificationMethod"], "Force": True})
+    assert modified.status_code == 200, modified.text
+    assert orthanc.delete(f"/instances/{first}").status_code == 200
+    stored = orthanc.upload(modified.content)
+    report = orthanc.post("/tools/verify-anonymization", json={"Source": source, "Anonymized": anonymized}).json()
+    assert report["Clean"] is False and report["NotAnonymizedInstances"] == [stored["ID"]], report

@@ -5,6 +5,24 @@ each are decided in one place, `orthanc/http_answers.py` (the adapter sends them
 """
 from __future__ import annotations
 
+import re
+
+
+#: The longest run of a caller's text an error message repeats (IDs, UIDs and tags are shorter),
+#: and the longest message: a caller's 7 MB "Source" comes back as its first characters.
+ECHOED = 64
+MESSAGE_LENGTH = 2048
+#: Tried only where a run starts (after a space, a "/" or at the start): linear in the text.
+_LONG_RUN = re.compile(r"(?<![^\s/])[^\s/]{%d,}" % (ECHOED + 1))
+
+
+def bounded(text: str) -> str:
+    """`text` with every run of over ECHOED characters without a space or "/" cut to its first
+    ECHOED characters and "...", then cut to MESSAGE_LENGTH: the one place where what a message
+    or an error's URI echoes of a caller's text is bounded, whatever builds it."""
+    text = _LONG_RUN.sub(lambda run: run.group()[:ECHOED] + "...", text)
+    return text if len(text) <= MESSAGE_LENGTH else text[:MESSAGE_LENGTH - 3] + "..."
+
 
 class PluginError(Exception):
     """A call that cannot be done, or failed; `message` says why, without an identifier.
@@ -15,10 +33,11 @@ class PluginError(Exception):
     """
 
     def __init__(self, message: str, *, orthanc_code: int | None = None, description: str | None = None) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.message = message
         self.orthanc_code = orthanc_code
-        self.description = description
+        self.description = None if description is None else bounded(description)
 
 
 class Refused(PluginError):
@@ -53,6 +72,34 @@ class ResultDisappeared(Conflict):
         super().__init__("An anonymized instance disappeared while the call ran (a concurrent call was "
                          "rolled back, someone deleted it, or Orthanc recycled it to stay within "
                          "MaximumStorageSize/MaximumPatientCount): nothing was deleted; call again")
+
+
+#: What a failed call's message says of its results when it removed them all; `PartlyKept` says
+#: otherwise where some had to stay.
+NOTHING_KEPT = "nothing of this call was kept"
+#: At most this many series are named in a message (all of them are in the audit entry).
+SERIES_NAMED = 10
+
+
+class PartlyKept(PluginError):
+    """A call failed after storing results whose sources were deleted meanwhile: those results
+    stay (each is the only copy of its source), the rest was removed. The answer keeps the
+    cause's status; its message, the job's error and the audit entry say how many stay, and where."""
+
+    def __init__(self, cause: PluginError, series: list[str], instances: int, marked: bool) -> None:
+        named = ", ".join(series[:SERIES_NAMED]) + (f" and {len(series) - SERIES_NAMED} more" if
+                                                    len(series) > SERIES_NAMED else "")
+        mark = ("they carry this call's options mark, so a call under the same options on their sources "
+                "counts them as done" if marked else "their series could not be marked with this call's options")
+        kept = (f"{instances} anonymized instance(s) of this call were kept, in series {named}, their "
+                f"sources being gone (each is the only copy left of its source; {mark}); "
+                "nothing else of this call was kept")
+        text = (cause.message.replace(NOTHING_KEPT, kept) if NOTHING_KEPT in cause.message
+                else f"{cause.message}; {kept}")
+        super().__init__(text)
+        self.cause = cause
+        self.series = tuple(series)
+        self.instances = instances
 
 
 class SubjectRequired(Refused):

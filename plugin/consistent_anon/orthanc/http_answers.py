@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import (BadFileFormat, BadRequest, Conflict, Forbidden, NotFound, PluginError, Refused,
-                      StoredButUnfinished, SubjectRequired)
+from ..errors import (BadFileFormat, BadRequest, Conflict, Forbidden, NotFound, PartlyKept, PluginError, Refused,
+                      StoredButUnfinished, SubjectRequired, bounded)
 
 #: HTTP reason phrases, as native's "HttpError" writes them.
 HTTP_ERRORS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -59,7 +59,10 @@ def _answer_of(error: PluginError) -> tuple[int, int, str]:
 
 def http_status(error: PluginError) -> int:
     """The HTTP status native gives for this failure. A step that failed after the result was
-    stored keeps its own status, but a 404 there is the plugin's failure (500), not the caller's."""
+    stored keeps its own status, but a 404 there is the plugin's failure (500), not the caller's.
+    A call that kept results as their sources went keeps its cause's status (404, 409)."""
+    if isinstance(error, PartlyKept):
+        return http_status(error.cause)
     if isinstance(error, StoredButUnfinished):
         return 500 if isinstance(error.cause, NotFound) else http_status(error.cause)
     return _answer_of(error)[0]
@@ -67,7 +70,7 @@ def http_status(error: PluginError) -> int:
 
 def orthanc_error(error: PluginError) -> tuple[int, str]:
     """Orthanc's ErrorCode and its description for this failure: Orthanc's own where it raised it."""
-    if isinstance(error, StoredButUnfinished):
+    if isinstance(error, (StoredButUnfinished, PartlyKept)):
         return orthanc_error(error.cause)
     _, code, description = _answer_of(error)
     return (code if error.orthanc_code is None else error.orthanc_code,
@@ -99,7 +102,7 @@ def error_body(error: PluginError, method: str, uri: str) -> str:
     code, description = orthanc_error(error)
     return json.dumps({"HttpError": HTTP_ERRORS.get(status, "Error"), "HttpStatus": status, "Message": error.message,
                        "Method": method, "OrthancError": description, "OrthancStatus": code,
-                       "Uri": uri}, indent=3)
+                       "Uri": bounded(uri)}, indent=3)
 
 
 def send_error(output: Any, error: PluginError, method: str, uri: str) -> None:

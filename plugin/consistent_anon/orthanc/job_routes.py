@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from .http_answers import json_text
 from ..errors import BadRequest
 from ..jobs.queue import FAILURE, SUCCESS, JobQueue
-from .rest_routes import register_route
+from .rest_routes import SEGMENT, register_route
 
 #: The global property where the plugin's jobs are kept across restarts. Orthanc keeps it per
 #: server (its own database with SQLite; per DatabaseServerIdentifier with a database plugin),
@@ -28,8 +28,8 @@ class JobRoutes:
 
     def register(self, guarded: Callable[[Callable], Callable]) -> None:
         register_route(self._orthanc, "/jobs", ("GET",), guarded(self.list_jobs))
-        register_route(self._orthanc, "/jobs/([^/]+)", ("GET", "DELETE"), guarded(self.one_job))
-        register_route(self._orthanc, "/jobs/([^/]+)/(cancel|pause|resume|resubmit)", ("POST",),
+        register_route(self._orthanc, f"/jobs/{SEGMENT}", ("GET", "DELETE"), guarded(self.one_job))
+        register_route(self._orthanc, f"/jobs/{SEGMENT}/(cancel|pause|resume|resubmit)", ("POST",),
                        guarded(self.action))
 
     def _answer_json(self, output: Any, value: Any) -> None:

@@ -23,18 +23,18 @@ from ..traceability.audit_log import FileAuditLog, Retention
 from ..identity.config import AUDIT_LOG_NAME, configuration_folder, parse_config
 from .coexistence import route_clash_warning
 from ..pipeline.engine import Anonymizer
-from ..errors import BadFileFormat, BadRequest, Forbidden, NotFound, PluginError
+from ..errors import BadFileFormat, BadRequest, Forbidden, NotFound, PluginError, bounded
 from .job_routes import JOBS_ASIDE_PROPERTY, JOBS_PROPERTY, JobRoutes
 from ..jobs.queue import Job, JobQueue, JobSettings
 from ..jobs.journal import CallJournal
 from ..identity.keys import (FileChecks, KeyChecks, KeyStore, PropertyChecks, SharedFileKey, migrate_property_key,
                              no_generated_key)
 from ..pipeline import native_answers
-from ..pipeline.options import AnonymizeRequest, parse_request
+from ..pipeline.options import UNWRITABLE, AnonymizeRequest, parse_request
 from ..orthanc_ids import BULK, LEVEL_TYPES, anonymized_counterpart
 from ..identity.pseudonyms import fresh_uid, is_valid_uid
 from .rest_port import RestPort
-from .rest_routes import register_route
+from .rest_routes import SEGMENT, register_route
 from ..verification.report import list_frames_of_reference, parse_verify_request, verify
 from ..dicom.uid_attributes import is_well_known
 from .ui_pages import UiPages, overview
@@ -104,13 +104,13 @@ class Plugin:
         register_route(self._orthanc, "/tools/generate-uid", ("GET",), self._guarded(self.generate_uid))
         register_route(self._orthanc, "/tools/bulk-anonymize", ("POST",), self._guarded(self.bulk_anonymize))
         register_route(self._orthanc, "/tools/anonymization-log", ("GET",), self._guarded(self.anonymization_log))
-        register_route(self._orthanc, "/(patients|studies|series|instances)/([^/]+)/anonymize", ("POST",),
-                                           self._guarded(self.anonymize))
-        register_route(self._orthanc, "/(patients|studies|series)/([^/]+)/frames-of-reference", ("GET",),
-                                           self._guarded(self.frames_of_reference))
+        register_route(self._orthanc, f"/(patients|studies|series|instances)/{SEGMENT}/anonymize", ("POST",),
+                       self._guarded(self.anonymize))
+        register_route(self._orthanc, f"/(patients|studies|series)/{SEGMENT}/frames-of-reference", ("GET",),
+                       self._guarded(self.frames_of_reference))
         register_route(self._orthanc, "/tools/verify-anonymization", ("POST",),
                        self._guarded(self.verify_anonymization))
-        register_route(self._orthanc, "/(studies|series)/([^/]+)/anonymized-counterpart", ("GET",),
+        register_route(self._orthanc, f"/(studies|series)/{SEGMENT}/anonymized-counterpart", ("GET",),
                                            self._guarded(self.anonymized_counterpart))
         self._orthanc.ExtendOrthancExplorer(EXPLORER_SCRIPT.read_text(encoding="utf-8"))
         self.ui_pages.register(self._guarded, self.config.register_root_uri)
@@ -205,10 +205,10 @@ class Plugin:
                 handler(output, uri, **request)
             except PluginError as error:
                 if http_answers.http_status(error) >= 500:
-                    self._orthanc.LogError(f"{method} {uri}: {error.message}")
+                    self._orthanc.LogError(f"{method} {bounded(uri)}: {error.message}")
                 send_error(output, error, method, uri)
             except Exception as error:  # a bug: log where, never what (values may identify)
-                self._orthanc.LogError(f"{method} {uri}: unexpected {type(error).__name__}\n"
+                self._orthanc.LogError(f"{method} {bounded(uri)}: unexpected {type(error).__name__}\n"
                                        + "".join(traceback.format_tb(error.__traceback__)))
                 send_error(output, PluginError(f"Internal error in the anonymization plugin "
                                                f"({type(error).__name__})"), method, uri)
@@ -231,12 +231,16 @@ class Plugin:
         """The query's arguments as the caller meant them: percent-encoding and "+" undone, UTF-8,
         where this Orthanc passes them still encoded (see DECODED_GET_SINCE)."""
         if self.port.version() >= DECODED_GET_SINCE:
-            return dict(args)
-        try:
-            return {urllib.parse.unquote_plus(name, errors="strict"): urllib.parse.unquote_plus(value, errors="strict")
-                    for name, value in args.items()}
-        except UnicodeDecodeError:
-            raise BadRequest("The arguments of the request are not percent-encoded UTF-8") from None
+            decoded = dict(args)
+        else:
+            try:
+                decoded = {urllib.parse.unquote_plus(name, errors="strict"):
+                           urllib.parse.unquote_plus(value, errors="strict") for name, value in args.items()}
+            except UnicodeDecodeError:
+                raise BadRequest("The arguments of the request are not percent-encoded UTF-8") from None
+        if any(UNWRITABLE.search(text) for pair in decoded.items() for text in pair):
+            raise BadRequest("The arguments of the request hold a NUL character or a lone UTF-16 surrogate")
+        return decoded
 
     def _pseudonym_for(self, level: str, args: dict[str, str]) -> str:
         """The pseudonym /anonymize gives a UID (or a PatientID), for scripts that build requests:
@@ -349,7 +353,7 @@ class Plugin:
         patient_id, study_uid, series_uid = self.port.identifiers(
             resource_id if level == "series" else resource["Series"][0])
         uids = (study_uid, series_uid) if level == "series" else (study_uid,)
-        pseudonyms = self.keys.pseudonymizer(request.get("get", {}).get("project"))
+        pseudonyms = self.keys.pseudonymizer(self._decoded(request.get("get", {})).get("project"))
         counterpart = anonymized_counterpart(pseudonyms, patient_id, *uids)
         try:
             self.port.call(self._orthanc.RestApiGet, f"/{level}/{counterpart}")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from . import http_answers
 from ..dicom.filereader import Header, UnreadableHeader, read_header
-from ..errors import BadRequest, Conflict, NotFound, PluginError
+from ..errors import BadRequest, Conflict, NotFound, PluginError, bounded
 from ..orthanc_ids import LEVEL_TYPES
 from ..pipeline.port import ALWAYS, IF_CHANGED, NEVER
 from .loopback import REVISION_ERROR, LoopbackRest
@@ -50,7 +50,7 @@ class RestPort:
         except self._orthanc.OrthancException as error:
             code = int(error.args[0]) if error.args else -1
             message = str(error.args[1]) if len(error.args) > 1 else "Orthanc error"
-            self._orthanc.LogInfo(f"built-in call {getattr(function, '__name__', '')} {args[0]}: {message}")
+            self._orthanc.LogInfo(bounded(f"built-in call {getattr(function, '__name__', '')} {args[0]}: {message}"))
             raise http_answers.native_error(code, message) from None
 
     def retried(self, function: Callable, *args: Any) -> Any:

@@ -12,6 +12,13 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+#: A path segment the plugin's routes take (an ID): printable ASCII, "/" excepted, alike for
+#: Orthanc's regular expressions (on the URI's bytes) and Python's (on its text). A segment with
+#: anything else is no Orthanc ID, and orthanc-python cannot even hand a URI that is not UTF-8
+#: to Python (it answers 500 "Internal error" itself): the plugin's routes leave such URIs to
+#: Orthanc, which answers them as it does without the plugin (404: no such resource or route).
+SEGMENT = r"([\x20-\x2e\x30-\x7e]+)"
+
 #: (pattern, methods, handler) in registration order: Orthanc serves a URI by the first pattern it matches.
 _ROUTES: list[tuple[re.Pattern[str], tuple[str, ...], Callable[..., None]]] = []
 

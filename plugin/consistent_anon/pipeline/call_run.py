@@ -1,6 +1,7 @@
 """One call's work on its sources, in stages: start (what is already stored) → each instance
 (InstanceSteps, by the workers) → conclude (whole and checked, or rolled back) → finish (options
-mark, labels, sources consumed). All of the result, or none of it.
+mark, labels, sources consumed). All of the result, or none of it: but for results whose sources
+were deleted while the call ran, which stay and are named in its error (errors.PartlyKept).
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Callable, Iterator
 
 from .native_answers import KEEP_LABELS_SINCE
 from .deletions import Deletions
-from ..errors import (Conflict, JobCanceled, NotFound, PluginError, ResultDisappeared, StoredButUnfinished,
-                      VerificationFailed)
+from ..errors import (NOTHING_KEPT, Conflict, JobCanceled, NotFound, PartlyKept, PluginError, ResultDisappeared,
+                      StoredButUnfinished, VerificationFailed)
 from .identities import NativeMarkers
 from .instance_steps import InstanceSteps
 from .labels import copy_labels
@@ -100,12 +101,14 @@ class CallRun:
         """Anonymize, check and store every source instance: all of them, or none; then, with
         KeepSource false, delete the sources. If any instance fails, `check` refuses the whole,
         or the job is canceled, the instances this call added, and that no other call counts
-        on, are deleted again."""
-        to_do = self._start()
+        on, are deleted again; but those whose sources were deleted meanwhile, which the
+        error then names (`_failed`)."""
         try:
-            self._store_each(to_do)
+            self._store_each(self._start())
             self._conclude(check)
-        except BaseException:  # rolled back, then reported as it is
+        except PluginError as error:  # rolled back; reported with what had to stay, if anything
+            raise self._failed(error) from None
+        except BaseException:  # JobCanceled, or a bug: rolled back, then reported as it is
             self._roll_back()
             raise
         try:  # the result is whole and checked: from here on it stays, whatever fails
@@ -164,10 +167,30 @@ class CallRun:
         if not plan.request.keep_source:
             self._parts.deletions.consume(self._results, plan.sources, plan.targets, self._steps.store)
 
-    def _roll_back(self) -> None:
+    def _roll_back(self) -> list[Stored]:
+        """Remove what the call added; answers the results that stay as their sources are gone."""
         ledger, deletions = self._parts.ledger, self._parts.deletions
-        deletions.roll_back(self._added)
-        deletions.roll_back(ledger.release(self._claimed, answered=False))
+        kept = deletions.roll_back(self._added)
+        return kept + deletions.roll_back(ledger.release(self._claimed, answered=False))
+
+    def _failed(self, error: PluginError) -> PluginError:
+        """The call's error once it is rolled back. Results whose sources were deleted meanwhile
+        stay (each is the only copy of its source): the error then says how many and where, and
+        their series get the options' mark where they have none, so that a call under the same
+        options counts them as done (see ResultIndex.already_stored) rather than storing them again."""
+        kept = self._roll_back()
+        try:
+            error = explained(self._parts.port, self._parts.ledger, self._plan.sources, error)
+        except PluginError:
+            pass  # whether sources went cannot be told: the call's own error is the one to report
+        if not kept:
+            return error
+        try:
+            self._parts.index.record_options(kept, self._plan.mark, overwrite=False)
+            marked = True
+        except PluginError:  # the series went too, or Orthanc failed: the error says it is unmarked
+            marked = False
+        return PartlyKept(error, sorted({stored["ParentSeries"] for stored in kept}), len(kept), marked)
 
     # --- One instance (on a worker) ---------------------------------------------------------
     def _attempt(self, source: Source) -> None:
@@ -214,18 +237,27 @@ class CallRun:
         distinct = {stored["ID"] for stored in self._results}
         if len(distinct) != total:
             raise VerificationFailed(f"{total} source instances gave {len(distinct)} distinct anonymized "
-                                     "instances (several got the same identifiers): nothing was kept")
+                                     f"instances (several got the same identifiers): {NOTHING_KEPT}")
         for series, members in by_series(self._results).items():
             if not {stored["ID"] for stored in members} <= self._parts.port.existing_instances(series):
                 raise ResultDisappeared()
+
+
+def explained(port: OrthancPort, ledger: Ledger, sources: list[Source], error: PluginError) -> PluginError:
+    """A source that disappears once listed was consumed (or deleted) by someone else meanwhile:
+    a 409 or 404 saying so, rather than the NotFound of whichever built-in call noticed first
+    (a NotFound while every source is still there is the call's own error, left as it is)."""
+    if not isinstance(error, NotFound) or isinstance(error, PartlyKept):
+        return error
+    gone = [source["ID"] for source in sources if not port.exists("instances", source["ID"])]
+    return vanished(ledger, gone) if gone else error
 
 
 def vanished(ledger: Ledger, gone: list[str]) -> PluginError:
     """409 where another call of this Orthanc consumed the sources (KeepSource false); else the
     404 native gives for a source deleted under it (by someone, another node, or Orthanc's own
     recycling under storage limits), with a message that says so."""
-    what = ("Source instances of this call were deleted while it ran ({}): nothing of this call was "
-            "kept; call again for what is left")
+    what = f"Source instances of this call were deleted while it ran ({{}}): {NOTHING_KEPT}; call again for what is left"
     if any(ledger.was_consumed(source) for source in gone):
         return Conflict(what.format("another call with KeepSource false consumed them"))
     return NotFound(what.format("by another call or node, by someone, or by Orthanc recycling the "

@@ -21,30 +21,37 @@ class Deletions:
         self._log_error = log_error  # Orthanc's error level; never an identifier in the message
 
     # --- A failed call --------------------------------------------------------------------
-    def roll_back(self, added: list[Stored]) -> None:
+    def roll_back(self, added: list[Stored]) -> list[Stored]:
         """Delete the results a failed call added, except those another call counts on or answered
-        (left to it: see Ledger.orphan), and those whose source is gone (consumed meanwhile: the
-        result is its only copy). A source another node deletes while its result is being
-        removed gets the result back from the copy read just before. Best effort: the original
+        (left to it: see Ledger.orphan), and those whose source is gone (consumed or deleted
+        meanwhile: the result is its only copy). A source another node deletes while its result
+        is being removed gets the result back from the copy read just before. Answers the results
+        kept as their sources are gone (the call's error names them). Best effort: the original
         error is the one to report."""
+        kept = []
         for stored in added:
             try:
-                self._remove_result(stored)
+                if self._remove_result(stored):
+                    kept.append(stored)
             except Exception as error:  # the call's own error is the one to report; this is logged
                 self._log_error(f"Rollback could not remove anonymized instance {stored['ID']} "
                                 f"({type(error).__name__}): remove it by hand")
+        return kept
 
-    def _remove_result(self, stored: Stored) -> None:
+    def _remove_result(self, stored: Stored) -> bool:
+        """Whether the result stays as its source is gone."""
         with self._ledger.guard():
             if not self._ledger.removable(stored["ID"]):
                 self._ledger.orphan(stored["ID"], stored)
-                return
+                return False
             if not self._port.exists("instances", stored["Source"]):
-                return
+                return True
             copy = self._port.read_file(stored["ID"])
             self._port.delete("instances", stored["ID"])
         if not self._port.exists("instances", stored["Source"]):
             self._port.store(copy)
+            return True
+        return False
 
     def discard(self, instance_id: str) -> None:
         """Delete a result that failed its check as stored (or could not be checked): it never stays."""

@@ -18,10 +18,10 @@ from dataclasses import replace
 from typing import Any, Callable, Iterator
 
 from . import native_answers
-from .call_run import CallParts, CallPlan, CallRun, Canceled, Progress, WholeCheck, vanished
+from .call_run import CallParts, CallPlan, CallRun, Canceled, Progress, WholeCheck, explained
 from ..identity.config import DEFAULT_OPTIONS_METADATA
 from .deletions import Deletions
-from ..errors import BadRequest, Conflict, NotFound, Refused, VerificationFailed
+from ..errors import NOTHING_KEPT, BadRequest, Conflict, NotFound, Refused, VerificationFailed
 from ..dicom.filereader import UnreadableHeader, read_header
 from .identities import NativeMarkers
 from .instance_steps import InstanceSteps
@@ -49,7 +49,7 @@ def _one_resource(level: str) -> WholeCheck:
         parents = {stored[PARENT_FIELD[level]] for stored in results}  # type: ignore[literal-required]
         if len(parents) != 1 or len({stored["ParentPatient"] for stored in results}) != 1:
             raise VerificationFailed(f"The anonymized {LEVEL_TYPES[level].lower()} would be split into "
-                                     f"{len(parents)} resources; nothing was stored")
+                                     f"{len(parents)} resources: {NOTHING_KEPT}")
     return check
 
 
@@ -168,16 +168,11 @@ class Anonymizer:
 
     @contextmanager
     def _vanishing(self, sources: list[Source]) -> Iterator[None]:
-        """A source that disappears once listed was consumed (or deleted) by someone else meanwhile:
-        a 409 or 404 saying so, rather than the NotFound of whichever built-in call noticed first
-        (a NotFound while every source is still there is the call's own error, left as it is)."""
+        """A NotFound while the call is planned, explained (call_run.explained)."""
         try:
             yield
-        except NotFound:
-            gone = [source["ID"] for source in sources if not self._port.exists("instances", source["ID"])]
-            if not gone:
-                raise
-            raise vanished(self._ledger, gone) from None
+        except NotFound as error:
+            raise explained(self._port, self._ledger, sources, error) from None
 
     def _refuse_merging(self, sources: list[Source], request: AnonymizeRequest) -> None:
         """400 for a Replace that gives several instances one identifier where it cannot hold: they
@@ -204,6 +199,4 @@ class Anonymizer:
     def _run(self, plan: CallPlan, progress: Progress, canceled: Canceled, check: WholeCheck) -> list[Stored]:
         parts = CallParts(self._port, self._ledger, self._index, self._deletions)
         steps = self._steps(plan.request, plan.pseudonyms, plan.markers)
-        run = CallRun(plan, parts, steps, self._origins.for_call(), progress, canceled)
-        with self._vanishing(plan.sources):
-            return run.run(check)
+        return CallRun(plan, parts, steps, self._origins.for_call(), progress, canceled).run(check)

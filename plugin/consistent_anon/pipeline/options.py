@@ -194,6 +194,22 @@ def _check_member_lengths(document: dict[str, Any]) -> None:
             raise BadRequest(f'Member "{name}" holds {len(value)} entries: at most {limit} are accepted')
 
 
+#: A NUL, or a UTF-16 surrogate alone (JSON "\ud800"), in a string of a body: no DICOM value,
+#: tag, ID or name holds one, and a lone surrogate cannot even be written out as UTF-8.
+UNWRITABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _refuse_unwritable(value: dict[str, Any] | list[Any]) -> None:
+    """400 for a body whose strings (member names included, at any depth) hold a NUL or a lone
+    surrogate: refused before any of them reaches Orthanc (where it gave 500), a log or an answer."""
+    for item in [*value.keys(), *value.values()] if isinstance(value, dict) else value:
+        if isinstance(item, str) and UNWRITABLE.search(item):
+            raise BadRequest("A string of the body of the request holds a NUL character or a lone UTF-16 "
+                             "surrogate (\\u0000, \\ud800-\\udfff): no DICOM value, tag or ID may hold one")
+        if isinstance(item, (dict, list)):
+            _refuse_unwritable(item)
+
+
 def parse_json_object(body: bytes | str | None) -> dict[str, Any]:
     """A request body that must be a JSON object; 400 otherwise (an empty body too, as native), and
     for a body beyond the limits above, before it is parsed."""
@@ -212,6 +228,7 @@ def parse_json_object(body: bytes | str | None) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise BadFileFormat("The body of the request must be a JSON object")
     _check_member_lengths(document)
+    _refuse_unwritable(document)
     return document
 
 

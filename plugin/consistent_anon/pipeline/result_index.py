@@ -178,12 +178,15 @@ class ResultIndex:
                 not seal.recognizes(self._port.read_file(stored["ID"]), output):
             raise other_options(stored["ParentSeries"])
 
-    def record_options(self, results: list[Stored], mark: str) -> None:
+    def record_options(self, results: list[Stored], mark: str, overwrite: bool = True) -> None:
         """The options' mark on each result series, once the call's result is whole: a call that
-        fails leaves no mark, so a re-run compares what it finds rather than trusting it. A mark
-        already there is not written again (a read costs a fraction of a write's transaction)."""
+        fails leaves no mark, so a re-run compares what it finds rather than trusting it; except
+        on the results it kept as their sources went (each checked as stored): there, only where
+        no mark is (`overwrite` False), never over another call's. A mark already there is not
+        written again (a read costs a fraction of a write's transaction)."""
         for series in sorted({stored["ParentSeries"] for stored in results}):
-            if self._port.metadata("series", series, self._options_metadata) != mark:
+            recorded = self._port.metadata("series", series, self._options_metadata)
+            if recorded != mark and (overwrite or recorded is None):
                 self._port.set_metadata("series", series, self._options_metadata, mark)
 
 

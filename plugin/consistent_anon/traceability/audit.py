@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 from .audit_log import (LEVELS, ROUTES, SAMPLE_SIZE, AuditEntry, AuditLog, is_count, is_name, is_orthanc_id,
                         is_project_name)
-from ..errors import BadRequest, PluginError
+from ..errors import BadRequest, PartlyKept, PluginError
 from ..orthanc_ids import BULK
 from ..jobs.queue import Job
 from ..identity.keys import KeyStore
@@ -61,6 +61,8 @@ def outcome_of(error: BaseException | None) -> tuple[str, str]:
     """The outcome and reason code of a request that ended with `error` (None: it succeeded)."""
     if error is None:
         return "Success", "Completed"
+    if isinstance(error, PartlyKept):  # failed, yet some results stay: never "Refused"
+        return "Failed", "PartlyKept"
     cause = getattr(error, "cause", None)  # StoredButUnfinished: the step after storing that failed
     if cause is not None:
         return "Failed", "OrthancError" if getattr(cause, "orthanc_code", None) is not None else "InternalError"
@@ -167,6 +169,9 @@ class AuditTrail:
         facts = self._facts(call.body, outcome != "Refused")
         sources = facts.resources if call.level == BULK else (call.resource_id,)
         results, result_count, instances, failed = _results(call.level, call.answer)
+        if isinstance(error, PartlyKept):  # what stays of a failed call
+            results = tuple(s for s in error.series if is_orthanc_id(s))[:SAMPLE_SIZE]
+            result_count, instances = len(error.series), error.instances
         return AuditEntry(route=ROUTES[call.level], level=LEVELS[call.level], outcome=outcome, reason=reason,
                           sources=_sample(sources), source_count=len(sources), results=results,
                           result_count=result_count, user=call.user,

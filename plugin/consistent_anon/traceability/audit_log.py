@@ -36,7 +36,7 @@ from ..orthanc_ids import BULK, LEVEL_TYPES
 REASONS = {
     "Success": frozenset({"Completed"}),
     "Refused": frozenset({"BadRequest", "UnknownResource", "Conflict", "Forbidden"}),
-    "Failed": frozenset({"VerificationFailed", "KeyMismatch", "OrthancError", "InternalError"}),
+    "Failed": frozenset({"VerificationFailed", "KeyMismatch", "OrthancError", "InternalError", "PartlyKept"}),
     "Canceled": frozenset({"CanceledByUser"}),
 }
 #: An entry's level, and its route, by the REST API's name of the level called.

@@ -25,9 +25,9 @@ from ..identity.pseudonyms import Pseudonymizer
 from ..dicom.scanning import TextFinder, UidNeedles, describe, find_uids, instance_uids
 from ..pipeline.sealing import without_encrypted_attributes
 from ..dicom.uid_attributes import UID_TAGS, is_well_known
-from ..dicom.vocabulary import (FRAME_OF_REFERENCE_UID, LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
-                                REFERENCED_SOP_CLASS_UID, REFERENCED_SOP_INSTANCE_UID, SERIES_INSTANCE_UID,
-                                SOP_INSTANCE_UID, STUDY_INSTANCE_UID, Path)
+from ..dicom.vocabulary import (DEIDENTIFICATION_METHOD, FRAME_OF_REFERENCE_UID, LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
+                                PATIENT_IDENTITY_REMOVED, REFERENCED_SOP_CLASS_UID, REFERENCED_SOP_INSTANCE_UID,
+                                SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, Path)
 
 INSTANCE, SERIES, STUDY, FRAME = "Instance", "Series", "Study", "FrameOfReference"
 KINDS = (INSTANCE, SERIES, STUDY, FRAME)
@@ -79,6 +79,16 @@ class InstanceSummary:
     patient_id: str = ""
     series: tuple[str, str, str, str] = ("", "", "", "")  # SeriesInstanceUID, Number, Modality, Description
     fingerprint: tuple = ()
+    marked: bool = False  # carries a de-identification marker (see `is_marked`)
+
+
+def is_marked(header: Header) -> bool:
+    """Whether an instance says it was de-identified (PS3.15 E.1.1): PatientIdentityRemoved YES,
+    or a DeidentificationMethod (a de-identification that kept the identity on purpose says NO,
+    and names its method). An "anonymized" set without either is none: the sides were swapped,
+    or it was never anonymized."""
+    return (header.text(PATIENT_IDENTITY_REMOVED).strip().upper() == "YES"
+            or bool(header.text(DEIDENTIFICATION_METHOD).strip()))
 
 
 def _text(header: Header, keyword: str) -> str:
@@ -108,6 +118,7 @@ def summarize(instance_id: str, series_id: str, header: Header,
     summary.series = tuple(_text(header, keyword) for keyword in
                            ("SeriesInstanceUID", "SeriesNumber", "Modality", "SeriesDescription"))
     summary.fingerprint = tuple(_text(header, keyword) for keyword in FINGERPRINT)
+    summary.marked = is_marked(header)
     return summary
 
 
@@ -456,13 +467,16 @@ def compare(sources: list[InstanceSummary], anonymized: list[InstanceSummary], p
     unpaired_anonymized = sorted(a.id for a in anonymized if a.id not in pairs)
     # An instance without a source here (another call's, another study's) cannot be judged.
     broken_references = [r for r in unresolved if r["InSource"] in ("Resolved", "Absent")]
+    not_anonymized = sorted(a.id for a in anonymized if not a.marked)
     clean = (not found.total and not inconsistent.total and not broken_references
-             and all(f["OneToOne"] for f in frames) and not unpaired_sources)
+             and all(f["OneToOne"] for f in frames) and not unpaired_sources and not not_anonymized)
     return {
         "Clean": clean,
         "PairedInstancesCount": len(pairs),
         "UnpairedSourceInstances": unpaired_sources[:LIST_LIMIT],
         "UnpairedAnonymizedInstances": unpaired_anonymized[:LIST_LIMIT],
+        "NotAnonymizedInstances": not_anonymized[:LIST_LIMIT],
+        "NotAnonymizedInstancesCount": len(not_anonymized),
         "FramesOfReference": frames,
         "InconsistentUids": list(inconsistent),
         "ReferencesCount": checked,

@@ -314,6 +314,10 @@
     if (report.UnpairedSourceInstances.length) {
       list.push(plural(report.UnpairedSourceInstances.length, 'source instance') + ' without an anonymized copy');
     }
+    if (report.NotAnonymizedInstancesCount) {
+      list.push(plural(report.NotAnonymizedInstancesCount, 'instance') + ' of the anonymized side without a ' +
+                'de-identification marker (sides swapped, or not anonymized)');
+    }
     return list;
   }
 
