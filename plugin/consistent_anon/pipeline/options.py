@@ -20,7 +20,7 @@ CALL_MEMBERS = ("Asynchronous", "Synchronous", "KeepSource", "Priority", "Projec
                 "UserData")
 #: Body members of the plugin's own that decide what an instance becomes: not sent to native, part
 #: of the options' mark through the project's settings they resolve to.
-PLUGIN_MEMBERS = ("ShiftDates",)
+PLUGIN_MEMBERS = ("ShiftDates", "DeidentificationOptions")
 
 
 def _canonical_tag(name: str) -> str:
@@ -47,6 +47,8 @@ class AnonymizeRequest:
     #: there a Transcode native cannot honour keeps the source's transfer syntax.
     whole_resources: bool = False
     shift_dates: bool | None = None  # the body's "ShiftDates": None leaves it to the project
+    #: The PS3.15 options asked for by name ("DeidentificationOptions": "CleanDescriptors"...).
+    deidentification_options: frozenset[str] = frozenset()
     #: The project's settings (dates, subjects, trial attributes), attached by `for_project`.
     settings: ProjectSettings = field(default_factory=ProjectSettings)
 
@@ -108,6 +110,8 @@ class AnonymizeRequest:
                 continue
             members[name] = value
         members.update(self.settings.output_options())
+        if self.deidentification_options:
+            members["DeidentificationOptions"] = sorted(self.deidentification_options)
         return json.dumps(members, sort_keys=True, separators=(",", ":"))
 
     @cached_property
@@ -212,6 +216,9 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
         if name in document and (not isinstance(document[name], list)
                                  or not all(isinstance(v, str) for v in document[name])):
             raise _member_error(name, "an array of strings", BadRequest)
+    options = document.get("DeidentificationOptions", [])
+    if not isinstance(options, list) or not all(isinstance(v, str) for v in options):
+        raise _member_error("DeidentificationOptions", "an array of strings", BadRequest)
     if "Replace" in document and not isinstance(document["Replace"], dict):
         raise _member_error("Replace", "an object", BadRequest)
     if "Priority" in document and (isinstance(document["Priority"], bool)
@@ -232,4 +239,5 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
         resources=document.get("Resources"),
         keep_labels=document.get("KeepLabels", False) is True,  # native checks its type
         shift_dates=document.get("ShiftDates"),
+        deidentification_options=frozenset(options),
     )

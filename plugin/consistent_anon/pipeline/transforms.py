@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from ..identity import dates
 from ..dicom.filereader import Header
+from .cleaning import keep_cleaned
 from .options import AnonymizeRequest
 from ..identity.pseudonyms import Pseudonymizer
 from ..dicom.vocabulary import (CLINICAL_TRIAL_SUBJECT_ID, CODE_MEANING, CODE_VALUE, CODING_SCHEME_DESIGNATOR,
@@ -26,6 +27,8 @@ class Changes:
 
     replace: dict[str, Any] = field(default_factory=dict)
     remove: list[str] = field(default_factory=list)
+    #: Attributes native must keep though its profile removes them (cleaning.keep_cleaned).
+    keep: list[str] = field(default_factory=list)
     expected: dict[Path, tuple[str, ...]] = field(default_factory=dict)
 
     def set(self, path: Path, value: Any, expected: tuple[str, ...] | None = None) -> None:
@@ -83,5 +86,6 @@ def clinical_trial(source: Header, request: AnonymizeRequest, patient_id: str, p
             changes.set(Path.top(tag), value, (value,) if value else ())
 
 
-#: Applied in this order to every instance, after its identities are planned.
-TRANSFORMS: tuple[InstanceTransform, ...] = (shift_dates, clinical_trial)
+#: Applied in this order to every instance, after its identities are planned; `keep_cleaned`
+#: last, as it keeps only what no other transform replaces.
+TRANSFORMS: tuple[InstanceTransform, ...] = (shift_dates, clinical_trial, keep_cleaned)
