@@ -69,6 +69,7 @@ def test_a_name_word_that_is_the_sources_own_value_of_a_plain_attribute_there_st
     ("DOE^JOHN", "123456", "", "Doe-John"),
     ("DOE^JOHN", "123456", "", "john.doe"),
     ("DOE^JOHN", "123456", "", "series/7734123/123456"),
+    ("DOE^JOHN", "MRN7734125", "", "ID 7734125"),          # an ID without its own prefix
 ])
 def test_identifiers_are_found_across_separators_glued_prefixes_and_formats(name, patient_id, accession, text):
     src = source(name=name, patient_id=patient_id, AccessionNumber=accession)

@@ -57,6 +57,9 @@ _DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 #: The formats a date is written in free text, from its year, month and day.
 DATE_FORMATS = ("{y}{m}{d}", "{y}-{m}-{d}", "{y}.{m}.{d}", "{y}/{m}/{d}", "{m}/{d}/{y}", "{d}/{m}/{y}",
                 "{d}.{m}.{y}", "{d}-{m}-{y}", "{m}-{d}-{y}")
+#: The digits of an alphanumeric ID are searched alone from this length on.
+ID_DIGITS = 6
+_DIGIT_RUN = re.compile(r"[0-9]+")
 _NAME_SEPARATORS = re.compile(r"[\^=,\s]+")
 #: A prefix glued to an identifier: a few letters, and a separator or none ("MRN-", "PID", "#").
 _ID_PREFIX = re.compile(r"(?:(?<![^\W\d_])[^\W\d_]{1,6}[-#:]?|#)$")
@@ -98,6 +101,8 @@ def _variants(label: str, value: str) -> set[str]:
         return {value, *(part.strip() for part in value.split(","))}
     if "Telephone" in label:
         return {value, re.sub(r"[^0-9]", "", value)}
+    if label in ID_LABELS:  # an ID written without its own prefix: "7734125" for MRN7734125
+        return {value, *(run for run in _DIGIT_RUN.findall(value) if len(run) >= ID_DIGITS)}
     return {value}
 
 

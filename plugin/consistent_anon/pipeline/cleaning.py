@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # transforms.py lists `keep_cleaned` among its transforms
 #: Text VRs whose cleaned value native writes back; dates are emptied instead (no marker fits).
 CLEANED_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN"})
 CLEANED_DATE_VRS = frozenset({"DA", "DT"})
+_CLEANED_VRS = CLEANED_TEXT_VRS | CLEANED_DATE_VRS
 #: Graphics that cannot be cleaned, removed under Clean Graphics: overlay bitmaps (a burned-in
 #: name cannot be told from a drawing) and curves (a retired module of binary data).
 _OVERLAY_DATA = 0x3000
@@ -44,7 +45,7 @@ class Cleaning:
     finder: TextFinder
 
     def covers(self, element: Element) -> bool:
-        return element.vr in CLEANED_TEXT_VRS | CLEANED_DATE_VRS and self.attributes.covers(element.path)
+        return element.vr in _CLEANED_VRS and self.attributes.covers(element.path)
 
     def clean(self, element: Element, values: tuple[str, ...]) -> tuple[str, ...]:
         """The values without the source's identifiers: a text with each replaced by the

@@ -152,8 +152,8 @@ def _advice(path: Path, plan: InstancePlan) -> str:
     """How the caller gets past an identifier in a kept element: remove it, or, where a Clean
     option covers it and is not asked for, ask for the option."""
     advice = f"add \"Remove\": [\"{request_name(path)}\"] to the request to anonymize without it"
-    option = next((ANY_CLEAN_OPTION.option_of(tag) for tag in (path[1], *(s for s, _ in path[0]))
-                   if ANY_CLEAN_OPTION.option_of(tag)), None)
+    options = (ANY_CLEAN_OPTION.option_of(tag) for tag in (path[1], *(sequence for sequence, _ in path[0])))
+    option = next((name for name in options if name is not None), None)
     if option is not None and plan.cleaning is None:
         advice += f", or \"DeidentificationOptions\": [\"{option}\"] to clean it"
     return advice
