@@ -23,16 +23,20 @@ class CleanedAttributes:
 
     def __init__(self, options: frozenset[str] | set[str]) -> None:
         rows = [(option, row) for option in CLEAN_OPTIONS if option in options for row in _TABLE[option]]
-        self._options = {_mask(row): option for option, row in rows}
+        self._exact = {int(row, 16): option for option, row in rows if "X" not in row}
+        self._masked = [(_mask(row), option) for option, row in rows if "X" in row]  # a few repeating groups
 
     def __bool__(self) -> bool:
-        return bool(self._options)
+        return bool(self._exact or self._masked)
 
     def option_of(self, tag: int) -> str | None:
         """The option that cleans a tag, None if none of these does. Private tags never."""
         if is_private(tag):
             return None
-        return next((option for (mask, value), option in self._options.items() if tag & mask == value), None)
+        option = self._exact.get(tag)
+        if option is not None:
+            return option
+        return next((option for (mask, value), option in self._masked if tag & mask == value), None)
 
     def covers(self, path: Path) -> bool:
         """Whether an element is cleaned: its attribute, or a sequence holding it, is one the

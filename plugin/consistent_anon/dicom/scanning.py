@@ -162,6 +162,9 @@ _WRITTEN = re.compile(PSEUDONYMOUS_NAME.pattern + "|" + re.escape(MARKER))
 _LETTER = r"[^\W\d_]"
 #: A text without letters, from a digit to a digit (a date, a date-time): no case to ignore.
 _NUMBER = re.compile(r"[0-9](?:[0-9.+-]*[0-9])?")
+#: Up to this many numbers are searched in the pattern with the other texts; more (a set's
+#: date-times) where a number starts.
+_NUMBERS_IN_PATTERN = 64
 #: Where such a text may start as a whole word: not inside a run of digits.
 _NUMBER_START = re.compile(r"(?<![0-9])[0-9]")
 _DIGIT = re.compile(r"[0-9]")
@@ -172,7 +175,7 @@ def _class_of(character: str) -> str | None:
     separator, which is a boundary by itself)."""
     if "0" <= character <= "9":
         return "[0-9]"
-    return _LETTER if re.match(_LETTER, character) else None
+    return _LETTER if character.isalpha() else None
 
 
 def _as_word(text: str) -> str:
@@ -196,16 +199,17 @@ class TextFinder:
     `whole_value_only` names, as the whole value of an element. `needles` maps each text to a
     label. The plugin's own pseudonymous name and the cleaning's marker are never searched.
 
-    Texts are searched with one pattern of them all, except numbers (the dates of a set, one per
-    instance where each has its own acquisition date-time): a pattern of alternatives tries each
-    at every place, so those are looked up by length where a number starts, at a cost that does
-    not grow with their count."""
+    Texts are searched with one pattern of them all, except many numbers (the dates of a set, one
+    per instance where each has its own acquisition date-time): a pattern of alternatives tries
+    each at every place, so those are looked up by length where a number starts, at a cost that
+    does not grow with their count."""
 
     def __init__(self, needles: dict[str, str]) -> None:
         self._labels = {text.lower(): label for text, label in needles.items() if text}
         self._whole = {text for text in self._labels if whole_value_only(text)}
         words = sorted((t for t in self._labels if t not in self._whole), key=len, reverse=True)
-        self._numbers = frozenset(text for text in words if _NUMBER.fullmatch(text))
+        numbers = [text for text in words if _NUMBER.fullmatch(text)]
+        self._numbers = frozenset(numbers if len(numbers) > _NUMBERS_IN_PATTERN else ())
         self._number_lengths = sorted({len(text) for text in self._numbers}, reverse=True)
         others = [text for text in words if text not in self._numbers]
         self._pattern = re.compile("|".join(map(_as_word, others)), re.IGNORECASE) if others else None
@@ -236,7 +240,8 @@ class TextFinder:
     def spans(self, value: str) -> list[tuple[int, int, str]]:
         """(start, end, the text found, lower case) of every text in one value: the whole value,
         or the words; leftmost first, the longest where several start at the same place."""
-        value = _WRITTEN.sub(lambda match: " " * len(match.group(0)), value)
+        if "Anonymized-" in value or MARKER in value:
+            value = _WRITTEN.sub(lambda match: " " * len(match.group(0)), value)
         whole = value.strip(" \x00")
         if whole.lower() in self._whole:
             start = value.index(whole)
