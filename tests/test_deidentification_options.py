@@ -115,10 +115,20 @@ def test_every_result_records_the_basic_profile_and_each_applied_options_code_on
 def test_an_option_whose_work_is_not_done_claims_no_code_and_keeps_nothing():
     image = two_frame_study(per_series=1).series[0][0]
     image.StudyDescription = "Knee"
-    for name in ("CleanDescriptors", "CleanStructuredContent", "CleanGraphics", "CleanPixelData"):
+    for name in ("CleanPixelData",):
         assert name in OPTION_CODES and name not in IMPLEMENTED_OPTIONS
         planned = plan(image, f'{{"DeidentificationOptions": ["{name}"]}}')
         assert codes_of(planned) == ["113100"] and "Keep" not in planned.native_body
+
+
+def test_the_clean_options_claim_their_codes_once_their_work_is_done():
+    image = two_frame_study(per_series=1).series[0][0]
+    image.StudyDescription = "Knee"
+    for name, code in (("CleanDescriptors", "113105"), ("CleanStructuredContent", "113104"),
+                       ("CleanGraphics", "113103")):
+        assert name in IMPLEMENTED_OPTIONS
+        assert codes_of(plan(image, f'{{"DeidentificationOptions": ["{name}"]}}')) == ["113100", code]
+    assert "0008,1030" in plan(image, '{"DeidentificationOptions": ["CleanDescriptors"]}').native_body["Keep"]
 
 
 def test_what_an_option_keeps_goes_to_natives_keep_unless_the_caller_or_the_plan_decides():

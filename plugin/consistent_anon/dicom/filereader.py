@@ -155,8 +155,9 @@ class Element:
     def readings(self) -> tuple[str, ...]:
         """Every text a search for identifiers must look at in this element: its values as
         decoded, and, where the bytes may hold text written otherwise (a private or binary
-        element, a hostile writer), the bytes read in the declared character set and in UTF-16 of
-        either byte order at either alignment. Numbers and UIDs have one reading."""
+        element, a hostile writer), the bytes read in the declared character set, in UTF-8 (a name
+        written so under a Latin-1 declaration), and in UTF-16 of either byte order at either
+        alignment. Numbers and UIDs have one reading."""
         readings = list(self.values)
         if self.vr in _NUMBERS or self.vr in _ONE_READING or self._values is not None and not self._raw:
             return tuple(readings)
@@ -166,6 +167,8 @@ class Element:
                 readings.append(decode_bytes(raw, list(self._encodings), _TEXT_DELIMITERS))
             except Exception:  # not text in that character set: the other readings stand
                 pass
+        if max(raw, default=0) >= 0x80:  # UTF-8 written under another declared character set
+            readings.append(raw.decode("utf-8", "replace"))
         if b"\x00" in raw.rstrip(b"\x00"):
             for start in (0, 1):
                 part = raw[start:len(raw) - (len(raw) - start) % 2]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 
 from .filereader import Header
 from .vocabulary import CODE_VALUE, DEIDENTIFICATION_METHOD_CODE_SEQUENCE
+from .vocabulary import Path as VocabularyPath
 
 _TABLE = json.loads(Path(__file__).with_name("option_attributes.json").read_text())
 _OPTIONS: dict = _TABLE["options"]
@@ -83,3 +85,39 @@ def recorded_options(header: Header) -> frozenset[str]:
 def kept_under(options: frozenset[str]) -> frozenset[int]:
     """The attributes these options keep as they are (K)."""
     return frozenset().union(*(KEPT_TAGS[name] for name in options))
+
+
+#: The options that clean (keep what Table E.1-1 marks C, its identifying content replaced).
+CLEAN_OPTIONS = ("CleanDescriptors", "CleanStructuredContent", "CleanGraphics")
+
+
+class CleanedAttributes:
+    """The attributes the given Clean options keep to be cleaned (none without a Clean option):
+    Table E.1-1's C rows of those options, a repeating group's row covering its whole range."""
+
+    def __init__(self, options: frozenset[str] | set[str]) -> None:
+        self._options = tuple(option for option in CLEAN_OPTIONS if option in options)
+
+    def __bool__(self) -> bool:
+        return bool(self._options)
+
+    def option_of(self, tag: int) -> str | None:
+        """The option that cleans a tag, None if none of these does. Private tags never."""
+        return _cleaning_option(self._options, tag)
+
+    def covers(self, path: VocabularyPath) -> bool:
+        """Whether an element is cleaned: its attribute, or a sequence holding it, is one the
+        options clean (the text items of a kept Content Sequence, of a Graphic Annotation)."""
+        steps, tag = path
+        return any(self.option_of(t) is not None for t in (tag, *(sequence for sequence, _ in steps)))
+
+
+@lru_cache(maxsize=8192)  # asked for every element of every output under a Clean option
+def _cleaning_option(options: tuple[str, ...], tag: int) -> str | None:
+    if tag >> 16 & 1:
+        return None
+    return next((option for option in options if is_cleaned(option, tag)), None)
+
+
+#: Every attribute any Clean option cleans: which option to name where an identifier is refused.
+ANY_CLEAN_OPTION = CleanedAttributes(frozenset(CLEAN_OPTIONS))

@@ -13,7 +13,7 @@ import pydicom
 
 from .filereader import Element, Header
 from .uid_attributes import is_well_known
-from .vocabulary import Path, Tag, is_private
+from .vocabulary import COMMON_WORDS, Path, Tag, is_private
 _UID_TOKEN = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 _UID_TOKEN_BYTES = re.compile(rb"[0-9]+(?:\.[0-9]+)+")
 #: Digits and dots written in UTF-16: a run of them (either byte order, which differ by one byte
@@ -166,41 +166,76 @@ def find_uids(header: Header, wanted: UidNeedles | set[str] | frozenset[str]) ->
 #: UIDs are searched by `find_uids`, token by token), times and ages.
 _NOT_TEXT_VRS = frozenset({"UI", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT", "OF", "OD",
                            "DS", "IS", "TM", "AS", "US or SS"})
-#: Texts shorter than this are found only as an element's whole value: a short word is everywhere.
+#: Numbers shorter than this are found only as an element's whole value: a short number is
+#: everywhere (a year, a count, a series number).
 MIN_WORD = 5
+#: Texts shorter than this are found only as an element's whole value ("MR", "Dr").
+MIN_TEXT = 3
 #: The PatientName the plugin writes (pseudonyms.Pseudonymizer.patient_name).
 PSEUDONYMOUS_NAME = re.compile(r"(?<![0-9A-Za-z])Anonymized-[0-9A-F]{10}(?![0-9A-Za-z])")
-
-
+#: What Clean Descriptors writes in place of an identifier (identifiers.MARKER): no identifier.
+MARKER = "[removed]"
+#: Texts the plugin writes, never searched: blanked (same length) before a search.
+_WRITTEN = re.compile(PSEUDONYMOUS_NAME.pattern + "|" + re.escape(MARKER))
+#: A letter of any script: a word character that is neither a digit nor "_".
+_LETTER = r"[^\W\d_]"
 #: A text without letters, from a digit to a digit (a date, a date-time): no case to ignore.
 _NUMBER = re.compile(r"[0-9](?:[0-9.+-]*[0-9])?")
-#: Where such a text may start as a whole word, and what may not follow it (as the pattern of
-#: words, case-insensitive: [A-Za-z] then takes in four letters outside ASCII).
-_NUMBER_START = re.compile(r"(?<![0-9A-Za-z_])[0-9]", re.IGNORECASE)
-_WORD_CHARACTER = re.compile(r"[0-9A-Za-z_]", re.IGNORECASE)
+#: Up to this many numbers are searched in the pattern with the other texts; more (a set's
+#: date-times) where a number starts.
+_NUMBERS_IN_PATTERN = 64
+#: Where such a text may start as a whole word: not inside a run of digits.
+_NUMBER_START = re.compile(r"(?<![0-9])[0-9]")
+_DIGIT = re.compile(r"[0-9]")
+
+
+def _class_of(character: str) -> str | None:
+    """The run a text's end character belongs to, as a pattern: letters, digits, or none (a
+    separator, which is a boundary by itself)."""
+    if "0" <= character <= "9":
+        return "[0-9]"
+    return _LETTER if character.isalpha() else None
+
+
+def _as_word(text: str) -> str:
+    """The pattern of a text found as a word: not inside a run of letters or of digits, so that
+    "_", "-", ".", "/", "\\", spaces and a change between letters and digits bound it ("MRN7734125"
+    holds 7734125, "TESTIS" does not hold TEST)."""
+    before, after = _class_of(text[0]), _class_of(text[-1])
+    return ((f"(?<!{before})" if before else "") + re.escape(text) + (f"(?!{after})" if after else ""))
+
+
+def whole_value_only(text: str) -> bool:
+    """Whether a text is found only as an element's whole value, never inside a longer text:
+    shorter than MIN_TEXT, a common word (vocabulary.COMMON_WORDS), or a number shorter than
+    MIN_WORD."""
+    return len(text) < MIN_TEXT or text.lower() in COMMON_WORDS or (text.isdigit() and len(text) < MIN_WORD)
 
 
 class TextFinder:
     """Finds given texts (case-insensitive) in any textual element, private and unknown (UN, OB)
-    ones included: as a whole word inside a longer text when they have at least `min_word`
-    characters, as the whole value of an element when shorter (a short word is everywhere).
-    `needles` maps each text to a label.
+    ones included: as a word inside a longer text (`_as_word`), or, for the texts
+    `whole_value_only` names, as the whole value of an element. `needles` maps each text to a
+    label. The plugin's own pseudonymous name and the cleaning's marker are never searched.
 
-    Texts are searched with one pattern of them all, except where they are all numbers (the
-    dates of a set, one per instance where each has its own acquisition date-time): a pattern of
-    alternatives tries each at every place, so those are looked up by length where a number
-    starts, at a cost that does not grow with their count."""
+    Texts are searched with one pattern of them all, except many numbers (the dates of a set, one
+    per instance where each has its own acquisition date-time): a pattern of alternatives tries
+    each at every place, so those are looked up by length where a number starts, at a cost that
+    does not grow with their count."""
 
-    def __init__(self, needles: dict[str, str], min_word: int = MIN_WORD) -> None:
+    def __init__(self, needles: dict[str, str]) -> None:
         self._labels = {text.lower(): label for text, label in needles.items() if text}
-        self._whole = {text for text in self._labels if len(text) < min_word}
+        self._whole = {text for text in self._labels if whole_value_only(text)}
         words = sorted((t for t in self._labels if t not in self._whole), key=len, reverse=True)
-        numbers = bool(words) and all(_NUMBER.fullmatch(text) for text in words)
-        self._numbers = frozenset(words) if numbers else frozenset()
+        numbers = [text for text in words if _NUMBER.fullmatch(text)]
+        self._numbers = frozenset(numbers if len(numbers) > _NUMBERS_IN_PATTERN else ())
         self._number_lengths = sorted({len(text) for text in self._numbers}, reverse=True)
-        self._pattern = re.compile(
-            r"(?<![0-9A-Za-z_])(?:" + "|".join(re.escape(text) for text in words) + r")(?![0-9A-Za-z_])",
-            re.IGNORECASE) if words and not numbers else None
+        others = [text for text in words if text not in self._numbers]
+        self._pattern = re.compile("|".join(map(_as_word, others)), re.IGNORECASE) if others else None
+
+    def label(self, text: str) -> str:
+        """The label of a text found (lower case)."""
+        return self._labels.get(text.lower(), "text")
 
     def find(self, header: Header) -> list[tuple[Element, str]]:
         """(element, label) for every element holding one of the texts."""
@@ -209,8 +244,7 @@ class TextFinder:
 
     def matches(self, header: Header) -> list[tuple[Element, str, str]]:
         """(element, label, the text found, lower case) for every text in every element, in any
-        reading of its bytes (UTF-16, the declared character set). The plugin's own pseudonymous
-        name (`Anonymized-` and ten hex digits) is no match, whatever the source's name."""
+        reading of its bytes (UTF-8, UTF-16, the declared character set)."""
         if self._pattern is None and not self._numbers and not self._whole:
             return []
         found: set[tuple[Element, str, str]] = set()
@@ -218,32 +252,37 @@ class TextFinder:
             if element.vr in _NOT_TEXT_VRS:
                 continue
             for reading in element.readings():
-                reading = PSEUDONYMOUS_NAME.sub(" ", reading)
                 for value in reading.split("\\"):
-                    whole = value.strip(" \x00").lower()
-                    if whole in self._whole:
-                        found.add((element, self._labels[whole], whole))
-                for text in self._words_in(reading):
-                    found.add((element, self._labels.get(text, "text"), text))
+                    found.update((element, self.label(text), text) for _, _, text in self.spans(value))
         return sorted(found, key=lambda match: (match[0].path, match[1], match[2]))
 
-    def _words_in(self, reading: str) -> Iterator[str]:
-        """The texts of at least `min_word` characters in a reading, lower case: leftmost first,
-        the longest where several start at the same place, none overlapping."""
-        if self._pattern is not None:
-            yield from (match.group(0).lower() for match in self._pattern.finditer(reading))
-        if not self._numbers:
+    def spans(self, value: str) -> list[tuple[int, int, str]]:
+        """(start, end, the text found, lower case) of every text in one value: the whole value,
+        or the words; leftmost first, the longest where several start at the same place."""
+        if "Anonymized-" in value or MARKER in value:
+            value = _WRITTEN.sub(lambda match: " " * len(match.group(0)), value)
+        whole = value.strip(" \x00")
+        if whole.lower() in self._whole:
+            start = value.index(whole)
+            return [(start, start + len(whole), whole.lower())]
+        found = [(m.start(), m.end(), m.group(0).lower()) for m in self._pattern.finditer(value)] \
+            if self._pattern is not None else []
+        found.extend(self._numbers_in(value))
+        return sorted(found)
+
+    def _numbers_in(self, value: str) -> Iterator[tuple[int, int, str]]:
+        if not self._numbers or not _DIGIT.search(value):
             return
         end = 0
-        for start in _NUMBER_START.finditer(reading):
+        for start in _NUMBER_START.finditer(value):
             begin = start.start()
             if begin < end:
                 continue
             for length in self._number_lengths:
-                piece = reading[begin:begin + length]
-                if piece in self._numbers and not _WORD_CHARACTER.match(reading, begin + len(piece)):
+                piece = value[begin:begin + length]
+                if piece in self._numbers and not _DIGIT.match(value, begin + len(piece)):
                     end = begin + len(piece)
-                    yield piece
+                    yield begin, end, piece
                     break
 
 

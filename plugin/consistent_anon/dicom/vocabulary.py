@@ -122,3 +122,21 @@ ENCRYPTED_CONTENT_TRANSFER_SYNTAX_UID = Tag(0x04000510)
 ENCRYPTED_CONTENT = Tag(0x04000520)
 MODIFIED_ATTRIBUTES_SEQUENCE = Tag(0x04000550)
 PIXEL_DATA = Tag(0x7FE00010)
+
+#: Words that a name, an address or an institution may hold but that free text holds for other
+#: reasons: a text of the source that is one of them is found only as an element's whole value,
+#: never as a word inside a longer text ("HEAD" for patient HEAD^ANNA stays in "HEAD CT").
+#: Titles, common English words, and the anatomy, modality and protocol words of descriptions.
+COMMON_WORDS = frozenset("""
+mr mrs ms miss dr prof sir jr sr md phd rn the and for with from not but are was has his her its
+our you all any new old see per via who why how one two six ten day days year years left right
+test here there this that then than into onto over under after before none null unknown other
+head neck brain skull face spine chest lung lungs heart breast abdomen abd pelvis hip knee leg
+legs arm arms hand hands foot feet ankle wrist elbow shoulder body bone bones liver kidney renal
+whole upper lower front back side axial sagittal coronal scan scans study series image images
+exam view views contrast with without post pre phase routine protocol survey scout localizer
+follow report note notes clinical history patient doctor nurse hospital clinic center centre
+general medical health care street road avenue city main north south east west long short
+name names first last given family middle maiden prefix suffix enter text value code type mode
+observer organization person subject unit service department room floor building level site
+""".split())

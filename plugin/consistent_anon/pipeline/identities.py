@@ -17,6 +17,7 @@ from ..identity.pseudonyms import Pseudonymizer
 from ..dicom.scanning import instance_uids, values_of
 from ..identity.subjects import Subject, SubjectTableError
 from .option_plan import keeps_private, kept_tags, native_keeps
+from .cleaning import Cleaning, cleaning_for
 from .transforms import TRANSFORMS, Changes
 from ..dicom.uid_attributes import is_well_known
 from ..dicom.vocabulary import (DEIDENTIFICATION_METHOD, ISSUER_OF_PATIENT_ID, PATIENT_ID, PATIENT_IDENTITY_REMOVED,
@@ -52,6 +53,10 @@ class InstancePlan:
     caller_tags: frozenset[int] = frozenset()
     #: What the transforms (transforms.py) have native write, to be found where it is present.
     expected_values: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+    #: Whether the dates are shifted: the source's own dates are then identifying too.
+    shifted_dates: bool = False
+    #: Under a Clean option, what the check cleans in the output (cleaning.py).
+    cleaning: Cleaning | None = None
 
 
 def _private_uid_values(element: Element, targets: dict[str, str]) -> tuple[str, ...] | None:
@@ -157,7 +162,8 @@ def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudon
     transforms (transforms.py); all of it becomes one request to native."""
     patient_id, patient_name = resulting_patient(header, request, pseudonyms)
     plan = InstancePlan(native_body={}, patient_id=patient_id, source=header,
-                        caller_tags=request.mentioned_tags | kept_tags(request))
+                        caller_tags=request.mentioned_tags | kept_tags(request),
+                        shifted_dates=request.settings.shift_dates, cleaning=cleaning_for(header, request))
     changes = Changes(remove=list(request.remove))
     _plan_uids(plan, header, request, _UidTargets(_caller_targets(header, request, uid_tags), pseudonyms, patient_id),
                uid_tags, changes)
@@ -172,6 +178,8 @@ def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudon
     body = dict(request.native_body)
     body["Force"] = True
     body["Replace"] = {**changes.replace, **request.replace}
+    if changes.keep:
+        body["Keep"] = [*request.native_body.get("Keep", []), *changes.keep]
     if changes.remove:
         body["Remove"] = changes.remove
     keeps = native_keeps(header, request, body["Replace"])

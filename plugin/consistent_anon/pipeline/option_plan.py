@@ -14,8 +14,8 @@ from functools import lru_cache
 from typing import Iterable
 
 from ..dicom.filereader import Element, Header
-from ..dicom.option_attributes import (BASIC_PROFILE_CODE, CLEANED_TAGS, KEPT_TAGS, MODIFIED_DATES, OPTION_CODES,
-                                       OPTION_MEANINGS, SAFE_PRIVATE, is_safe_private)
+from ..dicom.option_attributes import (BASIC_PROFILE_CODE, CLEAN_OPTIONS, CLEANED_TAGS, KEPT_TAGS, MODIFIED_DATES,
+                                       OPTION_CODES, OPTION_MEANINGS, SAFE_PRIVATE, is_safe_private)
 from ..dicom.vocabulary import CODE_MEANING, CODE_VALUE, CODING_SCHEME_DESIGNATOR, Tag
 from .options import AnonymizeRequest
 
@@ -23,7 +23,7 @@ from .options import AnonymizeRequest
 #: recorded (add its name once its work is done).
 IMPLEMENTED_OPTIONS: frozenset[str] = frozenset({
     "RetainPatientCharacteristics", "RetainDeviceIdentity", "RetainInstitutionIdentity", SAFE_PRIVATE,
-    MODIFIED_DATES})
+    MODIFIED_DATES, *CLEAN_OPTIONS})
 
 
 def applied_options(request: AnonymizeRequest) -> tuple[str, ...]:

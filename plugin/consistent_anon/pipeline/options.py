@@ -124,6 +124,8 @@ class AnonymizeRequest:
                 continue
             members[name] = value
         members.update(self.settings.output_options())
+        if self.deidentification_options:
+            members["DeidentificationOptions"] = sorted(self.deidentification_options)
         return json.dumps(members, sort_keys=True, separators=(",", ":"))
 
     @cached_property

@@ -10,7 +10,9 @@ from .identities import InstancePlan
 from ..dicom.paths import parse_path
 from .sealing import bytes_without_encrypted_attributes, without_added_sequence
 from ..dicom.scanning import MIN_WORD, TextFinder, describe, find_uids, request_name, rewrite_uids, whole_uid_in_bytes
-from ..dicom.identifiers import identifying_texts, text_leaks
+from ..dicom.option_attributes import ANY_CLEAN_OPTION
+from ..dicom.identifiers import identifying_dates, identifying_texts, text_leaks
+from ..identity.dates import is_shifted
 from ..dicom.vocabulary import (MEDIA_STORAGE_SOP_INSTANCE_UID, PATIENT_ID, REFERENCED_SOP_INSTANCE_UID, SOP_INSTANCE_UID,
                                 SOURCE_IMAGE_SEQUENCE, TRANSFER_SYNTAX_UID, Path, orthanc_path)
 
@@ -92,7 +94,8 @@ def inspect_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) ->
             (header is read or whole_uid_in_bytes(bytes_without_encrypted_attributes(data), wanted)):
         # Where the header scan does not look: elements after the pixel data (private ones, kept).
         problems.append("a source UID remains in the file outside the header (after the pixel data)")
-    problems.extend(_identifier_problems(data, header, plan))
+    _cleaning_rewrites(header, plan, result.rewrites)
+    problems.extend(_identifier_problems(data, header, plan, set(result.rewrites)))
     if header.text(PATIENT_ID) != plan.patient_id:
         problems.append("PatientID is not the one the plugin assigned")
     if MEDIA_STORAGE_SOP_INSTANCE_UID in header and \
@@ -107,19 +110,53 @@ def _at_caller_paths(header: Header, plan: InstancePlan) -> set[str]:
     return {v for e in header.elements if e.path in plan.caller_paths for v in e.values}
 
 
-def _identifier_problems(data: bytes, header: Header, plan: InstancePlan) -> list[str]:
+def _cleaning_rewrites(header: Header, plan: InstancePlan, rewrites: dict[Path, str]) -> None:
+    """Under a Clean option (cleaning.py), each covered element native kept, cleaned of the
+    source's identifiers (after its source UIDs got their pseudonyms, where it holds any): native
+    writes it in the second pass, and the check then runs on the cleaned file."""
+    cleaning = plan.cleaning
+    if cleaning is None:
+        return
+    for element in header.elements:
+        if not cleaning.covers(element):
+            continue
+        pending = rewrites.get(element.path)
+        values = tuple(pending.split("\\")) if pending is not None else element.values
+        cleaned = cleaning.clean(element, values)
+        if cleaned != values:
+            rewrites[element.path] = "\\".join(cleaned)
+
+
+def _identifier_problems(data: bytes, header: Header, plan: InstancePlan, rewritten: set[Path]) -> list[str]:
     """The source's identifying texts (PatientID, names...) found in the output, in any encoding,
-    except in attributes the caller kept or replaced."""
+    except in attributes the caller kept or replaced, and in elements to be `rewritten` (checked
+    again once they are); where dates are shifted, the source's dates too, but where the plan
+    writes its own value (a shifted date that happens to equal another of the source's dates)."""
     if plan.source is None:
         return []
     texts = identifying_texts(plan.source, plan.caller_tags.__contains__)
-    problems = [f"the source's {label} remains in {describe(element.path)}: add \"Remove\": "
-                f"[\"{request_name(element.path)}\"] to the request to anonymize without it"
-                for element, label in text_leaks(TextFinder(texts), header, plan.source)]
+    leaks = text_leaks(TextFinder(texts), header, plan.source)
+    if plan.shifted_dates:
+        dates = identifying_dates(plan.source, is_shifted, plan.caller_tags.__contains__)
+        leaks += [(element, label) for element, label in TextFinder(dates).find(header)  # as verify: no coincidence
+                  if element.path not in plan.expected_values]
+    problems = [f"the source's {label} remains in {describe(element.path)}: {_advice(element.path, plan)}"
+                for element, label in leaks if element.path not in rewritten]
     if _text_after_header(data, header, texts):
         problems.append("an identifying text of the source remains in the file outside the header "
                         "(after the pixel data)")
     return problems
+
+
+def _advice(path: Path, plan: InstancePlan) -> str:
+    """How the caller gets past an identifier in a kept element: remove it, or, where a Clean
+    option covers it and is not asked for, ask for the option."""
+    advice = f"add \"Remove\": [\"{request_name(path)}\"] to the request to anonymize without it"
+    options = (ANY_CLEAN_OPTION.option_of(tag) for tag in (path[1], *(sequence for sequence, _ in path[0])))
+    option = next((name for name in options if name is not None), None)
+    if option is not None and plan.cleaning is None:
+        advice += f", or \"DeidentificationOptions\": [\"{option}\"] to clean it"
+    return advice
 
 
 #: Transfer syntaxes whose pixel data holds raw sample values only; compressed (encapsulated)
@@ -180,7 +217,7 @@ def check_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) -> l
 
 
 def _unwritten(result: CheckResult) -> list[str]:
-    return [f"a source UID remains in {describe(path)}" for path in result.rewrites]
+    return [f"a source UID or identifier remains in {describe(path)}" for path in result.rewrites]
 
 
 def _names(name: str, paths: dict[Path, str]) -> bool:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from ..identity import dates
 from ..dicom.filereader import Header
 from .option_plan import method_codes
+from .cleaning import keep_cleaned
 from .options import AnonymizeRequest
 from ..identity.pseudonyms import Pseudonymizer
 from ..dicom.vocabulary import (CLINICAL_TRIAL_SUBJECT_ID, DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
@@ -26,6 +27,8 @@ class Changes:
 
     replace: dict[str, Any] = field(default_factory=dict)
     remove: list[str] = field(default_factory=list)
+    #: Attributes native must keep though its profile removes them (cleaning.keep_cleaned).
+    keep: list[str] = field(default_factory=list)
     expected: dict[Path, tuple[str, ...]] = field(default_factory=dict)
 
     def set(self, path: Path, value: Any, expected: tuple[str, ...] | None = None) -> None:
@@ -87,5 +90,6 @@ def record_options(source: Header, request: AnonymizeRequest, patient_id: str, p
         changes.set(path, method_codes(request))
 
 
-#: Applied in this order to every instance, after its identities are planned.
-TRANSFORMS: tuple[InstanceTransform, ...] = (shift_dates, clinical_trial, record_options)
+#: Applied in this order to every instance, after its identities are planned; `keep_cleaned`
+#: last, as it keeps only what no other transform replaces.
+TRANSFORMS: tuple[InstanceTransform, ...] = (shift_dates, clinical_trial, record_options, keep_cleaned)

@@ -17,7 +17,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from ..identity import dates as date_shifting
 from ..errors import BadRequest, NotFound
 from ..dicom.filereader import Header
-from ..dicom.identifiers import identifying_texts, text_leaks
+from ..dicom.identifiers import identifying_dates, identifying_texts, text_leaks
 from ..dicom.option_attributes import kept_under, recorded_options
 from ..orthanc_ids import LEVEL_TYPES
 from ..pipeline.options import parse_json_object
@@ -54,8 +54,6 @@ REFERENCES = {
 #: ReferencedSOPClassUID of a reference to a study (Detached Study Management and its kin).
 STUDY_CLASS_PREFIX = "1.2.840.10008.3.1.2.3."
 
-#: A date (YYYYMMDD) at least: partial dates would be found everywhere.
-DATE_LENGTH = 8
 #: Attributes that tell two instances apart without any identifier: the last resort to pair a
 #: source instance with its anonymized counterpart.
 FINGERPRINT = ("SOPClassUID", "Modality", "SeriesNumber", "InstanceNumber", "AcquisitionNumber",
@@ -138,11 +136,8 @@ class SourceIdentifiers:
                 self.uids[value] = keyword_for_tag(tag) or describe(Path.top(tag))
         for text, label in identifying_texts(header).items():
             self.texts.setdefault(text, label)
-        for element in header.elements:
-            if date_shifting.is_shifted(element.tag, element.vr):
-                for value in element.values:
-                    if len(value.strip()) >= DATE_LENGTH:
-                        self.dates.setdefault(value.strip(), keyword_for_tag(element.tag) or "a date")
+        for text, label in identifying_dates(header, date_shifting.is_shifted).items():
+            self.dates.setdefault(text, label)
 
     def finder(self) -> "LeakFinder":
         return LeakFinder(UidNeedles(self.uids), self.uids, TextFinder(self.texts), TextFinder(self.dates))
