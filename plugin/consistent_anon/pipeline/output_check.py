@@ -13,8 +13,8 @@ from ..dicom.scanning import MIN_WORD, TextFinder, describe, find_uids, request_
 from ..dicom.option_attributes import ANY_CLEAN_OPTION
 from ..dicom.identifiers import identifying_dates, identifying_texts, text_leaks
 from ..identity.dates import is_shifted
-from ..dicom.vocabulary import (MEDIA_STORAGE_SOP_INSTANCE_UID, PATIENT_ID, REFERENCED_SOP_INSTANCE_UID, SOP_INSTANCE_UID,
-                                SOURCE_IMAGE_SEQUENCE, TRANSFER_SYNTAX_UID, Path, orthanc_path)
+from ..dicom.vocabulary import (MEDIA_STORAGE_SOP_INSTANCE_UID, PATIENT_ID, REFERENCED_SOP_INSTANCE_UID,
+                                SOP_INSTANCE_UID, SOURCE_IMAGE_SEQUENCE, TRANSFER_SYNTAX_UID, Path, orthanc_path)
 
 #: Text VRs whose values the plugin can give back with each source UID token replaced by its
 #: pseudonym, through a Replace at their path; and UI, whose values are UIDs.
@@ -52,7 +52,7 @@ def _rewrite(element: Element, plan: InstancePlan) -> str | None:
 
 
 def inspect_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) -> CheckResult:
-    """Problems and rewrites of the anonymized file.
+    """Problems and rewrites of the anonymized file, check by check.
 
     Messages name tag paths only, never a value: they reach the client and the log.
     """
@@ -63,8 +63,22 @@ def inspect_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) ->
     except UnreadableHeader as error:
         result.problems.append(f"the anonymized file cannot be read ({error})")
         return result
-    problems = result.problems
-    for element in header.elements:  # one pass: the UID attributes, and the private elements the plan maps
+    result.problems.extend(_planned_values(header, plan, uid_tags))
+    leaks = _source_uids_in_header(header, plan, result)
+    if not leaks:
+        result.problems.extend(_source_uids_outside_header(data, read, header, plan))
+    _cleaning_rewrites(header, plan, result.rewrites)
+    result.problems.extend(_identifier_problems(data, header, plan, set(result.rewrites)))
+    result.problems.extend(_identity_markers(header, plan))
+    result.problems = sorted(set(result.problems))
+    return result
+
+
+def _planned_values(header: Header, plan: InstancePlan, uid_tags: frozenset[int]) -> list[str]:
+    """In one pass: every UID attribute carries the UID the plan gave it (its pseudonym, or a UID
+    the plugin knows), and every value the plan wrote is there."""
+    problems = []
+    for element in header.elements:
         expected = plan.expected_uids.get(element.path)
         if element.tag in uid_tags and element.values and expected is None \
                 and not _transcoder_reference(element.path, plan):
@@ -74,35 +88,49 @@ def inspect_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) ->
         planned = plan.expected_values.get(element.path)
         if planned is not None and element.values != planned:
             problems.append(f"{describe(element.path)} does not carry the value the plugin planned")
+    return problems
+
+
+def _source_uids_in_header(header: Header, plan: InstancePlan, result: CheckResult) -> list[Element]:
+    """Source UIDs left in the header where the caller did not put them: rewritten where the
+    element is text (`result.rewrites`), else a problem. Answers the elements that hold one."""
     leaks = [element for element, _ in find_uids(header, plan.source_uids) if element.path not in plan.caller_paths]
     for element in leaks:
         if element.path in plan.expected_uids:
-            continue  # reported above
+            continue  # reported by _planned_values
         new_value = _rewrite(element, plan)
         if new_value is not None:
             result.rewrites[element.path] = new_value
         elif element.vr in _REWRITABLE_VRS or element.path[1] >> 16 == 0x0002:
-            problems.append(f"a source UID remains in {describe(element.path)}")
+            result.problems.append(f"a source UID remains in {describe(element.path)}")
         else:
-            problems.append(f"a source UID remains in {describe(element.path)}, binary data (VR {element.vr}) "
-                            f"the plugin cannot rewrite: add \"Remove\": [\"{request_name(element.path)}\"] "
-                            "to the request to anonymize without it")
+            result.problems.append(f"a source UID remains in {describe(element.path)}, binary data (VR {element.vr}) "
+                                   f"the plugin cannot rewrite: add \"Remove\": [\"{request_name(element.path)}\"] "
+                                   "to the request to anonymize without it")
+    return leaks
+
+
+def _source_uids_outside_header(data: bytes, read: Header, header: Header, plan: InstancePlan) -> list[str]:
+    """Where the header scan does not look: elements after the pixel data (private ones, kept).
+    Where the plugin added the re-identification data, a hit is confirmed without it (the
+    ciphertext is searched no more than pixels are: it is not text)."""
     wanted = plan.source_uids - _at_caller_paths(header, plan)
-    # Where the plugin added the re-identification data, a hit is confirmed without it (the
-    # ciphertext is searched no more than pixels are: it is not text).
-    if not leaks and whole_uid_in_bytes(_outside_pixel_data(data, read), wanted) and \
+    if whole_uid_in_bytes(_outside_pixel_data(data, read), wanted) and \
             (header is read or whole_uid_in_bytes(bytes_without_encrypted_attributes(data), wanted)):
-        # Where the header scan does not look: elements after the pixel data (private ones, kept).
-        problems.append("a source UID remains in the file outside the header (after the pixel data)")
-    _cleaning_rewrites(header, plan, result.rewrites)
-    problems.extend(_identifier_problems(data, header, plan, set(result.rewrites)))
+        return ["a source UID remains in the file outside the header (after the pixel data)"]
+    return []
+
+
+def _identity_markers(header: Header, plan: InstancePlan) -> list[str]:
+    """The PatientID the plugin assigned, and the file meta's SOP Instance UID following the
+    dataset's."""
+    problems = []
     if header.text(PATIENT_ID) != plan.patient_id:
         problems.append("PatientID is not the one the plugin assigned")
     if MEDIA_STORAGE_SOP_INSTANCE_UID in header and \
             header.values(MEDIA_STORAGE_SOP_INSTANCE_UID) != header.values(SOP_INSTANCE_UID):
         problems.append("MediaStorageSOPInstanceUID differs from SOPInstanceUID")
-    result.problems = sorted(set(problems))
-    return result
+    return problems
 
 
 def _at_caller_paths(header: Header, plan: InstancePlan) -> set[str]:
