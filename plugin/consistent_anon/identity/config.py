@@ -17,14 +17,15 @@ USER_METADATA_RANGE = range(1024, 65536)
 
 
 #: Options that name files or lists of files.
-PATH_OPTIONS = frozenset({"KeyFile", "AuditLogFile", "Subjects", "ReidentificationCertificates"})
+PATH_OPTIONS = frozenset({"KeyFile", "AuditLogFile", "Subjects", "ReidentificationCertificates", "PixelRuleFiles"})
 #: The options of the section, and of each project under `Projects` (a typo must never silently
 #: leave an option at its default: an unknown name stops Orthanc at start). The project settings
 #: (dates, subjects, trial attributes, patient identity) are allowed in both: at the top, they are
 #: the defaults of every project.
 SECTION_OPTIONS = frozenset({"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
                              "OptionsMetadata", "PseudonymLookup", "AcceptNewKey", "AuditLogFile",
-                             "AuditLogRetentionDays", "AuditLogMaxEntries", *PROJECT_SETTINGS})
+                             "AuditLogRetentionDays", "AuditLogMaxEntries", "PixelRuleFiles", "PixelRules",
+                             *PROJECT_SETTINGS})
 #: The audit log's file name in Orthanc's storage folder, its default place.
 AUDIT_LOG_NAME = "consistent-anonymization-audit.jsonl"
 AUDIT_RETENTION_DAYS = 365
@@ -76,6 +77,10 @@ class PluginConfig:
     audit_log_file: str | None = None  # None: AUDIT_LOG_NAME in Orthanc's StorageDirectory
     audit_retention_days: int | None = AUDIT_RETENTION_DAYS  # None: kept forever
     audit_max_entries: int | None = AUDIT_MAX_ENTRIES  # None: no limit
+    #: Where burned-in text is, by device (pixels/rules.py, read at start by the adapter): rule
+    #: files in the `deid` format, and the site's own rules; None: the installed `deid` package's.
+    pixel_rule_files: list[str] | None = None
+    pixel_rules: list[Any] = field(default_factory=list)
 
     def __repr__(self) -> str:  # never show a key
         return (f"PluginConfig(projects={sorted(self.project_keys)}, default_project={self.default_project!r}, "
@@ -160,4 +165,16 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
     config.audit_log_file = audit_file
     config.audit_retention_days = _limit(section, "AuditLogRetentionDays", AUDIT_RETENTION_DAYS)
     config.audit_max_entries = _limit(section, "AuditLogMaxEntries", AUDIT_MAX_ENTRIES)
+    _pixel_rules(section, config)
     return config
+
+
+def _pixel_rules(section: dict[str, Any], config: PluginConfig) -> None:
+    """PixelRuleFiles and PixelRules, as lists (their content is read by pixels/rules.py)."""
+    files = section.get("PixelRuleFiles")
+    if files is not None and (not isinstance(files, list) or not all(isinstance(f, str) and f for f in files)):
+        raise ConfigurationError(f"{SECTION}.PixelRuleFiles must list the paths of rule files")
+    rules = section.get("PixelRules", [])
+    if not isinstance(rules, list):
+        raise ConfigurationError(f"{SECTION}.PixelRules must be a list of rules")
+    config.pixel_rule_files, config.pixel_rules = files, rules

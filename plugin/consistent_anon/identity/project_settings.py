@@ -19,13 +19,15 @@ CLINICAL_TRIAL_ATTRIBUTES = {
     "SiteName": 0x00120031,      # ClinicalTrialSiteName
 }
 PATIENT_IDENTITIES = ("caller", "project")
+#: What a call does with an instance whose pixels may show burned-in text (pixels/decision.py).
+BURNED_IN_POLICIES = ("Refuse", "Flag", "Accept")
 DEFAULT_DATE_SHIFT_DAYS = (-730, -30)
 MAX_DATE_SHIFT = 36500  # a century either way
 MAX_LO = 64
 
 #: The keys this module reads, wherever they stand.
 KEYS = ("ShiftDates", "DateShiftDays", "Subjects", "RequireSubject", "ClinicalTrial", "PatientIdentity",
-        "ReidentificationCertificates")
+        "ReidentificationCertificates", "BurnedInAnnotation")
 
 
 class SettingsError(ValueError):
@@ -43,6 +45,8 @@ class ProjectSettings:
     patient_identity: str = "caller"
     #: The recipients of the re-identification data (reidentification.Recipient), () for none.
     recipients: tuple[Any, ...] = ()
+    #: "BurnedInAnnotation": one of BURNED_IN_POLICIES (docs/pixels.md).
+    burned_in: str = "Refuse"
 
     def output_options(self) -> dict[str, Any]:
         """What of these settings decides what an instance becomes, for the options' mark: two
@@ -127,6 +131,10 @@ def parse_project_settings(where: str, section: dict[str, Any],
         if section["PatientIdentity"] not in PATIENT_IDENTITIES:
             raise SettingsError(f"{where}.PatientIdentity must be one of {', '.join(PATIENT_IDENTITIES)}")
         changes["patient_identity"] = section["PatientIdentity"]
+    if "BurnedInAnnotation" in section:
+        if section["BurnedInAnnotation"] not in BURNED_IN_POLICIES:
+            raise SettingsError(f"{where}.BurnedInAnnotation must be one of {', '.join(BURNED_IN_POLICIES)}")
+        changes["burned_in"] = section["BurnedInAnnotation"]
     if "ReidentificationCertificates" in section:
         changes["recipients"] = _recipients(where, section["ReidentificationCertificates"])
     settings = replace(defaults, **changes)

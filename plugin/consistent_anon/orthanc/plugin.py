@@ -20,10 +20,11 @@ from . import http_answers
 from .http_answers import send_error
 from ..traceability.audit import AuditTrail, basic_user, orthanc_emitter, page, request_facts
 from ..traceability.audit_log import FileAuditLog, Retention
-from ..identity.config import AUDIT_LOG_NAME, configuration_folder, parse_config
+from ..identity.config import SECTION, AUDIT_LOG_NAME, PluginConfig, configuration_folder, parse_config
 from .coexistence import route_clash_warning
 from ..pipeline.engine import Anonymizer
-from ..errors import BadFileFormat, BadRequest, Forbidden, NotFound, PluginError
+from ..errors import BadFileFormat, BadRequest, ConfigurationError, Forbidden, NotFound, PluginError
+from ..pixels.rules import RuleError, RuleSet, load_rules
 from .job_routes import JOBS_ASIDE_PROPERTY, JOBS_PROPERTY, JobRoutes
 from ..jobs.queue import Job, JobQueue, JobSettings
 from ..jobs.journal import CallJournal
@@ -58,6 +59,15 @@ def _text(body: Any) -> str:
 
 
 
+def pixel_rules(config: PluginConfig) -> RuleSet:
+    """The rules that say where devices burn text (docs/pixels.md), read at start: one that cannot
+    be used stops Orthanc, as any wrong setting."""
+    try:
+        return load_rules(config.pixel_rule_files, config.pixel_rules, SECTION)
+    except RuleError as error:
+        raise ConfigurationError(str(error)) from None
+
+
 class Plugin:
     """The routes the plugin serves, wired to one Orthanc."""
 
@@ -75,7 +85,7 @@ class Plugin:
                              orthanc.LogWarning)
         self.port = RestPort(orthanc, configuration)
         self.anonymizer = Anonymizer(self.port, self.keys, options_metadata=self.config.options_metadata,
-                                     log_error=orthanc.LogError)
+                                     log_error=orthanc.LogError, pixel_rules=pixel_rules(self.config))
         # Orthanc checks the Basic credentials only with its authentication on (by default, iff remote access is)
         self._authenticated = bool(configuration.get("AuthenticationEnabled",
                                                      configuration.get("RemoteAccessAllowed", False)))

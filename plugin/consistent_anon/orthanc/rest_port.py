@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 
 from . import http_answers
+from ..pixels.decision import STATUS_METADATA
 from ..dicom.filereader import Header, UnreadableHeader, read_header
 from ..errors import BadRequest, Conflict, NotFound, PluginError
 from ..orthanc_ids import LEVEL_TYPES
@@ -95,6 +96,10 @@ class RestPort:
 
     def anonymized_from(self, instance_id: str) -> str | None:
         return self.metadata("instances", instance_id, "AnonymizedFrom")
+
+    def pixel_status(self, instance_id: str) -> str | None:
+        """The pixel status the anonymization stored with a result (pixels/decision.py)."""
+        return self.metadata("instances", instance_id, str(STATUS_METADATA))
 
     def identifiers(self, series_id: str) -> tuple[str, str, str]:
         """PatientID, StudyInstanceUID and SeriesInstanceUID of a series, from the index."""

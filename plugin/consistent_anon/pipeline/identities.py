@@ -14,6 +14,7 @@ from ..dicom.filereader import Element, Header
 from .options import AnonymizeRequest
 from ..dicom.paths import KEEP, REMOVE
 from ..identity.pseudonyms import Pseudonymizer
+from ..pixels.decision import CLEANED, PixelDecision
 from ..dicom.scanning import instance_uids, values_of
 from ..identity.subjects import Subject, SubjectTableError
 from .transforms import TRANSFORMS, Changes
@@ -51,6 +52,14 @@ class InstancePlan:
     caller_tags: frozenset[int] = frozenset()
     #: What the transforms (transforms.py) have native write, to be found where it is present.
     expected_values: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+    #: What is done with the pixels of an instance at risk or unknown (None: not at risk).
+    pixels: PixelDecision | None = None
+
+    @property
+    def clean_pixel_data_applied(self) -> bool:
+        """Whether this instance's pixels are blanked by a rule (113101 in
+        DeidentificationMethodCodeSequence, BurnedInAnnotation NO)."""
+        return self.pixels is not None and self.pixels.status == CLEANED
 
 
 def _private_uid_values(element: Element, targets: dict[str, str]) -> tuple[str, ...] | None:

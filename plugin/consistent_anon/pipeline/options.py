@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from ..errors import BadFileFormat, BadRequest
-from ..identity.project_settings import ProjectSettings
+from ..identity.project_settings import BURNED_IN_POLICIES, ProjectSettings
 from ..dicom.paths import CallerPaths
 from ..dicom.vocabulary import PATIENT_ID, PATIENT_NAME, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, parse_tag
 
@@ -20,7 +20,7 @@ CALL_MEMBERS = ("Asynchronous", "Synchronous", "KeepSource", "Priority", "Projec
                 "UserData")
 #: Body members of the plugin's own that decide what an instance becomes: not sent to native, part
 #: of the options' mark through the project's settings they resolve to.
-PLUGIN_MEMBERS = ("ShiftDates",)
+PLUGIN_MEMBERS = ("ShiftDates", "DeidentificationOptions", "BurnedInAnnotation")
 
 
 def _canonical_tag(name: str) -> str:
@@ -47,6 +47,10 @@ class AnonymizeRequest:
     #: there a Transcode native cannot honour keeps the source's transfer syntax.
     whole_resources: bool = False
     shift_dates: bool | None = None  # the body's "ShiftDates": None leaves it to the project
+    #: The body's "DeidentificationOptions" (PS3.15 option names, e.g. "CleanPixelData").
+    deidentification_options: frozenset[str] = frozenset()
+    #: The body's "BurnedInAnnotation" policy: None leaves it to the project (pixels/decision.py).
+    burned_in: str | None = None
     #: The project's settings (dates, subjects, trial attributes), attached by `for_project`.
     settings: ProjectSettings = field(default_factory=ProjectSettings)
 
@@ -56,6 +60,8 @@ class AnonymizeRequest:
         lands in the project's one patient (Orthanc Explorer 2 sends a random PatientID)."""
         if self.shift_dates is not None:
             settings = replace(settings, shift_dates=self.shift_dates)
+        if self.burned_in is not None:
+            settings = replace(settings, burned_in=self.burned_in)
         request = replace(self, settings=settings)
         if settings.patient_identity == "project" and self.ignored_identity:
             identity = {PATIENT_ID, PATIENT_NAME}
@@ -107,6 +113,8 @@ class AnonymizeRequest:
             if name in ("Force", "Permissive", "KeepLabels") or value in ([], {}) or (name == "KeepPrivateTags" and not value):
                 continue
             members[name] = value
+        if self.deidentification_options:
+            members["DeidentificationOptions"] = sorted(self.deidentification_options)
         members.update(self.settings.output_options())
         return json.dumps(members, sort_keys=True, separators=(",", ":"))
 
@@ -199,6 +207,15 @@ def parse_json_object(body: bytes | str | None) -> dict[str, Any]:
     return document
 
 
+def _check_plugin_members(document: dict[str, Any]) -> None:
+    """The plugin's own members that decide what happens to pixels (docs/pixels.md)."""
+    options = document.get("DeidentificationOptions", [])
+    if not isinstance(options, list) or not all(isinstance(v, str) for v in options):
+        raise _member_error("DeidentificationOptions", "an array of strings", BadRequest)
+    if "BurnedInAnnotation" in document and document["BurnedInAnnotation"] not in BURNED_IN_POLICIES:
+        raise BadRequest(f'Member "BurnedInAnnotation" must be one of {", ".join(BURNED_IN_POLICIES)}')
+
+
 def parse_request(body: bytes | str | None) -> AnonymizeRequest:
     """Parse the request body; 400 for what native refuses with 400 (malformed JSON, wrong types)."""
     document = parse_json_object(body)
@@ -217,6 +234,7 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
     if "Priority" in document and (isinstance(document["Priority"], bool)
                                    or not isinstance(document["Priority"], int)):
         raise _member_error("Priority", "an integer value")
+    _check_plugin_members(document)
     if not document.get("Force", False):
         _refuse_identifiers_without_force(document)
     asynchronous = document.get("Asynchronous", False) or document.get("Synchronous", True) is False
@@ -232,4 +250,6 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
         resources=document.get("Resources"),
         keep_labels=document.get("KeepLabels", False) is True,  # native checks its type
         shift_dates=document.get("ShiftDates"),
+        deidentification_options=frozenset(document.get("DeidentificationOptions", ())),
+        burned_in=document.get("BurnedInAnnotation"),
     )

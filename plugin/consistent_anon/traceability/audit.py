@@ -46,6 +46,7 @@ _BY_CLASS = {
     "Conflict": ("Refused", "Conflict"),
     "Forbidden": ("Refused", "Forbidden"),
     "SubjectRequired": ("Refused", "Forbidden"),
+    "BurnedInPixels": ("Refused", "BurnedInAnnotation"),
     "VerificationFailed": ("Failed", "VerificationFailed"),
     "KeyMismatch": ("Failed", "KeyMismatch"),
     "Refused": ("Refused", "BadRequest"),  # another 4xx Orthanc answered a built-in call with

@@ -28,7 +28,7 @@ from typing import BinaryIO, Callable, Iterator, Protocol
 #: How each outcome may be explained.
 REASONS = {
     "Success": frozenset({"Completed"}),
-    "Refused": frozenset({"BadRequest", "UnknownResource", "Conflict", "Forbidden"}),
+    "Refused": frozenset({"BadRequest", "UnknownResource", "Conflict", "Forbidden", "BurnedInAnnotation"}),
     "Failed": frozenset({"VerificationFailed", "KeyMismatch", "OrthancError", "InternalError"}),
     "Canceled": frozenset({"CanceledByUser"}),
 }
