@@ -116,6 +116,7 @@ def test_an_instance_at_risk_is_refused_by_default_before_native_saying_how_to_p
 @pytest.mark.parametrize("name", ["RGB_IMAGE.dcm", "US1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm",
                                   "SC_ybr_full_uncompressed.dcm", "MR2_UNCR.dcm", "CT_small.dcm"])
 def test_unknown_and_not_at_risk_instances_keep_their_pixels_byte_for_byte_without_the_option(server, files, name):
+    """Without CleanPixelData, nothing of the pixels changes (unknown instances are stored, flagged)."""
     data = (files[name] if name in files else Path(get_testdata_file(name))).read_bytes()
     _, answer = anonymize_instance(server, data, {})
     assert answer.status_code == 200, answer.text
@@ -172,14 +173,14 @@ def test_a_refused_instance_stores_nothing_of_a_series_call(server, files):
     assert (entry["outcome"], entry["reason"]) == ("Refused", "BurnedInAnnotation")
 
 
-def stored_result(server, data: bytes, body: dict) -> tuple[str, str, str]:
-    """The source series, its anonymized series and the anonymized instance, stored by a series call."""
+def stored_result(server, data: bytes, body: dict) -> tuple[str, str, str, dict]:
+    """The source series, its anonymized series and instance, stored by a series call, and its answer."""
     series = server.upload(data)["ParentSeries"]
     answer = server.post(f"/series/{series}/anonymize", json=body)
     assert answer.status_code == 200, answer.text
     result = answer.json()["ID"]
     (instance,) = server.get(f"/series/{result}/instances").json()
-    return series, result, instance["ID"]
+    return series, result, instance["ID"], answer.json()
 
 
 def verify(server, source: str, result: str) -> dict:
@@ -197,8 +198,11 @@ def verify(server, source: str, result: str) -> dict:
 ])
 def test_what_is_stored_is_marked_and_verify_is_never_clean_over_pixels_not_cleaned(server, files, name, body,
                                                                                      stored, status, clean):
-    source, result, instance = stored_result(server, variant(files[name].read_bytes()), body)
+    source, result, instance, answer = stored_result(server, variant(files[name].read_bytes()), body)
     assert server.get(f"/instances/{instance}/metadata/{STATUS_METADATA}").text == stored
+    assert answer["PixelStatusCounts"] == {stored.split(":")[0]: 1}  # the answer says so, and the audit entry
+    entry = server.get("/tools/anonymization-log?limit=10000").json()["Entries"][-1]
+    assert (entry["results"], entry["pixel_status"]) == ([result], {stored.split(":")[0]: 1})
     report = verify(server, source, result)
     assert [entry["Status"] for entry in report["PixelStatus"]] == [status]
     assert report["PixelStatusCounts"] == {status.split(":")[0]: 1}

@@ -54,6 +54,19 @@ def _one_resource(level: str) -> WholeCheck:
     return check
 
 
+def with_pixel_status(answer: dict[str, Any], results: list[Stored]) -> dict[str, Any]:
+    """Native's answer, and where some sources were at risk or unknown, how many of this call's
+    results were cleaned, accepted or flagged ("PixelStatusCounts", read by the audit entry too):
+    never a silent pass over pixels that may show the patient's identity."""
+    counts: dict[str, int] = {}
+    for stored in results:
+        if "PixelStatus" in stored:
+            counts[stored["PixelStatus"]] = counts.get(stored["PixelStatus"], 0) + 1
+    if counts:
+        answer["PixelStatusCounts"] = dict(sorted(counts.items()))
+    return answer
+
+
 class Anonymizer:
     def __init__(self, port: OrthancPort, keys: KeyStore, uid_tags: frozenset[int] = UID_TAGS,
                  options_metadata: int = DEFAULT_OPTIONS_METADATA,
@@ -83,8 +96,8 @@ class Anonymizer:
         sources = self.check_request([(level, resource_id)], request)
         results = self._run(self._plan_call(sources, [resource_id], request), progress, canceled,
                             _one_resource(level))
-        return native_answers.resource_answer(self._port.version(), level, resource_id, results, len(sources),
-                                       request.native_body)
+        return with_pixel_status(native_answers.resource_answer(self._port.version(), level, resource_id, results,
+                                                                len(sources), request.native_body), results)
 
     def anonymize_bulk(self, targets: list[tuple[str, str]], request: AnonymizeRequest,
                        progress: Progress = lambda done, total: None,
@@ -98,7 +111,8 @@ class Anonymizer:
         sources = self.check_request(targets, request)
         plan = self._plan_call(sources, [resource_id for _, resource_id in targets], request)
         results = self._run(plan, progress, canceled, lambda results: None)
-        return native_answers.bulk_answer(self._port.version(), targets, results, len(sources), request.native_body)
+        return with_pixel_status(native_answers.bulk_answer(self._port.version(), targets, results, len(sources),
+                                                            request.native_body), results)
 
     def resolve(self, resource_ids: list[str]) -> list[tuple[str, str]]:
         """The level of each resource of a bulk request (native's /tools/bulk-anonymize takes IDs of any level)."""

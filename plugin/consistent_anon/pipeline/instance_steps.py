@@ -107,6 +107,7 @@ class InstanceSteps:
         try:
             if made.plan.pixels is not None:  # only instances at risk or unknown: one write each
                 self._port.set_metadata("instances", stored["ID"], str(STATUS_METADATA), made.plan.pixels.record)
+                stored["PixelStatus"] = made.plan.pixels.status
             if stored["Status"] == "AlreadyStored" and self._compare:
                 self._index.same_result(stored, made.data, self._seal)
             if self._port.transcodes_on_ingest():

@@ -71,7 +71,7 @@ def risky_kind(header: Header) -> str | None:
     modality = header.text(MODALITY).strip().upper()
     if modality in RISKY_MODALITIES:
         return f"a {modality} image"
-    image_type = {value.strip().upper() for value in header.values(IMAGE_TYPE)} & RISKY_IMAGE_TYPES
+    image_type = {value.strip().upper() for value in header.text(IMAGE_TYPE).split("\\")} & RISKY_IMAGE_TYPES
     if image_type:
         return f"an image of ImageType {'/'.join(sorted(image_type))}"
     if not header.text(MANUFACTURER).strip():

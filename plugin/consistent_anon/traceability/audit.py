@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from .audit_log import AuditEntry, AuditLog, is_name, is_orthanc_id
+from .audit_log import PIXEL_STATUSES, AuditEntry, AuditLog, is_name, is_orthanc_id
 from ..errors import BadRequest, PluginError
 from ..jobs.queue import Job
 from ..identity.keys import KeyStore
@@ -167,7 +167,7 @@ class AuditTrail:
                           sources=tuple(s for s in sources if is_orthanc_id(s)), results=results, user=call.user,
                           project=facts.project if is_name(facts.project) else None,
                           options_mark=facts.options_mark, instances=instances, failed_instances=failed,
-                          job=call.job)
+                          job=call.job, pixel_status=_pixel_status(call.answer))
 
 
 def request_facts(keys: KeyStore, body: Any, with_mark: bool) -> RequestFacts:
@@ -200,6 +200,14 @@ def _results(level: str, answer: dict[str, Any] | None) -> tuple[tuple[str, ...]
         results = [answer.get("ID")]
     return (tuple(r for r in results if is_orthanc_id(r)), _count(answer.get("InstancesCount")),
             _count(answer.get("FailedInstancesCount")))
+
+
+def _pixel_status(answer: dict[str, Any] | None) -> dict[str, int]:
+    """The answer's "PixelStatusCounts" (engine.with_pixel_status), what of it is well formed."""
+    counts = (answer or {}).get("PixelStatusCounts")
+    if not isinstance(counts, dict):
+        return {}
+    return {status: _count(n) for status, n in counts.items() if status in PIXEL_STATUSES and _count(n)}
 
 
 def _count(value: Any) -> int:

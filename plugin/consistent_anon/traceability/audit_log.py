@@ -33,6 +33,7 @@ REASONS = {
     "Canceled": frozenset({"CanceledByUser"}),
 }
 LEVELS = frozenset({"Patient", "Study", "Series", "Instance", "Bulk"})
+PIXEL_STATUSES = frozenset({"Cleaned", "Accepted", "Flagged"})
 ROUTES = frozenset({"/patients/{id}/anonymize", "/studies/{id}/anonymize", "/series/{id}/anonymize",
                     "/instances/{id}/anonymize", "/tools/bulk-anonymize"})
 
@@ -70,6 +71,8 @@ class AuditEntry:
     instances: int = 0
     failed_instances: int = 0
     job: str | None = None
+    #: How many results' pixels were cleaned, accepted as they are, or flagged (pixels/decision.py).
+    pixel_status: dict[str, int] = field(default_factory=dict)
     time: str = field(default_factory=utc_now)
     sequence: int | None = None
 
@@ -89,6 +92,8 @@ class AuditEntry:
             ("instances", _count(self.instances)),
             ("failed_instances", _count(self.failed_instances)),
             ("job", self.job is None or _is(_JOB_ID, self.job)),
+            ("pixel_status", isinstance(self.pixel_status, dict) and all(
+                status in PIXEL_STATUSES and _count(count) for status, count in self.pixel_status.items())),
             ("time", _is(_TIME, self.time)),
             ("sequence", self.sequence is None or (_count(self.sequence) and self.sequence > 0)),
         ) if not good]
