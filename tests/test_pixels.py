@@ -234,3 +234,34 @@ def test_the_members_are_the_plugins_not_natives():
 ])
 def test_the_gate_on_the_public_files(name, level):
     assert gate.classify(read_header(real_files()[name].read_bytes())).level == level
+
+
+def test_an_image_derived_only_by_lossy_compression_is_not_judged_by_it():
+    ds = Dataset()
+    ds.SOPClassUID, ds.Rows, ds.Manufacturer, ds.ImageType = CT, 512, "GE", ["DERIVED", "PRIMARY", "AXIAL"]
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "113040", "DCM", "Lossy Compression"
+    ds.DerivationCodeSequence = [code]
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=False, little_endian=True)
+    assert gate.classify(read_header(out.getvalue())).level == gate.NOT_AT_RISK
+    code.CodeValue = "113072"  # Multiplanar reformatting: it may carry text
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=False, little_endian=True)
+    assert gate.classify(read_header(out.getvalue())).level == gate.UNKNOWN
+
+
+def test_verify_judges_a_result_by_its_source_where_they_are_paired():
+    """Orthanc marks a lossily transcoded result DERIVED: its source, not at risk, decides."""
+    from consistent_anon.verification.pixel_report import PixelReport
+    report = PixelReport(lambda instance: {"accepted": "Accepted", "cleaned": "Cleaned: R"}.get(instance))
+    report.add_source("plain", header(SOPClassUID=CT, Rows="512", Manufacturer="GE"))
+    report.add_source("echo", header(SOPClassUID=US, Rows="512", Manufacturer="GE"))
+    derived = dict(SOPClassUID=CT, Rows="512", Manufacturer="GE", ImageType="DERIVED")
+    report.add("transcoded", header(**derived))
+    report.add("unpaired", header(**derived))
+    report.add("accepted", header(SOPClassUID=US, Rows="512", Manufacturer="GE"))
+    report.add("cleaned", header(SOPClassUID=US, Rows="512", Manufacturer="GE", BurnedInAnnotation="NO"))
+    report.conclude({"transcoded": "plain", "accepted": "echo", "cleaned": "echo"})
+    assert report.counts == {"NotAtRisk": 1, "NotCleaned": 1, "Accepted": 1, "Cleaned": 1}
+    assert not report.clean

@@ -76,21 +76,22 @@ class InstanceSteps:
     def ask_native(self, instance_id: str, header: Header, plan: InstancePlan) -> bytes:
         """Native's de-identification under the plan, sealed, checked (VerificationFailed otherwise):
         what is checked is what is stored."""
-        return anonymize_checked(plan, lambda body: self._seal(header, self._cleaned(plan, self._native(instance_id, body))),
-                                 self._uid_tags, instance_id)
+        def output(body: dict[str, Any]) -> bytes:
+            return self._seal(header, self._cleaned(plan, self._native(instance_id, body)))
+        return anonymize_checked(plan, output, self._uid_tags, instance_id)
 
     @staticmethod
     def _cleaned(plan: InstancePlan, data: bytes) -> bytes:
         """Native's output with the rule's rectangles blanked in every frame, where the plan says so."""
-        if not plan.clean_pixel_data_applied:
+        rule = plan.pixels.rule if plan.pixels is not None and plan.clean_pixel_data_applied else None
+        if rule is None:
             return data
-        rule = plan.pixels.rule  # type: ignore[union-attr]
         try:
-            return blank(data, read_header(data), rule.rectangles)  # type: ignore[union-attr]
+            return blank(data, read_header(data), rule.rectangles)
         except UnreadableHeader as error:
             raise VerificationFailed(f"Native anonymization gave a file the plugin cannot read ({error})") from None
-        except CannotBlank as error:
-            raise BurnedInPixels(f'The pixels of an anonymized instance cannot be cleaned by the rule "{rule.name}": '  # type: ignore[union-attr]
+        except CannotBlank as error:  # e.g. a Transcode to a compressed syntax
+            raise BurnedInPixels(f'The pixels of an anonymized instance cannot be cleaned by the rule "{rule.name}": '
                                  f"{error}; nothing of this call was stored") from None
 
     def _native(self, instance_id: str, body: dict[str, Any]) -> bytes:

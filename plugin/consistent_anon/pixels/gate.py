@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..dicom.filereader import Header
-from ..dicom.vocabulary import Tag
+from ..dicom.vocabulary import CODE_VALUE, Tag
 
 AT_RISK, UNKNOWN, NOT_AT_RISK = "AtRisk", "Unknown", "NotAtRisk"
 
@@ -31,6 +31,9 @@ _RISK = json.loads(Path(__file__).with_name("burned_in_risk.json").read_text(enc
 RISKY_SOP_CLASSES: frozenset[str] = frozenset(_RISK["SOPClasses"])
 RISKY_MODALITIES: frozenset[str] = frozenset(_RISK["Modalities"])
 RISKY_IMAGE_TYPES: frozenset[str] = frozenset(_RISK["ImageTypeValues"])
+#: Derivations (CID 7203 codes) that add no text: an image DERIVED by these alone is not judged by it.
+DERIVATIONS_WITHOUT_TEXT: frozenset[str] = frozenset(_RISK["DerivationsWithoutText"]) - {"_about"}
+DERIVATION_CODE_SEQUENCE = 0x00089215
 
 
 @dataclass(frozen=True)
@@ -72,11 +75,22 @@ def risky_kind(header: Header) -> str | None:
     if modality in RISKY_MODALITIES:
         return f"a {modality} image"
     image_type = {value.strip().upper() for value in header.text(IMAGE_TYPE).split("\\")} & RISKY_IMAGE_TYPES
+    if image_type == {"DERIVED"} and _derived_without_text(header):
+        image_type = set()
     if image_type:
         return f"an image of ImageType {'/'.join(sorted(image_type))}"
     if not header.text(MANUFACTURER).strip():
         return "an image without Manufacturer"
     return None
+
+
+def _derived_without_text(header: Header) -> bool:
+    """Whether the derivations the instance declares (DerivationCodeSequence) are all of those that
+    add no text, such as the lossy compression Orthanc's own transcoding records."""
+    codes = [element.values[0] for element in header.elements
+             if element.tag == CODE_VALUE and element.values and len(element.path.steps) == 1
+             and element.path.steps[0][0] == DERIVATION_CODE_SEQUENCE]
+    return bool(codes) and all(code.strip() in DERIVATIONS_WITHOUT_TEXT for code in codes)
 
 
 def device(header: Header) -> str:

@@ -492,17 +492,18 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
     anonymized_level = reader.level_of(request.anonymized)
     identifiers = SourceIdentifiers()
     sources: list[InstanceSummary] = []
+    pixels = PixelReport(reader.pixel_status)
 
     def visit_source(instance: dict[str, str], header: Header) -> None:
         sources.append(summarize(instance["ID"], instance["ParentSeries"], header, uid_tags))
         identifiers.add(header, uid_tags)
+        pixels.add_source(instance["ID"], header)
 
     _read(reader, source_level, request.source, log, f"verify-anonymization, source {request.source}",
           visit_source)
     finder = identifiers.finder()
     anonymized: list[InstanceSummary] = []
     leaks: list[tuple[str, Path, str]] = []
-    pixels = PixelReport(reader.pixel_status)
 
     def visit_anonymized(instance: dict[str, str], header: Header) -> None:
         pixels.add(instance["ID"], header)
@@ -514,6 +515,7 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
           f"verify-anonymization, anonymized {request.anonymized}", visit_anonymized)
     pairs, methods = pair_instances(sources, anonymized, pseudonyms, reader.anonymized_from)
     leaks = _without_coincidences(reader, finder, leaks, pairs)
+    pixels.conclude(pairs)
     report = compare(sources, anonymized, pairs, leaks)
     answer = {
         "Clean": report.pop("Clean") and pixels.clean,
