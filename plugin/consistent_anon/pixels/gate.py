@@ -30,6 +30,8 @@ _RISK = json.loads(Path(__file__).with_name("burned_in_risk.json").read_text(enc
 #: The SOP classes, modalities and ImageType values of images that commonly carry burned-in text.
 RISKY_SOP_CLASSES: frozenset[str] = frozenset(_RISK["SOPClasses"])
 RISKY_MODALITIES: frozenset[str] = frozenset(_RISK["Modalities"])
+#: SOP classes whose values are measures, not pictures (segmentations, parametric maps, dose grids).
+SOP_CLASSES_WITHOUT_TEXT: frozenset[str] = frozenset(_RISK["SOPClassesWithoutText"]) - {"_about"}
 RISKY_IMAGE_TYPES: frozenset[str] = frozenset(_RISK["ImageTypeValues"])
 #: Derivations (CID 7203 codes) that add no text: an image DERIVED by these alone is not judged by it.
 DERIVATIONS_WITHOUT_TEXT: frozenset[str] = frozenset(_RISK["DerivationsWithoutText"]) - {"_about"}
@@ -64,12 +66,13 @@ def classify(header: Header) -> Risk:
 
 def risky_kind(header: Header) -> str | None:
     """What makes this instance a kind that commonly carries burned-in text; None if nothing.
-    Beyond the listed SOP classes, only images (Rows present) are judged: a structure set or a
-    report has no pixels to burn text into."""
+    Beyond the listed SOP classes, only images (Rows present) are judged, and not those whose
+    values are measures (segmentations, parametric maps, dose grids): a structure set or a report
+    has no pixels to burn text into."""
     sop_class = header.text(SOP_CLASS_UID).strip()
     if sop_class in RISKY_SOP_CLASSES:
         return f"a {_RISK['SOPClasses'][sop_class]}"
-    if ROWS not in header:
+    if ROWS not in header or sop_class in SOP_CLASSES_WITHOUT_TEXT:
         return None
     modality = header.text(MODALITY).strip().upper()
     if modality in RISKY_MODALITIES:
