@@ -265,3 +265,23 @@ def test_verify_judges_a_result_by_its_source_where_they_are_paired():
     report.conclude({"transcoded": "plain", "accepted": "echo", "cleaned": "echo"})
     assert report.counts == {"NotAtRisk": 1, "NotCleaned": 1, "Accepted": 1, "Cleaned": 1}
     assert not report.clean
+
+
+def test_the_settings_are_checked_at_start(tmp_path):
+    from consistent_anon.errors import ConfigurationError
+    from consistent_anon.identity.config import parse_config
+    from consistent_anon.identity.project_settings import SettingsError, parse_project_settings
+    from consistent_anon.orthanc.plugin import pixel_rules
+    assert parse_project_settings("S", {}).burned_in == "Refuse"
+    assert parse_project_settings("S", {"BurnedInAnnotation": "Accept"}).burned_in == "Accept"
+    with pytest.raises(SettingsError, match="Refuse, Flag, Accept"):
+        parse_project_settings("S", {"BurnedInAnnotation": "accept"})
+    for section in ({"PixelRules": {}}, {"PixelRuleFiles": "deid.dicom"}):
+        with pytest.raises(ConfigurationError):
+            parse_config({"ConsistentAnonymization": section})
+    (tmp_path / "rules.dicom").write_text(DEID_TEXT)
+    config = parse_config({"ConsistentAnonymization": {"PixelRuleFiles": ["rules.dicom"]}}, tmp_path)
+    assert [rule.name for rule in pixel_rules(config).rules] == ["Philips US", "Screen save"]
+    broken = parse_config({"ConsistentAnonymization": {"PixelRules": [{"Name": "x"}]}})
+    with pytest.raises(ConfigurationError, match=r"PixelRules\[0\]"):
+        pixel_rules(broken)
