@@ -285,3 +285,22 @@ def test_the_settings_are_checked_at_start(tmp_path):
     broken = parse_config({"ConsistentAnonymization": {"PixelRules": [{"Name": "x"}]}})
     with pytest.raises(ConfigurationError, match=r"PixelRules\[0\]"):
         pixel_rules(broken)
+
+
+def test_keeping_regions_blanks_everything_else():
+    from consistent_anon.pixels.blanking import outside
+    keep = ((2, 1, 5, 3), (4, 2, 7, 5))
+    mask = np.zeros((6, 8), dtype=bool)
+    for x0, y0, x1, y1 in outside(keep, 8, 6):
+        assert not mask[y0:y1, x0:x1].any()  # no overlap
+        mask[y0:y1, x0:x1] = True
+    kept = np.zeros((6, 8), dtype=bool)
+    for x0, y0, x1, y1 in keep:
+        kept[y0:y1, x0:x1] = True
+    assert np.array_equal(mask, ~kept)
+    rule = site_rule({"Name": "r", "Match": {"Modality": "US"}, "KeepUltrasoundRegions": True}, "x")
+    assert rule.keep_regions and rule.rectangles == ()
+    assert deid_rules("%filter graylist\nLABEL k\n  contains Modality US\n"
+                      "  keepcoordinates from:SequenceOfUltrasoundRegions\n", "t")[0].keep_regions
+    with pytest.raises(BurnedInPixels, match="SequenceOfUltrasoundRegions"):
+        decide(header(**dict(PHILIPS, BurnedInAnnotation="YES")), "id", "Refuse", True, RuleSet((rule,)))

@@ -21,6 +21,7 @@ CLEAN = {"DeidentificationOptions": ["CleanPixelData"]}
 STATUS_METADATA = "9735"
 #: A site's own rules (docs/pixels.md), for devices the field's file does not know.
 SITE_RULES = [
+    {"Name": "Regions only", "Match": {"ManufacturerModelName": "REGIONS ONLY$"}, "KeepUltrasoundRegions": True},
     {"Name": "Affiniti 70G cine", "Match": {"Manufacturer": "Philips", "ManufacturerModelName": "Affiniti 70G",
                                             "Rows": 600}, "Rectangles": [[0, 0, 800, 60]]},
     {"Name": "Aloka SSD-4000", "Match": {"ManufacturerModelName": "SSD-4000"},
@@ -208,3 +209,17 @@ def test_what_is_stored_is_marked_and_verify_is_never_clean_over_pixels_not_clea
     assert report["PixelStatusCounts"] == {status.split(":")[0]: 1}
     if not clean:
         assert report["Clean"] is False
+
+
+@pytest.mark.parametrize("name", ["GREYSCALE_IMAGE.dcm", "ultrasound-multiframe.dcm"])
+def test_a_rule_may_keep_only_the_declared_ultrasound_regions(server, files, name):
+    data = variant(files[name].read_bytes(), ManufacturerModelName="X REGIONS ONLY")
+    _, answer = anonymize_instance(server, data, CLEAN)
+    assert answer.status_code == 200, answer.text
+    before, after = frames(data), frames(answer.content)
+    kept = np.zeros(before.shape[:3], dtype=bool)
+    for region in pydicom.dcmread(io.BytesIO(data)).SequenceOfUltrasoundRegions:
+        kept[:, region.RegionLocationMinY0:region.RegionLocationMaxY1 + 1,
+             region.RegionLocationMinX0:region.RegionLocationMaxX1 + 1] = True
+    assert kept.any() and not kept.all()
+    assert np.array_equal(before[kept], after[kept]) and not after[~kept].any() and before[~kept].any()

@@ -82,16 +82,17 @@ class InstanceSteps:
 
     @staticmethod
     def _cleaned(plan: InstancePlan, data: bytes) -> bytes:
-        """Native's output with the rule's rectangles blanked in every frame, where the plan says so."""
-        rule = plan.pixels.rule if plan.pixels is not None and plan.clean_pixel_data_applied else None
-        if rule is None:
+        """Native's output with the decision's rectangles blanked in every frame, where the plan says so."""
+        decision = plan.pixels if plan.clean_pixel_data_applied else None
+        if decision is None:
             return data
         try:
-            return blank(data, read_header(data), rule.rectangles)
+            return blank(data, read_header(data), decision.rectangles)
         except UnreadableHeader as error:
             raise VerificationFailed(f"Native anonymization gave a file the plugin cannot read ({error})") from None
         except CannotBlank as error:  # e.g. a Transcode to a compressed syntax
-            raise BurnedInPixels(f'The pixels of an anonymized instance cannot be cleaned by the rule "{rule.name}": '
+            name = decision.rule.name if decision.rule is not None else ""
+            raise BurnedInPixels(f'The pixels of an anonymized instance cannot be cleaned by the rule "{name}": '
                                  f"{error}; nothing of this call was stored") from None
 
     def _native(self, instance_id: str, body: dict[str, Any]) -> bytes:

@@ -93,6 +93,21 @@ def _pixel_value(data: bytes, header: Header) -> tuple[int, int]:
     return start, end
 
 
+def outside(keep: tuple[Rectangle, ...], columns: int, rows: int) -> tuple[Rectangle, ...]:
+    """The rectangles that cover the image but for the `keep` ones (a rule that keeps only the
+    ultrasound regions blanks the rest): row bands where the kept column spans are the same."""
+    cuts = sorted({0, rows, *(min(max(y, 0), rows) for x0, y0, x1, y1 in keep for y in (y0, y1))})
+    blanked: list[Rectangle] = []
+    for top, bottom in zip(cuts, cuts[1:]):
+        spans = sorted((x0, x1) for x0, y0, x1, y1 in keep if y0 <= top and bottom <= y1)
+        column = 0
+        for x0, x1 in spans + [(columns, columns)]:
+            if x0 > column:
+                blanked.append((column, top, min(x0, columns), bottom))
+            column = max(column, x1)
+    return tuple(r for r in blanked if r[0] < r[2] and r[1] < r[3])
+
+
 def blank(data: bytes, header: Header, rectangles: tuple[Rectangle, ...]) -> bytes:
     """The file with the rectangles' samples set to zero in every frame (and plane); every other
     byte as it was. `header` is this very file's (read_header)."""

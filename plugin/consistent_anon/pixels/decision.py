@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from ..dicom.filereader import Header
 from ..errors import BurnedInPixels
 from ..identity.project_settings import BURNED_IN_POLICIES
-from .blanking import CannotBlank, layout
+from .blanking import CannotBlank, layout, outside
 from .gate import AT_RISK, Risk, classify, device
-from .rules import Rule, RuleSet
+from .rules import Rectangle, Rule, RuleSet
 
 REFUSE, FLAG, ACCEPT = BURNED_IN_POLICIES
 #: What a result's pixel status says (the instance metadata, verify's report).
@@ -39,6 +39,8 @@ class PixelDecision:
     status: str
     risk: Risk
     rule: Rule | None = None
+    #: What is blanked (Cleaned): the rule's rectangles, and all but the kept regions.
+    rectangles: tuple[Rectangle, ...] = ()
 
     @property
     def record(self) -> str:
@@ -72,8 +74,33 @@ def _cleaned(header: Header, instance_id: str, policy: str, risk: Risk, rules: R
                              f'docs/pixels.md), or give "BurnedInAnnotation": "Accept"; nothing of this call '
                              f"was stored")
     try:
-        layout(header)
+        shape = layout(header)
+        rectangles = rule.rectangles
+        if rule.keep_regions:
+            rectangles += outside(_ultrasound_regions(header), shape.columns, shape.rows)
     except CannotBlank as error:
         raise BurnedInPixels(f'Instance {instance_id} cannot have its pixels cleaned by the rule "{rule.name}": '
                              f"{error}; nothing of this call was stored") from None
-    return PixelDecision(CLEANED, risk, rule)
+    return PixelDecision(CLEANED, risk, rule, rectangles)
+
+
+SEQUENCE_OF_ULTRASOUND_REGIONS = 0x00186011
+#: RegionLocationMinX0, MinY0, MaxX1, MaxY1 (the max included).
+REGION_LOCATION = (0x00186018, 0x0018601A, 0x0018601C, 0x0018601E)
+
+
+def _ultrasound_regions(header: Header) -> tuple[Rectangle, ...]:
+    """The regions an ultrasound declares, as rectangles (the max excluded); CannotBlank if none."""
+    corners: dict[int, dict[int, int]] = {}
+    for element in header.elements:
+        steps = element.path.steps
+        if len(steps) == 1 and steps[0][0] == SEQUENCE_OF_ULTRASOUND_REGIONS and element.tag in REGION_LOCATION:
+            try:
+                corners.setdefault(steps[0][1], {})[element.tag] = int(element.values[0])
+            except (IndexError, ValueError):
+                raise CannotBlank("a region of its SequenceOfUltrasoundRegions has no location") from None
+    regions = tuple((c[REGION_LOCATION[0]], c[REGION_LOCATION[1]], c[REGION_LOCATION[2]] + 1, c[REGION_LOCATION[3]] + 1)
+                    for c in corners.values() if len(c) == 4)
+    if not regions or len(regions) != len(corners):
+        raise CannotBlank("it declares no complete SequenceOfUltrasoundRegions to keep")
+    return regions

@@ -35,6 +35,8 @@ class Rule:
     name: str
     conditions: tuple[tuple[str, Test], ...]
     rectangles: tuple[Rectangle, ...]
+    #: Keep only the regions the instance declares (SequenceOfUltrasoundRegions), blank the rest.
+    keep_regions: bool = False
 
     def matches(self, header: Header) -> bool:
         result = False
@@ -90,6 +92,8 @@ def _test(action: str, name: str, value: str, strict: bool) -> Test:
     return (lambda h: not found(h)) if action.startswith("not") else found
 
 
+#: The one kept area the plugin does: the regions an ultrasound declares.
+KEEP_ULTRASOUND_REGIONS = "from:SequenceOfUltrasoundRegions"
 _ACTIONS = ("contains", "notcontains", "equals", "notequals", "missing", "empty", "present")
 #: Where a line goes on with another condition: an operator followed by a condition's action.
 _JOIN = re.compile(r"\s*(\+|\|\|)\s*(?=(?:%s)\s)" % "|".join(_ACTIONS), re.IGNORECASE)
@@ -130,6 +134,7 @@ class _Label:
     usable: bool  # in the graylist
     conditions: list[tuple[str, Test]]
     rectangles: list[Rectangle]
+    keep_regions: bool = False
 
 
 def _label_line(label: _Label, line: str) -> None:
@@ -137,8 +142,10 @@ def _label_line(label: _Label, line: str) -> None:
     keyword = line.split(None, 1)[0].lower()
     if keyword in ("coordinates", "ctpcoordinates"):
         label.rectangles.append(_rectangle(line.split(None, 1)[1], keyword == "ctpcoordinates"))
+    elif keyword == "keepcoordinates" and line.split(None, 1)[1].strip() == KEEP_ULTRASOUND_REGIONS:
+        label.keep_regions = True
     elif keyword in ("keepcoordinates", "ctpkeepcoordinates"):
-        label.usable = False  # keeping regions is not done: the label cleans nothing here
+        label.usable = False  # other kept areas are not done: the label cleans nothing here
     elif line.startswith("+") or line.startswith("||"):
         operator = "and" if line.startswith("+") else "or"
         label.conditions.extend(_line_conditions(line.lstrip("+|").strip(), operator))
@@ -164,20 +171,25 @@ def deid_rules(text: str, origin: str) -> list[Rule]:
                 _label_line(labels[-1], line)
         except RuleError as error:
             raise RuleError(f"{origin}, line {number}: {error}") from None
-    return [Rule(label.name, tuple(label.conditions), tuple(label.rectangles))
-            for label in labels if label.usable and label.rectangles and label.conditions]
+    return [Rule(label.name, tuple(label.conditions), tuple(label.rectangles), label.keep_regions)
+            for label in labels if label.usable and (label.rectangles or label.keep_regions) and label.conditions]
 
 
 def site_rule(entry: Any, where: str) -> Rule:
     """A rule of the configuration: {"Name": ..., "Match": {"Manufacturer": "regex", "Rows": 768,
-    ...}, "Rectangles": [[xmin, ymin, xmax, ymax], ...]}. Every Match entry must hold: a text is
-    searched as a case-insensitive regular expression, a number compared as a number."""
-    if not isinstance(entry, dict) or set(entry) - {"Name", "Match", "Rectangles"}:
-        raise RuleError(f"{where} must be an object with Name, Match and Rectangles")
-    name, match, rectangles = entry.get("Name"), entry.get("Match"), entry.get("Rectangles")
+    ...}, "Rectangles": [[xmin, ymin, xmax, ymax], ...], "KeepUltrasoundRegions": false}. Every
+    Match entry must hold: a text is searched as a case-insensitive regular expression, a number
+    compared as a number. KeepUltrasoundRegions true blanks all but the declared regions."""
+    if not isinstance(entry, dict) or set(entry) - {"Name", "Match", "Rectangles", "KeepUltrasoundRegions"}:
+        raise RuleError(f"{where} must be an object with Name, Match, Rectangles and/or KeepUltrasoundRegions")
+    name, match = entry.get("Name"), entry.get("Match")
+    keep = entry.get("KeepUltrasoundRegions", False)
+    rectangles = entry.get("Rectangles", [] if keep is True else None)
     if not isinstance(name, str) or not name or not isinstance(match, dict) or not match:
         raise RuleError(f"{where} needs a Name and a Match of at least one attribute")
-    if not isinstance(rectangles, list) or not rectangles or not all(
+    if not isinstance(keep, bool):
+        raise RuleError(f"{where}.KeepUltrasoundRegions must be true or false")
+    if not isinstance(rectangles, list) or not (rectangles or keep) or not all(
             isinstance(r, list) and len(r) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in r)
             for r in rectangles):
         raise RuleError(f"{where}.Rectangles must list [xmin, ymin, xmax, ymax] of whole numbers")
@@ -191,7 +203,7 @@ def site_rule(entry: Any, where: str) -> Rule:
         except RuleError as error:
             raise RuleError(f"{where}.Match.{field}: {error}") from None
     try:
-        return Rule(name, tuple(conditions), tuple(_rectangle(",".join(map(str, r)), False) for r in rectangles))
+        return Rule(name, tuple(conditions), tuple(_rectangle(",".join(map(str, r)), False) for r in rectangles), keep)
     except RuleError as error:
         raise RuleError(f"{where}.Rectangles: {error}") from None
 
