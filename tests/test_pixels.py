@@ -271,7 +271,7 @@ def test_the_settings_are_checked_at_start(tmp_path):
     from consistent_anon.errors import ConfigurationError
     from consistent_anon.identity.config import parse_config
     from consistent_anon.identity.project_settings import SettingsError, parse_project_settings
-    from consistent_anon.orthanc.plugin import pixel_rules
+    from consistent_anon.orthanc.plugin import pixel_settings
     assert parse_project_settings("S", {}).burned_in == "Refuse"
     assert parse_project_settings("S", {"BurnedInAnnotation": "Accept"}).burned_in == "Accept"
     with pytest.raises(SettingsError, match="Refuse, Flag, Accept"):
@@ -281,10 +281,16 @@ def test_the_settings_are_checked_at_start(tmp_path):
             parse_config({"ConsistentAnonymization": section})
     (tmp_path / "rules.dicom").write_text(DEID_TEXT)
     config = parse_config({"ConsistentAnonymization": {"PixelRuleFiles": ["rules.dicom"]}}, tmp_path)
-    assert [rule.name for rule in pixel_rules(config).rules] == ["Philips US", "Screen save"]
+    assert [rule.name for rule in pixel_settings(config).rules.rules] == ["Philips US", "Screen save"]
+    assert pixel_settings(config).status_metadata == 9735
     broken = parse_config({"ConsistentAnonymization": {"PixelRules": [{"Name": "x"}]}})
     with pytest.raises(ConfigurationError, match=r"PixelRules\[0\]"):
-        pixel_rules(broken)
+        pixel_settings(broken)
+    moved = parse_config({"ConsistentAnonymization": {"PixelStatusMetadata": 5000}})
+    assert pixel_settings(moved).status_metadata == 5000
+    for index in (9732, 80, True):
+        with pytest.raises(ConfigurationError, match="PixelStatusMetadata"):
+            parse_config({"ConsistentAnonymization": {"PixelStatusMetadata": index}})
 
 
 def test_keeping_regions_blanks_everything_else():

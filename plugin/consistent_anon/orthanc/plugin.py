@@ -24,7 +24,8 @@ from ..identity.config import SECTION, AUDIT_LOG_NAME, PluginConfig, configurati
 from .coexistence import route_clash_warning
 from ..pipeline.engine import Anonymizer
 from ..errors import BadFileFormat, BadRequest, ConfigurationError, Forbidden, NotFound, PluginError
-from ..pixels.rules import RuleError, RuleSet, load_rules
+from ..pixels.decision import PixelSettings
+from ..pixels.rules import RuleError, load_rules
 from .job_routes import JOBS_ASIDE_PROPERTY, JOBS_PROPERTY, JobRoutes
 from ..jobs.queue import Job, JobQueue, JobSettings
 from ..jobs.journal import CallJournal
@@ -59,11 +60,12 @@ def _text(body: Any) -> str:
 
 
 
-def pixel_rules(config: PluginConfig) -> RuleSet:
-    """The rules that say where devices burn text (docs/pixels.md), read at start: one that cannot
-    be used stops Orthanc, as any wrong setting."""
+def pixel_settings(config: PluginConfig) -> PixelSettings:
+    """The rules that say where devices burn text (docs/pixels.md), read at start (one that cannot
+    be used stops Orthanc, as any wrong setting), and where a result's pixel status is kept."""
     try:
-        return load_rules(config.pixel_rule_files, config.pixel_rules, SECTION)
+        return PixelSettings(load_rules(config.pixel_rule_files, config.pixel_rules, SECTION),
+                             config.pixel_status_metadata)
     except RuleError as error:
         raise ConfigurationError(str(error)) from None
 
@@ -83,9 +85,9 @@ class Plugin:
         self._key_lock = threading.Lock()
         self.keys = KeyStore(self.config, lambda: self.key_places()[0](), lambda: self.key_places()[1],
                              orthanc.LogWarning)
-        self.port = RestPort(orthanc, configuration)
+        self.port = RestPort(orthanc, configuration, self.config.pixel_status_metadata)
         self.anonymizer = Anonymizer(self.port, self.keys, options_metadata=self.config.options_metadata,
-                                     log_error=orthanc.LogError, pixel_rules=pixel_rules(self.config))
+                                     log_error=orthanc.LogError, pixels=pixel_settings(self.config))
         # Orthanc checks the Basic credentials only with its authentication on (by default, iff remote access is)
         self._authenticated = bool(configuration.get("AuthenticationEnabled",
                                                      configuration.get("RemoteAccessAllowed", False)))

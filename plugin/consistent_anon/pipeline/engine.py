@@ -33,7 +33,7 @@ from ..orthanc_ids import LEVEL_TYPES, PARENT_FIELD
 from .origins import OriginWriter
 from .port import OrthancPort, Source, Stored, by_series
 from ..identity.pseudonyms import Pseudonymizer
-from ..pixels.rules import RuleSet
+from ..pixels.decision import PixelSettings
 from .result_index import ResultIndex
 from .transcoding import native_anonymized
 from ..dicom.uid_attributes import UID_TAGS
@@ -70,9 +70,10 @@ def with_pixel_status(answer: dict[str, Any], results: list[Stored]) -> dict[str
 class Anonymizer:
     def __init__(self, port: OrthancPort, keys: KeyStore, uid_tags: frozenset[int] = UID_TAGS,
                  options_metadata: int = DEFAULT_OPTIONS_METADATA,
-                 log_error: Callable[[str], None] = lambda message: None, pixel_rules: RuleSet = RuleSet()) -> None:
+                 log_error: Callable[[str], None] = lambda message: None,
+                 pixels: PixelSettings = PixelSettings()) -> None:
         self._port = port
-        self._pixel_rules = pixel_rules
+        self._pixels = pixels
         self._keys = keys
         self._uid_tags = uid_tags
         self._ledger = Ledger()
@@ -216,7 +217,7 @@ class Anonymizer:
     # --- Stage 2: run it ----------------------------------------------------------------------
     def _steps(self, request: AnonymizeRequest, pseudonyms: Pseudonymizer, markers: NativeMarkers) -> InstanceSteps:
         return InstanceSteps(self._port, request, pseudonyms, markers, self._uid_tags, self._index, self._deletions,
-                             self._pixel_rules)
+                             self._pixels)
 
     def _run(self, plan: CallPlan, progress: Progress, canceled: Canceled, check: WholeCheck) -> list[Stored]:
         parts = CallParts(self._port, self._ledger, self._index, self._deletions)

@@ -14,9 +14,8 @@ from ..errors import BurnedInPixels, NotFound, ResultDisappeared, VerificationFa
 from ..dicom.filereader import Header, UnreadableHeader, read_header
 from ..dicom.vocabulary import Path
 from ..pixels.blanking import CannotBlank, blank
-from ..pixels.decision import CLEAN_PIXEL_DATA, STATUS_METADATA, decide
+from ..pixels.decision import CLEAN_PIXEL_DATA, PixelSettings, decide
 from ..pixels.gate import BURNED_IN_ANNOTATION
-from ..pixels.rules import RuleSet
 from .identities import InstancePlan, NativeMarkers, plan_instance
 from .options import AnonymizeRequest
 from .port import OrthancPort, Stored
@@ -41,7 +40,7 @@ class Anonymized:
 class InstanceSteps:
     def __init__(self, port: OrthancPort, request: AnonymizeRequest, pseudonyms: Pseudonymizer,
                  markers: NativeMarkers, uid_tags: frozenset[int], index: ResultIndex, deletions: Deletions,
-                 rules: RuleSet = RuleSet()) -> None:
+                 pixels: PixelSettings = PixelSettings()) -> None:
         self._port = port
         self._request = request
         self._pseudonyms = pseudonyms
@@ -49,7 +48,7 @@ class InstanceSteps:
         self._uid_tags = uid_tags
         self._index = index
         self._deletions = deletions
-        self._rules = rules
+        self._pixels = pixels
         self._clean = CLEAN_PIXEL_DATA in request.deidentification_options
         self._compare = index.compares_results()
         self._seal = sealing_for(request.settings)  # the output step: once per call (one key wrap)
@@ -65,7 +64,7 @@ class InstanceSteps:
     def plan(self, header: Header, instance_id: str) -> InstancePlan:
         """The pixels' gate first (pixels/decision.py: BurnedInPixels refuses the instance before
         native is asked anything), then the source's identities and the transforms (transforms.py)."""
-        pixels = decide(header, instance_id, self._request.settings.burned_in, self._clean, self._rules)
+        pixels = decide(header, instance_id, self._request.settings.burned_in, self._clean, self._pixels.rules)
         plan = plan_instance(header, self._request, self._pseudonyms, self._markers, self._uid_tags)
         plan.pixels = pixels
         if plan.clean_pixel_data_applied:  # said only where the stored values change (PS3.15 E.3.1)
@@ -108,7 +107,8 @@ class InstanceSteps:
                                      f"(status {stored.get('Status')}); nothing was kept")
         try:
             if made.plan.pixels is not None:  # only instances at risk or unknown: one write each
-                self._port.set_metadata("instances", stored["ID"], str(STATUS_METADATA), made.plan.pixels.record)
+                self._port.set_metadata("instances", stored["ID"], str(self._pixels.status_metadata),
+                                        made.plan.pixels.record)
                 stored["PixelStatus"] = made.plan.pixels.status
             if stored["Status"] == "AlreadyStored" and self._compare:
                 self._index.same_result(stored, made.data, self._seal)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..dicom.filereader import Header
 from ..errors import BurnedInPixels
+from ..identity.config import DEFAULT_PIXEL_STATUS_METADATA
 from ..identity.project_settings import BURNED_IN_POLICIES
 from .blanking import CannotBlank, layout, outside
 from .gate import AT_RISK, Risk, classify, device
@@ -25,11 +26,18 @@ REFUSE, FLAG, ACCEPT = BURNED_IN_POLICIES
 #: What a result's pixel status says (the instance metadata, verify's report).
 CLEANED, ACCEPTED, FLAGGED = "Cleaned", "Accepted", "Flagged"
 CLEAN_PIXEL_DATA = "CleanPixelData"
-#: The instance metadata (a user metadata index) that holds a result's pixel status (`record`).
-STATUS_METADATA = 9735
 _WAYS_OUT = ('ask for "DeidentificationOptions": ["CleanPixelData"] to blank it by a rule, or give '
              '"BurnedInAnnotation": "Accept" (its pixels are stored as they are, marked as accepted) or "Flag" '
              '(stored, marked as not cleaned)')
+
+
+@dataclass(frozen=True)
+class PixelSettings:
+    """The plugin's settings for pixels: the rules, and the instance metadata (a user metadata
+    index, "PixelStatusMetadata") that holds each result's pixel status (`PixelDecision.record`)."""
+
+    rules: RuleSet = RuleSet()
+    status_metadata: int = DEFAULT_PIXEL_STATUS_METADATA
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ The gate (pixels/gate.py) is run again on each anonymized header, so that result
 the gate existed, or elsewhere, are judged too, and on each source: an instance is at risk or
 unknown only if its source (where it is paired) is too, since its pixels are its source's (Orthanc
 itself marks an image DERIVED when it transcodes it lossily). The status the anonymization stored
-with a result (pixels/decision.py, instance metadata STATUS_METADATA) says whether the caller
+with a result (pixels/decision.py, the instance metadata PixelStatusMetadata) says whether the caller
 accepted its pixels or a rule cleaned them. The set is not clean while an instance at risk or
 unknown is neither.
 """
