@@ -4,6 +4,7 @@ the `deid` package's file, and a site's), what is stored and marked, and what ve
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import generate_uid
 
 from orthanc_server import RUNTIME, OrthancServer
+from test_jobs import finished, wait_for
 from pixel_files import real_files, rule_file
 
 CLEAN = {"DeidentificationOptions": ["CleanPixelData"]}
@@ -223,3 +225,21 @@ def test_a_rule_may_keep_only_the_declared_ultrasound_regions(server, files, nam
              region.RegionLocationMinX0:region.RegionLocationMaxX1 + 1] = True
     assert kept.any() and not kept.all()
     assert np.array_equal(before[kept], after[kept]) and not after[~kept].any() and before[~kept].any()
+
+
+def test_bulk_and_asynchronous_calls_refuse_an_instance_at_risk_and_keep_nothing(server, files):
+    """The bulk route refuses at once; a job fails with the same message, and its content counts
+    what an unknown instance's result is (flagged) when it succeeds."""
+    at_risk = server.upload(variant(files["GREYSCALE_IMAGE.dcm"].read_bytes()))
+    unknown = server.upload(variant(files["RGB_IMAGE.dcm"].read_bytes()))
+    before = set(server.get("/instances").json())
+    answer = server.post("/tools/bulk-anonymize", json={"Resources": [unknown["ParentSeries"], at_risk["ID"]]})
+    assert answer.status_code == 400 and at_risk["ID"] in answer.text, answer.text
+    assert set(server.get("/instances").json()) == before
+    job = server.post(f"/series/{at_risk['ParentSeries']}/anonymize", json={"Asynchronous": True}).json()
+    ended = wait_for(server, job["Path"], finished)
+    assert ended["State"] == "Failure" and "BurnedInAnnotation is YES" in json.dumps(ended)
+    assert set(server.get("/instances").json()) == before
+    job = server.post(f"/series/{unknown['ParentSeries']}/anonymize", json={"Asynchronous": True}).json()
+    ended = wait_for(server, job["Path"], finished)
+    assert ended["State"] == "Success" and ended["Content"]["PixelStatusCounts"] == {"Flagged": 1}
