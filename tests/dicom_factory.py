@@ -85,6 +85,7 @@ def _base(study: Study, sop_class: str, modality: str) -> Dataset:
     ds.ReferringPhysicianName = "Referrer^Synthetic"
     ds.StudyDescription = "Synthetic study"
     ds.Modality = modality
+    ds.Manufacturer = "Synthetic Scanners"  # a device's image: not one the burned-in gate flags (docs/pixels.md)
     return ds
 
 

@@ -188,6 +188,7 @@ def enhanced_ct_concatenation(study: Study, sources: list[Dataset], number: int,
         ds.FrameOfReferenceUID = sources[0].FrameOfReferenceUID
         ds.PositionReferenceIndicator = ""
         ds.ImageType = ["DERIVED", "PRIMARY", "AXIAL", "NONE"]
+        ds.BurnedInAnnotation = "NO"  # blank frames: a derived image the burned-in gate would otherwise flag
         ds.ConcatenationUID = concatenation
         ds.SOPInstanceUIDOfConcatenationSource = concatenation_source
         ds.ConcatenationFrameOffsetNumber = part * frames_per_part

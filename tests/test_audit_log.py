@@ -35,8 +35,13 @@ def test_an_entry_holds_every_field_as_json():
         "sources": [SOURCE], "results": [RESULT], "source_count": 1, "result_count": 1, "user": "alice",
         "project": "trial-7",
         "options_mark": "0123456789abcdef", "instances": 12, "failed_instances": 0, "job": JOB,
-        "time": written.time, "sequence": None}
+        "pixel_status": {}, "time": written.time, "sequence": None}
     assert AuditEntry.from_json(line) == written
+    flagged = entry(pixel_status={"Flagged": 2, "Cleaned": 1})
+    assert AuditEntry.from_json(flagged.to_json()) == flagged
+    for wrong in ({"Unseen": 1}, {"Flagged": -1}, ["Flagged"]):
+        with pytest.raises(ValueError):
+            entry(pixel_status=wrong)
     assert datetime.strptime(written.time, "%Y-%m-%dT%H:%M:%S.%fZ")
 
 

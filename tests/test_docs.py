@@ -85,14 +85,17 @@ def test_the_configuration_page_gives_the_defaults_the_plugin_applies():
         "AuditLogRetentionDays": config.audit_retention_days, "AuditLogMaxEntries": config.audit_max_entries,
         "ShiftDates": settings.shift_dates, "DateShiftDays": list(settings.date_shift_days),
         "RequireSubject": settings.require_subject, "ClinicalTrial": settings.clinical_trial,
-        "PatientIdentity": settings.patient_identity,
+        "PatientIdentity": settings.patient_identity, "RegisterRootUri": config.register_root_uri,
+        "DeidentificationOptions": sorted(settings.deidentification_options), "BurnedInAnnotation": settings.burned_in,
+        "PixelRules": config.pixel_rules, "PixelStatusMetadata": config.pixel_status_metadata,
     }
     documented = {name: json.loads(default.strip("`")) for name, (default, _) in documented_options().items()
                   if name in applied}
     assert documented == applied
     absent = {name for name, (default, _) in documented_options().items() if default == "absent"}
-    assert absent == {"Key", "KeyFile", "Subjects", "ReidentificationCertificates"}
+    assert absent == {"Key", "KeyFile", "Subjects", "ReidentificationCertificates", "PixelRuleFiles"}
     assert config.key is None and settings.subjects is None and settings.recipients == ()
+    assert config.pixel_rule_files is None
 
 
 def test_the_configuration_page_gives_the_jobs_defaults_the_plugin_applies():

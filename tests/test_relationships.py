@@ -180,6 +180,10 @@ def bundled(name: str) -> Dataset:
     return ds
 
 
+#: pydicom's files the burned-in gate finds unknown (DERIVED\\SECONDARY, a secondary capture: docs/pixels.md).
+PIXELS_UNKNOWN = {"MR_small.dcm", "examples_overlay.dcm", "JPEG-lossy.dcm"}
+
+
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # rtdose.dcm's reference, as shipped
 def test_pydicoms_real_files_keep_their_references_each_anonymized_alone(orthanc):
     """pydicom's own RT, SEG, SR and image files: each in its own call, in a shuffled order. Their
@@ -203,6 +207,11 @@ def test_pydicoms_real_files_keep_their_references_each_anonymized_alone(orthanc
             anonymized_id = orthanc.upload(answer.content)["ID"]
         pairs.append((sources[name], dataset(orthanc, anonymized_id)))
         report = verify(orthanc, stored["ID"], anonymized_id)
+        if report["PixelStatusCounts"].get("NotCleaned"):  # clean but for its pixels: verify never says so
+            assert name in PIXELS_UNKNOWN and not report["Clean"], name
+            broken = [r for r in report["UnresolvedReferences"] if r["InSource"] in ("Resolved", "Absent")]
+            report = {**report, "Clean": not (report["LeaksCount"] or report["InconsistentUids"] or broken)
+                      and all(f["OneToOne"] for f in report["FramesOfReference"])}
         assert report["Clean"], json.dumps((name, {k: v for k, v in report.items() if v}))
         assert report["PairedInstancesCount"] == 1
         checked += report["ReferencesCount"]

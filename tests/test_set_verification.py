@@ -137,6 +137,9 @@ class FakeReader:
     def anonymized_from(self, instance_id: str) -> str | None:
         return self.origins.get(instance_id)
 
+    def pixel_status(self, instance_id: str) -> str | None:
+        return None  # no pixel status stored: verify judges the header alone
+
 
 def anonymize_locally(study, pseudonyms: Pseudonymizer, patient_id: str = "ANON") -> list[Dataset]:
     """What the plugin would write, made here: every UID of the table replaced by its pseudonym."""

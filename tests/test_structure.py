@@ -17,7 +17,7 @@ from consistent_anon.lru import LruCache
 PACKAGE = Path(__file__).parents[1] / "plugin" / "consistent_anon"
 #: The subpackages, from the top layer down: a module imports its own subpackage or lower ones,
 #: never a higher one (the root modules, "", are the bottom: they import nothing of the package).
-LAYERS = ("orthanc", "traceability", "jobs", "verification", "pipeline", "identity", "reidentification",
+LAYERS = ("orthanc", "traceability", "jobs", "verification", "pipeline", "pixels", "identity", "reidentification",
           "dicom", "")
 #: The only layer that talks to the `orthanc` module (passed in) and answers HTTP.
 ADAPTER_SIDE = "orthanc"
@@ -123,7 +123,8 @@ def test_errors_know_nothing_of_http_and_every_one_has_an_answer():
     assert statuses == {"PluginError": 500, "Refused": 400, "BadRequest": 400, "BadFileFormat": 400,
                         "Forbidden": 403, "NotFound": 404, "Conflict": 409, "ResultDisappeared": 409,
                         "SubjectRequired": 403, "VerificationFailed": 500, "StoredButUnfinished": 500,
-                        "PartlyKept": 404}
+                        "PartlyKept": 404,
+                        "BurnedInPixels": 400}
 
 
 def test_an_error_orthanc_raised_keeps_its_code_and_status():

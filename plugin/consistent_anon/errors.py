@@ -125,3 +125,8 @@ class ConfigurationError(ValueError):
 
 class JobCanceled(Exception):
     """Raised inside a running job once it has been canceled."""
+
+
+class BurnedInPixels(Refused):
+    """An instance whose pixels may show the patient's identity, neither cleaned nor accepted as
+    it is by the caller: nothing of the call is stored (a 4xx: the caller's to decide)."""

@@ -16,18 +16,21 @@ MIN_KEY_LENGTH = 32
 MAX_PROJECT_NAME = 256
 #: The user metadata (by index) of an anonymized series that records the options it was made with.
 DEFAULT_OPTIONS_METADATA = 9732
+#: The instance metadata that holds a result's pixel status (pixels/decision.py, docs/pixels.md).
+DEFAULT_PIXEL_STATUS_METADATA = 9735
 USER_METADATA_RANGE = range(1024, 65536)
 
 
 #: Options that name files or lists of files.
-PATH_OPTIONS = frozenset({"KeyFile", "AuditLogFile", "Subjects", "ReidentificationCertificates"})
+PATH_OPTIONS = frozenset({"KeyFile", "AuditLogFile", "Subjects", "ReidentificationCertificates", "PixelRuleFiles"})
 #: The options of the section, and of each project under `Projects` (a typo must never silently
 #: leave an option at its default: an unknown name stops Orthanc at start). The project settings
 #: (dates, subjects, trial attributes, patient identity) are allowed in both: at the top, they are
 #: the defaults of every project.
 SECTION_OPTIONS = frozenset({"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
                              "OptionsMetadata", "PseudonymLookup", "AcceptNewKey", "AuditLogFile",
-                             "AuditLogRetentionDays", "AuditLogMaxEntries", "RegisterRootUri", *PROJECT_SETTINGS})
+                             "AuditLogRetentionDays", "AuditLogMaxEntries", "RegisterRootUri", "PixelRuleFiles",
+                             "PixelRules", "PixelStatusMetadata", *PROJECT_SETTINGS})
 #: The audit log's file name in Orthanc's storage folder, its default place.
 AUDIT_LOG_NAME = "consistent-anonymization-audit.jsonl"
 AUDIT_RETENTION_DAYS = 365
@@ -101,6 +104,11 @@ class PluginConfig:
     #: Root URI and description in Orthanc's plugin list (the row of the Python plugin, shared with
     #: any other script): Orthanc Explorer 2 links to the plugin's landing page from there.
     register_root_uri: bool = True
+    #: Where burned-in text is, by device (pixels/rules.py, read at start by the adapter): rule
+    #: files in the `deid` format, and the site's own rules; None: the installed `deid` package's.
+    pixel_rule_files: list[str] | None = None
+    pixel_rules: list[Any] = field(default_factory=list)
+    pixel_status_metadata: int = DEFAULT_PIXEL_STATUS_METADATA
 
     def __repr__(self) -> str:  # never show a key
         return (f"PluginConfig(projects={sorted(self.project_keys)}, default_project={self.default_project!r}, "
@@ -176,11 +184,7 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
     if not isinstance(accepted, list) or not all(isinstance(p, str) and p in config.project_keys for p in accepted):
         raise ConfigurationError(f"{SECTION}.AcceptNewKey must list declared projects (or the default project)")
     config.accept_new_key = frozenset(accepted)
-    index = section.get("OptionsMetadata", DEFAULT_OPTIONS_METADATA)
-    if isinstance(index, bool) or not isinstance(index, int) or index not in USER_METADATA_RANGE:
-        raise ConfigurationError(f"{SECTION}.OptionsMetadata must be a user metadata index "
-                                 f"({USER_METADATA_RANGE.start}-{USER_METADATA_RANGE.stop - 1})")
-    config.options_metadata = index
+    config.options_metadata = _metadata_index(section, "OptionsMetadata", DEFAULT_OPTIONS_METADATA)
     audit_file = section.get("AuditLogFile")
     if audit_file is not None and (not isinstance(audit_file, str) or not audit_file):
         raise ConfigurationError(f"{SECTION}.AuditLogFile must be the path of a file")
@@ -190,4 +194,27 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
     config.audit_log_file = audit_file
     config.audit_retention_days = _limit(section, "AuditLogRetentionDays", AUDIT_RETENTION_DAYS)
     config.audit_max_entries = _limit(section, "AuditLogMaxEntries", AUDIT_MAX_ENTRIES)
+    _pixel_rules(section, config)
     return config
+
+
+def _pixel_rules(section: dict[str, Any], config: PluginConfig) -> None:
+    """PixelRuleFiles and PixelRules, as lists (their content is read by pixels/rules.py)."""
+    files = section.get("PixelRuleFiles")
+    if files is not None and (not isinstance(files, list) or not all(isinstance(f, str) and f for f in files)):
+        raise ConfigurationError(f"{SECTION}.PixelRuleFiles must list the paths of rule files")
+    rules = section.get("PixelRules", [])
+    if not isinstance(rules, list):
+        raise ConfigurationError(f"{SECTION}.PixelRules must be a list of rules")
+    config.pixel_rule_files, config.pixel_rules = files, rules
+    config.pixel_status_metadata = _metadata_index(section, "PixelStatusMetadata", DEFAULT_PIXEL_STATUS_METADATA)
+    if config.pixel_status_metadata == config.options_metadata:
+        raise ConfigurationError(f"{SECTION}.PixelStatusMetadata and OptionsMetadata must differ")
+
+
+def _metadata_index(section: dict[str, Any], name: str, default: int) -> int:
+    index = section.get(name, default)
+    if isinstance(index, bool) or not isinstance(index, int) or index not in USER_METADATA_RANGE:
+        raise ConfigurationError(f"{SECTION}.{name} must be a user metadata index "
+                                 f"({USER_METADATA_RANGE.start}-{USER_METADATA_RANGE.stop - 1})")
+    return index

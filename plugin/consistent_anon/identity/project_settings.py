@@ -23,12 +23,14 @@ CLINICAL_TRIAL_ATTRIBUTES = {
     "SiteName": 0x00120031,      # ClinicalTrialSiteName
 }
 PATIENT_IDENTITIES = ("caller", "project")
+#: What a call does with an instance whose pixels may show burned-in text (pixels/decision.py).
+BURNED_IN_POLICIES = ("Refuse", "Flag", "Accept")
 DEFAULT_DATE_SHIFT_DAYS = (-730, -30)
 MAX_DATE_SHIFT = 36500  # a century either way
 
 #: The keys this module reads, wherever they stand.
 KEYS = ("ShiftDates", "DateShiftDays", "Subjects", "RequireSubject", "ClinicalTrial", "PatientIdentity",
-        "ReidentificationCertificates", "DeidentificationOptions")
+        "ReidentificationCertificates", "DeidentificationOptions", "BurnedInAnnotation")
 
 
 class SettingsError(ValueError):
@@ -50,6 +52,8 @@ class ProjectSettings:
     #: The PS3.15 options the project's results get (option_attributes.OPTION_CODES names), but
     #: RetainLongitudinalModifiedDates, which is `shift_dates`.
     deidentification_options: frozenset[str] = frozenset()
+    #: "BurnedInAnnotation": one of BURNED_IN_POLICIES (docs/pixels.md).
+    burned_in: str = "Refuse"
 
     def output_options(self) -> dict[str, Any]:
         """What of these settings decides what an instance becomes, for the options' mark: two
@@ -203,6 +207,10 @@ def parse_project_settings(where: str, section: dict[str, Any],
         changes["patient_identity"] = section["PatientIdentity"]
     if "DeidentificationOptions" in section:
         _deidentification_options(where, section, changes)
+    if "BurnedInAnnotation" in section:
+        if section["BurnedInAnnotation"] not in BURNED_IN_POLICIES:
+            raise SettingsError(f"{where}.BurnedInAnnotation must be one of {', '.join(BURNED_IN_POLICIES)}")
+        changes["burned_in"] = section["BurnedInAnnotation"]
     if "ReidentificationCertificates" in section:
         changes["recipients"] = _recipients(where, section["ReidentificationCertificates"])
     settings = replace(defaults, **changes)

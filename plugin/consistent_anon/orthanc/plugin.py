@@ -20,10 +20,12 @@ from . import http_answers
 from .http_answers import send_error
 from ..traceability.audit import AuditTrail, basic_user, orthanc_emitter, page, request_facts
 from ..traceability.audit_log import FileAuditLog, Retention
-from ..identity.config import AUDIT_LOG_NAME, configuration_folder, parse_config
+from ..identity.config import SECTION, AUDIT_LOG_NAME, PluginConfig, configuration_folder, parse_config
 from .coexistence import route_clash_warning
 from ..pipeline.engine import Anonymizer
-from ..errors import BadFileFormat, BadRequest, Forbidden, NotFound, PluginError, bounded
+from ..errors import BadFileFormat, BadRequest, ConfigurationError, Forbidden, NotFound, PluginError, bounded
+from ..pixels.decision import PixelSettings
+from ..pixels.rules import RuleError, load_rules
 from .job_routes import JOBS_ASIDE_PROPERTY, JOBS_PROPERTY, JobRoutes
 from ..jobs.queue import Job, JobQueue, JobSettings
 from ..jobs.journal import CallJournal
@@ -58,6 +60,16 @@ def _text(body: Any) -> str:
 
 
 
+def pixel_settings(config: PluginConfig) -> PixelSettings:
+    """The rules that say where devices burn text (docs/pixels.md), read at start (one that cannot
+    be used stops Orthanc, as any wrong setting), and where a result's pixel status is kept."""
+    try:
+        return PixelSettings(load_rules(config.pixel_rule_files, config.pixel_rules, SECTION),
+                             config.pixel_status_metadata)
+    except RuleError as error:
+        raise ConfigurationError(str(error)) from None
+
+
 class Plugin:
     """The routes the plugin serves, wired to one Orthanc."""
 
@@ -73,9 +85,9 @@ class Plugin:
         self._key_lock = threading.Lock()
         self.keys = KeyStore(self.config, lambda: self.key_places()[0](), lambda: self.key_places()[1],
                              orthanc.LogWarning)
-        self.port = RestPort(orthanc, configuration)
+        self.port = RestPort(orthanc, configuration, self.config.pixel_status_metadata)
         self.anonymizer = Anonymizer(self.port, self.keys, options_metadata=self.config.options_metadata,
-                                     log_error=orthanc.LogError)
+                                     log_error=orthanc.LogError, pixels=pixel_settings(self.config))
         # Orthanc checks the Basic credentials only with its authentication on (by default, iff remote access is)
         self._authenticated = bool(configuration.get("AuthenticationEnabled",
                                                      configuration.get("RemoteAccessAllowed", False)))

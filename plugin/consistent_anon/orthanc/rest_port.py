@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 
 from . import http_answers
+from ..identity.config import DEFAULT_PIXEL_STATUS_METADATA
 from ..dicom.filereader import Header, UnreadableHeader, read_header
 from ..errors import BadRequest, Conflict, NotFound, PluginError, bounded
 from ..orthanc_ids import LEVEL_TYPES
@@ -36,8 +37,10 @@ def overwrite_mode(setting: Any) -> str:
 class RestPort:
     """The engine's OrthancPort over the built-in REST API (`orthanc.RestApi*`, not the plugins')."""
 
-    def __init__(self, orthanc: Any, configuration: dict[str, Any]) -> None:
+    def __init__(self, orthanc: Any, configuration: dict[str, Any],
+                 pixel_status_metadata: int = DEFAULT_PIXEL_STATUS_METADATA) -> None:
         self._orthanc = orthanc
+        self._pixel_status_metadata = str(pixel_status_metadata)
         self._configuration = configuration
         self._version: tuple[int, ...] | None = None
         self._workers: int | None = None
@@ -95,6 +98,10 @@ class RestPort:
 
     def anonymized_from(self, instance_id: str) -> str | None:
         return self.metadata("instances", instance_id, "AnonymizedFrom")
+
+    def pixel_status(self, instance_id: str) -> str | None:
+        """The pixel status the anonymization stored with a result (pixels/decision.py)."""
+        return self.metadata("instances", instance_id, self._pixel_status_metadata)
 
     def identifiers(self, series_id: str) -> tuple[str, str, str]:
         """PatientID, StudyInstanceUID and SeriesInstanceUID of a series, from the index."""

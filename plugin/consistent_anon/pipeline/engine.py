@@ -33,6 +33,7 @@ from ..orthanc_ids import LEVEL_TYPES, PARENT_FIELD
 from .origins import OriginWriter
 from .port import OrthancPort, Source, Stored, by_series
 from ..identity.pseudonyms import Pseudonymizer
+from ..pixels.decision import PixelSettings
 from .result_index import ResultIndex
 from .transcoding import native_anonymized
 from ..dicom.uid_attributes import UID_TAGS
@@ -53,11 +54,26 @@ def _one_resource(level: str) -> WholeCheck:
     return check
 
 
+def with_pixel_status(answer: dict[str, Any], results: list[Stored]) -> dict[str, Any]:
+    """Native's answer, and where some sources were at risk or unknown, how many of this call's
+    results were cleaned, accepted or flagged ("PixelStatusCounts", read by the audit entry too):
+    never a silent pass over pixels that may show the patient's identity."""
+    counts: dict[str, int] = {}
+    for stored in results:
+        if "PixelStatus" in stored:
+            counts[stored["PixelStatus"]] = counts.get(stored["PixelStatus"], 0) + 1
+    if counts:
+        answer["PixelStatusCounts"] = dict(sorted(counts.items()))
+    return answer
+
+
 class Anonymizer:
     def __init__(self, port: OrthancPort, keys: KeyStore, uid_tags: frozenset[int] = UID_TAGS,
                  options_metadata: int = DEFAULT_OPTIONS_METADATA,
-                 log_error: Callable[[str], None] = lambda message: None) -> None:
+                 log_error: Callable[[str], None] = lambda message: None,
+                 pixels: PixelSettings = PixelSettings()) -> None:
         self._port = port
+        self._pixels = pixels
         self._keys = keys
         self._uid_tags = uid_tags
         self._ledger = Ledger()
@@ -81,8 +97,8 @@ class Anonymizer:
         sources = self.check_request([(level, resource_id)], request)
         results = self._run(self._plan_call(sources, [resource_id], request), progress, canceled,
                             _one_resource(level))
-        return native_answers.resource_answer(self._port.version(), level, resource_id, results, len(sources),
-                                       request.native_body)
+        return with_pixel_status(native_answers.resource_answer(self._port.version(), level, resource_id, results,
+                                                                len(sources), request.native_body), results)
 
     def anonymize_bulk(self, targets: list[tuple[str, str]], request: AnonymizeRequest,
                        progress: Progress = lambda done, total: None,
@@ -96,7 +112,8 @@ class Anonymizer:
         sources = self.check_request(targets, request)
         plan = self._plan_call(sources, [resource_id for _, resource_id in targets], request)
         results = self._run(plan, progress, canceled, lambda results: None)
-        return native_answers.bulk_answer(self._port.version(), targets, results, len(sources), request.native_body)
+        return with_pixel_status(native_answers.bulk_answer(self._port.version(), targets, results, len(sources),
+                                                            request.native_body), results)
 
     def resolve(self, resource_ids: list[str]) -> list[tuple[str, str]]:
         """The level of each resource of a bulk request (native's /tools/bulk-anonymize takes IDs of any level)."""
@@ -194,7 +211,8 @@ class Anonymizer:
 
     # --- Stage 2: run it ----------------------------------------------------------------------
     def _steps(self, request: AnonymizeRequest, pseudonyms: Pseudonymizer, markers: NativeMarkers) -> InstanceSteps:
-        return InstanceSteps(self._port, request, pseudonyms, markers, self._uid_tags, self._index, self._deletions)
+        return InstanceSteps(self._port, request, pseudonyms, markers, self._uid_tags, self._index, self._deletions,
+                             self._pixels)
 
     def _run(self, plan: CallPlan, progress: Progress, canceled: Canceled, check: WholeCheck) -> list[Stored]:
         parts = CallParts(self._port, self._ledger, self._index, self._deletions)

@@ -14,6 +14,7 @@ from ..dicom.filereader import Element, Header
 from .options import AnonymizeRequest
 from ..dicom.paths import KEEP, REMOVE
 from ..identity.pseudonyms import Pseudonymizer
+from ..pixels.decision import CLEANED, PixelDecision
 from ..dicom.scanning import instance_uids, values_of
 from ..identity.subjects import Subject, SubjectTableError
 from .option_plan import keeps_private, kept_tags, native_keeps
@@ -57,6 +58,14 @@ class InstancePlan:
     shifted_dates: bool = False
     #: Under a Clean option, what the check cleans in the output (cleaning.py).
     cleaning: Cleaning | None = None
+    #: What is done with the pixels of an instance at risk or unknown (None: not at risk).
+    pixels: PixelDecision | None = None
+
+    @property
+    def clean_pixel_data_applied(self) -> bool:
+        """Whether this instance's pixels are blanked by a rule (113101 in
+        DeidentificationMethodCodeSequence, BurnedInAnnotation NO)."""
+        return self.pixels is not None and self.pixels.status == CLEANED
 
 
 def _private_uid_values(element: Element, targets: dict[str, str]) -> tuple[str, ...] | None:

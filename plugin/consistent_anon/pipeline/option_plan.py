@@ -17,6 +17,7 @@ from ..dicom.filereader import Element, Header
 from ..dicom.option_attributes import (BASIC_PROFILE_CODE, CLEAN_OPTIONS, CLEANED_TAGS, KEPT_TAGS, MODIFIED_DATES,
                                        OPTION_CODES, OPTION_MEANINGS, SAFE_PRIVATE, is_safe_private)
 from ..dicom.vocabulary import CODE_MEANING, CODE_VALUE, CODING_SCHEME_DESIGNATOR, Tag
+from ..pixels.decision import CLEAN_PIXEL_DATA
 from .options import AnonymizeRequest
 
 #: The options whose work the plugin applies: the hook through which an option's code comes to be
@@ -111,10 +112,12 @@ def native_keeps(header: Header, request: AnonymizeRequest, replaced: Iterable[s
             if not request.mentions(tag) and str(Tag(tag)) not in skipped]
 
 
-def method_codes(request: AnonymizeRequest) -> list[dict[str, str]]:
+def method_codes(request: AnonymizeRequest, pixels_cleaned: bool = False) -> list[dict[str, str]]:
     """DeidentificationMethodCodeSequence's items: the Basic Profile's code, then each applied
-    option's (CID 7050, scheme DCM). Items name their members as tags: Orthanc looks a name up in
-    its whole dictionary for every item of every instance."""
-    codes = [BASIC_PROFILE_CODE] + [(OPTION_CODES[name], OPTION_MEANINGS[name]) for name in applied_options(request)]
+    option's (CID 7050, scheme DCM), Clean Pixel Data's only for an instance whose pixels a rule
+    blanked (PS3.15 E.3.1: never for pixels left as they were). Items name their members as tags:
+    Orthanc looks a name up in its whole dictionary for every item of every instance."""
+    names = applied_options(request) + ((CLEAN_PIXEL_DATA,) if pixels_cleaned else ())
+    codes = [BASIC_PROFILE_CODE] + sorted((OPTION_CODES[name], OPTION_MEANINGS[name]) for name in names)
     return [{str(CODE_VALUE): code, str(CODING_SCHEME_DESIGNATOR): "DCM", str(CODE_MEANING): meaning}
             for code, meaning in codes]

@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from ..errors import BadFileFormat, BadRequest
-from ..identity.project_settings import ProjectSettings
+from ..identity.project_settings import BURNED_IN_POLICIES, ProjectSettings
 from ..dicom.option_attributes import MODIFIED_DATES, SAFE_PRIVATE, known_options_text, option_names, unknown_options
 from ..dicom.paths import CallerPaths
 from ..dicom.vocabulary import PATIENT_ID, PATIENT_NAME, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, parse_tag
@@ -21,7 +21,7 @@ CALL_MEMBERS = ("Asynchronous", "Synchronous", "KeepSource", "Priority", "Projec
                 "UserData")
 #: Body members of the plugin's own that decide what an instance becomes: not sent to native, part
 #: of the options' mark through the project's settings they resolve to.
-PLUGIN_MEMBERS = ("ShiftDates", "DeidentificationOptions")
+PLUGIN_MEMBERS = ("ShiftDates", "DeidentificationOptions", "BurnedInAnnotation")
 
 
 def _canonical_tag(name: str) -> str:
@@ -50,6 +50,8 @@ class AnonymizeRequest:
     shift_dates: bool | None = None  # the body's "ShiftDates": None leaves it to the project
     #: The body's "DeidentificationOptions", but RetainLongitudinalModifiedDates (`shift_dates`).
     requested_options: frozenset[str] = frozenset()
+    #: The body's "BurnedInAnnotation" policy: None leaves it to the project (pixels/decision.py).
+    burned_in: str | None = None
     #: The project's settings (dates, subjects, trial attributes), attached by `for_project`.
     settings: ProjectSettings = field(default_factory=ProjectSettings)
 
@@ -65,6 +67,8 @@ class AnonymizeRequest:
         if SAFE_PRIVATE in settings.deidentification_options and self.native_body.get("KeepPrivateTags") is True:
             raise BadRequest(f"KeepPrivateTags keeps every private element, {SAFE_PRIVATE} only the safe ones: "
                              f"ask for one of them")
+        if self.burned_in is not None:
+            settings = replace(settings, burned_in=self.burned_in)
         request = replace(self, settings=settings)
         if settings.patient_identity == "project" and self.ignored_identity:
             identity = {PATIENT_ID, PATIENT_NAME}
@@ -251,6 +255,12 @@ def _deidentification_options(document: dict[str, Any]) -> frozenset[str]:
     return frozenset(names)
 
 
+def _check_burned_in(document: dict[str, Any]) -> None:
+    """The body's "BurnedInAnnotation": what happens to pixels at risk (docs/pixels.md)."""
+    if "BurnedInAnnotation" in document and document["BurnedInAnnotation"] not in BURNED_IN_POLICIES:
+        raise BadRequest(f'Member "BurnedInAnnotation" must be one of {", ".join(BURNED_IN_POLICIES)}')
+
+
 def parse_request(body: bytes | str | None) -> AnonymizeRequest:
     """Parse the request body; 400 for what native refuses with 400 (malformed JSON, wrong types)."""
     document = parse_json_object(body)
@@ -269,6 +279,7 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
     if "Priority" in document and (isinstance(document["Priority"], bool)
                                    or not isinstance(document["Priority"], int)):
         raise _member_error("Priority", "an integer value")
+    _check_burned_in(document)
     if not document.get("Force", False):
         _refuse_identifiers_without_force(document)
     options = _deidentification_options(document)
@@ -286,4 +297,5 @@ def parse_request(body: bytes | str | None) -> AnonymizeRequest:
         keep_labels=document.get("KeepLabels", False) is True,  # native checks its type
         shift_dates=True if MODIFIED_DATES in options else document.get("ShiftDates"),
         requested_options=options - {MODIFIED_DATES},
+        burned_in=document.get("BurnedInAnnotation"),
     )

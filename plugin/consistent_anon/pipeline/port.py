@@ -29,6 +29,7 @@ class Stored(TypedDict, total=False):
     ParentPatient: str
     Status: str  # Orthanc's answer to the store: "Success", "AlreadyStored"
     Source: str  # the source instance's ID
+    PixelStatus: str  # where the source was at risk or unknown: "Cleaned", "Accepted", "Flagged"
 
 
 class OrthancPort(Protocol):

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Callable, Iterator
 
-from .audit_log import (LEVELS, ROUTES, SAMPLE_SIZE, AuditEntry, AuditLog, is_count, is_name, is_orthanc_id,
-                        is_project_name)
+from .audit_log import (LEVELS, PIXEL_STATUSES, ROUTES, SAMPLE_SIZE, AuditEntry, AuditLog, is_count, is_name,
+                        is_orthanc_id, is_project_name)
 from ..errors import BadRequest, PartlyKept, PluginError
 from ..orthanc_ids import BULK
 from ..jobs.queue import Job
@@ -51,6 +51,7 @@ _BY_CLASS = {
     "Conflict": ("Refused", "Conflict"),
     "Forbidden": ("Refused", "Forbidden"),
     "SubjectRequired": ("Refused", "Forbidden"),
+    "BurnedInPixels": ("Refused", "BurnedInAnnotation"),
     "VerificationFailed": ("Failed", "VerificationFailed"),
     "KeyMismatch": ("Failed", "KeyMismatch"),
     "Refused": ("Refused", "BadRequest"),  # another 4xx Orthanc answered a built-in call with
@@ -177,7 +178,7 @@ class AuditTrail:
                           result_count=result_count, user=call.user,
                           project=facts.project if is_project_name(facts.project) else None,
                           options_mark=facts.options_mark, instances=instances, failed_instances=failed,
-                          job=call.job)
+                          job=call.job, pixel_status=_pixel_status(call.answer))
 
 
 def request_facts(keys: KeyStore, body: Any, with_mark: bool) -> RequestFacts:
@@ -221,6 +222,14 @@ def _count(answer: dict[str, Any], name: str) -> int:
     """A count of the answer, 0 where it holds none."""
     value = answer.get(name)
     return value if is_count(value) else 0
+
+
+def _pixel_status(answer: dict[str, Any] | None) -> dict[str, int]:
+    """The answer's "PixelStatusCounts" (engine.with_pixel_status), what of it is well formed."""
+    counts = (answer or {}).get("PixelStatusCounts")
+    if not isinstance(counts, dict):
+        return {}
+    return {status: n for status, n in counts.items() if status in PIXEL_STATUSES and is_count(n) and n}
 
 
 def page(log: AuditLog, args: dict[str, str]) -> dict[str, Any]:

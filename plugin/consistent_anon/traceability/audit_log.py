@@ -35,13 +35,15 @@ from ..orthanc_ids import BULK, LEVEL_TYPES
 #: How each outcome may be explained.
 REASONS = {
     "Success": frozenset({"Completed"}),
-    "Refused": frozenset({"BadRequest", "UnknownResource", "Conflict", "Forbidden"}),
+    "Refused": frozenset({"BadRequest", "UnknownResource", "Conflict", "Forbidden", "BurnedInAnnotation"}),
     "Failed": frozenset({"VerificationFailed", "KeyMismatch", "OrthancError", "InternalError", "PartlyKept"}),
     "Canceled": frozenset({"CanceledByUser"}),
 }
 #: An entry's level, and its route, by the REST API's name of the level called.
 LEVELS = {**LEVEL_TYPES, BULK: "Bulk"}
 ROUTES = {**{level: f"/{level}/{{id}}/anonymize" for level in LEVEL_TYPES}, BULK: "/tools/bulk-anonymize"}
+#: What an entry may count of its results' pixels (pixels/decision.py).
+PIXEL_STATUSES = frozenset({"Cleaned", "Accepted", "Flagged"})
 
 _ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
 _JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -86,6 +88,8 @@ class AuditEntry:
     instances: int = 0
     failed_instances: int = 0
     job: str | None = None
+    #: How many results' pixels were cleaned, accepted as they are, or flagged (pixels/decision.py).
+    pixel_status: dict[str, int] = field(default_factory=dict)
     time: str = field(default_factory=utc_now)
     sequence: int | None = None
 
@@ -110,6 +114,8 @@ class AuditEntry:
             ("instances", is_count(self.instances)),
             ("failed_instances", is_count(self.failed_instances)),
             ("job", self.job is None or _is(_JOB_ID, self.job)),
+            ("pixel_status", isinstance(self.pixel_status, dict) and all(
+                status in PIXEL_STATUSES and is_count(count) for status, count in self.pixel_status.items())),
             ("time", _is(_TIME, self.time)),
             ("sequence", self.sequence is None or (is_count(self.sequence) and self.sequence > 0)),
         ) if not good]

@@ -16,6 +16,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from ..identity import dates as date_shifting
 from ..errors import BadRequest, NotFound
+from .pixel_report import PixelReport
 from ..dicom.filereader import Header
 from ..dicom.identifiers import identifying_dates, identifying_texts, text_leaks
 from ..dicom.option_attributes import kept_under, recorded_options
@@ -176,6 +177,7 @@ class SetReader(Protocol):
     def instances_of(self, level: str, resource_id: str) -> list[dict[str, str]]: ...
     def header(self, instance_id: str) -> Header: ...
     def anonymized_from(self, instance_id: str) -> str | None: ...
+    def pixel_status(self, instance_id: str) -> str | None: ...
 
 
 class Progress:
@@ -505,10 +507,12 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
     anonymized_level = reader.level_of(request.anonymized)
     identifiers = SourceIdentifiers()
     sources: list[InstanceSummary] = []
+    pixels = PixelReport(reader.pixel_status)
 
     def visit_source(instance: dict[str, str], header: Header) -> None:
         sources.append(summarize(instance["ID"], instance["ParentSeries"], header, uid_tags))
         identifiers.add(header, uid_tags)
+        pixels.add_source(instance["ID"], header)
 
     _read(reader, source_level, request.source, log, f"verify-anonymization, source {request.source}",
           visit_source)
@@ -517,6 +521,7 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
     leaks: list[tuple[str, Path, str]] = []
 
     def visit_anonymized(instance: dict[str, str], header: Header) -> None:
+        pixels.add(instance["ID"], header)
         header = without_encrypted_attributes(header)  # ciphertext: no leak to search in it
         anonymized.append(summarize(instance["ID"], instance["ParentSeries"], header, uid_tags))
         leaks.extend((instance["ID"], path, label) for path, label in finder.find(header))
@@ -525,13 +530,15 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
           f"verify-anonymization, anonymized {request.anonymized}", visit_anonymized)
     pairs, methods = pair_instances(sources, anonymized, pseudonyms, reader.anonymized_from)
     leaks = _without_coincidences(reader, finder, leaks, pairs)
+    pixels.conclude(pairs)
     report = compare(sources, anonymized, pairs, leaks)
     answer = {
-        "Clean": report.pop("Clean"),
+        "Clean": report.pop("Clean") and pixels.clean,
         "Source": {"ID": request.source, "Type": LEVEL_TYPES[source_level], "InstancesCount": len(sources)},
         "Anonymized": {"ID": request.anonymized, "Type": LEVEL_TYPES[anonymized_level],
                        "InstancesCount": len(anonymized)},
         "PairedBy": methods,
     }
     answer.update(report)
+    answer.update(pixels.answer())
     return answer
