@@ -132,7 +132,9 @@ def test_a_plain_mr_and_ct_keep_their_pixels_byte_for_byte_under_clean_pixel_dat
     _, answer = anonymize_instance(server, data, CLEAN)
     assert answer.status_code == 200, answer.text
     assert pixel_bytes(answer.content) == pixel_bytes(data)
-    assert "BurnedInAnnotation" not in pydicom.dcmread(io.BytesIO(answer.content))
+    result = pydicom.dcmread(io.BytesIO(answer.content))
+    assert "BurnedInAnnotation" not in result
+    assert [item.CodeValue for item in result.DeidentificationMethodCodeSequence] == ["113100"]  # no 113101
 
 
 @pytest.mark.parametrize("name", sorted(CLEANED))
@@ -141,7 +143,9 @@ def test_clean_pixel_data_blanks_the_rules_rectangles_in_every_frame_and_nothing
     _, answer = anonymize_instance(server, data, CLEAN)
     assert answer.status_code == 200, answer.text
     assert_blanked(data, answer.content, CLEANED[name][1])
-    assert pydicom.dcmread(io.BytesIO(answer.content)).BurnedInAnnotation == "NO"
+    result = pydicom.dcmread(io.BytesIO(answer.content))
+    assert result.BurnedInAnnotation == "NO"
+    assert [item.CodeValue for item in result.DeidentificationMethodCodeSequence] == ["113100", "113101"]
 
 
 def test_a_compressed_source_is_refused_under_clean_pixel_data_with_a_clear_message(server, files):
