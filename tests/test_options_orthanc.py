@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -20,6 +21,7 @@ from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 from anonymized import parse
 from coherence import pseudonym
 from conftest import STANDARD_DATA, new_patient, upload
+from pixel_files import FILES, real_files
 from dicom_factory import to_bytes, two_frame_study
 
 ROWS = json.loads((STANDARD_DATA / "ps3.15-table-e.1-1.json").read_text())
@@ -105,9 +107,10 @@ def test_without_the_option_what_the_basic_profile_removes_is_gone_as_in_native(
     assert [item.CodeValue for item in result.DeidentificationMethodCodeSequence] == ["113100"]
 
 
-def test_options_the_plugin_does_not_apply_yet_are_accepted_but_claim_no_code(orthanc):
+def test_an_option_whose_work_is_not_done_on_an_instance_claims_no_code(orthanc):
+    """Clean Pixel Data changes nothing in an image that is not at risk: it claims no code there."""
     image = source_with([])
-    result = anonymize(orthanc, image, {"DeidentificationOptions": ["CleanDescriptors", "RetainDeviceIdentity"]})
+    result = anonymize(orthanc, image, {"DeidentificationOptions": ["CleanPixelData", "RetainDeviceIdentity"]})
     assert [item.CodeValue for item in result.DeidentificationMethodCodeSequence] == ["113100", "113109"]
 
 
@@ -132,6 +135,41 @@ def test_retain_safe_private_keeps_the_5_safe_private_elements_of_ct_small_and_t
     assert all(result[tag].value == source[tag].value for tag in (0x00191023, 0x00191024, 0x00191027, 0x00251007,
                                                                    0x00431027))
     assert [item.CodeValue for item in result.DeidentificationMethodCodeSequence] == ["113100", "113111"]
+
+
+def safe_private_table() -> set[tuple[int, int, str]]:
+    """Table E.3.10-1 as the standard's shared data gives it: (group, element in block, creator)."""
+    lines = (STANDARD_DATA / "ps3.15-table-e.3.10-1-safe-private.csv").read_text().splitlines()
+    rows = [line.split(",", 2) for line in lines if line and not line.startswith(("#", "group,"))]
+    return {(int(group, 16), int(element, 16), creator.strip()) for group, element, creator in rows}
+
+
+def expected_safe_private(source: Dataset) -> list[str]:
+    """The top-level private elements Table E.3.10-1 lists, with the creators of their blocks."""
+    table, kept = safe_private_table(), set()
+    for element in source:
+        tag = element.tag
+        if tag.is_private and tag.element >= 0x1000:
+            creator = source.get((tag.group, tag.element >> 8))
+            if creator is not None and (tag.group, tag.element & 0xFF, str(creator.value).strip()) in table:
+                kept |= {(tag.group, tag.element), (tag.group, tag.element >> 8)}
+    return sorted(f"{group:04X},{element:04X}" for group, element in kept)
+
+
+@pytest.mark.parametrize("name", ["GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm", "JPEG2000.dcm"])
+def test_retain_safe_private_keeps_what_the_standards_table_lists_in_real_files(orthanc, name):
+    """Files with other vendors' private blocks (deid-data's ultrasounds: AGFA, MITRA, dcm4che,
+    Siemens; pydicom's JPEG2000.dcm), against the table read here, not the plugin's copy of it.
+    None of their blocks is in Table E.3.10-1: every private element goes, creators included
+    (CT_small.dcm, above, is the file whose safe elements stay)."""
+    path = real_files()[name] if name in FILES else Path(get_testdata_file(name))
+    source = pydicom.dcmread(path)
+    assert [e for e in source if e.tag.is_private and e.tag.element >= 0x1000]
+    source.PatientID = new_patient().patient_id
+    result = anonymize(orthanc, source, {"DeidentificationOptions": ["RetainSafePrivate"],
+                                         "BurnedInAnnotation": "Accept"})
+    private = sorted(f"{e.tag.group:04X},{e.tag.element:04X}" for e in result if e.tag.group % 2)
+    assert private == expected_safe_private(source)
 
 
 def implicit_with_private_uid() -> tuple[bytes, str, Dataset]:
