@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pydicom
 from pydicom.dataset import Dataset
 
+from dicom_factory import to_bytes
 from orthanc_server import OrthancServer
 
 
@@ -54,3 +55,29 @@ class AnonymizedSet:
 
     def frame_of_reference_of(self, series_number: int) -> set[str]:
         return {str(ds.FrameOfReferenceUID) for ds in self.by_series_number()[series_number]}
+
+
+def anonymized_series_by_series(server: OrthancServer, series_members: list[list], uploaded: dict[str, dict],
+                                body: dict) -> tuple[dict[int, tuple[str, str]], str]:
+    """Each series anonymized in its own call (as Orthanc Explorer does): SeriesNumber -> (source
+    series ID, anonymized series ID), and the one anonymized study they all went into."""
+    series = {}
+    for members in series_members:
+        source_series = uploaded[members[0].SOPInstanceUID]["ParentSeries"]
+        answer = server.post(f"/series/{source_series}/anonymize", json=body)
+        assert answer.status_code == 200, answer.text
+        series[int(members[0].SeriesNumber)] = (source_series, answer.json()["ID"])
+    studies = {server.json(f"/series/{anonymized}")["ParentStudy"] for _, anonymized in series.values()}
+    assert len(studies) == 1, studies
+    return series, studies.pop()
+
+
+def stored_again(server: OrthancServer, instance_id: str, change) -> str:
+    """The instance stored again after `change(dataset)` (a leak planted in an anonymized file):
+    the same identifiers, so the same Orthanc ID."""
+    leaky = dataset(server, instance_id)
+    change(leaky)
+    assert server.delete(f"/instances/{instance_id}").status_code == 200
+    planted = server.upload(to_bytes(leaky))["ID"]
+    assert planted == instance_id
+    return planted

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -212,6 +212,19 @@ def two_frame_study(per_series: int = 3, size: int = 16, patient: Patient | None
         mr_series(study, frame_b, per_series, 3, size),
     ]
     return TwoFrameStudy(study, series, rtstruct(study, series[0]))
+
+
+def implicit_with_private_uid(patient: Patient | None = None) -> tuple[bytes, str, Dataset]:
+    """An implicit VR file whose private element (read as UN) holds a frame of reference that no
+    public attribute names: (the file, that UID, the dataset)."""
+    image = two_frame_study(per_series=1, patient=patient).series[0][0]
+    hidden = generate_uid()
+    block = image.private_block(0x0029, "ACME IMAGING 1.0", create=True)
+    block.add_new(0x10, "LO", hidden)
+    image.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    buffer = io.BytesIO()
+    image.save_as(buffer, enforce_file_format=True, implicit_vr=True, little_endian=True)
+    return buffer.getvalue(), hidden, image
 
 
 def write_study(folder: str, per_series: int = 3) -> None:

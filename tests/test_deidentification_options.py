@@ -3,13 +3,12 @@ setting, the options' mark, the codes every result records, native's Keep of wha
 keeps, Retain Safe Private, and source UIDs held by private elements. Without a server."""
 from __future__ import annotations
 
-import io
 
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from consistent_anon.dicom.filereader import Header, read_header
 from consistent_anon.dicom.option_attributes import KEPT_TAGS, OPTION_CODES
@@ -22,7 +21,7 @@ from consistent_anon.pipeline.identities import NativeMarkers, plan_instance
 from consistent_anon.pipeline.option_plan import IMPLEMENTED_OPTIONS, cleaned_tags
 from consistent_anon.pipeline.options import parse_request
 from consistent_anon.verification.report import SourceIdentifiers
-from dicom_factory import to_bytes, two_frame_study
+from dicom_factory import implicit_with_private_uid, to_bytes, two_frame_study
 
 KEY = b"o" * 32
 MARKERS = NativeMarkers("Orthanc - Basic Profile", "YES")
@@ -174,21 +173,8 @@ def test_ct_small_holds_170_private_elements_of_which_table_e_3_10_1_lists_5():
 
 # --- Source UIDs in private elements ---------------------------------------------------------
 
-def implicit_with_private_uid() -> tuple[bytes, str]:
-    """An implicit VR file whose private element (read as UN) holds a frame of reference that no
-    public attribute names."""
-    image = two_frame_study(per_series=1).series[0][0]
-    hidden = generate_uid()
-    block = image.private_block(0x0029, "ACME IMAGING 1.0", create=True)
-    block.add_new(0x10, "LO", hidden)
-    image.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    buffer = io.BytesIO()
-    image.save_as(buffer, enforce_file_format=True, implicit_vr=True, little_endian=True)
-    return buffer.getvalue(), hidden
-
-
 def test_a_uid_only_a_private_element_of_an_implicit_vr_file_holds_is_a_source_uid():
-    data, hidden = implicit_with_private_uid()
+    data, hidden, _ = implicit_with_private_uid()
     header = read_header(data)
     assert header.values(0x00291010) == (hidden,)
     assert hidden in instance_uids(header, UID_TAGS)

@@ -9,16 +9,15 @@ tests/artifacts/ for a reviewer.
 """
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 
-import pydicom
 import pytest
 import requests
 
+from anonymized import anonymized_series_by_series, stored_again
 from conftest import new_patient, upload
-from dicom_factory import TwoFrameStudy, to_bytes, two_frame_study
+from dicom_factory import TwoFrameStudy, two_frame_study
 from orthanc_server import RUNTIME, OrthancServer
 from test_orthanc_explorer import ARTIFACTS, EXPLORER_BODY, active, chromium, expect, version_of
 
@@ -57,21 +56,10 @@ class Anonymized:
 def anonymized(guarded) -> Anonymized:
     study = two_frame_study(per_series=2, patient=new_patient())
     uploaded = upload(guarded, study)
-    series = {}
-    for members in [*study.series, [study.structure_set]]:
-        source_series = uploaded[members[0].SOPInstanceUID]["ParentSeries"]
-        answer = guarded.post(f"/series/{source_series}/anonymize", json=EXPLORER_BODY)
-        assert answer.status_code == 200, answer.text
-        series[int(members[0].SeriesNumber)] = (source_series, answer.json()["ID"])
-    anonymized_study = guarded.json(f"/series/{series[1][1]}")["ParentStudy"]
-    assert {guarded.json(f"/series/{s}")["ParentStudy"] for _, s in series.values()} == {anonymized_study}
-
+    series, anonymized_study = anonymized_series_by_series(guarded, [*study.series, [study.structure_set]], uploaded,
+                                                           EXPLORER_BODY)
     victim = guarded.json(f"/series/{series[3][1]}/instances")[0]["ID"]
-    leaky = pydicom.dcmread(io.BytesIO(guarded.get(f"/instances/{victim}/file").content))
-    leaky.ImageComments = str(study.study.patient.name)
-    assert guarded.delete(f"/instances/{victim}").status_code == 200
-    planted = guarded.upload(to_bytes(leaky))["ID"]
-    assert planted == victim  # same identifiers, same Orthanc ID
+    planted = stored_again(guarded, victim, lambda leaky: setattr(leaky, "ImageComments", str(study.study.patient.name)))
     return Anonymized(study, uploaded[study.instances[0].SOPInstanceUID]["ParentStudy"], anonymized_study,
                       series, planted)
 

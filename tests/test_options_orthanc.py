@@ -16,13 +16,13 @@ from pydicom.data import get_testdata_file
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from anonymized import parse
 from coherence import pseudonym
 from conftest import STANDARD_DATA, new_patient, upload
 from pixel_files import FILES, real_files
-from dicom_factory import to_bytes, two_frame_study
+from dicom_factory import implicit_with_private_uid, to_bytes, two_frame_study
 
 ROWS = json.loads((STANDARD_DATA / "ps3.15-table-e.1-1.json").read_text())
 #: The options whose work the plugin does, and their Table E.1-1 columns.
@@ -172,20 +172,8 @@ def test_retain_safe_private_keeps_what_the_standards_table_lists_in_real_files(
     assert private == expected_safe_private(source)
 
 
-def implicit_with_private_uid() -> tuple[bytes, str, Dataset]:
-    """An implicit VR file whose private element holds a frame of reference known only there."""
-    image = two_frame_study(per_series=1, patient=new_patient()).series[0][0]
-    hidden = generate_uid()
-    block = image.private_block(0x0029, "ACME IMAGING 1.0", create=True)
-    block.add_new(0x10, "LO", hidden)
-    image.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    buffer = io.BytesIO()
-    image.save_as(buffer, enforce_file_format=True, implicit_vr=True, little_endian=True)
-    return buffer.getvalue(), hidden, image
-
-
 def test_a_source_uid_only_a_private_element_holds_gets_its_pseudonym_and_verify_agrees(orthanc):
-    data, hidden, image = implicit_with_private_uid()
+    data, hidden, image = implicit_with_private_uid(new_patient())
     stored = orthanc.upload(data)
     answer = orthanc.post(f"/series/{stored['ParentSeries']}/anonymize", json={"KeepPrivateTags": True})
     assert answer.status_code == 200, answer.text

@@ -12,7 +12,6 @@ Docker image ships (docker/explorer-2.json), with OE2's substitution and URL res
 from __future__ import annotations
 
 import http.server
-import io
 import json
 import re
 import threading
@@ -25,12 +24,13 @@ import pydicom
 import pytest
 import requests
 
+from anonymized import anonymized_series_by_series, stored_again
 from conftest import upload
 from consistent_anon.traceability.audit_log import AuditEntry, FileAuditLog
 from consistent_anon.identity.config import parse_config
 from consistent_anon.orthanc_ids import resource_id
 from consistent_anon.orthanc.ui_pages import overview
-from dicom_factory import Patient, TwoFrameStudy, to_bytes, two_frame_study
+from dicom_factory import Patient, TwoFrameStudy, two_frame_study
 from orthanc_server import OrthancServer
 from test_orthanc_explorer import ARTIFACTS, EXPLORER_BODY, chromium, expect, version_of
 
@@ -85,19 +85,10 @@ def hostile(guarded) -> Hostile:
     for ds in study.instances:
         with_private_text(ds, HOSTILE_PRIVATE)
     uploaded = upload(guarded, study)
-    series = {}
-    for members in [*study.series, [study.structure_set]]:
-        source_series = uploaded[members[0].SOPInstanceUID]["ParentSeries"]
-        answer = guarded.post(f"/series/{source_series}/anonymize", json=EXPLORER_BODY)
-        assert answer.status_code == 200, answer.text
-        series[int(members[0].SeriesNumber)] = (source_series, answer.json()["ID"])
-    anonymized_study = guarded.json(f"/series/{series[1][1]}")["ParentStudy"]
-
+    series, anonymized_study = anonymized_series_by_series(guarded, [*study.series, [study.structure_set]], uploaded,
+                                                           EXPLORER_BODY)
     victim = guarded.json(f"/series/{series[3][1]}/instances")[0]["ID"]
-    leaky = pydicom.dcmread(io.BytesIO(guarded.get(f"/instances/{victim}/file").content))
-    with_private_text(leaky, str(study.study.patient.name))
-    assert guarded.delete(f"/instances/{victim}").status_code == 200
-    planted = guarded.upload(to_bytes(leaky))["ID"]
+    planted = stored_again(guarded, victim, lambda leaky: with_private_text(leaky, str(study.study.patient.name)))
     return Hostile(study, uploaded[study.instances[0].SOPInstanceUID]["ParentStudy"], anonymized_study,
                    series, planted)
 
@@ -380,8 +371,8 @@ def test_the_shipped_explorer_2_buttons_open_the_pages(guarded, hostile, browser
     buttons = json.loads(EXPLORER_2.read_text())["OrthancExplorer2"]["UiOptions"]["CustomButtons"]
     page = browser.page
     seen = []
-    for level, resource_id in (("study", hostile.anonymized_study), ("series", hostile.series[1][1])):
-        resource = guarded.json(f"/{'studies' if level == 'study' else 'series'}/{resource_id}")
+    for level, target in (("study", hostile.anonymized_study), ("series", hostile.series[1][1])):
+        resource = guarded.json(f"/{'studies' if level == 'study' else 'series'}/{target}")
         for button in buttons[level]:
             url = urljoin(guarded.url + OE2_APP, oe2_url(button["Url"], resource))
             assert urlsplit(url).path.startswith(UI)
