@@ -291,14 +291,14 @@ def child(args: argparse.Namespace) -> None:
     orthanc.RestApiDelete(f"/patients/{answer['PatientID']}")
 
     stats = pstats.Stats(profiler)
-    port_cumulative = {name: _cumulative(stats, "adapter.py", name) for name in port.seconds}
+    port_cumulative = {name: _cumulative(stats, "rest_port.py", name) for name in port.seconds}
     port_total = sum(port_cumulative.values())
     python_total = profiled_wall - port_total
-    parse_source = _cumulative_from(stats, "filereader.py", "read_header", "adapter.py", "header")
-    parse_output = _cumulative_from(stats, "filereader.py", "read_header", "verification.py", "inspect_output")
+    parse_source = _cumulative_from(stats, "filereader.py", "read_header", "rest_port.py", "header")
+    parse_output = _cumulative_from(stats, "filereader.py", "read_header", "output_check.py", "inspect_output")
     parse_all = _cumulative(stats, "filereader.py", "read_header")
     plan = _cumulative(stats, "identities.py", "plan_instance")
-    check = _cumulative(stats, "verification.py", "inspect_output")
+    check = _cumulative(stats, "output_check.py", "inspect_output")
     pseudonym = sum(_cumulative(stats, "pseudonyms.py", name) for name in ("uid", "patient_id", "patient_name"))
     walk_in_plan = _cumulative_from(stats, "scanning.py", "instance_uids", "identities.py", "_plan_uids")
     python_parts = {

@@ -273,3 +273,21 @@ def test_a_bulk_resource_consumed_meanwhile_is_refused_saying_why():
     engine.anonymize_resource("studies", mine, _request(KeepSource=False))
     with pytest.raises(Conflict):
         engine.resolve([mine])
+
+
+def test_the_check_prepares_the_search_of_a_patients_texts_once_not_per_instance(monkeypatch):
+    """The fail-closed check searches each output for its source's identifying texts: the
+    search of one patient's texts is prepared once, not at every instance of the study."""
+    from consistent_anon.pipeline import output_check
+
+    made = []
+
+    class CountedFinder(output_check.TextFinder):
+        def __init__(self, *args, **kwargs):
+            made.append(args[0])
+            super().__init__(*args, **kwargs)
+    monkeypatch.setattr(output_check, "TextFinder", CountedFinder)
+    anonymizer, orthanc = _engine()
+    study, stored = _study(orthanc, per_series=3)
+    anonymizer.anonymize_resource("studies", study, _request())
+    assert len(stored) == 10 and 1 <= len(made) <= 2  # the MR series' texts, the RTSTRUCT's if others

@@ -67,6 +67,7 @@ class Pseudonymizer:
     def __init__(self, key: bytes, uid_root: str = UUID_ROOT) -> None:
         self._key = key
         self.uid_root = uid_root
+        self._key_check = _digest(key, "key-check")[:16].hex()  # asked at every call (keys.py)
 
     def patient_id(self, original_patient_id: str) -> str:
         """The anonymized PatientID, shaped like the UUIDs native Orthanc writes there."""
@@ -92,7 +93,7 @@ class Pseudonymizer:
     def key_check(self) -> str:
         """A value that tells whether two keys are the same without telling anything of them:
         recorded per project, so that a changed or lost key is noticed before it splits a patient."""
-        return _digest(self._key, "key-check")[:16].hex()
+        return self._key_check
 
     def options_fingerprint(self, output_options: str) -> str:
         """A mark of a request's options, kept beside its results: keyed, so that options which
