@@ -291,3 +291,20 @@ def test_the_check_prepares_the_search_of_a_patients_texts_once_not_per_instance
     study, stored = _study(orthanc, per_series=3)
     anonymizer.anonymize_resource("studies", study, _request())
     assert len(stored) == 10 and 1 <= len(made) <= 2  # the MR series' texts, the RTSTRUCT's if others
+
+
+def test_the_pseudonyms_instances_share_are_computed_once_not_per_instance(monkeypatch):
+    """The instances of a series share their patient, study, series and frame of reference: their
+    pseudonyms are keyed hashes computed once, not at every instance (each instance's own
+    SOPInstanceUID is the one new hash it needs)."""
+    from consistent_anon.identity import pseudonyms
+
+    digests = []
+    real_digest = pseudonyms._digest
+    monkeypatch.setattr(pseudonyms, "_digest", lambda *args: (digests.append(args[1]), real_digest(*args))[1])
+    anonymizer, orthanc = _engine()
+    study, stored = _study(orthanc, per_series=8)
+    anonymizer.anonymize_resource("studies", study, _request())
+    uids = [kind for kind in digests if kind == "uid"]
+    assert len(stored) == 25 and len(uids) <= len(stored) + 12, len(uids)  # the SOP UIDs, the shared ones once
+    assert digests.count("patient-id") == 1 and digests.count("patient-name") == 1
