@@ -24,7 +24,7 @@ import os
 import re
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Protocol
@@ -117,9 +117,14 @@ class AuditEntry:
         if problems:  # the values are not repeated: they may be what must not be logged
             raise ValueError("An audit entry refused: malformed " + ", ".join(problems))
 
-    def to_json(self) -> str:
-        # the fields as they are (asdict would copy each value first): tuples are written as lists
-        return json.dumps({name: getattr(self, name) for name in _FIELDS}, separators=(",", ":"), ensure_ascii=True)
+    def to_json(self, sequence: int | None = None) -> str:
+        """The entry's line; with `sequence`, under that number (the log's next one: a positive
+        count, so the entry needs no second check). The fields as they are (asdict would copy
+        each first): tuples are written as lists."""
+        values = {name: getattr(self, name) for name in _FIELDS}
+        if sequence is not None:
+            values["sequence"] = sequence
+        return json.dumps(values, separators=(",", ":"), ensure_ascii=True)
 
     @classmethod
     def from_json(cls, line: str) -> "AuditEntry":
@@ -250,7 +255,7 @@ class FileAuditLog:
             try:
                 first = self._last_sequence(descriptor) + 1
                 self._end = None  # unknown until synced
-                text = "".join(replace(entry, sequence=first + offset).to_json() + "\n"
+                text = "".join(entry.to_json(first + offset) + "\n"
                                for offset, entry in enumerate(entries))
                 _write_all(descriptor, text.encode("ascii"))
                 os.fsync(descriptor)
