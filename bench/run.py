@@ -20,7 +20,8 @@ machine's Orthanc; ORTHANC_RUNTIME=chroot with ORTHANC_CHROOT: a chroot's, trixi
   4 and 2x cores, the plain Orthanc restarted on the same storage for each setting; every row
   then gives native's default, native's best setting and the plugin against both;
 - series-level calls (one 100-instance series) and instance-level calls
-  (`POST /instances/{id}/anonymize`, which answers a file and stores nothing), per call;
+  (`POST /instances/{id}/anonymize`, which answers a file and stores nothing), per call, one
+  after another and from 4 clients at once (calls per second);
 - anonymize on arrival over the DICOM network: 1,000 instances (--arrival) sent by storescu
   (one association) to an Orthanc running plugin/lua/anonymize-on-arrival.lua with the plugin,
   and to a plain Orthanc running the same script (whose RestApiPost then reaches native's
@@ -472,6 +473,37 @@ def instance_runs(native: Node, plugin: Node, instances: dict[str, list[str]], c
         f"plugin {1000 * results.median('instance call', 'plugin'):.1f} ms")
 
 
+#: Clients calling the instance route at once, for the row of concurrent instance calls.
+INSTANCE_CLIENTS = 4
+
+
+def concurrent_instance_runs(native: Node, plugin: Node, instances: dict[str, list[str]], calls: int,
+                             results: Results, log) -> None:
+    """Instance-level calls from INSTANCE_CLIENTS clients at once (a session each): calls per
+    second, in blocks that alternate native and plugin. The plugin's audit entries of calls that
+    end together are written and synced together (group commit)."""
+    for block in range(4):
+        order = ((native, "native"), (plugin, "plugin"))
+        for node, side in order if block % 2 == 0 else order[::-1]:
+            ids = instances[side]
+            sessions = [requests.Session() for _ in range(INSTANCE_CLIENTS)]
+
+            def client(index: int) -> None:
+                for call in range(index, calls, INSTANCE_CLIENTS):
+                    answer = sessions[index].post(f"{node.url}/instances/{ids[call % len(ids)]}/anonymize",
+                                                  data="{}", timeout=TIMEOUT)
+                    if answer.status_code != 200:
+                        raise RuntimeError(f"{side}: instance call at once answered {answer.status_code}")
+            start = time.perf_counter()
+            with ThreadPoolExecutor(INSTANCE_CLIENTS) as pool:
+                list(pool.map(client, range(INSTANCE_CLIENTS)))
+            results.add("instance calls at once", side, calls / (time.perf_counter() - start))
+            for session in sessions:
+                session.close()
+    log(f"  {INSTANCE_CLIENTS} clients at once: native {results.median('instance calls at once', 'native'):.0f}/s, "
+        f"plugin {results.median('instance calls at once', 'plugin'):.0f}/s")
+
+
 def generate_uid_runs(native: Node, plugin: Node, requests_per_side: int, blocks: int,
                       results: Results, log) -> None:
     """Sequential GETs on one session, in alternating blocks; the rate of each block."""
@@ -733,6 +765,8 @@ def build_rows(results: Results, sizes: tuple[int, int], version: str) -> list[d
     rows.extend(sealed_row(results, small))
     ratio_row("instance call", "Instance call (POST /instances/{id}/anonymize)", "ms", 1000,
               "≤ 1.2×", lambda r: r <= 1.2)
+    ratio_row("instance calls at once", f"Instance calls, {INSTANCE_CLIENTS} clients at once (calls/s)", "calls/s", 1,
+              "—", None, rate=True)
     arrival = results.arrival
     if arrival:
         ratio_row("arrival", f"Anonymize on arrival (Lua, C-STORE by storescu), {arrival['instances']} "
@@ -989,6 +1023,7 @@ def main() -> None:
                      for side, node in (("native", native), ("plugin", plugin))}
         log(f"instance-level calls ({instance_calls} per side)")
         instance_runs(native, plugin, instances, instance_calls, results, log)
+        concurrent_instance_runs(native, plugin, instances, instance_calls, results, log)
 
         log(f"generate-uid ({uid_requests} requests per side)")
         generate_uid_runs(native, plugin, uid_requests, 4, results, log)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import stat
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -266,17 +269,20 @@ def _bytes_read_by_append(monkeypatch, log: FileAuditLog) -> int:
 
 
 def test_an_append_reads_about_one_entry_whatever_the_length_of_the_log(tmp_path, monkeypatch):
-    """It reads the last line backwards from the end (its sequence number): not the file, not a
-    fixed tail that a long last entry would outgrow into a read of the whole file."""
-    log = FileAuditLog(tmp_path / "audit.jsonl", Retention(check_every=10 ** 9))
-    short = _bytes_read_by_append(monkeypatch, log)
+    """After another process's append, it reads the last line backwards from the end (its sequence
+    number): not the file, not a fixed tail that a long last entry would outgrow into a read of
+    the whole file."""
+    def other() -> FileAuditLog:  # another process's log: it has not seen the last append
+        return FileAuditLog(tmp_path / "audit.jsonl", Retention(check_every=10 ** 9))
+    log = other()
+    short = _bytes_read_by_append(monkeypatch, other())
     for _ in range(3):
         log.append(entry(route="/tools/bulk-anonymize", level="Bulk", sources=_ids(100_000)))
     for _ in range(2_000):
         log.append(entry())
-    long = _bytes_read_by_append(monkeypatch, log)
+    long = _bytes_read_by_append(monkeypatch, other())
     log.append(entry(route="/tools/bulk-anonymize", level="Bulk", sources=_ids(100_000), results=_ids(100_000)))
-    after_bulk = _bytes_read_by_append(monkeypatch, log)
+    after_bulk = _bytes_read_by_append(monkeypatch, other())
     assert (tmp_path / "audit.jsonl").stat().st_size > 1_000_000
     assert short <= long <= 2 * audit_log.READ_BLOCK, (short, long)
     assert after_bulk <= audit_log.MAX_ENTRY_BYTES + audit_log.READ_BLOCK
@@ -308,3 +314,77 @@ def test_the_latest_entries_are_read_from_the_end(tmp_path, monkeypatch):
     for count in (1, 5, 40, 135, 1000):
         assert log.latest(count) == everything[-count:]
     assert path.read_bytes().endswith(b'{"route":"/studies/{id}/anon')  # a reader cuts nothing off
+
+
+def test_an_append_after_this_process_own_reads_nothing_back(tmp_path, monkeypatch):
+    """Where the file is as this process's last append left it (same file, same size), the last
+    number is known: nothing is read. Another process's append in between is seen (the size changed)."""
+    path = tmp_path / "audit.jsonl"
+    log = FileAuditLog(path)
+    log.append(entry())
+    assert [_bytes_read_by_append(monkeypatch, log) for _ in range(5)] == [0] * 5
+    assert FileAuditLog(path).append(entry()) == 7  # another process
+    assert _bytes_read_by_append(monkeypatch, log) > 0
+    assert [e.sequence for e in log.read(limit=100)] == list(range(1, 9))
+    log.compact()  # rewritten: another file, read again
+    assert _bytes_read_by_append(monkeypatch, log) > 0
+    assert [e.sequence for e in log.read(limit=100)] == list(range(1, 10))
+
+
+def test_concurrent_appends_share_syncs_and_each_returns_after_its_own_line_is_synced(tmp_path, monkeypatch):
+    """Group commit: calls that end while an entry is being synced have theirs written and synced
+    together by the next sync; none returns before a sync that covers its own line."""
+    events, events_lock = [], threading.Lock()
+    real_fsync = os.fsync
+
+    def slow_fsync(descriptor: int) -> None:
+        time.sleep(0.02)  # a slow disk: entries arriving meanwhile wait for the next sync
+        real_fsync(descriptor)
+        status = os.fstat(descriptor)
+        if stat.S_ISREG(status.st_mode):  # the log's own file (not the folder of a new file)
+            with events_lock:
+                events.append(("synced", status.st_size))
+    monkeypatch.setattr(audit_log.os, "fsync", slow_fsync)
+    log = FileAuditLog(tmp_path / "audit.jsonl")
+    callers = 16
+    start = threading.Barrier(callers)
+
+    def call(index: int) -> None:
+        start.wait()
+        sequence = log.append(entry(instances=index))
+        with events_lock:
+            events.append(("returned", sequence))
+    threads = [threading.Thread(target=call, args=(index,)) for index in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    line_ends, offset = {}, 0
+    for line in (tmp_path / "audit.jsonl").read_bytes().splitlines(keepends=True):
+        offset += len(line)
+        line_ends[json.loads(line)["sequence"]] = offset
+    assert sorted(line_ends) == list(range(1, callers + 1))
+    synced, returned = 0, []
+    for kind, value in events:
+        if kind == "synced":
+            synced = max(synced, value)
+        else:
+            assert line_ends[value] <= synced, f"entry {value} answered before its line was synced"
+            returned.append(value)
+    assert sorted(returned) == list(range(1, callers + 1))
+    syncs = sum(1 for kind, _ in events if kind == "synced")
+    assert syncs < callers, f"{syncs} syncs for {callers} concurrent entries"
+
+
+def test_a_failed_sync_fails_every_entry_it_held_and_the_next_append_works(tmp_path, monkeypatch):
+    log = FileAuditLog(tmp_path / "audit.jsonl")
+    log.append(entry())
+    real_fsync = os.fsync
+
+    def failing(descriptor: int) -> None:
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(audit_log.os, "fsync", failing)
+    with pytest.raises(OSError):
+        log.append(entry())
+    monkeypatch.setattr(audit_log.os, "fsync", real_fsync)
+    assert log.append(entry()) == 3  # the unsynced line may be there: its number is not reused

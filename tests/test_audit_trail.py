@@ -88,7 +88,7 @@ class Recorded:
 
 
 def _trail(log, facts=RequestFacts("trial-7", "0123456789abcdef", ()), emitted=None, errors=None):
-    def read_facts(body, with_mark):
+    def read_facts(body, with_mark, parsed=None):
         return facts if with_mark else RequestFacts(facts.project, None, facts.resources)
     return AuditTrail(log, read_facts, (errors if errors is not None else []).append,
                       emitted.append if emitted is not None else None)
@@ -154,7 +154,7 @@ def test_a_failing_channel_loses_nothing_from_the_file():
 
     def broken(entry):
         raise RuntimeError("channel down")
-    trail = AuditTrail(log, lambda body, mark: RequestFacts(), errors.append, broken)
+    trail = AuditTrail(log, lambda body, mark, parsed: RequestFacts(), errors.append, broken)
     with trail.call("instances", SOURCE, b"{}", None) as call:
         call.succeeded({"InstancesCount": 1})
     assert len(log.entries) == 1 and "emitted" in errors[0]
@@ -281,7 +281,7 @@ class FakeOrthanc:
 def test_each_entry_goes_to_orthancs_channel_as_the_sdk_takes_it():
     orthanc = FakeOrthanc()
     log = Recorded()
-    trail = AuditTrail(log, lambda body, mark: RequestFacts("default", None, (SOURCE, RESULT)), [].append,
+    trail = AuditTrail(log, lambda body, mark, parsed: RequestFacts("default", None, (SOURCE, RESULT)), [].append,
                        audit.orthanc_emitter(orthanc))
     with trail.call("series", SOURCE, b"{}", "alice") as call:
         call.succeeded({"ID": RESULT, "InstancesCount": 2})

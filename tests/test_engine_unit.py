@@ -273,3 +273,38 @@ def test_a_bulk_resource_consumed_meanwhile_is_refused_saying_why():
     engine.anonymize_resource("studies", mine, _request(KeepSource=False))
     with pytest.raises(Conflict):
         engine.resolve([mine])
+
+
+def test_the_check_prepares_the_search_of_a_patients_texts_once_not_per_instance(monkeypatch):
+    """The fail-closed check searches each output for its source's identifying texts: the
+    search of one patient's texts is prepared once, not at every instance of the study."""
+    from consistent_anon.pipeline import output_check
+
+    made = []
+
+    class CountedFinder(output_check.TextFinder):
+        def __init__(self, *args, **kwargs):
+            made.append(args[0])
+            super().__init__(*args, **kwargs)
+    monkeypatch.setattr(output_check, "TextFinder", CountedFinder)
+    anonymizer, orthanc = _engine()
+    study, stored = _study(orthanc, per_series=3)
+    anonymizer.anonymize_resource("studies", study, _request())
+    assert len(stored) == 10 and 1 <= len(made) <= 2  # the MR series' texts, the RTSTRUCT's if others
+
+
+def test_the_pseudonyms_instances_share_are_computed_once_not_per_instance(monkeypatch):
+    """The instances of a series share their patient, study, series and frame of reference: their
+    pseudonyms are keyed hashes computed once, not at every instance (each instance's own
+    SOPInstanceUID is the one new hash it needs)."""
+    from consistent_anon.identity import pseudonyms
+
+    digests = []
+    real_digest = pseudonyms._digest
+    monkeypatch.setattr(pseudonyms, "_digest", lambda *args: (digests.append(args[1]), real_digest(*args))[1])
+    anonymizer, orthanc = _engine()
+    study, stored = _study(orthanc, per_series=8)
+    anonymizer.anonymize_resource("studies", study, _request())
+    uids = [kind for kind in digests if kind == "uid"]
+    assert len(stored) == 25 and len(uids) <= len(stored) + 12, len(uids)  # the SOP UIDs, the shared ones once
+    assert digests.count("patient-id") == 1 and digests.count("patient-name") == 1

@@ -152,3 +152,27 @@ def test_the_first_node_to_record_a_check_wins_and_accepting_replaces_it(tmp_pat
     assert nodes[0].record("other", "cccc") == "cccc"
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in tmp_path.iterdir())
     assert len(list(tmp_path.iterdir())) == 2  # no draft left behind
+
+
+def test_a_generated_key_is_read_once_and_again_only_when_its_file_changes(tmp_path, monkeypatch):
+    """Every call derives its pseudonyms from the key: the file is read once, then only checked
+    (its identity and times), and read again once replaced, changed or removed."""
+    import os
+    from pathlib import Path
+
+    from consistent_anon.identity.keys import SharedFileKey
+
+    reads: list[Path] = []
+    real_read = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda path, *a, **k: (reads.append(path), real_read(path, *a, **k))[1])
+    key_file = SharedFileKey(tmp_path)
+    first = key_file()
+    reads.clear()
+    assert all(key_file() == first for _ in range(20))
+    assert len(reads) == 0
+    replacement = tmp_path / "replacement"
+    replacement.write_text(KEY_TEXT_PREFIX + bytes(range(32)).hex())
+    os.replace(replacement, key_file.path)  # another key put in place (a restored backup, say)
+    assert key_file() == bytes(range(32)) and len(reads) == 1
+    key_file.path.unlink()  # lost: a new key is generated, as before (the projects' checks refuse it)
+    assert key_file() not in (first, bytes(range(32)))

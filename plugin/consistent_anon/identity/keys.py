@@ -28,6 +28,7 @@ from .config import PluginConfig
 from .project_settings import ProjectSettings
 from ..errors import BadRequest, PluginError
 from ..files import create_exclusively, replace_atomically
+from ..lru import LruCache
 from .pseudonyms import Pseudonymizer, project_key
 
 #: The global property in which versions before the key file kept a generated key (SQLite index).
@@ -39,6 +40,8 @@ KEY_FILE_NAME = ".consistent-anonymization.key"
 #: The files holding the projects' key check values in a shared folder (one per project).
 CHECK_FILE_PREFIX = ".consistent-anonymization-check."
 _KEY_PREFIX = "consistent-anonymization-key-v1:"
+#: Pseudonymizers kept, one per project and key (a few hundred bytes each).
+PSEUDONYMIZERS_KEPT = 64
 
 
 class KeyMismatch(PluginError):
@@ -54,16 +57,29 @@ def _key_text(key: bytes) -> str:
 
 
 class SharedFileKey:
-    """A generated key in a file of a folder (created by an atomic link)."""
+    """A generated key in a file of a folder (created by an atomic link). Every call derives its
+    pseudonyms from it: the file is read once, then read again only when its status (inode,
+    size, times) changes: a key replaced, edited or removed is seen at the next call as before."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / KEY_FILE_NAME
+        self._read_as: tuple[tuple[int, ...], bytes | None] | None = None  # (status, key) last read
 
     def _read(self) -> bytes | None:
         try:
-            return _parse(self.path.read_text())
+            found = os.stat(self.path)
         except FileNotFoundError:  # no key generated yet
             return None
+        status = (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+        known = self._read_as
+        if known is not None and known[0] == status:
+            return known[1]
+        try:
+            key = _parse(self.path.read_text())
+        except FileNotFoundError:  # removed since
+            return None
+        self._read_as = (status, key)  # a change after the status was taken changes it again
+        return key
 
     def adopt(self, key: bytes) -> bytes:
         """Keep `key` in the file unless one is there already; answers the key the file holds."""
@@ -154,6 +170,7 @@ class KeyStore:
         self._checks = checks
         self._log_warning = log_warning
         self._verified: set[tuple[str, str]] = set()
+        self._pseudonymizers: LruCache[tuple[str, bytes], Pseudonymizer] = LruCache(PSEUDONYMIZERS_KEPT)
 
     def master_key(self) -> bytes:
         return self._config.key if self._config.key is not None else self._generated_key()
@@ -173,10 +190,13 @@ class KeyStore:
         project = self.project_name(requested_project)
         if self._config.fresh_pseudonyms_per_call:
             return Pseudonymizer(os.urandom(32), self._config.uid_root)
-        key = self._config.project_keys[project]
-        if key is None:
-            key = project_key(self.master_key(), project)
-        pseudonyms = Pseudonymizer(key, self._config.uid_root)
+        configured = self._config.project_keys[project]
+        master = self.master_key() if configured is None else configured
+        pseudonyms = self._pseudonymizers.get((project, master))
+        if pseudonyms is None:  # once per project and key: the same key always makes the same one
+            pseudonyms = Pseudonymizer(project_key(master, project) if configured is None else configured,
+                                       self._config.uid_root)
+            self._pseudonymizers.put((project, master), pseudonyms)
         self._check_key(project, pseudonyms.key_check())
         return pseudonyms
 

@@ -10,10 +10,15 @@ import hashlib
 import hmac
 import os
 import uuid
+from typing import Callable
+
+from ..lru import LruCache
 
 UUID_ROOT = "2.25"
 MAX_UID_LENGTH = 64
 MIN_UID_DIGITS = 30  # below this a configured root leaves too little room for collision resistance
+#: Pseudonyms a Pseudonymizer remembers (about 200 bytes each).
+PSEUDONYMS_REMEMBERED = 4096
 
 
 def _digest(key: bytes, kind: str, *parts: str) -> bytes:
@@ -67,18 +72,33 @@ class Pseudonymizer:
     def __init__(self, key: bytes, uid_root: str = UUID_ROOT) -> None:
         self._key = key
         self.uid_root = uid_root
+        self._key_check = _digest(key, "key-check")[:16].hex()  # asked at every call (keys.py)
+        #: The latest pseudonyms given: the instances of a series share their patient, study,
+        #: series and frame of reference, whose pseudonyms are computed once rather than at each.
+        self._given: LruCache[tuple[str, ...], str] = LruCache(PSEUDONYMS_REMEMBERED)
+
+    def _remembered(self, make: Callable[[], str], *what: str) -> str:
+        value = self._given.get(what)
+        if value is None:
+            value = make()
+            self._given.put(what, value)
+        return value
 
     def patient_id(self, original_patient_id: str) -> str:
         """The anonymized PatientID, shaped like the UUIDs native Orthanc writes there."""
-        return str(_as_uuid(_digest(self._key, "patient-id", original_patient_id)))
+        return self._remembered(lambda: str(_as_uuid(_digest(self._key, "patient-id", original_patient_id))),
+                                "patient-id", original_patient_id)
 
     def patient_name(self, anonymized_patient_id: str) -> str:
         """The anonymized PatientName, following the resulting PatientID as native's does."""
-        return "Anonymized-" + _digest(self._key, "patient-name", anonymized_patient_id)[:5].hex().upper()
+        return self._remembered(
+            lambda: "Anonymized-" + _digest(self._key, "patient-name", anonymized_patient_id)[:5].hex().upper(),
+            "patient-name", anonymized_patient_id)
 
     def uid(self, scope: str, original_uid: str) -> str:
         """The pseudonym of a UID within a scope (the resulting PatientID)."""
-        return uid_from_digest(_digest(self._key, "uid", scope, original_uid), self.uid_root)
+        return self._remembered(lambda: uid_from_digest(_digest(self._key, "uid", scope, original_uid), self.uid_root),
+                                "uid", scope, original_uid)
 
     def date_offset(self, scope: str, low: int, high: int) -> int:
         """The whole number of days by which a patient's dates move, in [low, high]: the same for
@@ -92,7 +112,7 @@ class Pseudonymizer:
     def key_check(self) -> str:
         """A value that tells whether two keys are the same without telling anything of them:
         recorded per project, so that a changed or lost key is noticed before it splits a patient."""
-        return _digest(self._key, "key-check")[:16].hex()
+        return self._key_check
 
     def options_fingerprint(self, output_options: str) -> str:
         """A mark of a request's options, kept beside its results: keyed, so that options which

@@ -287,6 +287,7 @@ class Plugin:
         user = self._user(request)
         with self.audit.call(level, resource_id, body, user) as call:  # the entry is written before the answer
             options = self._parse(body)
+            call.parsed(options)
             if options.asynchronous and level != "instances":
                 targets = [(level, resource_id)]
                 sources = self.anonymizer.check_request(targets, replace(options, whole_resources=True))
@@ -321,6 +322,7 @@ class Plugin:
         user = self._user(request)
         with self.audit.call(BULK, "", body, user) as call:  # the entry is written before the answer
             options = self._parse(body)
+            call.parsed(options)
             if not isinstance(options.resources, list) or not all(isinstance(r, str) for r in options.resources):
                 raise BadFileFormat("List of strings expected in field: Resources")
             targets = self.anonymizer.resolve(options.resources)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import VerificationFailed
+from ..lru import LruCache
 from ..dicom.filereader import Element, Header, UnreadableHeader, read_header
 from .identities import InstancePlan
 from ..dicom.paths import parse_path
@@ -162,15 +163,15 @@ def _identifier_problems(data: bytes, header: Header, plan: InstancePlan, rewrit
     writes its own value (a shifted date that happens to equal another of the source's dates)."""
     if plan.source is None:
         return []
-    texts = identifying_texts(plan.source, plan.caller_tags.__contains__)
-    leaks = text_leaks(TextFinder(texts), header, plan.source)
+    search = _search_of(identifying_texts(plan.source, plan.caller_tags.__contains__))
+    leaks = text_leaks(search.finder, header, plan.source)
     if plan.shifted_dates:
         dates = identifying_dates(plan.source, is_shifted, plan.caller_tags.__contains__)
-        leaks += [(element, label) for element, label in TextFinder(dates).find(header)  # as verify: no coincidence
-                  if element.path not in plan.expected_values]
+        found = _search_of(dates).finder.find(header)  # as verify does: no coincidence rule for dates
+        leaks += [(element, label) for element, label in found if element.path not in plan.expected_values]
     problems = [f"the source's {label} remains in {describe(element.path)}: {_advice(element.path, plan)}"
                 for element, label in leaks if element.path not in rewritten]
-    if _text_after_header(data, header, texts):
+    if _text_after_header(data, header, search):
         problems.append("an identifying text of the source remains in the file outside the header "
                         "(after the pixel data)")
     return problems
@@ -211,7 +212,51 @@ def _outside_pixel_data(data: bytes, header: Header) -> bytes:
     return header.searchable + memoryview(data)[end:].tobytes()
 
 
-def _text_after_header(data: bytes, header: Header, texts: dict[str, str]) -> bool:
+class _TextSearch:
+    """The search of one set of identifying texts (a patient's: every instance of a study has the
+    same), prepared once: the finder of the header scan, and the texts' bytes in each encoding
+    for the search after the header."""
+
+    def __init__(self, texts: dict[str, str]) -> None:
+        self.finder = TextFinder(texts)
+        self._long = [text for text in texts if len(text) >= MIN_WORD]
+        self._encoded = LruCache[frozenset[str], frozenset[bytes]](ENCODINGS_KEPT)
+
+    def encoded(self, encodings: frozenset[str]) -> frozenset[bytes]:
+        """The texts as written in these encodings, in upper and lower case too."""
+        found = self._encoded.get(encodings)
+        if found is None:
+            found = frozenset(_encoded(self._long, encodings))
+            self._encoded.put(encodings, found)
+        return found
+
+
+def _encoded(texts: list[str], encodings: frozenset[str]) -> Iterator[bytes]:
+    for text in texts:
+        for variant in {text, text.upper(), text.lower()}:
+            for encoding in encodings:
+                try:
+                    yield variant.encode(encoding)
+                except (UnicodeError, LookupError):  # the encoding cannot write this text: not there in it
+                    continue
+
+
+#: Prepared searches kept, one per set of identifying texts, and their encodings' bytes each.
+SEARCHES_KEPT = 64
+ENCODINGS_KEPT = 8
+_searches: LruCache[frozenset[tuple[str, str]], _TextSearch] = LruCache(SEARCHES_KEPT)
+
+
+def _search_of(texts: dict[str, str]) -> _TextSearch:
+    key = frozenset(texts.items())
+    search = _searches.get(key)
+    if search is None:
+        search = _TextSearch(texts)
+        _searches.put(key, search)
+    return search
+
+
+def _text_after_header(data: bytes, header: Header, search: _TextSearch) -> bool:
     """Whether an identifying text stands in the bytes after the header (the pixel data and the
     elements after it, which the header scan does not read), written as in the source, in upper
     or lower case, in UTF-8, UTF-16 of either byte order or the declared character set. Only
@@ -223,18 +268,8 @@ def _text_after_header(data: bytes, header: Header, texts: dict[str, str]) -> bo
     end = _raw_pixels_end(header)
     start = end if end is not None else len(header.searchable)
     tail = memoryview(data)[start:].tobytes()
-    encodings = {"utf-8", "utf-16-le", "utf-16-be", *header.encodings()}
-    for text in texts:
-        if len(text) < MIN_WORD:
-            continue
-        for variant in {text, text.upper(), text.lower()}:
-            for encoding in encodings:
-                try:
-                    if variant.encode(encoding) in tail:
-                        return True
-                except (UnicodeError, LookupError):  # the encoding cannot write this text: not there in it
-                    continue
-    return False
+    encodings = frozenset({"utf-8", "utf-16-le", "utf-16-be", *header.encodings()})
+    return any(needle in tail for needle in search.encoded(encodings))
 
 
 def check_output(data: bytes, plan: InstancePlan, uid_tags: frozenset[int]) -> list[str]:

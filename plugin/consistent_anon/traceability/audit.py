@@ -28,7 +28,7 @@ from ..errors import BadRequest, PartlyKept, PluginError
 from ..orthanc_ids import BULK
 from ..jobs.queue import Job
 from ..identity.keys import KeyStore
-from ..pipeline.options import parse_request
+from ..pipeline.options import AnonymizeRequest, parse_request
 
 #: The answers of GET /tools/anonymization-log hold at most this many entries,
 MAX_LIMIT = 10000
@@ -107,6 +107,12 @@ class Call:
     answer: dict[str, Any] | None = None
     job: str | None = None
     queued_as_job: bool = False
+    request: AnonymizeRequest | None = None  # the body as the route parsed it, once known
+
+    def parsed(self, request: AnonymizeRequest) -> None:
+        """The route's parsed request: the entry takes its project and options from it rather
+        than parsing the body again."""
+        self.request = request
 
     def succeeded(self, answer: dict[str, Any]) -> None:
         """`answer`: native's answer of the call (for the instance route, {"InstancesCount": 1})."""
@@ -121,7 +127,7 @@ class AuditTrail:
     """Writes the entries; `facts` reads a body (it never raises), `emit` also sends each entry to
     Orthanc's audit-log channel where there is one."""
 
-    def __init__(self, log: AuditLog, facts: Callable[[Any, bool], RequestFacts],
+    def __init__(self, log: AuditLog, facts: Callable[[Any, bool, AnonymizeRequest | None], RequestFacts],
                  log_error: Callable[[str], None], emit: Callable[[AuditEntry], None] | None = None) -> None:
         self.log = log
         self._facts = facts
@@ -167,7 +173,7 @@ class AuditTrail:
     def entry(self, call: Call, error: BaseException | None) -> AuditEntry:
         outcome, reason = outcome_of(error)
         # the options' mark needs the project's key: not looked up for refused requests
-        facts = self._facts(call.body, outcome != "Refused")
+        facts = self._facts(call.body, outcome != "Refused", call.request)
         sources = facts.resources if call.level == BULK else (call.resource_id,)
         results, result_count, instances, failed = _results(call.level, call.answer)
         if isinstance(error, PartlyKept):  # what stays of a failed call
@@ -181,11 +187,12 @@ class AuditTrail:
                           job=call.job, pixel_status=_pixel_status(call.answer))
 
 
-def request_facts(keys: KeyStore, body: Any, with_mark: bool) -> RequestFacts:
+def request_facts(keys: KeyStore, body: Any, with_mark: bool, parsed: AnonymizeRequest | None = None) -> RequestFacts:
     """The project, options' mark and (bulk) resources of a request body, for its audit entry;
-    the mark only if asked (it needs the project's key), and only what can be known."""
+    the mark only if asked (it needs the project's key), and only what can be known. `parsed`:
+    the body as the route parsed it under its project, if it got that far (else it is parsed here)."""
     try:
-        request = parse_request(body)
+        request = parse_request(body) if parsed is None else parsed
         resources = tuple(request.resources) if isinstance(request.resources, list) else ()
         project = keys.project_name(request.project)
     except PluginError:
@@ -193,7 +200,8 @@ def request_facts(keys: KeyStore, body: Any, with_mark: bool) -> RequestFacts:
     mark = None
     if with_mark and not keys.fresh_per_call:
         try:
-            request = request.for_project(keys.settings(project))
+            if parsed is None:
+                request = request.for_project(keys.settings(project))
             mark = keys.pseudonymizer(project).options_fingerprint(request.output_options)
         except Exception:  # the key cannot be had (changed, unreadable): the entry goes without a mark
             pass

@@ -22,8 +22,9 @@ import fcntl
 import json
 import os
 import re
+import threading
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Protocol
@@ -122,12 +123,21 @@ class AuditEntry:
         if problems:  # the values are not repeated: they may be what must not be logged
             raise ValueError("An audit entry refused: malformed " + ", ".join(problems))
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=True)
+    def to_json(self, sequence: int | None = None) -> str:
+        """The entry's line; with `sequence`, under that number (the log's next one: a positive
+        count, so the entry needs no second check). The fields as they are (asdict would copy
+        each first): tuples are written as lists."""
+        values = {name: getattr(self, name) for name in _FIELDS}
+        if sequence is not None:
+            values["sequence"] = sequence
+        return json.dumps(values, separators=(",", ":"), ensure_ascii=True)
 
     @classmethod
     def from_json(cls, line: str) -> "AuditEntry":
         return cls(**json.loads(line))
+
+
+_FIELDS = tuple(field.name for field in fields(AuditEntry))
 
 
 def _is(pattern: re.Pattern, value: object) -> bool:
@@ -192,6 +202,11 @@ class FileAuditLog:
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._retention = retention
         self._now = now
+        self._turn = threading.Condition()  # the group commit's queue (see append)
+        self._queue: list[_Pending] = []
+        self._writing = False
+        #: The file as this process's last append left it (see _identity), and its last number.
+        self._end: tuple[tuple[int, ...], int] | None = None
 
     @contextmanager
     def _locked(self, mode: int) -> Iterator[None]:
@@ -203,22 +218,70 @@ class FileAuditLog:
             os.close(descriptor)  # releases the lock
 
     def append(self, entry: AuditEntry) -> int:
+        """Group commit: the entries of this process's calls that end while another batch is
+        being written wait, then are written and synced together by one of them; each call
+        returns once the sync that covers its own line is done (or raises its failure)."""
+        pending = _Pending(entry)
+        with self._turn:
+            self._queue.append(pending)
+            while not pending.done and self._writing:
+                self._turn.wait()
+            batch = None if pending.done else self._queue
+            if batch is not None:
+                self._queue, self._writing = [], True
+        if batch is not None:
+            self._write_batch(batch)
+        if pending.failure is not None:
+            raise pending.failure
+        return pending.sequence  # type: ignore[return-value]
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        """Writes and syncs the batch's lines under the shared lock, then tells their callers."""
+        try:
+            first = self._append_lines([pending.entry for pending in batch])
+            for offset, pending in enumerate(batch):
+                pending.sequence = first + offset
+        except BaseException as failure:  # each caller hears it (an OSError: its call fails, 500)
+            for pending in batch:
+                pending.failure = failure
+        finally:
+            with self._turn:
+                for pending in batch:
+                    pending.done = True
+                self._writing = False
+                self._turn.notify_all()
+
+    def _append_lines(self, entries: list[AuditEntry]) -> int:
+        """Numbers the entries after the last one written, appends them and syncs the file: the
+        number of the first."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._locked(fcntl.LOCK_EX):
             created = not self.path.exists()
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             try:
-                sequence = _last_sequence(descriptor) + 1
-                line = replace(entry, sequence=sequence).to_json() + "\n"
-                os.write(descriptor, line.encode("ascii"))
+                first = self._last_sequence(descriptor) + 1
+                self._end = None  # unknown until synced
+                text = "".join(entry.to_json(first + offset) + "\n"
+                               for offset, entry in enumerate(entries))
+                _write_all(descriptor, text.encode("ascii"))
                 os.fsync(descriptor)
+                self._end = (_identity(descriptor), first + len(entries) - 1)
             finally:
                 os.close(descriptor)
             if created:
                 sync_folder(self.path.parent)
-            if sequence % self._retention.check_every == 0 and self._beyond_retention(sequence):
+            last = first + len(entries) - 1
+            every = self._retention.check_every
+            if (first - 1) // every != last // every and self._beyond_retention(last):
                 self._compact()
-        return sequence
+        return first
+
+    def _last_sequence(self, descriptor: int) -> int:
+        """The last number written: known without reading where the file is as this process's
+        last append left it (the same file, the same size: nobody appended, cut or replaced it)."""
+        if self._end is not None and self._end[0] == _identity(descriptor):
+            return self._end[1]
+        return _last_sequence(descriptor)
 
     def read(self, since: int = 0, limit: int = 100, max_bytes: int | None = None) -> list[AuditEntry]:
         """Finds where to start by bisection (entries are in sequence order), so that polling
@@ -304,6 +367,7 @@ class FileAuditLog:
         return entries, last
 
     def _compact(self) -> None:
+        self._end = None  # another file from now on
         entries, last = self._entries()
         oldest = self._retention.oldest_time(self._now())
         if oldest is not None:
@@ -314,6 +378,29 @@ class FileAuditLog:
         # the first line keeps the numbering going when every entry was dropped
         replace_atomically(self.path, [json.dumps({"last_sequence": last}) + "\n",
                                        *(entry.to_json() + "\n" for entry in entries)])
+
+
+@dataclass
+class _Pending:
+    """An entry waiting for the group commit, and how its append ended."""
+
+    entry: AuditEntry
+    done: bool = False
+    sequence: int | None = None
+    failure: BaseException | None = None
+
+
+def _identity(descriptor: int) -> tuple[int, ...]:
+    """Which file this is and how long: appends change its size, a compaction's replacement its
+    inode and times."""
+    status = os.fstat(descriptor)
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view):]
 
 
 def _start_of_entries_after(file: BinaryIO, since: int) -> int:
