@@ -12,29 +12,18 @@ source UIDs in kept text). Only what native kept is cleaned, so nothing it remov
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..dicom.option_attributes import CleanedAttributes
 from ..dicom.filereader import Element, Header
 from ..dicom.identifiers import clean_values, cleaning_texts, identifying_dates
 from ..dicom.scanning import TextFinder
-from ..dicom.vocabulary import Tag
 from ..identity import dates as date_shifting
-from ..identity.pseudonyms import Pseudonymizer
 from .options import AnonymizeRequest
-
-if TYPE_CHECKING:  # transforms.py lists `keep_cleaned` among its transforms
-    from .transforms import Changes
 
 #: Text VRs whose cleaned value native writes back; dates are emptied instead (no marker fits).
 CLEANED_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN"})
 CLEANED_DATE_VRS = frozenset({"DA", "DT"})
 _CLEANED_VRS = CLEANED_TEXT_VRS | CLEANED_DATE_VRS
-#: Graphics that cannot be cleaned, removed under Clean Graphics: overlay bitmaps (a burned-in
-#: name cannot be told from a drawing) and curves (a retired module of binary data).
-_OVERLAY_DATA = 0x3000
-_OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
-_CURVE_GROUPS = range(0x5000, 0x5020, 2)
 
 
 @dataclass(frozen=True)
@@ -65,27 +54,3 @@ def cleaning_for(source: Header, request: AnonymizeRequest) -> Cleaning | None:
     skip = request.mentioned_tags.__contains__
     dates = identifying_dates(source, date_shifting.is_shifted, skip) if request.settings.shift_dates else None
     return Cleaning(attributes, TextFinder(cleaning_texts(source, skip, dates)))
-
-
-def _removed_graphic(tag: int) -> bool:
-    group, element = tag >> 16, tag & 0xFFFF
-    return group in _CURVE_GROUPS or (group in _OVERLAY_GROUPS and element == _OVERLAY_DATA)
-
-
-def keep_cleaned(source: Header, request: AnonymizeRequest, patient_id: str, pseudonyms: Pseudonymizer,
-                 changes: "Changes") -> None:
-    """Under a Clean option, native keeps each top-level attribute the option cleans (its C
-    attributes: native removes most descriptions), unless the caller or another transform decides
-    its fate; under Clean Graphics, overlay bitmaps and curves are removed."""
-    attributes = CleanedAttributes(request.deidentification_options)
-    if not attributes:
-        return
-    tops = {element.path[0][0][0] if element.path[0] else element.tag for element in source.elements}
-    for tag in sorted(tops):
-        name = str(Tag(tag))
-        if request.mentions(tag) or name in changes.replace:
-            continue
-        if "CleanGraphics" in request.deidentification_options and _removed_graphic(tag):
-            changes.remove.append(name)
-        elif attributes.option_of(tag) is not None:
-            changes.keep.append(name)

@@ -13,12 +13,12 @@ from typing import Any, Protocol
 
 from ..identity import dates
 from ..dicom.filereader import Header
+from ..dicom.option_attributes import CleanedAttributes
 from .option_plan import method_codes
-from .cleaning import keep_cleaned
 from .options import AnonymizeRequest
 from ..identity.pseudonyms import Pseudonymizer
 from ..dicom.vocabulary import (CLINICAL_TRIAL_SUBJECT_ID, DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
-                                LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, Path, orthanc_path)
+                                LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, Path, Tag, orthanc_path)
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Changes:
 
     replace: dict[str, Any] = field(default_factory=dict)
     remove: list[str] = field(default_factory=list)
-    #: Attributes native must keep though its profile removes them (cleaning.keep_cleaned).
+    #: Attributes native must keep though its profile removes them (keep_cleaned).
     keep: list[str] = field(default_factory=list)
     expected: dict[Path, tuple[str, ...]] = field(default_factory=dict)
 
@@ -88,6 +88,37 @@ def record_options(source: Header, request: AnonymizeRequest, patient_id: str, p
     path = Path.top(DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
     if _untouched_by_caller(request, path):
         changes.set(path, method_codes(request))
+
+
+#: Graphics that cannot be cleaned, removed under Clean Graphics: overlay bitmaps (a burned-in
+#: name cannot be told from a drawing) and curves (a retired module of binary data).
+_OVERLAY_DATA = 0x3000
+_OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
+_CURVE_GROUPS = range(0x5000, 0x5020, 2)
+
+
+def _removed_graphic(tag: int) -> bool:
+    group, element = tag >> 16, tag & 0xFFFF
+    return group in _CURVE_GROUPS or (group in _OVERLAY_GROUPS and element == _OVERLAY_DATA)
+
+
+def keep_cleaned(source: Header, request: AnonymizeRequest, patient_id: str, pseudonyms: Pseudonymizer,
+                 changes: Changes) -> None:
+    """Under a Clean option, native keeps each top-level attribute the option cleans (its C
+    attributes: native removes most descriptions), unless the caller or another transform decides
+    its fate; under Clean Graphics, overlay bitmaps and curves are removed."""
+    attributes = CleanedAttributes(request.deidentification_options)
+    if not attributes:
+        return
+    tops = {element.path[0][0][0] if element.path[0] else element.tag for element in source.elements}
+    for tag in sorted(tops):
+        name = str(Tag(tag))
+        if request.mentions(tag) or name in changes.replace:
+            continue
+        if "CleanGraphics" in request.deidentification_options and _removed_graphic(tag):
+            changes.remove.append(name)
+        elif attributes.option_of(tag) is not None:
+            changes.keep.append(name)
 
 
 #: Applied in this order to every instance, after its identities are planned; `keep_cleaned`
