@@ -1,6 +1,8 @@
 """Fail closed: an output that keeps a source UID is never stored, not even in part."""
 from __future__ import annotations
 
+import pytest
+
 from anonymized import find_patient, parse
 from conftest import upload
 
@@ -42,13 +44,28 @@ def test_one_bad_instance_stores_nothing_of_the_whole_call(orthanc, study):
         assert orthanc.get(f"/instances/{instance}/file").content == content
 
 
-def anonymize_with_a_private_element(orthanc, study, image, group: int, vr: str, value: str):
+def anonymize_with_a_private_element(orthanc, study, image, group: int, vr: str, value: str, **body):
     """Add a private element to `image`, store the study, anonymize the image keeping private tags."""
     block = image.private_block(group, "SYNTHETIC VENDOR", create=True)
     block.add_new(0x10 if group == 0x0011 else 0x01, vr, value)
     uploaded = upload(orthanc, study)
     return orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
-                        json={"KeepPrivateTags": True})
+                        json={"KeepPrivateTags": True, **body})
+
+
+@pytest.mark.parametrize("attribute,body", [("PatientName", {"Replace": {"PatientName": "S-001"}, "Force": True}),
+                                            ("PatientName", {"Remove": ["PatientName"], "Force": True}),
+                                            ("PatientID", {"Replace": {"PatientID": "S-001"}, "Force": True})],
+                         ids=["PatientName replaced", "PatientName removed", "PatientID replaced"])
+def test_an_identifier_the_caller_replaced_or_removed_is_still_searched_everywhere_else(orthanc, study, attribute,
+                                                                                        body):
+    """Only what the caller keeps is the caller's to leave in the output, at its own place: a
+    Replace or Remove of PatientName does not make the source's name welcome in a private text."""
+    image = study.series[1][0]
+    identifier = str(image.PatientName).split("^")[0] if attribute == "PatientName" else image.PatientID
+    answer = anonymize_with_a_private_element(orthanc, study, image, 0x0011, "LO", f"for {identifier} only", **body)
+    assert answer.status_code == 500, answer.text
+    assert "(0011,1010)" in answer.json()["Message"] and identifier not in answer.text
 
 
 def test_a_uid_of_the_instance_in_a_kept_private_tag_gets_its_pseudonym(orthanc, study):

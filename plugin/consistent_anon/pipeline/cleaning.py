@@ -46,11 +46,10 @@ class Cleaning:
 
 def cleaning_for(source: Header, request: AnonymizeRequest) -> Cleaning | None:
     """The cleaning of an instance under the request's options; None without a Clean option.
-    The caller's own Keep or Replace of an identifying attribute leaves its text alone, as the
-    check does."""
+    The caller's own Keep of an identifying attribute leaves its text alone, as the check does."""
     attributes = CleanedAttributes(request.deidentification_options)
     if not attributes:
         return None
-    skip = request.mentioned_tags.__contains__
+    skip = request.kept_tags.__contains__
     dates = identifying_dates(source, date_shifting.is_shifted, skip) if request.settings.shift_dates else None
     return Cleaning(attributes, TextFinder(cleaning_texts(source, skip, dates)))

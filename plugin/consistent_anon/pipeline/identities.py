@@ -42,7 +42,9 @@ class InstancePlan:
     choice for that original); `source_uids` are those that change, which must then be found
     nowhere in the output but at `caller_paths`, where the caller's own Keep or Replace put a
     UID; `source` is the header planned from, whose identifying texts the output must not hold
-    but in the attributes the caller named at the top level or an option keeps (`caller_tags`)."""
+    anywhere but at `caller_paths` (what the caller wrote there is the caller's) and, for the
+    attributes the caller keeps at the top level or an option keeps (`caller_tags`), nowhere at
+    all: their values are meant to stay. A Replace or Remove exempts nothing beyond its own place."""
 
     native_body: dict[str, Any]
     patient_id: str
@@ -171,7 +173,7 @@ def plan_instance(header: Header, request: AnonymizeRequest, pseudonyms: Pseudon
     transforms (transforms.py); all of it becomes one request to native."""
     patient_id, patient_name = resulting_patient(header, request, pseudonyms)
     plan = InstancePlan(native_body={}, patient_id=patient_id, source=header,
-                        caller_tags=request.mentioned_tags | kept_tags(request),
+                        caller_tags=request.kept_tags | kept_tags(request),
                         shifted_dates=request.settings.shift_dates, cleaning=cleaning_for(header, request))
     changes = Changes(remove=list(request.remove))
     _plan_uids(plan, header, request, _UidTargets(_caller_targets(header, request, uid_tags), pseudonyms, patient_id),

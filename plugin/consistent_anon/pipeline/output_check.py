@@ -170,7 +170,7 @@ def _identifier_problems(data: bytes, header: Header, plan: InstancePlan, rewrit
         found = _search_of(dates).finder.find(header)  # as verify does: no coincidence rule for dates
         leaks += [(element, label) for element, label in found if element.path not in plan.expected_values]
     problems = [f"the source's {label} remains in {describe(element.path)}: {_advice(element.path, plan)}"
-                for element, label in leaks if element.path not in rewritten]
+                for element, label in leaks if element.path not in rewritten | plan.caller_paths]
     if _text_after_header(data, header, search):
         problems.append("an identifying text of the source remains in the file outside the header "
                         "(after the pixel data)")
