@@ -183,6 +183,14 @@ def test_what_cannot_be_blanked_says_why():
         blank(out.getvalue(), read_header(out.getvalue()), ((0, 0, 1, 1),))
 
 
+def test_rectangles_that_all_lie_outside_the_image_blank_nothing_and_say_so():
+    """A rule written for a larger screen matched a smaller image: nothing would be blanked, so
+    nothing may be marked cleaned (113101, BurnedInAnnotation NO)."""
+    data = image(ExplicitVRLittleEndian, "MONOCHROME2", 1, 8)
+    with pytest.raises(CannotBlank, match="outside"):
+        blank(data, read_header(data), ((200, 0, 300, 49), (0, 500, 8, 600)))
+
+
 RULES = RuleSet.of(deid_rules(DEID_TEXT, "test"))
 PHILIPS = dict(Modality="US", Manufacturer="Philips", Rows="768", Columns="1024", SOPClassUID=US,
                TransferSyntaxUID=ExplicitVRLittleEndian, PhotometricInterpretation="RGB", BitsAllocated="8")

@@ -108,6 +108,12 @@ def outside(keep: tuple[Rectangle, ...], columns: int, rows: int) -> tuple[Recta
     return tuple(r for r in blanked if r[0] < r[2] and r[1] < r[3])
 
 
+def _inside(rectangles: tuple[Rectangle, ...], columns: int, rows: int) -> list[Rectangle]:
+    """The rectangles clipped to the image; those that lie wholly outside it are left out."""
+    clipped = [(max(x0, 0), max(y0, 0), min(x1, columns), min(y1, rows)) for x0, y0, x1, y1 in rectangles]
+    return [(x0, y0, x1, y1) for x0, y0, x1, y1 in clipped if x0 < x1 and y0 < y1]
+
+
 def blank(data: bytes, header: Header, rectangles: tuple[Rectangle, ...]) -> bytes:
     """The file with the rectangles' samples set to zero in every frame (and plane); every other
     byte as it was. `header` is this very file's (read_header)."""
@@ -119,10 +125,11 @@ def blank(data: bytes, header: Header, rectangles: tuple[Rectangle, ...]) -> byt
     planes = shape.samples if shape.planar else 1
     pixel = shape.sample_bytes * (1 if shape.planar else shape.samples)
     plane_bytes = shape.frame_bytes // planes
-    for x0, y0, x1, y1 in rectangles:
-        x1, y1 = min(x1, shape.columns), min(y1, shape.rows)
-        if x0 >= x1 or y0 >= y1:
-            continue
+    inside = _inside(rectangles, shape.columns, shape.rows)
+    if not inside:
+        raise CannotBlank(f"the rule's rectangles all lie outside its {shape.columns}x{shape.rows} pixels: "
+                          "it was written for images of another size")
+    for x0, y0, x1, y1 in inside:
         zeros = bytes((x1 - x0) * pixel)
         for plane in range(shape.frames * planes):
             base = start + plane * plane_bytes
