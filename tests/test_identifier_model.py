@@ -56,7 +56,7 @@ def test_a_name_word_that_is_the_sources_own_value_of_a_plain_attribute_there_st
     assert found_in(src, BodyPartExamined="CHEST") == set()
 
 
-def test_an_institution_name_coincides_only_with_a_vendors_own_value_at_that_place():
+def test_an_institution_name_coincides_with_the_sources_own_value_there_but_not_in_free_text():
     """"TOSHIBA" in the Manufacturer "TOSHIBA_MEC" of a hospital named Toshiba is no leak; the
     hospital's name carried through in a kept description is one, though the source had it there."""
     src = source(InstitutionName="Springfield General", Manufacturer="SPRINGFIELD_MED",

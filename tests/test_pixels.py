@@ -13,6 +13,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from consistent_anon.dicom.filereader import Header, read_header
 from consistent_anon.errors import BadRequest, BurnedInPixels
+from consistent_anon.identity.project_settings import ProjectSettings
 from consistent_anon.pipeline.options import parse_request
 from consistent_anon.pixels import gate
 from consistent_anon.pixels.blanking import CannotBlank, blank
@@ -233,6 +234,16 @@ def test_the_members_are_the_plugins_not_natives():
     assert request.deidentification_options == {"CleanPixelData"} and request.burned_in == "Flag"
     assert not {"DeidentificationOptions", "BurnedInAnnotation"} & set(request.native_body)
     assert "CleanPixelData" in request.output_options  # results cleaned are other results
+
+
+def test_the_policy_is_part_of_the_options_mark():
+    """Results stored under Accept are not what a call under Refuse would store: a re-run under
+    another policy must not find them as its own (it would skip the gate and answer success)."""
+    settings = ProjectSettings()
+    marks = {policy: parse_request(f'{{"BurnedInAnnotation": "{policy}"}}').for_project(settings).output_options
+             for policy in ("Refuse", "Flag", "Accept")}
+    assert len(set(marks.values())) == 3
+    assert marks["Refuse"] == parse_request("{}").for_project(settings).output_options  # the default: as before
 
 
 @pytest.mark.parametrize("name, level", [

@@ -17,6 +17,7 @@ from typing import Callable
 from pydicom.datadict import keyword_for_tag
 
 from .filereader import Element, Header
+from .option_attributes import is_cleaned
 from .scanning import MARKER, TextFinder
 from .vocabulary import is_private
 
@@ -188,12 +189,6 @@ def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-#: Where an institution's name may stand as a word of the source's own value and be no leak: the
-#: device's maker and model (a hospital named like its scanners' vendor). Anywhere else, a name
-#: carried through from the source is the leak it looks like.
-VENDOR_ATTRIBUTES = frozenset({0x00080070, 0x00081090})  # Manufacturer, ManufacturerModelName
-
-
 def coincides(element: Element, text: str, label: str, source: Element | None) -> bool:
     """Whether a text found in `element` is only the source's own value of a non-identifying
     attribute at that same place (a patient named Chest, the body part examined CHEST; an
@@ -205,8 +200,10 @@ def coincides(element: Element, text: str, label: str, source: Element | None) -
     if label in STRONG_LABELS or (label in PERSON_LABELS and len(_NAME_SEPARATORS.split(text)) > 1):
         return False
     if label in INSTITUTION_LABELS:  # a vendor's name: "TOSHIBA" in the Manufacturer "TOSHIBA_MEC"
-        return element.tag in VENDOR_ATTRIBUTES and any(TextFinder({text: label}).spans(value)
-                                                         for value in source.values)
+        # but not in free text (the descriptions Clean Descriptors covers): a hospital's name
+        # carried through in a kept description is the leak it looks like
+        return not is_cleaned("CleanDescriptors", element.tag) and any(
+            TextFinder({text: label}).spans(value) for value in source.values)
     return any(value.strip().lower() == text for value in source.values)
 
 

@@ -25,6 +25,7 @@ CLINICAL_TRIAL_ATTRIBUTES = {
 PATIENT_IDENTITIES = ("caller", "project")
 #: What a call does with an instance whose pixels may show burned-in text (pixels/decision.py).
 BURNED_IN_POLICIES = ("Refuse", "Flag", "Accept")
+DEFAULT_BURNED_IN = "Refuse"
 DEFAULT_DATE_SHIFT_DAYS = (-730, -30)
 MAX_DATE_SHIFT = 36500  # a century either way
 
@@ -53,7 +54,7 @@ class ProjectSettings:
     #: RetainLongitudinalModifiedDates, which is `shift_dates`.
     deidentification_options: frozenset[str] = frozenset()
     #: "BurnedInAnnotation": one of BURNED_IN_POLICIES (docs/pixels.md).
-    burned_in: str = "Refuse"
+    burned_in: str = DEFAULT_BURNED_IN
 
     def output_options(self) -> dict[str, Any]:
         """What of these settings decides what an instance becomes, for the options' mark: two
@@ -65,6 +66,8 @@ class ProjectSettings:
             options["ClinicalTrial"] = {f"{tag:08x}": value for tag, value in sorted(self.clinical_trial.items())}
         if self.deidentification_options:
             options["DeidentificationOptions"] = sorted(self.deidentification_options)
+        if self.burned_in != DEFAULT_BURNED_IN:  # results accepted or flagged are not what Refuse stores
+            options["BurnedInAnnotation"] = self.burned_in
         if self.recipients:  # results sealed for other recipients are other results
             options["ReidentificationCertificates"] = sorted({recipient.fingerprint for recipient in self.recipients})
         return options
