@@ -91,7 +91,7 @@ def test_the_configuration_page_gives_the_defaults_the_plugin_applies():
                   if name in applied}
     assert documented == applied
     absent = {name for name, (default, _) in documented_options().items() if default == "absent"}
-    assert absent == {"Key", "KeyFile", "Subjects", "ReidentificationCertificates"}
+    assert absent == {"Key", "KeyFile", "Subjects", "ReidentificationCertificates", "OnArrival"}
     assert config.key is None and settings.subjects is None and settings.recipients == ()
 
 

@@ -27,7 +27,8 @@ PATH_OPTIONS = frozenset({"KeyFile", "AuditLogFile", "Subjects", "Reidentificati
 #: the defaults of every project.
 SECTION_OPTIONS = frozenset({"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
                              "OptionsMetadata", "PseudonymLookup", "AcceptNewKey", "AuditLogFile",
-                             "AuditLogRetentionDays", "AuditLogMaxEntries", "RegisterRootUri", *PROJECT_SETTINGS})
+                             "AuditLogRetentionDays", "AuditLogMaxEntries", "RegisterRootUri", "OnArrival",
+                             *PROJECT_SETTINGS})
 #: The audit log's file name in Orthanc's storage folder, its default place.
 AUDIT_LOG_NAME = "consistent-anonymization-audit.jsonl"
 AUDIT_RETENTION_DAYS = 365

@@ -30,7 +30,7 @@ from typing import BinaryIO, Callable, Iterator, Protocol
 
 from ..identity.config import MAX_PROJECT_NAME
 from ..files import replace_atomically, sync_folder
-from ..orthanc_ids import BULK, LEVEL_TYPES
+from ..orthanc_ids import ARRIVAL, BULK, LEVEL_TYPES
 
 #: How each outcome may be explained.
 REASONS = {
@@ -40,8 +40,9 @@ REASONS = {
     "Canceled": frozenset({"CanceledByUser"}),
 }
 #: An entry's level, and its route, by the REST API's name of the level called.
-LEVELS = {**LEVEL_TYPES, BULK: "Bulk"}
-ROUTES = {**{level: f"/{level}/{{id}}/anonymize" for level in LEVEL_TYPES}, BULK: "/tools/bulk-anonymize"}
+LEVELS = {**LEVEL_TYPES, BULK: "Bulk", ARRIVAL: "Instance"}
+ROUTES = {**{level: f"/{level}/{{id}}/anonymize" for level in LEVEL_TYPES}, BULK: "/tools/bulk-anonymize",
+          ARRIVAL: "OnArrival"}
 
 _ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
 _JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
