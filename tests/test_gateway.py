@@ -133,13 +133,18 @@ def test_a_destination_down_for_a_while_gets_everything_once_up_and_nothing_is_d
     assert len(log) == len(study.instances)  # a delivery is retried with the stored result, not anonymized again
 
 
-def send_until_killed(port: int, datasets, acknowledged: list[str]) -> None:
-    """One association, one C-STORE each; the SOP Instance UIDs Orthanc acknowledged."""
+def send_until_killed(port: int, datasets, acknowledged: list[str], halfway: threading.Event,
+                      resume: threading.Event) -> None:
+    """One association, one C-STORE each, a pause halfway (the receiver is killed then); the SOP
+    Instance UIDs Orthanc acknowledged."""
     sender = AE(ae_title="MODALITY")
     sender.requested_contexts = StoragePresentationContexts[:120]
     association = sender.associate("127.0.0.1", port, ae_title="ORTHANC")
     try:
-        for ds in datasets:
+        for index, ds in enumerate(datasets):
+            if index == len(datasets) // 2:
+                halfway.set()
+                resume.wait(DEADLINE)
             status = association.send_c_store(ds)
             if not status or status.Status != 0x0000:
                 return
@@ -148,18 +153,22 @@ def send_until_killed(port: int, datasets, acknowledged: list[str]) -> None:
         association.release()
 
 
-def test_after_a_crash_mid_stream_every_acknowledged_source_ends_delivered(server_factory):
+def test_after_a_crash_mid_stream_every_acknowledged_source_ends_delivered(server_factory, tmp_path):
     central = server_factory(plugin=False)
     gateway = server_factory(config=gateway_config({"Destination": "central"}, **as_modality(central)))
     study = two_frame_study(per_series=12, patient=new_patient())
+    half = len(study.instances) // 2
     acknowledged: list[str] = []
-    sending = threading.Thread(target=send_until_killed, args=(gateway.dicom_port, study.instances, acknowledged))
+    halfway, resume = threading.Event(), threading.Event()
+    sending = threading.Thread(target=send_until_killed,
+                               args=(gateway.dicom_port, study.instances, acknowledged, halfway, resume))
     sending.start()
-    wait_until(lambda: gateway.json("/statistics")["CountInstances"] >= len(study.instances) // 3,
-               "a third of the stream stored")
-    gateway.kill()  # SIGKILL, mid-stream: arrivals, anonymizations and deliveries cut short
-    sending.join(60)
-    assert 0 < len(acknowledged) < len(study.instances)
+    assert halfway.wait(DEADLINE)
+    wait_until(lambda: gateway.json("/statistics")["CountInstances"] > half, "the first results stored")
+    gateway.kill()  # SIGKILL, the association open: arrivals, anonymizations and deliveries cut short
+    resume.set()
+    sending.join(DEADLINE)
+    assert len(acknowledged) == half
 
     gateway.start()
     patient = pseudonymous_patient(gateway, study)
@@ -175,7 +184,9 @@ def test_after_a_crash_mid_stream_every_acknowledged_source_ends_delivered(serve
                and not instances_of(gateway, study.study.patient.patient_id),
                "every acknowledged source anonymized and delivered, no source left")
     assert listing(gateway)["FailedCount"] == 0
-    assert len(central.json("/studies")) == 1
+    storescu(gateway.dicom_port, study.instances[half:], tmp_path)  # the modality sends the rest again
+    wait_until(lambda: delivered(central, gateway, patient, study, len(study.instances)), "the rest delivered")
+    assert_one_consistent_study(central, patient, study)
 
 
 def test_without_a_destination_sources_go_once_stored_and_checked_and_what_fails_stays_listed(

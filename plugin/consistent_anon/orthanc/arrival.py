@@ -43,6 +43,9 @@ STOP_WAIT = 30.0
 FINISH = "Finish"
 #: Results the gateway stored lately: their arrival in the changes needs no look-up.
 RECENT_RESULTS = 4096
+#: Jobs whose end Orthanc announced lately: a store job's outcome is known even once Orthanc's
+#: history of jobs (JobsHistorySize) no longer holds it.
+ENDED_JOBS = 1024
 
 _HANDLERS: list[Callable[[Any, Any, str], None]] = []
 
@@ -75,6 +78,7 @@ class ArrivalGateway:
         self._thread: threading.Thread | None = None
         self._jobs: dict[str, list[str]] = {}  # store job -> its sources
         self._recent: LruCache[str, bool] = LruCache(RECENT_RESULTS)
+        self._ended: LruCache[str, str] = LruCache(ENDED_JOBS)
         self._cursor = 0
         self._saved: int | None = None
 
@@ -91,6 +95,8 @@ class ArrivalGateway:
         kinds = self._orthanc.ChangeType
         if change_type == kinds.ORTHANC_STOPPED:
             self.stop()
+        elif change_type in (kinds.JOB_SUCCESS, kinds.JOB_FAILURE):
+            self._ended.put(resource_id, "Success" if change_type == kinds.JOB_SUCCESS else "Failure")
         elif change_type == kinds.ORTHANC_STARTED or self._thread is None:
             self._start()
         self._wake.set()
@@ -265,8 +271,9 @@ class ArrivalGateway:
         for job_id, sources in list(self._jobs.items()):
             try:
                 job = json.loads(self._port.call(self._orthanc.RestApiGet, f"/jobs/{job_id}"))
-            except NotFound:
-                job = {"State": "Failure", "ErrorDescription": "the store job is no longer known"}
+            except NotFound:  # gone from Orthanc's history: its end was announced, or it is lost (sent again)
+                job = {"State": self._ended.get(job_id) or "Failure",
+                       "ErrorDescription": "the store job is no longer known"}
             if job["State"] not in ("Success", "Failure"):
                 continue
             del self._jobs[job_id]
