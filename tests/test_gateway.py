@@ -145,7 +145,10 @@ def send_until_killed(port: int, datasets, acknowledged: list[str], halfway: thr
             if index == len(datasets) // 2:
                 halfway.set()
                 resume.wait(DEADLINE)
-            status = association.send_c_store(ds)
+            try:
+                status = association.send_c_store(ds)
+            except RuntimeError:  # the association was aborted: the receiver is gone
+                return
             if not status or status.Status != 0x0000:
                 return
             acknowledged.append(str(ds.SOPInstanceUID))
@@ -271,3 +274,20 @@ def test_calls_and_jobs_run_beside_the_gateway_and_uploads_are_left_alone(server
                and not instances_of(gateway, arriving.study.patient.patient_id), "the arrivals anonymized")
     # the uploads (and native's modified copies) are not the gateway's: nothing of them was deleted
     assert len(instances_of(gateway, uploaded_study.study.patient.patient_id)) == 2 * len(uploaded)
+
+
+def test_results_awaiting_their_study_stability_are_found_again_and_sent_after_a_restart(server_factory, tmp_path):
+    central = server_factory(plugin=False)
+    gateway = server_factory(config=gateway_config({"Destination": "central"}, StableAge=3600, **as_modality(central)))
+    study = two_frame_study(per_series=1, patient=new_patient())
+    storescu(gateway.dicom_port, study.instances, tmp_path)
+    wait_until(lambda: listing(gateway)["PendingCount"] == len(study.instances), "every result awaiting stability")
+    sources = instances_of(gateway, study.study.patient.patient_id)
+    assert all('"Stored"' in gateway.get(f"/instances/{s}/metadata/9733").text for s in sources)
+    gateway.stop()  # the stability Orthanc was waiting for is forgotten; the marks stay
+    gateway.configure({"StableAge": 1})
+    gateway.start()
+    patient = pseudonymous_patient(gateway, study)
+    wait_until(lambda: delivered(central, gateway, patient, study, len(study.instances)),
+               "the marked sources found again, their results sent, the sources deleted")
+    assert len(gateway.json("/tools/anonymization-log?limit=1000")["Entries"]) == len(study.instances)
