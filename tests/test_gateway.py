@@ -218,7 +218,7 @@ def test_without_a_destination_sources_go_once_stored_and_checked_and_what_fails
     assert {(e["route"], e["outcome"]) for e in log} == {("OnArrival", "Success"), ("OnArrival", "Failed")}
 
     assert gateway.post(ROUTE + "/retry", json={"Resources": [entry["ID"]]}).json() == {"Retried": 1}
-    wait_until(lambda: listing(gateway)["Failed"][0]["Attempts"] > entry["Attempts"], "the retry made")
+    wait_until(lambda: (now := listing(gateway)["Failed"]) and now[0]["Attempts"] > entry["Attempts"], "the retry made")
     assert gateway.post(ROUTE + "/release").json() == {"Released": 1}
     assert listing(gateway)["FailedCount"] == 0
     assert '"Released"' in gateway.get(f"/instances/{entry['ID']}/metadata/9733").text  # stays, marked

@@ -124,6 +124,9 @@ def test_a_failure_is_retried_after_its_backoff_until_released():
     assert tracker.retry(["b"]) == 0 and tracker.retry(None) == 1
     assert [source for source, _ in tracker.retries()] == ["a"]
     assert tracker.low_water(99) == 7  # a failed source is found again after a restart
+    assert tracker.release(None) == [] and tracker.retry(None) == 0  # being tried again: not a call's
+    assert tracker.listing(10, str)["Pending"][0]["State"] == "Retrying"
+    tracker.failed("a", None, ANONYMIZE, "once more")
     assert tracker.release(None) == ["a"]
     assert tracker.low_water(99) == 99 and tracker.listing(10, str)["FailedCount"] == 0
 

@@ -25,8 +25,9 @@ STORED, FAILED, DONE, RELEASED = "Stored", "Failed", "Done", "Released"
 MARK_STATES = (STORED, FAILED, DONE, RELEASED)
 #: The steps a failure is in.
 ANONYMIZE, DELIVER = "Anonymize", "Deliver"
-#: The tracker's states beside STORED and FAILED: a store job is sending the result.
-SENDING = "Sending"
+#: The tracker's states beside STORED and FAILED: a store job is sending the result; a failed
+#: source is being tried again (no call may retry or release it meanwhile).
+SENDING, RETRYING = "Sending", "Retrying"
 #: Retries wait FIRST_BACKOFF seconds after the first failure, twice as long after each next one, at most MAX_BACKOFF.
 FIRST_BACKOFF = 5.0
 MAX_BACKOFF = 600.0
@@ -165,11 +166,16 @@ class Tracker:
         return batches
 
     def retries(self) -> list[tuple[str, Entry]]:
-        """The failed sources due for another attempt (copies of their entries)."""
+        """The failed sources due for another attempt (copies of their entries, as they were);
+        they are then RETRYING, until their attempt ends (stored, failed or finished)."""
         now = self._clock()
         with self._lock:
-            return [(source, replace(entry)) for source, entry in self._entries.items()
-                    if entry.state == FAILED and entry.due <= now]
+            due = [(source, entry) for source, entry in self._entries.items()
+                   if entry.state == FAILED and entry.due <= now]
+            copies = [(source, replace(entry)) for source, entry in due]
+            for _, entry in due:
+                entry.state = RETRYING
+        return copies
 
     def retry(self, sources: list[str] | None) -> int:
         """The failed sources named (None: all) tried again at once; answers how many."""

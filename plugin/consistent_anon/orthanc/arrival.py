@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable
 
@@ -73,7 +74,6 @@ class ArrivalGateway:
         self._stable_age = stable_age
         self.tracker = Tracker()
         self._wake = threading.Event()
-        self._acting = threading.Lock()  # one step on a source at a time (the worker's, or a release)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._jobs: dict[str, list[str]] = {}  # store job -> its sources
@@ -155,15 +155,30 @@ class ArrivalGateway:
         """One page of changes; answers whether it was the last."""
         page = json.loads(self._port.call(self._orthanc.RestApiGet,
                                           f"/changes?since={self._cursor}&limit={CHANGES_PAGE}"))
-        for change in page["Changes"]:
-            if self._stopping:
-                return True
-            if change["ChangeType"] == "NewInstance" and self._recent.get(change["ID"]) is None:
-                self._arrived(change["ID"], change["Seq"] - 1)
-            elif change["ChangeType"] == "StableStudy":
+        changes = page["Changes"]
+        self._each(self._arrived, [(change["ID"], change["Seq"] - 1) for change in changes
+                                   if change["ChangeType"] == "NewInstance" and self._recent.get(change["ID"]) is None])
+        if self._stopping:
+            return True  # the page is read again after the restart
+        for change in changes:
+            if change["ChangeType"] == "StableStudy":
                 self.tracker.stable(change["ID"])
-            self._cursor = change["Seq"]
+        self._cursor = changes[-1]["Seq"] if changes else self._cursor
         return bool(page["Done"])
+
+    def _each(self, step: Callable[[str, int], None], sources: list[tuple[str, int]]) -> None:
+        """The step on each source, by as many threads as the engine uses where orthanc-python lets
+        them run at once (port.workers()), else one after the other; none once Orthanc is stopping."""
+        def run(item: tuple[str, int]) -> None:
+            if not self._stopping:
+                step(*item)
+        workers = min(self._port.workers(), len(sources))
+        if workers <= 1:
+            for item in sources:
+                run(item)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="consistent-anon-gateway") as pool:
+                list(pool.map(run, sources))
 
     def _arrived(self, source: str, since: int) -> None:
         """A new instance: the gateway's if it came over DICOM (from a listed AET); its mark, if
@@ -182,19 +197,18 @@ class ArrivalGateway:
 
     def _process(self, source: str, since: int, send_now: bool) -> None:
         """Anonymize, check and store (engine); then finish at once, or wait for delivery."""
-        with self._acting:
-            try:
-                stored = self._anonymize(source)
-            except Exception as error:
-                self._failed(source, since, ANONYMIZE, error)
-                return
-            self._recent.put(stored["ID"], True)
-            if self.settings.destination is None:
-                self._finish(source, since)
-                return
-            mark = self.tracker.stored(source, since, stored["ID"], stored["ParentStudy"],
-                                       send_now or stored.get("Status") == "AlreadyStored")
-            self._mark(source, mark)
+        try:
+            stored = self._anonymize(source)
+        except Exception as error:
+            self._failed(source, since, ANONYMIZE, error)
+            return
+        self._recent.put(stored["ID"], True)
+        if self.settings.destination is None:
+            self._finish(source, since)
+            return
+        mark = self.tracker.stored(source, since, stored["ID"], stored["ParentStudy"],
+                                   send_now or stored.get("Status") == "AlreadyStored")
+        self._mark(source, mark)
 
     def _finish(self, source: str, since: int | None = None) -> None:
         """The result is stored, checked and (with a destination) acknowledged: the source goes, or
@@ -213,7 +227,11 @@ class ArrivalGateway:
 
     def _failed(self, source: str, since: int | None, step: str, error: Exception) -> None:
         """The source stays, marked failed, and is tried again after the backoff; unless it is gone."""
-        if not self._port.exists("instances", source):
+        try:
+            gone = not self._port.exists("instances", source)
+        except PluginError:  # cannot tell (Orthanc stopping): kept as failed, the safe side
+            gone = False
+        if gone:
             self.tracker.finished(source)
             return
         reason = error.message if isinstance(error, PluginError) else f"Internal error ({type(error).__name__})"
@@ -240,8 +258,7 @@ class ArrivalGateway:
             elif entry.step == DELIVER:
                 self.tracker.stored(source, entry.since, entry.result, entry.study or "", send_now=True)
             else:
-                with self._acting:
-                    self._finish(source, entry.since)
+                self._finish(source, entry.since)
 
     # --- Delivery ----------------------------------------------------------------------------
     def _deliver(self) -> None:
@@ -277,13 +294,12 @@ class ArrivalGateway:
             if job["State"] not in ("Success", "Failure"):
                 continue
             del self._jobs[job_id]
-            with self._acting:
-                for source in sources:
-                    if job["State"] == "Success":
-                        self._finish(source)
-                    else:
-                        self._failed(source, None, DELIVER, PluginError(
-                            f"The store job to the destination failed: {job.get('ErrorDescription', '')}"))
+            for source in sources:
+                if job["State"] == "Success":
+                    self._finish(source)
+                else:
+                    self._failed(source, None, DELIVER, PluginError(
+                        f"The store job to the destination failed: {job.get('ErrorDescription', '')}"))
 
     def _save_cursor(self) -> None:
         point = self.tracker.low_water(self._cursor)
@@ -307,13 +323,12 @@ class ArrivalGateway:
     def release(self, output: Any, uri: str, **request: Any) -> None:
         """POST {"Resources": [...]} (or nothing: every failed source): no longer the gateway's;
         each stays stored as it is, marked released."""
-        with self._acting:
-            released = self.tracker.release(_named(request.get("body")))
-            for source in released:
-                try:
-                    self._mark(source, Mark(RELEASED))
-                except NotFound:
-                    pass
+        released = self.tracker.release(_named(request.get("body")))  # never one the worker is trying again
+        for source in released:
+            try:
+                self._mark(source, Mark(RELEASED))
+            except NotFound:
+                pass
         output.AnswerBuffer(http_answers.json_text({"Released": len(released)}), "application/json")
 
 
