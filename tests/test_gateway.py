@@ -217,6 +217,7 @@ def test_without_a_destination_sources_go_once_stored_and_checked_and_what_fails
     log = gateway.json("/tools/anonymization-log?limit=1000")["Entries"]
     assert {(e["route"], e["outcome"]) for e in log} == {("OnArrival", "Success"), ("OnArrival", "Failed")}
 
+    assert gateway.post(ROUTE + "/retry", json={"Resources": entry["ID"]}).status_code == 400
     assert gateway.post(ROUTE + "/retry", json={"Resources": [entry["ID"]]}).json() == {"Retried": 1}
     wait_until(lambda: (now := listing(gateway)["Failed"]) and now[0]["Attempts"] > entry["Attempts"], "the retry made")
     assert gateway.post(ROUTE + "/release").json() == {"Released": 1}

@@ -100,8 +100,8 @@ class Plugin:
         self._restored = False
         self.ui_pages = UiPages(orthanc, lambda: overview(self.config, self.audit.log))
         on_arrival = parse_on_arrival((configuration.get(SECTION) or {}).get("OnArrival"), self.config, configuration)
-        self.gateway = on_arrival and ArrivalGateway(orthanc, on_arrival, self.port, self._anonymize_arrival,
-                                                     float(configuration.get("StableAge", 60)))
+        self.gateway = ArrivalGateway(orthanc, on_arrival, self.port, self._anonymize_arrival,
+                                      float(configuration.get("StableAge", 60))) if on_arrival else None
 
     def register(self) -> None:
         """Register the routes. A change callback only with OnArrival (the gateway): it runs Python
