@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable
 
-from ..errors import BadRequest, NotFound, PluginError
+from ..errors import BadRequest, ConfigurationError, NotFound, PluginError
 from ..gateway.settings import MODALITIES, PEERS, GatewaySettings
 from ..gateway.state import ANONYMIZE, DELIVER, DONE, RELEASED, Mark, Tracker
 from ..lru import LruCache
@@ -57,6 +57,23 @@ def on_change(change_type: Any, level: Any, resource_id: str) -> None:
         handler(change_type, level, resource_id)
 
 
+def add_change_handler(orthanc: Any, handler: Callable[[Any, Any, str], None]) -> None:
+    """Have `handler(change_type, level, resource_id)` called at each of Orthanc's changes.
+    orthanc-python takes one change callback ("Can only register one Python on-changes
+    callback"): with OnArrival the plugin holds it, and a site's script adds its own handler
+    here, after `register(orthanc)`. A handler must return at once, as the callback must."""
+    if not _HANDLERS:
+        try:
+            orthanc.RegisterOnChangeCallback(on_change)
+        except RuntimeError:
+            raise ConfigurationError(
+                "OnArrival needs the Python plugin's change callback, which a script registered already "
+                "(orthanc-python takes one): register that script's handler with "
+                "consistent_anon.add_change_handler(orthanc, handler), after consistent_anon.register(orthanc)"
+            ) from None
+    _HANDLERS.append(handler)
+
+
 def _wall(moment: float) -> str:
     """A time of the monotonic clock as Orthanc writes dates."""
     return datetime.fromtimestamp(time.time() + moment - time.monotonic()).strftime("%Y%m%dT%H%M%S")
@@ -83,9 +100,8 @@ class ArrivalGateway:
         self._saved: int | None = None
 
     def register(self, guarded: Callable[[Callable], Callable]) -> None:
-        if not _HANDLERS:
-            self._orthanc.RegisterOnChangeCallback(on_change)
-        _HANDLERS.append(self.changed)
+        """The change callback first: if another script holds it, Orthanc stops before any route is registered."""
+        add_change_handler(self._orthanc, self.changed)
         register_route(self._orthanc, ROUTE, ("GET",), guarded(self.listing))
         register_route(self._orthanc, ROUTE + "/retry", ("POST",), guarded(self.retry))
         register_route(self._orthanc, ROUTE + "/release", ("POST",), guarded(self.release))

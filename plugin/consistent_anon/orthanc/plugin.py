@@ -106,9 +106,9 @@ class Plugin:
     def register(self) -> None:
         """Register the routes. A change callback only with OnArrival (the gateway): it runs Python
         for every stored instance; jobs a stop interrupted resume at the first call instead."""
-        self.job_routes.register(self._guarded)
         if self.gateway:
-            self.gateway.register(self._guarded)
+            self.gateway.register(self._guarded)  # first: see ArrivalGateway.register
+        self.job_routes.register(self._guarded)
         register_route(self._orthanc, "/tools/generate-uid", ("GET",), self._guarded(self.generate_uid))
         register_route(self._orthanc, "/tools/bulk-anonymize", ("POST",), self._guarded(self.bulk_anonymize))
         register_route(self._orthanc, "/tools/anonymization-log", ("GET",), self._guarded(self.anonymization_log))
