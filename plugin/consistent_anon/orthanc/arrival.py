@@ -130,6 +130,9 @@ class ArrivalGateway:
 
     # --- The worker -----------------------------------------------------------------------
     def _work(self) -> None:
+        """Until Orthanc stops: read the changes, try again what failed, send what is stable, follow
+        the store jobs, save the point to read from after a restart; then sleep until a change or
+        the next retry or delivery is due."""
         caught_up = False
         while not self._stopping:
             self._wake.clear()
@@ -199,6 +202,8 @@ class ArrivalGateway:
     def _arrived(self, source: str, since: int) -> None:
         """A new instance: the gateway's if it came over DICOM (from a listed AET); its mark, if
         it has one, says how far it went before a restart."""
+        if self.tracker.state_of(source) is not None:
+            return  # met again when a page is read again: what this process knows is newer than a mark
         try:
             metadata = json.loads(self._port.call(self._orthanc.RestApiGet, f"/instances/{source}/metadata?expand"))
         except NotFound:
@@ -269,12 +274,15 @@ class ArrivalGateway:
         for source, entry in self.tracker.retries():
             if self._stopping:
                 return
-            if entry.step == ANONYMIZE or not entry.result or not self._port.exists("instances", entry.result):
-                self._process(source, entry.since, send_now=True)
-            elif entry.step == DELIVER:
-                self.tracker.stored(source, entry.since, entry.result, entry.study or "", send_now=True)
-            else:
-                self._finish(source, entry.since)
+            try:
+                if entry.step == ANONYMIZE or not entry.result or not self._port.exists("instances", entry.result):
+                    self._process(source, entry.since, send_now=True)
+                elif entry.step == DELIVER:
+                    self.tracker.stored(source, entry.since, entry.result, entry.study or "", send_now=True)
+                else:
+                    self._finish(source, entry.since)
+            except Exception as error:  # never left Retrying: failed again, and tried later
+                self._failed(source, None, entry.step or ANONYMIZE, error)
 
     # --- Delivery ----------------------------------------------------------------------------
     def _deliver(self) -> None:
