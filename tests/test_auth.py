@@ -15,7 +15,7 @@ def guarded(tmp_path_factory):
     from orthanc_server import OrthancServer
     server = OrthancServer(config={"AuthenticationEnabled": True,
                                    "RegisteredUsers": {USER[0]: USER[1]},
-                                   "ConsistentAnonymization": {"Key": TEST_KEY}})
+                                   "ConsistentAnonymization": {"Key": TEST_KEY, "OnArrival": {}}})
     server.auth = USER
     server.start()
     yield server
@@ -33,6 +33,9 @@ def routes(uploaded: dict[str, dict]) -> list[tuple[str, str, dict]]:
         ("POST", f"/patients/{some['ParentPatient']}/anonymize", {"json": {}}),
         ("POST", "/tools/bulk-anonymize", {"json": {"Resources": [some["ParentSeries"]]}}),
         ("GET", "/jobs", {}),
+        ("GET", "/consistent-anonymization/gateway", {}),
+        ("POST", "/consistent-anonymization/gateway/retry", {}),
+        ("POST", "/consistent-anonymization/gateway/release", {"json": {"Resources": [some["ID"]]}}),
     ]
 
 

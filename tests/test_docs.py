@@ -93,7 +93,7 @@ def test_the_configuration_page_gives_the_defaults_the_plugin_applies():
                   if name in applied}
     assert documented == applied
     absent = {name for name, (default, _) in documented_options().items() if default == "absent"}
-    assert absent == {"Key", "KeyFile", "Subjects", "ReidentificationCertificates", "PixelRuleFiles"}
+    assert absent == {"Key", "KeyFile", "Subjects", "ReidentificationCertificates", "PixelRuleFiles", "OnArrival"}
     assert config.key is None and settings.subjects is None and settings.recipients == ()
     assert config.pixel_rule_files is None
 

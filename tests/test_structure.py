@@ -17,8 +17,8 @@ from consistent_anon.lru import LruCache
 PACKAGE = Path(__file__).parents[1] / "plugin" / "consistent_anon"
 #: The subpackages, from the top layer down: a module imports its own subpackage or lower ones,
 #: never a higher one (the root modules, "", are the bottom: they import nothing of the package).
-LAYERS = ("orthanc", "traceability", "jobs", "verification", "pipeline", "pixels", "identity", "reidentification",
-          "dicom", "")
+LAYERS = ("orthanc", "traceability", "gateway", "jobs", "verification", "pipeline", "pixels", "identity",
+          "reidentification", "dicom", "")
 #: The only layer that talks to the `orthanc` module (passed in) and answers HTTP.
 ADAPTER_SIDE = "orthanc"
 #: No function of the plugin is longer than this.

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 LEVEL_TYPES = {"patients": "Patient", "studies": "Study", "series": "Series", "instances": "Instance"}
 #: The "level" of /tools/bulk-anonymize's calls, jobs and audit entries, beside the REST levels.
 BULK = "bulk"
+#: The "level" of the gateway's anonymizations (OnArrival) in audit entries: one instance each.
+ARRIVAL = "on-arrival"
 #: The member of a stored instance's record (Orthanc's answer to a store) naming its resource at each level.
 PARENT_FIELD = {"patients": "ParentPatient", "studies": "ParentStudy", "series": "ParentSeries", "instances": "ID"}
 

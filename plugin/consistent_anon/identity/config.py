@@ -30,7 +30,7 @@ PATH_OPTIONS = frozenset({"KeyFile", "AuditLogFile", "Subjects", "Reidentificati
 SECTION_OPTIONS = frozenset({"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
                              "OptionsMetadata", "PseudonymLookup", "AcceptNewKey", "AuditLogFile",
                              "AuditLogRetentionDays", "AuditLogMaxEntries", "RegisterRootUri", "PixelRuleFiles",
-                             "PixelRules", "PixelStatusMetadata", *PROJECT_SETTINGS})
+                             "PixelRules", "PixelStatusMetadata", "OnArrival", *PROJECT_SETTINGS})
 #: The audit log's file name in Orthanc's storage folder, its default place.
 AUDIT_LOG_NAME = "consistent-anonymization-audit.jsonl"
 AUDIT_RETENTION_DAYS = 365

@@ -20,7 +20,10 @@ from . import http_answers
 from .http_answers import send_error
 from ..traceability.audit import AuditTrail, basic_user, orthanc_emitter, page, request_facts
 from ..traceability.audit_log import FileAuditLog, Retention
-from ..identity.config import SECTION, AUDIT_LOG_NAME, PluginConfig, configuration_folder, parse_config
+from ..identity.config import AUDIT_LOG_NAME, SECTION, PluginConfig, configuration_folder, parse_config
+from ..gateway.settings import parse_on_arrival
+from .arrival import ArrivalGateway
+from ..pipeline.port import Stored
 from .coexistence import route_clash_warning
 from ..pipeline.engine import Anonymizer
 from ..errors import BadFileFormat, BadRequest, ConfigurationError, Forbidden, NotFound, PluginError, bounded
@@ -33,7 +36,7 @@ from ..identity.keys import (FileChecks, KeyChecks, KeyStore, PropertyChecks, Sh
                              no_generated_key)
 from ..pipeline import native_answers
 from ..pipeline.options import UNWRITABLE, AnonymizeRequest, parse_request
-from ..orthanc_ids import BULK, LEVEL_TYPES, anonymized_counterpart
+from ..orthanc_ids import ARRIVAL, BULK, LEVEL_TYPES, anonymized_counterpart
 from ..identity.pseudonyms import fresh_uid, is_valid_uid
 from .rest_port import RestPort
 from .rest_routes import SEGMENT, register_route
@@ -108,10 +111,15 @@ class Plugin:
         self._restore_lock = threading.Lock()
         self._restored = False
         self.ui_pages = UiPages(orthanc, lambda: overview(self.config, self.audit.log))
+        on_arrival = parse_on_arrival((configuration.get(SECTION) or {}).get("OnArrival"), self.config, configuration)
+        self.gateway = ArrivalGateway(orthanc, on_arrival, self.port, self._anonymize_arrival,
+                                      float(configuration.get("StableAge", 60))) if on_arrival else None
 
     def register(self) -> None:
-        """Register the routes. No change callback: it would run Python for every stored instance
-        and slow every anonymization down; jobs a stop interrupted resume at the first call instead."""
+        """Register the routes. A change callback only with OnArrival (the gateway): it runs Python
+        for every stored instance; jobs a stop interrupted resume at the first call instead."""
+        if self.gateway:
+            self.gateway.register(self._guarded)  # first: see ArrivalGateway.register
         self.job_routes.register(self._guarded)
         register_route(self._orthanc, "/tools/generate-uid", ("GET",), self._guarded(self.generate_uid))
         register_route(self._orthanc, "/tools/bulk-anonymize", ("POST",), self._guarded(self.bulk_anonymize))
@@ -302,6 +310,14 @@ class Plugin:
                 call.succeeded(result)
                 answer = http_answers.json_text(result)
         output.AnswerBuffer(answer, "application/dicom" if level == "instances" else "application/json")
+
+    def _anonymize_arrival(self, instance_id: str) -> Stored:
+        """The gateway's anonymization of one arrived instance, audited as any call (no user)."""
+        body = self.gateway.settings.body()
+        with self.audit.call(ARRIVAL, instance_id, body, None) as call:
+            stored = self.anonymizer.anonymize_arrival(instance_id, self._parse(body))
+            call.succeeded({"ID": stored["ID"], "InstancesCount": 1})
+        return stored
 
     def _user(self, request: dict[str, Any]) -> str | None:
         """The HTTP user who asked, for the audit log: only a name Orthanc checked."""

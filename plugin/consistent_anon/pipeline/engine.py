@@ -115,6 +115,14 @@ class Anonymizer:
         return with_pixel_status(native_answers.bulk_answer(self._port.version(), targets, results, len(sources),
                                                             request.native_body), results)
 
+    def anonymize_arrival(self, instance_id: str, request: AnonymizeRequest) -> Stored:
+        """One instance anonymized, checked and stored as a bulk call stores it, its source kept
+        whatever the request says: the gateway (OnArrival) deletes it once its result is delivered."""
+        request = replace(request, whole_resources=True, keep_source=True)
+        sources = self.check_request([("instances", instance_id)], request)
+        return self._run(self._plan_call(sources, [instance_id], request), lambda done, total: None,
+                         lambda: False, lambda results: None)[0]
+
     def resolve(self, resource_ids: list[str]) -> list[tuple[str, str]]:
         """The level of each resource of a bulk request (native's /tools/bulk-anonymize takes IDs of any level)."""
         return [(self._level_of(resource_id), resource_id) for resource_id in resource_ids]

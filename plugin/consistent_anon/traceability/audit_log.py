@@ -31,7 +31,7 @@ from typing import BinaryIO, Callable, Iterator, Protocol
 
 from ..identity.config import MAX_PROJECT_NAME
 from ..files import replace_atomically, sync_folder
-from ..orthanc_ids import BULK, LEVEL_TYPES
+from ..orthanc_ids import ARRIVAL, BULK, LEVEL_TYPES
 
 #: How each outcome may be explained.
 REASONS = {
@@ -41,8 +41,9 @@ REASONS = {
     "Canceled": frozenset({"CanceledByUser"}),
 }
 #: An entry's level, and its route, by the REST API's name of the level called.
-LEVELS = {**LEVEL_TYPES, BULK: "Bulk"}
-ROUTES = {**{level: f"/{level}/{{id}}/anonymize" for level in LEVEL_TYPES}, BULK: "/tools/bulk-anonymize"}
+LEVELS = {**LEVEL_TYPES, BULK: "Bulk", ARRIVAL: "Instance"}
+ROUTES = {**{level: f"/{level}/{{id}}/anonymize" for level in LEVEL_TYPES}, BULK: "/tools/bulk-anonymize",
+          ARRIVAL: "OnArrival"}
 #: What an entry may count of its results' pixels (pixels/decision.py).
 PIXEL_STATUSES = frozenset({"Cleaned", "Accepted", "Flagged"})
 
