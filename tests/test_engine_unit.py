@@ -308,3 +308,17 @@ def test_the_pseudonyms_instances_share_are_computed_once_not_per_instance(monke
     uids = [kind for kind in digests if kind == "uid"]
     assert len(stored) == 25 and len(uids) <= len(stored) + 12, len(uids)  # the SOP UIDs, the shared ones once
     assert digests.count("patient-id") == 1 and digests.count("patient-name") == 1
+
+
+def test_a_result_whose_own_steps_fail_after_its_store_never_stays():
+    """The pixel status is written on a result once it is stored, before the call counts it as its
+    own: if that write fails, the result is removed there, not left for no rollback to find."""
+    engine, orthanc = _engine()
+    made = two_frame_study(per_series=1, patient=new_patient())
+    for ds in made.instances:
+        del ds.Manufacturer  # no maker named: pixels of unknown risk, flagged, their status written
+    stored = [orthanc.upload(to_bytes(ds)) for ds in made.instances]
+    orthanc.fail("set_metadata", PluginError("database busy", orthanc_code=11))
+    with pytest.raises(PluginError):
+        engine.anonymize_resource("studies", stored[0]["ParentStudy"], _request(BurnedInAnnotation="Flag"))
+    assert sorted(orthanc.files) == sorted(s["ID"] for s in stored)  # the sources, and nothing else

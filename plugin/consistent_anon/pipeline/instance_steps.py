@@ -111,30 +111,36 @@ class InstanceSteps:
             raise VerificationFailed(f"Orthanc did not store an anonymized instance "
                                      f"(status {stored.get('Status')}); nothing was kept")
         try:
-            if made.plan.pixels is not None:  # only instances at risk or unknown: one write each
-                self._port.set_metadata("instances", stored["ID"], str(self._pixels.status_metadata),
-                                        made.plan.pixels.record)
-                stored["PixelStatus"] = made.plan.pixels.status
-            if stored["Status"] == "AlreadyStored" and self._compare:
-                self._index.same_result(stored, made.data, self._seal)
-            if self._port.transcodes_on_ingest():
-                self._check_as_stored(stored, made.plan)
-        except NotFound:  # removed since Orthanc answered (another call's rollback): say so, not a bare 404
-            raise ResultDisappeared() from None
+            self._after_store(stored, made)
+        except BaseException as error:
+            # Not counted as the call's yet, so no rollback would remove it: a result this call
+            # stored never stays unfinished (unmarked, unchecked).
+            if stored["Status"] == "Success":
+                self._deletions.discard(stored["ID"])
+            if isinstance(error, NotFound):  # removed since Orthanc answered (another call's rollback)
+                raise ResultDisappeared() from None
+            raise
         return stored
+
+    def _after_store(self, stored: Stored, made: Anonymized) -> None:
+        """A stored result's own steps: its pixel status, the comparison of a result that was there
+        already, and where Orthanc transcodes on ingest, the check of what it kept."""
+        if made.plan.pixels is not None:  # only instances at risk or unknown: one write each
+            self._port.set_metadata("instances", stored["ID"], str(self._pixels.status_metadata),
+                                    made.plan.pixels.record)
+            stored["PixelStatus"] = made.plan.pixels.status
+        if stored["Status"] == "AlreadyStored" and self._compare:
+            self._index.same_result(stored, made.data, self._seal)
+        if self._port.transcodes_on_ingest():
+            self._check_as_stored(stored, made.plan)
 
     def _check_as_stored(self, stored: Stored, plan: InstancePlan) -> None:
         """Where Orthanc transcodes what it stores ("IngestTranscoding"), the plugin's check again,
         on what Orthanc kept: a lossy syntax gives the instance a new SOPInstanceUID, which the
         pseudonyms, references and re-runs could not follow. Unchecked or failed, it never stays
-        (it is not counted as the call's yet, so the rollback would not remove it)."""
-        try:
-            problems = check_output(self._port.read_file(stored["ID"]), plan, self._uid_tags)
-            if problems:
-                raise VerificationFailed("Orthanc changed an anonymized instance as it stored it "
-                                         "(IngestTranscoding), and it failed the plugin's check; nothing "
-                                         "was kept: " + "; ".join(problems[:10]))
-        except BaseException:
-            if stored["Status"] == "Success":
-                self._deletions.discard(stored["ID"])
-            raise
+        (`store` discards it)."""
+        problems = check_output(self._port.read_file(stored["ID"]), plan, self._uid_tags)
+        if problems:
+            raise VerificationFailed("Orthanc changed an anonymized instance as it stored it "
+                                     "(IngestTranscoding), and it failed the plugin's check; nothing "
+                                     "was kept: " + "; ".join(problems[:10]))
