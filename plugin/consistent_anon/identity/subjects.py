@@ -193,7 +193,8 @@ def read_subjects(data: bytes, source: str) -> Subjects:
     """The table in a subject table file's bytes: UTF-8 (a byte order mark is allowed), CSV with
     a header line. SubjectTableError names the line and why: bytes that are not UTF-8, what the
     csv module refuses (a field over its limit, a stray quote), what `_columns` and `_indexes`
-    refuse, and `_refuse_repeats`. The text is decoded as the rows are read, never copied whole."""
+    refuse, and `_refuse_repeats`. The whole file is decoded once to check it is UTF-8 (a passing
+    copy), the kept table holds its bytes only: rows are decoded as they are read."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
