@@ -97,6 +97,7 @@ import requests
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "plugin"))
 
 import orthanc_server  # noqa: E402
 from dicom_factory import Patient, Study, mr_series, to_bytes  # noqa: E402
@@ -622,6 +623,65 @@ def arrival_runs(files: list[bytes], repetitions: int, results: Results, log) ->
 
 
 # --- scale: a study of tens of thousands of small instances ----------------------------------
+# --- burned-in text: the gate and Clean Pixel Data's blanking ----------------------------------
+PIXEL_ROUNDS = 7
+GATE_CALLS = 2000
+#: A frame as ultrasounds have them, and deid's rectangle for the name and date at its top.
+ULTRASOUND_FRAME, ULTRASOUND_BANNER = (1024, 768), (0, 0, 1024, 49)
+
+
+def synthetic_ultrasound() -> bytes:
+    """One RGB frame of an ultrasound's size, made from the study's own generator (no patient data)."""
+    ds = dcmread(io.BytesIO(make_study(1, "US", 16)[0]))
+    columns, rows = ULTRASOUND_FRAME
+    ds.Modality, ds.SOPClassUID = "US", "1.2.840.10008.5.1.4.1.1.6.1"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PlanarConfiguration = rows, columns, 3, 0
+    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = "RGB", 8, 8, 7
+    ds.PixelRepresentation, ds.BurnedInAnnotation = 0, "YES"
+    ds.PixelData = bytes(range(256)) * (columns * rows * 3 // 256)
+    return to_bytes(ds)
+
+
+def pixel_costs(results: Results, log) -> None:
+    """What burned-in text costs, timed in this process on the code the plugin runs: the gate on
+    a header that is not at risk (every instance of a study pays it: compared below with the
+    plugin's time per instance in the study runs), and the blanking of one ultrasound frame
+    (what Clean Pixel Data adds to an instance a rule cleans)."""
+    from consistent_anon.dicom.filereader import read_header
+    from consistent_anon.pixels import gate
+    from consistent_anon.pixels.blanking import blank
+    mr = make_study(1, "G", 256)[0]
+    header, ultrasound = read_header(mr), synthetic_ultrasound()
+    assert gate.classify(header).level == gate.NOT_AT_RISK
+    for _ in range(PIXEL_ROUNDS):
+        started = time.perf_counter()
+        for _ in range(GATE_CALLS):
+            gate.classify(header)
+        results.add("pixel gate", "plugin", (time.perf_counter() - started) / GATE_CALLS)
+        started = time.perf_counter()
+        blank(ultrasound, read_header(ultrasound), (ULTRASOUND_BANNER,))
+        results.add("pixel blanking", "plugin", time.perf_counter() - started)
+    log(f"  gate {results.median('pixel gate', 'plugin') * 1e6:.1f} us per instance, blanking one "
+        f"{ULTRASOUND_FRAME[0]}x{ULTRASOUND_FRAME[1]} RGB frame {results.median('pixel blanking', 'plugin') * 1e3:.1f} ms")
+
+
+def pixel_rows(results: Results, size: int) -> list[dict]:
+    """The gate against the plugin's time per instance in the study's first run (target ≤ 2 %),
+    and blanking one frame (no target: an instance a rule cleans)."""
+    gate_cost, blanking = results.median("pixel gate", "plugin"), results.median("pixel blanking", "plugin")
+    study = results.median(f"study {size} first run", "plugin")
+    if gate_cost is None or blanking is None or study is None:
+        return []
+    share = gate_cost / (study / size)
+    return [{"metric": f"Burned-in gate, one instance not at risk (plugin ÷ its time per instance, study of {size})",
+             "unit": "µs", "native": None, "plugin": gate_cost * 1e6, "ratio": share,
+             "ratio_text": f"{share:.1%}", "target": "≤ 2 %", "met": share <= 0.02},
+            {"metric": f"Clean Pixel Data, blanking one {ULTRASOUND_FRAME[0]}×{ULTRASOUND_FRAME[1]} RGB frame",
+             "unit": "ms", "native": None, "plugin": blanking * 1e3, "ratio": None, "ratio_text": "—",
+             "target": "—", "met": None}]
+
+
 def job_records_kb(node: Node) -> float:
     """The size of the job list as Orthanc answers it (GET /jobs?expand), in kB: what a job record
     shows over REST, not the UID maps native's jobs keep for SaveJobs."""
@@ -763,6 +823,7 @@ def build_rows(results: Results, sizes: tuple[int, int], version: str) -> list[d
               first_text, lambda r: r <= first_target, judge_best=True)
     rows.extend(shifted_dates_row(results, small))
     rows.extend(sealed_row(results, small))
+    rows.extend(pixel_rows(results, small))
     ratio_row("instance call", "Instance call (POST /instances/{id}/anonymize)", "ms", 1000,
               "≤ 1.2×", lambda r: r <= 1.2)
     ratio_row("instance calls at once", f"Instance calls, {INSTANCE_CLIENTS} clients at once (calls/s)", "calls/s", 1,
@@ -858,6 +919,8 @@ def markdown(rows: list[dict]) -> str:
             return f"{value:.2f} s"
         if unit == "ms":
             return f"{value:.1f} ms"
+        if unit == "µs":
+            return f"{value:.1f} µs"
         if unit in ("req/s", "inst/s"):
             return f"{value:.0f}/s"
         if unit in ("MB", "kB"):
@@ -1030,6 +1093,8 @@ def main() -> None:
     finally:
         for node in nodes:
             node.stop()
+    log("burned-in text: the gate and the blanking of one frame, in this process")
+    pixel_costs(results, log)
     if arrival:
         log(f"anonymize on arrival: {arrival} instances over DICOM, {arrival_repetitions} run(s) per side")
         arrival_runs(make_study(arrival, f"A-{os.getpid()}"), arrival_repetitions, results, log)
