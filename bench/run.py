@@ -113,7 +113,7 @@ MB = 1024 * 1024
 def make_study(instances: int, tag: str, size: int = 256) -> list[bytes]:
     """`instances` MR files in 4 series; series 1-2 share a frame of reference, 3-4 another."""
     per_series, extra = divmod(instances, 4)
-    study = Study(patient=Patient(patient_id=f"PID-BENCH-{tag}", name=f"Bench^Synthetic^{tag}"),
+    study = Study(patient=Patient(patient_id=f"PID-BENCH-{tag}", name=f"Bench^Jane^{tag}"),
                   accession=f"ACC-{tag}")
     frames = [generate_uid(), generate_uid()]
     files: list[bytes] = []
