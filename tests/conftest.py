@@ -64,7 +64,7 @@ def pytest_report_header(config):
 #: Fixtures that start a real Orthanc: a test using one (directly or through another fixture), or
 #: in a module that starts servers itself, is marked `server`; `make test-unit` runs the others,
 #: which need no Orthanc installed.
-SERVER_FIXTURES = {"orthanc", "native", "server_factory", "nodes", "postgres"}
+SERVER_FIXTURES = {"orthanc", "native", "server_factory", "nodes", "postgres", "guarded"}
 
 
 def _fixture_starts_a_server(name: str, definitions) -> bool:
@@ -97,6 +97,18 @@ def orthanc():
 def native():
     """A plain Orthanc, to compare with what native anonymization does."""
     server = OrthancServer(plugin=False).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def guarded(request):
+    """An Orthanc with the plugin and authentication on, for the module's `USER` (login, password),
+    as a browser meets it."""
+    user = request.module.USER
+    server = OrthancServer(config={"AuthenticationEnabled": True, "RegisteredUsers": {user[0]: user[1]}})
+    server.auth = user
+    server.start()
     yield server
     server.cleanup()
 

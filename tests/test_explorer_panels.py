@@ -18,7 +18,7 @@ import requests
 from anonymized import anonymized_series_by_series, stored_again
 from conftest import new_patient, upload
 from dicom_factory import TwoFrameStudy, two_frame_study
-from orthanc_server import RUNTIME, OrthancServer
+from orthanc_server import RUNTIME
 from test_orthanc_explorer import ARTIFACTS, EXPLORER_BODY, active, chromium, expect, version_of
 
 USER = ("data-manager", "a-long-explorer-password")
@@ -32,15 +32,6 @@ consistent_anon.register(orthanc)
 orthanc.ExtendOrthancExplorer(consistent_anon.EXPLORER_SCRIPT.read_text() + "/* the hospital's own */")
 '''
 SERIES_LABEL = "Series {SeriesNumber} \u00b7 {Modality} \u00b7 {SeriesDescription}"
-
-
-@pytest.fixture(scope="module")
-def guarded():
-    server = OrthancServer(config={"AuthenticationEnabled": True, "RegisteredUsers": {USER[0]: USER[1]}})
-    server.auth = USER
-    server.start()
-    yield server
-    server.cleanup()
 
 
 @dataclass

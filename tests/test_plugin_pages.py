@@ -31,7 +31,6 @@ from consistent_anon.identity.config import parse_config
 from consistent_anon.orthanc_ids import resource_id
 from consistent_anon.orthanc.ui_pages import overview
 from dicom_factory import Patient, TwoFrameStudy, two_frame_study
-from orthanc_server import OrthancServer
 from test_orthanc_explorer import ARTIFACTS, EXPLORER_BODY, chromium, expect, version_of
 
 pytestmark = pytest.mark.filterwarnings("ignore:The number of PN components")  # the markup's "=" in a PersonName
@@ -61,15 +60,6 @@ class Hostile:
     anonymized_study: str
     series: dict[int, tuple[str, str]]  # SeriesNumber -> (source series ID, anonymized series ID)
     planted: str
-
-
-@pytest.fixture(scope="module")
-def guarded():
-    server = OrthancServer(config={"AuthenticationEnabled": True, "RegisteredUsers": {USER[0]: USER[1]}})
-    server.auth = USER
-    server.start()
-    yield server
-    server.cleanup()
 
 
 def with_private_text(ds: pydicom.Dataset, text: str) -> pydicom.Dataset:
