@@ -114,6 +114,18 @@ def guarded(request):
 
 
 @pytest.fixture
+def browser(request):
+    """Chromium signed in as the module's `USER`: the page must reach no other host than Orthanc
+    and raise no error. (test_orthanc_explorer.py, which signs in as nobody, has its own.)"""
+    from test_orthanc_explorer import chromium
+    user = request.module.USER
+    with chromium({"username": user[0], "password": user[1]}) as state:
+        yield state
+    assert state.foreign_requests == [], "the page tried to reach another host than Orthanc"
+    assert state.page_errors == []
+
+
+@pytest.fixture
 def server_factory():
     """Start extra servers for a test; all are stopped and removed after it."""
     started: list[OrthancServer] = []

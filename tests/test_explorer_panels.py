@@ -19,7 +19,7 @@ from anonymized import anonymized_series_by_series, stored_again
 from conftest import new_patient, upload
 from dicom_factory import TwoFrameStudy, two_frame_study
 from orthanc_server import RUNTIME
-from test_orthanc_explorer import ARTIFACTS, EXPLORER_BODY, active, chromium, expect, version_of
+from test_orthanc_explorer import ARTIFACTS, EXPLORER_BODY, active, expect, version_of
 
 USER = ("data-manager", "a-long-explorer-password")
 SITE_SCRIPT = '''
@@ -88,14 +88,6 @@ def screenshot(page, server, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"explorer-panels-{server.json('/system')['Version']}-{name}.png"),
                     full_page=True)
-
-
-@pytest.fixture
-def browser():
-    with chromium({"username": USER[0], "password": USER[1]}) as state:
-        yield state
-    assert state.foreign_requests == [], "the page tried to reach another host than Orthanc"
-    assert state.page_errors == []
 
 
 # --- the routes the panels read ---------------------------------------------------------------

@@ -31,7 +31,7 @@ from consistent_anon.identity.config import parse_config
 from consistent_anon.orthanc_ids import resource_id
 from consistent_anon.orthanc.ui_pages import overview
 from dicom_factory import Patient, TwoFrameStudy, two_frame_study
-from test_orthanc_explorer import ARTIFACTS, EXPLORER_BODY, chromium, expect, version_of
+from test_orthanc_explorer import ARTIFACTS, EXPLORER_BODY, expect, version_of
 
 pytestmark = pytest.mark.filterwarnings("ignore:The number of PN components")  # the markup's "=" in a PersonName
 
@@ -82,14 +82,6 @@ def hostile(guarded) -> Hostile:
     planted = stored_again(guarded, victim, lambda leaky: with_private_text(leaky, str(study.study.patient.name)))
     return Hostile(study, uploaded[study.instances[0].SOPInstanceUID]["ParentStudy"], anonymized_study,
                    series, planted)
-
-
-@pytest.fixture
-def browser():
-    with chromium({"username": USER[0], "password": USER[1]}) as state:
-        yield state
-    assert state.foreign_requests == [], "the page tried to reach another host than Orthanc"
-    assert state.page_errors == []
 
 
 def nothing_ran(page) -> None:
