@@ -15,7 +15,7 @@ RUN_PACKAGES := orthanc orthanc-python python3-pydicom python3-cryptography
 TEST_PACKAGES := $(RUN_PACKAGES) python3-venv debootstrap debian-archive-keyring postgresql \
 	orthanc-postgresql dcmtk chromium
 
-.PHONY: run test test-unit test-bookworm test-trixie test-sid deps-run deps-test venv clean
+.PHONY: run test test-unit test-bookworm test-trixie test-sid deps-run deps-test venv ocr-venv clean
 
 define apt_install
 	missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -48,6 +48,15 @@ $(VENV)/.installed: tests/requirements.txt
 
 venv: $(VENV)/.installed
 
+# The optional text reader of verify (ocr/): its own environment, for the tests that read text in pixels.
+OCR_VENV := .venv-ocr
+$(OCR_VENV)/.installed: ocr/requirements.txt
+	python3 -m venv $(OCR_VENV)
+	$(OCR_VENV)/bin/python -m pip install -q --no-deps -r ocr/requirements.txt
+	touch $@
+
+ocr-venv: $(OCR_VENV)/.installed
+
 # The core first (seconds, no Orthanc), then what needs a real Orthanc on each version.
 test: test-unit test-bookworm test-trixie test-sid
 
@@ -58,12 +67,12 @@ test-unit: venv
 	CONSISTENT_ANON_UNIT_ONLY=1 $(PYTHON) -m pytest tests -m "not server" -n 2 $(PYTEST_ARGS)
 
 # Orthanc 1.10.1 + orthanc-python 4.0: the packages of this machine (Debian bookworm).
-test-bookworm: deps-test venv
+test-bookworm: deps-test venv ocr-venv
 	ORTHANC_RUNTIME=host $(PYTHON) -m pytest tests -m server $(PYTEST_ARGS)
 
 # Orthanc 1.12.7 + orthanc-python 5.0 (trixie) and 1.13.0 + orthanc-python 7.1 (sid), each in a
 # Debian chroot built once and cached outside the repository.
-test-trixie test-sid: test-%: deps-test venv
+test-trixie test-sid: test-%: deps-test venv ocr-venv
 	chroot_dir=$$(scripts/debian-chroot.sh $*) && \
 	ORTHANC_RUNTIME=chroot ORTHANC_CHROOT=$$chroot_dir $(PYTHON) -m pytest tests -m server $(PYTEST_ARGS)
 
@@ -83,4 +92,4 @@ bench-trixie bench-sid: bench-%: deps-test venv
 	ORTHANC_RUNTIME=chroot ORTHANC_CHROOT=$$chroot_dir $(PYTHON) bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(OCR_VENV) .pytest_cache

@@ -28,6 +28,12 @@ def test_unknown_options_are_refused_with_the_same_message_at_every_depth(sectio
     ({"AcceptNewKey": ["nobody"]}, "AcceptNewKey must list declared projects"),
     ({"AcceptNewKey": "default"}, "AcceptNewKey must list declared projects"),
     ({"RegisterRootUri": "no"}, "RegisterRootUri must be true or false"),
+    ({"PixelTextReader": {"url": "http://127.0.0.1:8043"}}, r"PixelTextReader: unknown option\(s\) \['url'\]"),
+    ({"PixelTextReader": {}}, r"PixelTextReader.Url must be the http:// address"),
+    ({"PixelTextReader": {"Url": "ftp://reader"}}, r"PixelTextReader.Url must be the http:// address"),
+    ({"PixelTextReader": {"Url": "http://r", "FramesPerInstance": 0}}, "FramesPerInstance must be a positive"),
+    ({"PixelTextReader": {"Url": "http://r", "TimeoutSeconds": True}}, "TimeoutSeconds must be a positive"),
+    ({"PixelTextReader": "http://127.0.0.1:8043"}, "PixelTextReader must be an object"),
 ])
 def test_the_new_options_are_checked(section, message):
     with pytest.raises(ConfigurationError, match=message):
@@ -40,6 +46,8 @@ def test_the_cautious_defaults():
     assert config.register_root_uri is True  # the plugin's pages are found from Orthanc Explorer 2
     assert parse_config({"ConsistentAnonymization": {"RegisterRootUri": False}}).register_root_uri is False
     assert parse_config({"ConsistentAnonymization": {"AcceptNewKey": ["default"]}}).accept_new_key == {"default"}
+    reader = parse_config({"ConsistentAnonymization": {"PixelTextReader": {"Url": "http://127.0.0.1:8043"}}})
+    assert (reader.pixel_text_reader.frames_per_instance, reader.pixel_text_reader.timeout_seconds) == (3, 30)
 
 
 def test_an_unknown_project_option_stops_orthanc_at_start(server_factory):

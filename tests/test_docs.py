@@ -93,9 +93,10 @@ def test_the_configuration_page_gives_the_defaults_the_plugin_applies():
                   if name in applied}
     assert documented == applied
     absent = {name for name, (default, _) in documented_options().items() if default == "absent"}
-    assert absent == {"Key", "KeyFile", "Subjects", "ReidentificationCertificates", "PixelRuleFiles", "OnArrival"}
+    assert absent == {"Key", "KeyFile", "Subjects", "ReidentificationCertificates", "PixelRuleFiles", "OnArrival",
+                      "PixelTextReader"}
     assert config.key is None and settings.subjects is None and settings.recipients == ()
-    assert config.pixel_rule_files is None
+    assert config.pixel_rule_files is None and config.pixel_text_reader is None
 
 
 def test_the_configuration_page_gives_the_jobs_defaults_the_plugin_applies():

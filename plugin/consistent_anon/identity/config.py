@@ -30,7 +30,7 @@ PATH_OPTIONS = frozenset({"KeyFile", "AuditLogFile", "Subjects", "Reidentificati
 SECTION_OPTIONS = frozenset({"Key", "KeyFile", "Projects", "DefaultProject", "UidRoot", "FreshPseudonymsPerCall",
                              "OptionsMetadata", "PseudonymLookup", "AcceptNewKey", "AuditLogFile",
                              "AuditLogRetentionDays", "AuditLogMaxEntries", "RegisterRootUri", "PixelRuleFiles",
-                             "PixelRules", "PixelStatusMetadata", "OnArrival", *PROJECT_SETTINGS})
+                             "PixelRules", "PixelStatusMetadata", "PixelTextReader", "OnArrival", *PROJECT_SETTINGS})
 #: The audit log's file name in Orthanc's storage folder, its default place.
 AUDIT_LOG_NAME = "consistent-anonymization-audit.jsonl"
 AUDIT_RETENTION_DAYS = 365
@@ -87,6 +87,17 @@ def _key_file_text(option: str, path: Any) -> str:
     raise ConfigurationError(f"{option}: {problem}")
 
 
+#: PixelTextReader's members and their defaults (docs/pixels.md).
+PIXEL_TEXT_READER_OPTIONS = {"Url": None, "FramesPerInstance": 3, "TimeoutSeconds": 30}
+
+
+@dataclass(frozen=True)
+class PixelTextReader:
+    url: str
+    frames_per_instance: int
+    timeout_seconds: int
+
+
 @dataclass
 class PluginConfig:
     key: bytes | None = None  # None: generated once and kept in a file (keys.py)
@@ -109,6 +120,8 @@ class PluginConfig:
     pixel_rule_files: list[str] | None = None
     pixel_rules: list[Any] = field(default_factory=list)
     pixel_status_metadata: int = DEFAULT_PIXEL_STATUS_METADATA
+    #: The text reader verify may ask to read burned-in text (ocr/text_service.py); None: none.
+    pixel_text_reader: PixelTextReader | None = None
 
     def __repr__(self) -> str:  # never show a key
         return (f"PluginConfig(projects={sorted(self.project_keys)}, default_project={self.default_project!r}, "
@@ -195,7 +208,27 @@ def parse_config(orthanc_configuration: dict[str, Any], folder: Path = Path(".")
     config.audit_retention_days = _limit(section, "AuditLogRetentionDays", AUDIT_RETENTION_DAYS)
     config.audit_max_entries = _limit(section, "AuditLogMaxEntries", AUDIT_MAX_ENTRIES)
     _pixel_rules(section, config)
+    config.pixel_text_reader = _pixel_text_reader(section.get("PixelTextReader"))
     return config
+
+
+def _pixel_text_reader(settings: Any) -> PixelTextReader | None:
+    """PixelTextReader: the service's URL (http, where Orthanc's frames are sent: loopback, or a
+    host of the site), how many frames of an instance are read, and how long one may take."""
+    where = f"{SECTION}.PixelTextReader"
+    if settings is None:
+        return None
+    if not isinstance(settings, dict):
+        raise ConfigurationError(f"{where} must be an object")
+    _refuse_unknown(where, settings, frozenset(PIXEL_TEXT_READER_OPTIONS))
+    url = settings.get("Url")
+    if not isinstance(url, str) or not url.startswith("http://") or len(url) <= len("http://"):
+        raise ConfigurationError(f"{where}.Url must be the http:// address of the text reader (ocr/text_service.py)")
+    counts = {name: settings.get(name, PIXEL_TEXT_READER_OPTIONS[name]) for name in ("FramesPerInstance", "TimeoutSeconds")}
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{where}.{name} must be a positive integer")
+    return PixelTextReader(url, counts["FramesPerInstance"], counts["TimeoutSeconds"])
 
 
 def _pixel_rules(section: dict[str, Any], config: PluginConfig) -> None:

@@ -41,6 +41,7 @@ from ..identity.pseudonyms import fresh_uid, is_valid_uid
 from .rest_port import RestPort
 from .rest_routes import SEGMENT, register_route
 from ..verification.report import list_frames_of_reference, parse_verify_request, verify
+from ..verification.text_reader import text_reading
 from ..dicom.uid_attributes import is_well_known
 from .ui_pages import UiPages, overview
 
@@ -89,6 +90,8 @@ class Plugin:
         self.keys = KeyStore(self.config, lambda: self.key_places()[0](), lambda: self.key_places()[1],
                              orthanc.LogWarning)
         self.port = RestPort(orthanc, configuration, self.config.pixel_status_metadata)
+        reader = self.config.pixel_text_reader
+        self.text_reading = reader and text_reading(reader.url, reader.timeout_seconds, reader.frames_per_instance)
         self.anonymizer = Anonymizer(self.port, self.keys, options_metadata=self.config.options_metadata,
                                      log_error=orthanc.LogError, pixels=pixel_settings(self.config))
         # Orthanc checks the Basic credentials only with its authentication on (by default, iff remote access is)
@@ -370,7 +373,7 @@ class Plugin:
     def verify_anonymization(self, output: Any, uri: str, **request: Any) -> None:
         verify_request = parse_verify_request(request.get("body"))
         pseudonyms = None if self.keys.fresh_per_call else self.keys.pseudonymizer(verify_request.project)
-        answer = verify(self.port, verify_request, pseudonyms, self._orthanc.LogInfo)
+        answer = verify(self.port, verify_request, pseudonyms, self._orthanc.LogInfo, text_reading=self.text_reading)
         output.AnswerBuffer(http_answers.json_text(answer), "application/json")
 
     def anonymized_counterpart(self, output: Any, uri: str, **request: Any) -> None:

@@ -103,6 +103,10 @@ class RestPort:
         """The pixel status the anonymization stored with a result (pixels/decision.py)."""
         return self.metadata("instances", instance_id, self._pixel_status_metadata)
 
+    def frame_image(self, instance_id: str, frame: int) -> bytes:
+        """One frame as Orthanc renders it (PNG, 8 bits), for the text reader (verification/pixel_text.py)."""
+        return self.call(self._orthanc.RestApiGet, f"/instances/{instance_id}/frames/{frame}/preview")
+
     def identifiers(self, series_id: str) -> tuple[str, str, str]:
         """PatientID, StudyInstanceUID and SeriesInstanceUID of a series, from the index."""
         series = json.loads(self.call(self._orthanc.RestApiGet, f"/series/{series_id}"))

@@ -33,6 +33,7 @@ class PixelReport:
     results: dict[str, tuple[Risk, bool]] = field(default_factory=dict)  # the results to look at again
     counts: dict[str, int] = field(default_factory=dict)
     listed: list[dict[str, str]] = field(default_factory=list)
+    looked_at: list[str] = field(default_factory=list)  # every instance not plainly not at risk
 
     def add_source(self, instance_id: str, header: Header) -> None:
         risk = classify(header)
@@ -61,6 +62,7 @@ class PixelReport:
             else:
                 status = ACCEPTED if stored == ACCEPTED else NOT_CLEANED
             self._count(status.split(":")[0])
+            self.looked_at.append(instance_id)
             if len(self.listed) < LISTED:
                 self.listed.append({"Instance": instance_id, "Status": status, "Reason": risk.reason})
 

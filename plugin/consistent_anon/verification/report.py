@@ -17,6 +17,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from ..identity import dates as date_shifting
 from ..errors import BadRequest, NotFound
 from .pixel_report import PixelReport
+from .pixel_text import ALL, NONE, PixelTextFinder, PixelTextReport, TextReading, parse_scope, read_instances, scope_for
 from ..dicom.filereader import Header
 from ..dicom.identifiers import identifying_dates, identifying_texts, text_leaks
 from ..dicom.option_attributes import kept_under, recorded_options
@@ -27,7 +28,7 @@ from ..dicom.scanning import TextFinder, UidNeedles, describe, find_uids, instan
 from ..pipeline.sealing import without_encrypted_attributes
 from ..dicom.uid_attributes import UID_TAGS, is_well_known
 from ..dicom.vocabulary import (DEIDENTIFICATION_METHOD, FRAME_OF_REFERENCE_UID, LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
-                                PATIENT_IDENTITY_REMOVED, REFERENCED_SOP_CLASS_UID, REFERENCED_SOP_INSTANCE_UID,
+                                NUMBER_OF_FRAMES, PATIENT_IDENTITY_REMOVED, REFERENCED_SOP_CLASS_UID, REFERENCED_SOP_INSTANCE_UID,
                                 SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, Path)
 
 INSTANCE, SERIES, STUDY, FRAME = "Instance", "Series", "Study", "FrameOfReference"
@@ -178,6 +179,7 @@ class SetReader(Protocol):
     def header(self, instance_id: str) -> Header: ...
     def anonymized_from(self, instance_id: str) -> str | None: ...
     def pixel_status(self, instance_id: str) -> str | None: ...
+    def frame_image(self, instance_id: str, frame: int) -> bytes: ...
 
 
 class Progress:
@@ -257,6 +259,7 @@ class VerifyRequest:
     source: str
     anonymized: str
     project: str | None = None
+    pixel_text: str | None = None  # pixel_text.SCOPES; None: the default (`scope_for`)
 
 
 def parse_verify_request(body: bytes | str | None) -> VerifyRequest:
@@ -266,10 +269,10 @@ def parse_verify_request(body: bytes | str | None) -> VerifyRequest:
             raise BadRequest(f'Member "{name}" should be the Orthanc ID of a patient, study, series or instance')
     if "Project" in document and not isinstance(document["Project"], str):
         raise BadRequest('Member "Project" should be a string')
-    unknown = set(document) - {"Source", "Anonymized", "Project"}
+    unknown = set(document) - {"Source", "Anonymized", "Project", "PixelText"}
     if unknown:
         raise BadRequest(f"Unknown member(s): {', '.join(sorted(unknown))}")
-    return VerifyRequest(document["Source"], document["Anonymized"], document.get("Project"))
+    return VerifyRequest(document["Source"], document["Anonymized"], document.get("Project"), parse_scope(document))
 
 
 def pair_instances(sources: list[InstanceSummary], anonymized: list[InstanceSummary],
@@ -499,10 +502,26 @@ def _without_coincidences(reader: SetReader, finder: LeakFinder, leaks: list[tup
     return kept
 
 
+def _pixel_text(reader: SetReader, scope: str, reading: TextReading, identifiers: SourceIdentifiers,
+                frames: dict[str, tuple[int, bool]], pixels: PixelReport,
+                log: Callable[[str], None]) -> PixelTextReport:
+    """Read the text in the pixels of the instances `scope` names (`frames`: ID -> number of frames,
+    and whether its dates were shifted: then the source's dates are searched too, as in headers)."""
+    finders = {False: PixelTextFinder(identifiers.texts),
+               True: PixelTextFinder({**identifiers.dates, **identifiers.texts})}
+    wanted = frames if scope == ALL else {i: frames[i] for i in pixels.looked_at}
+    report = PixelTextReport(scope)
+    read_instances({i: (count, finders[shifted]) for i, (count, shifted) in wanted.items()},
+                   reader.frame_image, reading, report, log)
+    return report
+
+
 def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer | None,
            log: Callable[[str], None] = lambda message: None,
-           uid_tags: frozenset[int] = UID_TAGS) -> dict[str, Any]:
-    """Read the source, then the anonymized set (headers only), and compare them."""
+           uid_tags: frozenset[int] = UID_TAGS, text_reading: TextReading | None = None) -> dict[str, Any]:
+    """Read the source, then the anonymized set (headers only; the pixels where text is read in
+    them, pixel_text.py), and compare them."""
+    scope = scope_for(request.pixel_text, text_reading)
     source_level = reader.level_of(request.source)
     anonymized_level = reader.level_of(request.anonymized)
     identifiers = SourceIdentifiers()
@@ -519,9 +538,12 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
     finder = identifiers.finder()
     anonymized: list[InstanceSummary] = []
     leaks: list[tuple[str, Path, str]] = []
+    frames: dict[str, tuple[int, bool]] = {}
 
     def visit_anonymized(instance: dict[str, str], header: Header) -> None:
         pixels.add(instance["ID"], header)
+        frames[instance["ID"]] = (_number_of_frames(header), header.text(LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED)
+                                  == date_shifting.LONGITUDINAL_MODIFIED)
         header = without_encrypted_attributes(header)  # ciphertext: no leak to search in it
         anonymized.append(summarize(instance["ID"], instance["ParentSeries"], header, uid_tags))
         leaks.extend((instance["ID"], path, label) for path, label in finder.find(header))
@@ -531,9 +553,10 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
     pairs, methods = pair_instances(sources, anonymized, pseudonyms, reader.anonymized_from)
     leaks = _without_coincidences(reader, finder, leaks, pairs)
     pixels.conclude(pairs)
+    text = None if scope == NONE else _pixel_text(reader, scope, text_reading, identifiers, frames, pixels, log)
     report = compare(sources, anonymized, pairs, leaks)
     answer = {
-        "Clean": report.pop("Clean") and pixels.clean,
+        "Clean": report.pop("Clean") and pixels.clean and (text is None or text.clean),
         "Source": {"ID": request.source, "Type": LEVEL_TYPES[source_level], "InstancesCount": len(sources)},
         "Anonymized": {"ID": request.anonymized, "Type": LEVEL_TYPES[anonymized_level],
                        "InstancesCount": len(anonymized)},
@@ -541,4 +564,13 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
     }
     answer.update(report)
     answer.update(pixels.answer())
+    if text is not None:
+        answer["PixelText"] = text.answer()
     return answer
+
+
+def _number_of_frames(header: Header) -> int:
+    try:
+        return max(1, int(header.text(NUMBER_OF_FRAMES).strip() or 1))
+    except ValueError:
+        return 1
