@@ -247,3 +247,20 @@ def test_bulk_and_asynchronous_calls_refuse_an_instance_at_risk_and_keep_nothing
     job = server.post(f"/series/{unknown['ParentSeries']}/anonymize", json={"Asynchronous": True}).json()
     ended = wait_for(server, job["Path"], finished)
     assert ended["State"] == "Success" and ended["Content"]["PixelStatusCounts"] == {"Flagged": 1}
+
+
+@pytest.mark.parametrize("name, body, status", [
+    ("RGB_IMAGE.dcm", {}, "Flagged"),  # unknown
+    ("GREYSCALE_IMAGE.dcm", {"BurnedInAnnotation": "Accept"}, "Accepted"),
+    ("GREYSCALE_IMAGE.dcm", CLEAN, "Cleaned"),
+    ("MR2_UNCR.dcm", {}, None),  # not at risk: nothing to say
+])
+def test_the_instance_route_says_what_it_did_with_the_pixels_in_its_answer_and_audit_entry(server, files, name,
+                                                                                           body, status):
+    """The one call that stores nothing: the file it answers carries no mark, so the answer's
+    header says it (docs/pixels.md), and so does the audit entry."""
+    _, answer = anonymize_instance(server, variant(files[name].read_bytes()), body)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers.get("Consistent-Anonymization-Pixel-Status") == status
+    entry = server.get("/tools/anonymization-log?limit=10000").json()["Entries"][-1]
+    assert entry.get("pixel_status") == ({status: 1} if status else {})

@@ -165,7 +165,7 @@ def test_an_instance_answered_and_not_stored_is_sealed_too(fake, properties, key
     node = Node(fake, properties, ReidentificationCertificates=[str(keys["alice"][1])])
     _, sources = _upload(fake)
     instance = next(iter(fake.files))
-    data = node.engine.anonymize_instance(instance, node.request())
+    data = node.engine.anonymize_instance(instance, node.request()).data
     originals = originals_by_openssl(data, *keys["alice"], tmp_path)
     assert originals.SOPInstanceUID in sources
 
@@ -235,7 +235,7 @@ def test_a_source_sealed_before_is_refused_unless_its_sequence_is_removed(fake, 
     stored = fake.upload(first)  # an anonymized instance, stored as a source of its own
     with pytest.raises(BadRequest, match="EncryptedAttributesSequence"):
         node.engine.anonymize_instance(stored["ID"], node.request(Project="default"))
-    again = node.engine.anonymize_instance(stored["ID"], node.request(Remove=["EncryptedAttributesSequence"]))
+    again = node.engine.anonymize_instance(stored["ID"], node.request(Remove=["EncryptedAttributesSequence"])).data
     originals = originals_by_openssl(again, *keys["alice"], tmp_path)
     assert originals.SOPInstanceUID == pydicom.dcmread(io.BytesIO(first)).SOPInstanceUID
 

@@ -46,6 +46,9 @@ from ..dicom.uid_attributes import is_well_known
 from .ui_pages import UiPages, overview
 
 NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
+#: The header of an /instances/{id}/anonymize answer whose source was at risk or unknown: its
+#: pixel status (Cleaned, Accepted, Flagged), which a stored result keeps as metadata instead.
+PIXEL_STATUS_HEADER = "Consistent-Anonymization-Pixel-Status"
 UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
 #: The generate-uid arguments that ask for a pseudonym (PseudonymLookup).
 PSEUDONYM_QUERIES = ("uid", "patient-id", "anonymized-patient-id", "project")
@@ -296,6 +299,7 @@ class Plugin:
         level, resource_id = request["groups"]
         body = request.get("body")
         user = self._user(request)
+        pixels = None  # the one instance's pixel decision (pixels/decision.py), if it was at risk or unknown
         with self.audit.call(level, resource_id, body, user) as call:  # the entry is written before the answer
             options = self._parse(body)
             call.parsed(options)
@@ -305,13 +309,17 @@ class Plugin:
                 answer = self._submit(level, resource_id, body, options, targets, len(sources), user)
                 call.queued()
             elif level == "instances":
-                answer = self.anonymizer.anonymize_instance(resource_id, options)
-                call.succeeded({"InstancesCount": 1})
+                made = self.anonymizer.anonymize_instance(resource_id, options)
+                pixels = made.plan.pixels
+                call.succeeded({"InstancesCount": 1, **({"PixelStatusCounts": {pixels.status: 1}} if pixels else {})})
+                answer = made.data
             else:
                 with self.journal.recorded(level, resource_id, _text(body), user):
                     result = self.anonymizer.anonymize_resource(level, resource_id, options)
                 call.succeeded(result)
                 answer = http_answers.json_text(result)
+        if pixels is not None:
+            output.SetHttpHeader(PIXEL_STATUS_HEADER, pixels.status)  # the file it answers carries no mark
         output.AnswerBuffer(answer, "application/dicom" if level == "instances" else "application/json")
 
     def _anonymize_arrival(self, instance_id: str) -> Stored:

@@ -24,7 +24,7 @@ from .deletions import Deletions
 from ..errors import NOTHING_KEPT, BadRequest, Conflict, NotFound, Refused, VerificationFailed
 from ..dicom.filereader import UnreadableHeader, read_header
 from .identities import NativeMarkers
-from .instance_steps import InstanceSteps
+from .instance_steps import Anonymized, InstanceSteps
 from ..identity.keys import KeyStore
 from .ledger import Ledger
 from ..lru import LruCache
@@ -83,11 +83,12 @@ class Anonymizer:
         self._markers: LruCache[str, NativeMarkers] = LruCache(MARKERS_REMEMBERED)
 
     # --- The calls (the adapter's routes and jobs) --------------------------------------------
-    def anonymize_instance(self, instance_id: str, request: AnonymizeRequest) -> bytes:
-        """/instances/{id}/anonymize: the checked file, stored nowhere (as native)."""
+    def anonymize_instance(self, instance_id: str, request: AnonymizeRequest) -> Anonymized:
+        """/instances/{id}/anonymize: the checked file, stored nowhere (as native), and its plan
+        (whose pixel decision the answer states: no stored result carries it)."""
         pseudonyms = self._keys.pseudonymizer(request.project)
         steps = self._steps(request, pseudonyms, self.native_markers(instance_id, request))
-        return steps.anonymized(instance_id).data
+        return steps.anonymized(instance_id)
 
     def anonymize_resource(self, level: str, resource_id: str, request: AnonymizeRequest,
                            progress: Progress = lambda done, total: None,
