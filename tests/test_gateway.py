@@ -85,6 +85,13 @@ def assert_one_consistent_study(server, patient: str, study: TwoFrameStudy) -> N
             for c in rt.ROIContourSequence[0].ContourSequence} == images
 
 
+def audited_sources(gateway) -> list[str]:
+    """The sources the gateway's successful calls name in the audit log, one entry a call (each
+    call over the instances read together from Orthanc's changes)."""
+    log = gateway.json("/tools/anonymization-log?limit=1000")["Entries"]
+    return [source for entry in log if entry["outcome"] == "Success" for source in entry["sources"]]
+
+
 def delivered(destination, gateway, patient: str, study: TwoFrameStudy, count: int) -> bool:
     """`count` instances at the destination, no source and nothing pending at the gateway."""
     state = listing(gateway)
@@ -129,8 +136,8 @@ def test_a_destination_down_for_a_while_gets_everything_once_up_and_nothing_is_d
     wait_until(lambda: delivered(central, gateway, patient, study, len(study.instances)),
                "everything delivered once the destination is up (retried with backoff)")
     assert_one_consistent_study(central, patient, study)
-    log = gateway.json("/tools/anonymization-log?limit=1000")["Entries"]
-    assert len(log) == len(study.instances)  # a delivery is retried with the stored result, not anonymized again
+    audited = audited_sources(gateway)  # a delivery is retried with the stored result, not anonymized again
+    assert len(audited) == len(set(audited)) == len(study.instances)
 
 
 def send_until_killed(port: int, datasets, acknowledged: list[str], started: threading.Event,
@@ -240,14 +247,14 @@ def test_with_keep_source_the_sources_stay_marked_done_and_a_restart_does_them_n
                          and instances_of(gateway, study.study.patient.patient_id), "every result stored")
     wait_until(lambda: all('"Done"' in gateway.get(f"/instances/{s}/metadata/9733").text for s in sources),
                "every source marked done")
-    entries = len(gateway.json("/tools/anonymization-log?limit=1000")["Entries"])
+    audited = audited_sources(gateway)
     gateway.stop()
     gateway.start()
     later = two_frame_study(per_series=1, patient=new_patient())  # read after the earlier ones, in order
     storescu(gateway.dicom_port, later.series[0], tmp_path)
     wait_until(lambda: len(instances_of(gateway, pseudonymous_patient(gateway, later))) == len(later.series[0]),
                "the later arrival anonymized")
-    assert len(gateway.json("/tools/anonymization-log?limit=1000")["Entries"]) == entries + len(later.series[0])
+    assert len(audited_sources(gateway)) == len(audited) + len(later.series[0])
     assert sorted(instances_of(gateway, study.study.patient.patient_id)) == sorted(sources)
     assert listing(gateway)["PendingCount"] == 0
 
@@ -293,4 +300,24 @@ def test_results_awaiting_their_study_stability_are_found_again_and_sent_after_a
     patient = pseudonymous_patient(gateway, study)
     wait_until(lambda: delivered(central, gateway, patient, study, len(study.instances)),
                "the marked sources found again, their results sent, the sources deleted")
-    assert len(gateway.json("/tools/anonymization-log?limit=1000")["Entries"]) == len(study.instances)
+    assert len(audited_sources(gateway)) == len(study.instances)
+
+
+def test_instances_that_arrive_together_are_anonymized_in_one_call_and_each_source_audited_once(
+        server_factory, tmp_path):
+    """The worker reads Orthanc's changes a page at a time: the arrivals it finds together are one
+    call of the engine (its per-call work and its audit entry done once), not one call each. The
+    gateway anonymizes slower than storescu sends, so 40 instances in one association are met in
+    fewer than 40 reads."""
+    gateway = server_factory(config=gateway_config({}))
+    study = two_frame_study(per_series=10, patient=new_patient())
+    storescu(gateway.dicom_port, study.instances, tmp_path)
+    patient = pseudonymous_patient(gateway, study)
+    wait_until(lambda: len(instances_of(gateway, patient)) == len(study.instances)
+               and not instances_of(gateway, study.study.patient.patient_id), "every source anonymized and deleted")
+    assert_one_consistent_study(gateway, patient, study)
+    audited = audited_sources(gateway)
+    assert len(audited) == len(set(audited)) == len(study.instances)
+    entries = gateway.json("/tools/anonymization-log?limit=1000")["Entries"]
+    assert len(entries) < len(study.instances) and max(entry["source_count"] for entry in entries) > 1
+    assert sum(entry["instances"] for entry in entries) == len(study.instances)

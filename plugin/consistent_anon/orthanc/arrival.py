@@ -83,7 +83,7 @@ class ArrivalGateway:
     """One Orthanc's gateway: the worker, its store jobs and its routes."""
 
     def __init__(self, orthanc: Any, settings: GatewaySettings, port: RestPort,
-                 anonymize: Callable[[str], Stored], stable_age: float) -> None:
+                 anonymize: Callable[[list[str], Callable[[], bool]], list[Stored]], stable_age: float) -> None:
         self._orthanc = orthanc
         self.settings = settings
         self._port = port
@@ -175,8 +175,11 @@ class ArrivalGateway:
         page = json.loads(self._port.call(self._orthanc.RestApiGet,
                                           f"/changes?since={self._cursor}&limit={CHANGES_PAGE}"))
         changes = page["Changes"]
-        self._each(self._arrived, [(change["ID"], change["Seq"] - 1) for change in changes
-                                   if change["ChangeType"] == "NewInstance" and self._recent.get(change["ID"]) is None])
+        arrived = [(change["ID"], change["Seq"] - 1) for change in changes
+                   if change["ChangeType"] == "NewInstance" and self._recent.get(change["ID"]) is None]
+        fresh: list[tuple[str, int]] = []
+        self._each(lambda source, since: self._arrived(source, since, fresh), arrived)
+        self._process_together(sorted(fresh, key=lambda item: item[1]))
         if self._stopping:
             return True  # the page is read again after the restart
         for change in changes:
@@ -199,9 +202,9 @@ class ArrivalGateway:
             with ThreadPoolExecutor(workers, thread_name_prefix="consistent-anon-gateway") as pool:
                 list(pool.map(run, sources))
 
-    def _arrived(self, source: str, since: int) -> None:
-        """A new instance: the gateway's if it came over DICOM (from a listed AET); its mark, if
-        it has one, says how far it went before a restart."""
+    def _arrived(self, source: str, since: int, fresh: list[tuple[str, int]]) -> None:
+        """A new instance: the gateway's if it came over DICOM (from a listed AET); added to
+        `fresh` to be anonymized, unless its mark says how far it went before a restart."""
         if self.tracker.state_of(source) is not None:
             return  # met again when a page is read again: what this process knows is newer than a mark
         try:
@@ -212,17 +215,36 @@ class ArrivalGateway:
             return
         mark = Mark.read(metadata.get(str(self.settings.metadata)))
         if mark is None:
-            self._process(source, since, send_now=False)
+            fresh.append((source, since))  # list.append is atomic: the threads of _each share it
         else:
             self.tracker.found(source, since, mark)
+
+    def _process_together(self, sources: list[tuple[str, int]]) -> None:
+        """The sources read together, anonymized in one call of the engine (one audit entry, the
+        per-call work done once); if that call fails (all or nothing: it kept none of its results),
+        each source on its own, so that one that cannot be anonymized holds back no other."""
+        if not sources or self._stopping:
+            return
+        try:
+            results = self._anonymize([source for source, _ in sources], lambda: self._stopping)
+        except Exception:
+            self._each(lambda source, since: self._process(source, since, send_now=False), sources)
+            return
+        by_source = {stored["Source"]: stored for stored in results}
+        for source, since in sources:
+            self._processed(source, since, by_source[source], send_now=False)
 
     def _process(self, source: str, since: int, send_now: bool) -> None:
         """Anonymize, check and store (engine); then finish at once, or wait for delivery."""
         try:
-            stored = self._anonymize(source)
+            [stored] = self._anonymize([source], lambda: self._stopping)
         except Exception as error:
             self._failed(source, since, ANONYMIZE, error)
             return
+        self._processed(source, since, stored, send_now)
+
+    def _processed(self, source: str, since: int, stored: Stored, send_now: bool) -> None:
+        """A source whose result is stored and checked: finished at once, or waiting for delivery."""
         self._recent.put(stored["ID"], True)
         if self.settings.destination is None:
             self._finish(source, since)

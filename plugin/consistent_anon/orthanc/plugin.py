@@ -25,7 +25,7 @@ from ..gateway.settings import parse_on_arrival
 from .arrival import ArrivalGateway
 from ..pipeline.port import Stored
 from .coexistence import route_clash_warning
-from ..pipeline.engine import Anonymizer
+from ..pipeline.engine import Anonymizer, arrivals_answer
 from ..errors import BadFileFormat, BadRequest, ConfigurationError, Forbidden, NotFound, PluginError, bounded
 from ..pixels.decision import PixelSettings
 from ..pixels.rules import RuleError, load_rules
@@ -118,7 +118,7 @@ class Plugin:
         self._restored = False
         self.ui_pages = UiPages(orthanc, lambda: overview(self.config, self.audit.log))
         on_arrival = parse_on_arrival((configuration.get(SECTION) or {}).get("OnArrival"), self.config, configuration)
-        self.gateway = ArrivalGateway(orthanc, on_arrival, self.port, self._anonymize_arrival,
+        self.gateway = ArrivalGateway(orthanc, on_arrival, self.port, self._anonymize_arrivals,
                                       float(configuration.get("StableAge", 60))) if on_arrival else None
 
     def register(self) -> None:
@@ -322,13 +322,14 @@ class Plugin:
             output.SetHttpHeader(PIXEL_STATUS_HEADER, pixels.status)  # the file it answers carries no mark
         output.AnswerBuffer(answer, "application/dicom" if level == "instances" else "application/json")
 
-    def _anonymize_arrival(self, instance_id: str) -> Stored:
-        """The gateway's anonymization of one arrived instance, audited as any call (no user)."""
+    def _anonymize_arrivals(self, instance_ids: list[str], canceled: Callable[[], bool]) -> list[Stored]:
+        """The gateway's anonymization of instances that arrived together: one call (all or
+        nothing), audited as one (no user) that names every source."""
         body = self.gateway.settings.body()
-        with self.audit.call(ARRIVAL, instance_id, body, None) as call:
-            stored = self.anonymizer.anonymize_arrival(instance_id, self._parse(body))
-            call.succeeded({"ID": stored["ID"], "InstancesCount": 1})
-        return stored
+        with self.audit.call(ARRIVAL, instance_ids[0], body, None, sources=tuple(instance_ids)) as call:
+            results = self.anonymizer.anonymize_arrivals(instance_ids, self._parse(body), canceled)
+            call.succeeded(arrivals_answer(results))
+        return results
 
     def _user(self, request: dict[str, Any]) -> str | None:
         """The HTTP user who asked, for the audit log: only a name Orthanc checked."""

@@ -67,6 +67,14 @@ def with_pixel_status(answer: dict[str, Any], results: list[Stored]) -> dict[str
     return answer
 
 
+def arrivals_answer(results: list[Stored]) -> dict[str, Any]:
+    """What the gateway's call over arrived instances answers its audit entry: its anonymized
+    series, as a bulk call's answer names them, its instance count and pixel status."""
+    series = sorted({stored["ParentSeries"] for stored in results})
+    return with_pixel_status({"Resources": [{"Type": "Series", "ID": s} for s in series],
+                              "InstancesCount": len(results)}, results)
+
+
 class Anonymizer:
     def __init__(self, port: OrthancPort, keys: KeyStore, uid_tags: frozenset[int] = UID_TAGS,
                  options_metadata: int = DEFAULT_OPTIONS_METADATA,
@@ -116,13 +124,15 @@ class Anonymizer:
         return with_pixel_status(native_answers.bulk_answer(self._port.version(), targets, results, len(sources),
                                                             request.native_body), results)
 
-    def anonymize_arrival(self, instance_id: str, request: AnonymizeRequest) -> Stored:
-        """One instance anonymized, checked and stored as a bulk call stores it, its source kept
-        whatever the request says: the gateway (OnArrival) deletes it once its result is delivered."""
+    def anonymize_arrivals(self, instance_ids: list[str], request: AnonymizeRequest,
+                           canceled: Canceled = lambda: False) -> list[Stored]:
+        """Instances anonymized, checked and stored together as a bulk call stores them (all or
+        nothing), their sources kept whatever the request says: the gateway (OnArrival) deletes each
+        once its result is delivered. Each result names its source ("Source")."""
         request = replace(request, whole_resources=True, keep_source=True)
-        sources = self.check_request([("instances", instance_id)], request)
-        return self._run(self._plan_call(sources, [instance_id], request), lambda done, total: None,
-                         lambda: False, lambda results: None)[0]
+        sources = self.check_request([("instances", instance_id) for instance_id in instance_ids], request)
+        return self._run(self._plan_call(sources, instance_ids, request), lambda done, total: None,
+                         canceled, lambda results: None)
 
     def resolve(self, resource_ids: list[str]) -> list[tuple[str, str]]:
         """The level of each resource of a bulk request (native's /tools/bulk-anonymize takes IDs of any level)."""

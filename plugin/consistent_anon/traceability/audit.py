@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 from .audit_log import (LEVELS, PIXEL_STATUSES, ROUTES, SAMPLE_SIZE, AuditEntry, AuditLog, is_count, is_name,
                         is_orthanc_id, is_project_name)
 from ..errors import BadRequest, PartlyKept, PluginError
-from ..orthanc_ids import BULK
+from ..orthanc_ids import ARRIVAL, BULK
 from ..jobs.queue import Job
 from ..identity.keys import KeyStore
 from ..pipeline.options import AnonymizeRequest, parse_request
@@ -108,6 +108,7 @@ class Call:
     job: str | None = None
     queued_as_job: bool = False
     request: AnonymizeRequest | None = None  # the body as the route parsed it, once known
+    sources: tuple[str, ...] = ()  # the sources of a gateway's call (ARRIVAL), which names no resource
 
     def parsed(self, request: AnonymizeRequest) -> None:
         """The route's parsed request: the entry takes its project and options from it rather
@@ -135,10 +136,12 @@ class AuditTrail:
         self._emit = emit
 
     @contextmanager
-    def call(self, level: str, resource_id: str, body: Any, user: str | None) -> Iterator[Call]:
+    def call(self, level: str, resource_id: str, body: Any, user: str | None,
+             sources: tuple[str, ...] = ()) -> Iterator[Call]:
         """Around a request's work: the entry is written when it ends, before its answer. If the
-        entry cannot be written, the request fails (500): an answered call is always logged."""
-        call = Call(level, resource_id, body, user)
+        entry cannot be written, the request fails (500): an answered call is always logged.
+        `sources`: the instances of a gateway's call (ARRIVAL)."""
+        call = Call(level, resource_id, body, user, sources=sources)
         try:
             yield call
         except Exception as error:
@@ -174,7 +177,7 @@ class AuditTrail:
         outcome, reason = outcome_of(error)
         # the options' mark needs the project's key: not looked up for refused requests
         facts = self._facts(call.body, outcome != "Refused", call.request)
-        sources = facts.resources if call.level == BULK else (call.resource_id,)
+        sources = facts.resources if call.level == BULK else (call.sources or (call.resource_id,))
         results, result_count, instances, failed = _results(call.level, call.answer)
         if isinstance(error, PartlyKept):  # what stays of a failed call
             results = tuple(s for s in error.series if is_orthanc_id(s))[:SAMPLE_SIZE]
@@ -218,7 +221,7 @@ def _results(level: str, answer: dict[str, Any] | None) -> tuple[tuple[str, ...]
     series): a sample and their count; and its instance counts."""
     if answer is None:
         return (), 0, 0, 0
-    if level == BULK:
+    if level in (BULK, ARRIVAL):
         results = [r.get("ID") for r in answer.get("Resources", []) if r.get("Type") == "Series"]
     else:
         results = [answer.get("ID")]
