@@ -248,6 +248,10 @@ def test_with_keep_source_the_sources_stay_marked_done_and_a_restart_does_them_n
     wait_until(lambda: all('"Done"' in gateway.get(f"/instances/{s}/metadata/9733").text for s in sources),
                "every source marked done")
     audited = audited_sources(gateway)
+    if gateway.version() >= (1, 12):  # the sources stay: each result names its own, as native's would
+        linked = {gateway.get(f"/instances/{result}/metadata/AnonymizedFrom").text
+                  for result in instances_of(gateway, patient)}
+        assert linked == set(sources)
     gateway.stop()
     gateway.start()
     later = two_frame_study(per_series=1, patient=new_patient())  # read after the earlier ones, in order
@@ -321,3 +325,6 @@ def test_instances_that_arrive_together_are_anonymized_in_one_call_and_each_sour
     entries = gateway.json("/tools/anonymization-log?limit=1000")["Entries"]
     assert len(entries) < len(study.instances) and max(entry["source_count"] for entry in entries) > 1
     assert sum(entry["instances"] for entry in entries) == len(study.instances)
+    # the sources are gone: no result names one in "AnonymizedFrom" (native's Lua path writes none either)
+    assert all(gateway.get(f"/instances/{result}/metadata/AnonymizedFrom").status_code == 404
+               for result in instances_of(gateway, patient))

@@ -327,7 +327,8 @@ class Plugin:
         nothing), audited as one (no user) that names every source."""
         body = self.gateway.settings.body()
         with self.audit.call(ARRIVAL, instance_ids[0], body, None, sources=tuple(instance_ids)) as call:
-            results = self.anonymizer.anonymize_arrivals(instance_ids, self._parse(body), canceled)
+            results = self.anonymizer.anonymize_arrivals(instance_ids, self._parse(body),
+                                                         self.gateway.settings.keep_source, canceled)
             call.succeeded(arrivals_answer(results))
         return results
 

@@ -124,15 +124,17 @@ class Anonymizer:
         return with_pixel_status(native_answers.bulk_answer(self._port.version(), targets, results, len(sources),
                                                             request.native_body), results)
 
-    def anonymize_arrivals(self, instance_ids: list[str], request: AnonymizeRequest,
+    def anonymize_arrivals(self, instance_ids: list[str], request: AnonymizeRequest, linked: bool,
                            canceled: Canceled = lambda: False) -> list[Stored]:
         """Instances anonymized, checked and stored together as a bulk call stores them (all or
         nothing), their sources kept whatever the request says: the gateway (OnArrival) deletes each
-        once its result is delivered. Each result names its source ("Source")."""
+        once its result is delivered, or keeps it (`linked`: then its result names it in
+        "AnonymizedFrom", as native's would; a link to a deleted source would name nothing). Each
+        result names its source ("Source")."""
         request = replace(request, whole_resources=True, keep_source=True)
         sources = self.check_request([("instances", instance_id) for instance_id in instance_ids], request)
         return self._run(self._plan_call(sources, instance_ids, request), lambda done, total: None,
-                         canceled, lambda results: None)
+                         canceled, lambda results: None, linked)
 
     def resolve(self, resource_ids: list[str]) -> list[tuple[str, str]]:
         """The level of each resource of a bulk request (native's /tools/bulk-anonymize takes IDs of any level)."""
@@ -233,7 +235,8 @@ class Anonymizer:
         return InstanceSteps(self._port, request, pseudonyms, markers, self._uid_tags, self._index, self._deletions,
                              self._pixels)
 
-    def _run(self, plan: CallPlan, progress: Progress, canceled: Canceled, check: WholeCheck) -> list[Stored]:
+    def _run(self, plan: CallPlan, progress: Progress, canceled: Canceled, check: WholeCheck,
+             linked: bool = True) -> list[Stored]:
         parts = CallParts(self._port, self._ledger, self._index, self._deletions)
         steps = self._steps(plan.request, plan.pseudonyms, plan.markers)
-        return CallRun(plan, parts, steps, self._origins.for_call(), progress, canceled).run(check)
+        return CallRun(plan, parts, steps, self._origins.for_call(linked), progress, canceled).run(check)

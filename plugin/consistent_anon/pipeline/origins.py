@@ -24,8 +24,9 @@ class OriginWriter:
         self._lock = threading.Lock()
         self._writable: bool | None = None  # None: not tried yet on this Orthanc
 
-    def for_call(self) -> "CallOrigins":
-        return CallOrigins(self._port, self)
+    def for_call(self, linked: bool = True) -> "CallOrigins":
+        """A call's links; none where `linked` is False (its sources are about to go)."""
+        return CallOrigins(self._port, self, linked)
 
     @property
     def refused(self) -> bool:
@@ -50,16 +51,17 @@ class OriginWriter:
 class CallOrigins:
     """One call's links: the sources' parents, and the links made, looked up once per call."""
 
-    def __init__(self, port: OrthancPort, writer: OriginWriter) -> None:
+    def __init__(self, port: OrthancPort, writer: OriginWriter, linked: bool = True) -> None:
         self._port = port
         self._writer = writer
+        self._linked = linked
         self._lock = threading.Lock()  # the call's workers record at once
         self._parents: dict[str, str] = {}
         self._written: dict[str, str] = {}
 
     def record(self, stored: Stored, source: Source) -> None:
         """Link the result to its source at every level (the patient level where Orthanc has one)."""
-        if self._writer.refused:
+        if not self._linked or self._writer.refused:
             return
         series = source["ParentSeries"]
         study = self._parent("series", series)
