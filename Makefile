@@ -84,10 +84,10 @@ test-trixie test-sid: test-%: deps-test venv ocr-venv
 .PHONY: bench bench-bookworm bench-trixie bench-sid
 bench: bench-bookworm bench-trixie bench-sid
 
-bench-bookworm: deps-test venv
+bench-bookworm: deps-test venv ocr-venv
 	ORTHANC_RUNTIME=host $(PYTHON) bench/run.py $(BENCH_ARGS)
 
-bench-trixie bench-sid: bench-%: deps-test venv
+bench-trixie bench-sid: bench-%: deps-test venv ocr-venv
 	chroot_dir=$$(scripts/debian-chroot.sh $*) && \
 	ORTHANC_RUNTIME=chroot ORTHANC_CHROOT=$$chroot_dir $(PYTHON) bench/run.py $(BENCH_ARGS)
 

@@ -674,6 +674,32 @@ def pixel_costs(results: Results, log) -> None:
         f"{ULTRASOUND_FRAME[0]}x{ULTRASOUND_FRAME[1]} RGB frame {results.median('pixel blanking', 'plugin') * 1e3:.1f} ms")
 
 
+def text_reading_cost(results: Results, log) -> None:
+    """The optional text reader of verify (ocr/text_service.py), where its environment is installed
+    (`make ocr-venv`): one ultrasound-sized frame holding a banner of text, as verify sends it."""
+    import text_service
+    from PIL import Image, ImageDraw, ImageFont
+    from consistent_anon.verification.text_reader import read_text
+    if not text_service.PYTHON.is_file():
+        log("  text reader: not installed (make ocr-venv), not measured")
+        return
+    frame = Image.new("RGB", ULTRASOUND_FRAME, (20, 20, 20))
+    ImageDraw.Draw(frame).text((8, 8), "DOE, JOHN  MRN 7734125  DOB 03/14/1961  GENERAL HOSPITAL",
+                               fill=(230, 230, 230), font=ImageFont.load_default(size=22))
+    png = io.BytesIO()
+    frame.save(png, "PNG")
+    service = text_service.TextService()
+    try:
+        read_text(service.url, 60, png.getvalue())  # warm-up
+        for _ in range(PIXEL_ROUNDS):
+            started = time.perf_counter()
+            read_text(service.url, 60, png.getvalue())
+            results.add("text reading", "plugin", time.perf_counter() - started)
+    finally:
+        service.stop()
+    log(f"  text reader: {results.median('text reading', 'plugin') * 1e3:.0f} ms per frame")
+
+
 def pixel_rows(results: Results, size: int) -> list[dict]:
     """The gate against the plugin's time per instance in the study's first run (target ≤ 2 %),
     and blanking one frame (no target: an instance a rule cleans)."""
@@ -687,7 +713,16 @@ def pixel_rows(results: Results, size: int) -> list[dict]:
              "ratio_text": f"{share:.1%}", "target": "≤ 2 %", "met": share <= 0.02},
             {"metric": f"Clean Pixel Data, blanking one {ULTRASOUND_FRAME[0]}×{ULTRASOUND_FRAME[1]} RGB frame",
              "unit": "ms", "native": None, "plugin": blanking * 1e3, "ratio": None, "ratio_text": "—",
-             "target": "—", "met": None}]
+             "target": "—", "met": None}] + text_reading_row(results)
+
+
+def text_reading_row(results: Results) -> list[dict]:
+    reading = results.median("text reading", "plugin")
+    if reading is None:
+        return []
+    return [{"metric": f"Text reader (optional, verify only): one {ULTRASOUND_FRAME[0]}×{ULTRASOUND_FRAME[1]} "
+                       f"frame with a line of text", "unit": "ms", "native": None, "plugin": reading * 1e3,
+             "ratio": None, "ratio_text": "—", "target": "—", "met": None}]
 
 
 def job_records_kb(node: Node) -> float:
@@ -1105,6 +1140,7 @@ def main() -> None:
             node.stop()
     log("burned-in text: the gate and the blanking of one frame, in this process")
     pixel_costs(results, log)
+    text_reading_cost(results, log)
     if arrival:
         log(f"anonymize on arrival: {arrival} instances over DICOM, {arrival_repetitions} run(s) per side")
         arrival_runs(make_study(arrival, f"A-{os.getpid()}"), arrival_repetitions, results, log)
