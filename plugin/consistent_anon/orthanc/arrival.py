@@ -232,7 +232,10 @@ class ArrivalGateway:
             return
         by_source = {stored["Source"]: stored for stored in results}
         for source, since in sources:
-            self._processed(source, since, by_source[source], send_now=False)
+            if source in by_source:
+                self._processed(source, since, by_source[source], send_now=False)
+            else:  # never expected (every result names its source): then on its own, as after a failure
+                self._process(source, since, send_now=False)
 
     def _process(self, source: str, since: int, send_now: bool) -> None:
         """Anonymize, check and store (engine); then finish at once, or wait for delivery."""

@@ -46,10 +46,10 @@ from ..dicom.uid_attributes import is_well_known
 from .ui_pages import UiPages, overview
 
 NATIVE_UID_LEVELS = ("patient", "study", "series", "instance")
+UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
 #: The header of an /instances/{id}/anonymize answer whose source was at risk or unknown: its
 #: pixel status (Cleaned, Accepted, Flagged), which a stored result keeps as metadata instead.
 PIXEL_STATUS_HEADER = "Consistent-Anonymization-Pixel-Status"
-UID_LEVELS = NATIVE_UID_LEVELS + ("frame-of-reference",)
 #: The generate-uid arguments that ask for a pseudonym (PseudonymLookup).
 PSEUDONYM_QUERIES = ("uid", "patient-id", "anonymized-patient-id", "project")
 #: From this Orthanc on, the `get` arguments reach Python decoded (measured: 1.13.0 with
@@ -94,7 +94,8 @@ class Plugin:
                              orthanc.LogWarning)
         self.port = RestPort(orthanc, configuration, self.config.pixel_status_metadata)
         reader = self.config.pixel_text_reader
-        self.text_reading = reader and text_reading(reader.url, reader.timeout_seconds, reader.frames_per_instance)
+        self.text_reading = None if reader is None else text_reading(reader.url, reader.timeout_seconds,
+                                                                       reader.frames_per_instance)
         self.anonymizer = Anonymizer(self.port, self.keys, options_metadata=self.config.options_metadata,
                                      log_error=orthanc.LogError, pixels=pixel_settings(self.config))
         # Orthanc checks the Basic credentials only with its authentication on (by default, iff remote access is)
