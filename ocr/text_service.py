@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 #: The largest image accepted (a 4096 x 4096 RGB frame as PNG is well below).
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
+#: How long a client may keep a connection silent (a body announced and never sent).
+CLIENT_TIMEOUT = 60
 
 
 class TextReader:
@@ -32,12 +36,14 @@ class TextReader:
         import numpy
         from rapidocr_onnxruntime import RapidOCR
         self._engine, self._cv2, self._numpy = RapidOCR(), cv2, numpy
+        self._lock = threading.Lock()  # one image at a time: requests wait, none is blocked by a slow client
 
     def lines(self, image: bytes) -> list[dict[str, Any]]:
         pixels = self._cv2.imdecode(self._numpy.frombuffer(image, self._numpy.uint8), self._cv2.IMREAD_COLOR)
         if pixels is None:
             raise ValueError("the body is not an image OpenCV can decode (PNG, JPEG)")
-        found, _ = self._engine(pixels)
+        with self._lock:
+            found, _ = self._engine(pixels)
         return [{"Text": text, "Box": _box(corners), "Score": round(float(score), 3)}
                 for corners, text, score in found or []]
 
@@ -50,6 +56,8 @@ def _box(corners: list[list[float]]) -> list[int]:
 
 def handler_for(reader: TextReader) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = CLIENT_TIMEOUT
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             if self.path == "/ready":
                 self._answer(200, {"Ready": True})
@@ -60,14 +68,17 @@ def handler_for(reader: TextReader) -> type[BaseHTTPRequestHandler]:
             if self.path != "/read-text":
                 self._answer(404, {"Message": "Unknown resource"})
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            if not 0 < length <= MAX_IMAGE_BYTES:
-                self._answer(400, {"Message": f"Send one image of at most {MAX_IMAGE_BYTES} bytes"})
+            length = self.headers.get("Content-Length", "")
+            if not length.isdigit() or not 0 < int(length) <= MAX_IMAGE_BYTES:
+                self._answer(400, {"Message": f"Send one image of at most {MAX_IMAGE_BYTES} bytes, with its length"})
                 return
             try:
-                self._answer(200, {"Lines": reader.lines(self.rfile.read(length))})
+                self._answer(200, {"Lines": reader.lines(self.rfile.read(int(length)))})
             except ValueError as error:
                 self._answer(400, {"Message": str(error)})
+            except Exception as error:  # the engine failed on this image: said, and the service goes on
+                print(f"text reader: {type(error).__name__} on an image", file=sys.stderr, flush=True)
+                self._answer(500, {"Message": f"The image could not be read ({type(error).__name__})"})
 
         def _answer(self, status: int, document: dict[str, Any]) -> None:
             body = json.dumps(document).encode("utf-8")
@@ -88,7 +99,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8043)
     arguments = parser.parse_args()
-    server = HTTPServer((arguments.host, arguments.port), handler_for(TextReader()))
+    server = ThreadingHTTPServer((arguments.host, arguments.port), handler_for(TextReader()))
     print(f"reading text on http://{arguments.host}:{server.server_port}", flush=True)
     server.serve_forever()
 

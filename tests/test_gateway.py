@@ -15,7 +15,7 @@ import pytest
 from pynetdicom import AE, StoragePresentationContexts
 
 from anonymized import AnonymizedSet, find_patient
-from conftest import new_patient
+from conftest import new_patient, not_applicable
 from dicom_factory import TwoFrameStudy, to_bytes, two_frame_study
 
 ROUTE = "/consistent-anonymization/gateway"
@@ -328,3 +328,26 @@ def test_instances_that_arrive_together_are_anonymized_in_one_call_and_each_sour
     # the sources are gone: no result names one in "AnonymizedFrom" (native's Lua path writes none either)
     assert all(gateway.get(f"/instances/{result}/metadata/AnonymizedFrom").status_code == 404
                for result in instances_of(gateway, patient))
+
+
+def test_keep_labels_gives_the_results_the_labels_of_the_study_they_arrived_into(server_factory, tmp_path):
+    """An arrival into a study Orthanc holds already, labelled: under KeepLabels its result's
+    study and patient get the labels, as native's KeepLabels gives them, though the gateway
+    deletes the source and writes no AnonymizedFrom (the call knows its own sources)."""
+    gateway = server_factory(config=gateway_config({"Request": {"KeepLabels": True}}))
+    if gateway.version() < (1, 12, 3):
+        not_applicable("labels came with Orthanc 1.12.3")
+    study = two_frame_study(per_series=2, patient=new_patient())
+    first, *later = study.series
+    uploaded = [gateway.upload(to_bytes(ds)) for ds in first]  # a REST upload: not the gateway's
+    source_study, source_patient = uploaded[0]["ParentStudy"], uploaded[0]["ParentPatient"]
+    assert gateway.request("PUT", f"/studies/{source_study}/labels/TRIAL-A").status_code == 200
+    assert gateway.request("PUT", f"/patients/{source_patient}/labels/COHORT-7").status_code == 200
+    storescu(gateway.dicom_port, [ds for series in later for ds in series], tmp_path)
+    patient = pseudonymous_patient(gateway, study)
+    wait_until(lambda: len(instances_of(gateway, patient)) == sum(len(series) for series in later),
+               "the arrivals anonymized")
+    [result_patient] = find_patient(gateway, patient)
+    [result_study] = gateway.json(f"/patients/{result_patient}")["Studies"]
+    assert gateway.json(f"/studies/{result_study}/labels") == ["TRIAL-A"]
+    assert gateway.json(f"/patients/{result_patient}/labels") == ["COHORT-7"]

@@ -78,7 +78,8 @@ def test_a_mark_reads_back_and_anything_else_is_no_mark():
     mark = Mark(FAILED, "r", "s", DELIVER, 3, "the destination refused")
     assert Mark.read(mark.text()) == mark
     assert Mark.read(Mark(DONE).text()) == Mark(DONE)
-    for text in (None, "", "x", "[]", '{"state": "Other"}', '{"state": "Done", "colour": 1}'):
+    for text in (None, "", "x", "[]", '{"state": "Other"}', '{"state": "Done", "colour": 1}', '{"state": []}',
+                 '{"state": {"a": 1}}'):
         assert Mark.read(text) is None
 
 
@@ -143,3 +144,12 @@ def test_after_a_restart_marked_sources_are_taken_up_where_they_were():
     clock.now += 60
     assert tracker.deliveries() == {"study": {"stored": "r"}}
     assert tracker.low_water(10) == 3
+
+
+def test_fresh_pseudonyms_per_call_is_refused_with_the_gateway():
+    """Each call of the gateway is one read of Orthanc's changes: with fresh pseudonyms per call,
+    one study arriving over several reads would become several studies."""
+    orthanc = {**ORTHANC, "ConsistentAnonymization": {**ORTHANC["ConsistentAnonymization"],
+                                                      "FreshPseudonymsPerCall": True}}
+    with pytest.raises(ConfigurationError, match=r"OnArrival cannot be used with .*FreshPseudonymsPerCall"):
+        parsed({}, orthanc)

@@ -111,3 +111,47 @@ def test_asking_for_text_without_a_reader_is_refused(orthanc, files):
     assert answer.status_code == 400 and "PixelTextReader" in answer.text
     assert "PixelText" not in verify(orthanc, source, result)
 
+
+
+def encapsulated_pdf() -> bytes:
+    """A scanned document as an Encapsulated PDF: a kind that may show the patient (the gate's
+    list), with no pixel data for the reader (the PDF is not rendered: not read, not unread)."""
+    from pydicom.uid import generate_uid as new_uid
+    from dicom_factory import Study, _base, to_bytes
+    from conftest import new_patient
+    ds = _base(Study(patient=new_patient()), "1.2.840.10008.5.1.4.1.1.104.1", "DOC")
+    ds.SeriesInstanceUID, ds.InstanceNumber = new_uid(), 1
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = b"%PDF-1.4\n%%EOF\n"
+    return to_bytes(ds)
+
+
+def test_an_instance_without_pixel_data_is_not_read_and_holds_back_nothing(server):
+    source, result, _, _ = stored_result(server, encapsulated_pdf(), ACCEPT)
+    report = verify(server, source, result)
+    assert report["PixelStatusCounts"] == {"Accepted": 1}
+    text = report["PixelText"]
+    assert (text["InstancesWithoutPixels"], text["InstancesRead"], text["UnreadCount"]) == (1, 0, 0)
+    assert report["Clean"] is True
+
+
+def test_what_the_options_keep_is_no_leak_in_pixels_either(server, files):
+    """Under Retain Institution Identity the institution's name is kept in the header, and its
+    burned-in copy is no leak either (as verify judges headers); the patient's name still is."""
+    body = {**ACCEPT, "DeidentificationOptions": ["RetainInstitutionIdentity"]}
+    source, result, _, _ = stored_result(server, variant(files["RGB_IMAGE.dcm"].read_bytes()), body)
+    labels = {leak["Label"] for leak in verify(server, source, result)["PixelText"]["Leaks"]}
+    assert "InstitutionName" not in labels and "PatientName" in labels
+
+
+def test_the_reader_answers_what_it_cannot_read_and_a_silent_client_blocks_no_other(reader):
+    import socket
+    import requests
+    silent = socket.create_connection(("127.0.0.1", int(reader.url.rsplit(":", 1)[1])))
+    silent.sendall(b"POST /read-text HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")  # and nothing more
+    try:
+        assert requests.post(reader.url + "/read-text", data=b"not an image", timeout=30).status_code == 400
+        answer = requests.post(reader.url + "/read-text", data=b"x", headers={"Content-Length": "x"}, timeout=30)
+        assert answer.status_code == 400
+    finally:
+        silent.close()

@@ -61,6 +61,9 @@ def parse_on_arrival(value: Any, config: PluginConfig, orthanc_configuration: di
     unknown = set(value) - MEMBERS
     if unknown:
         raise ConfigurationError(f"{OPTION}: unknown option(s) {sorted(unknown)}")
+    if config.fresh_pseudonyms_per_call:  # each call of the gateway covers the instances of one read
+        raise ConfigurationError(f"{OPTION} cannot be used with ConsistentAnonymization.FreshPseudonymsPerCall: "
+                                 "a study arriving over several reads of Orthanc's changes would become several")
     project = value.get("Project", config.default_project)
     if not isinstance(project, str) or project not in config.project_keys:
         raise ConfigurationError(f"{OPTION}.Project must name a declared project (or the default project)")

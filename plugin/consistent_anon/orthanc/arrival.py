@@ -221,13 +221,17 @@ class ArrivalGateway:
 
     def _process_together(self, sources: list[tuple[str, int]]) -> None:
         """The sources read together, anonymized in one call of the engine (one audit entry, the
-        per-call work done once); if that call fails (all or nothing: it kept none of its results),
-        each source on its own, so that one that cannot be anonymized holds back no other."""
+        per-call work done once); if that call fails (all or nothing: what it stored is removed,
+        or left where removing failed, and then recognized), each source on its own, so that one
+        that cannot be anonymized holds back no other."""
         if not sources or self._stopping:
             return
         try:
             results = self._anonymize([source for source, _ in sources], lambda: self._stopping)
-        except Exception:
+        except Exception as error:
+            if len(sources) > 1 and not self._stopping:
+                self._orthanc.LogWarning(f"Consistent anonymization gateway: a call over {len(sources)} arrivals "
+                                         f"failed ({type(error).__name__}); each is now anonymized on its own")
             self._each(lambda source, since: self._process(source, since, send_now=False), sources)
             return
         by_source = {stored["Source"]: stored for stored in results}

@@ -159,11 +159,11 @@ class CallRun:
 
     def _finish(self) -> None:
         """The options' mark, the labels (before the sources go: a result finds its source's
-        labels through AnonymizedFrom), then the sources themselves with KeepSource false."""
+        labels through the call's links), then the sources themselves with KeepSource false."""
         plan, port = self._plan, self._parts.port
         self._parts.index.record_options(self._results, plan.mark)
         if plan.request.keep_labels and port.version() >= KEEP_LABELS_SINCE:
-            copy_labels(port, self._results, port.patient_level())
+            copy_labels(port, self._results, port.patient_level(), self._origins.source_of)
         if not plan.request.keep_source:
             self._parts.deletions.consume(self._results, plan.sources, plan.targets, self._steps.store)
 

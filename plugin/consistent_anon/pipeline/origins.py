@@ -60,8 +60,9 @@ class CallOrigins:
         self._written: dict[str, str] = {}
 
     def record(self, stored: Stored, source: Source) -> None:
-        """Link the result to its source at every level (the patient level where Orthanc has one)."""
-        if not self._linked or self._writer.refused:
+        """Link the result to its source at every level (the patient level where Orthanc has one);
+        where the call is not `linked`, only remember the links (`source_of`)."""
+        if self._linked and self._writer.refused:
             return
         series = source["ParentSeries"]
         study = self._parent("series", series)
@@ -72,10 +73,15 @@ class CallOrigins:
             with self._lock:
                 if self._written.get(target) == origin:
                     continue
-            if not self._writer.write(level, target, origin):
+            if self._linked and not self._writer.write(level, target, origin):
                 return
             with self._lock:
                 self._written[target] = origin
+
+    def source_of(self, target: str) -> str | None:
+        """The source of a result resource this call stored (KeepLabels, labels.py); None if it stored none there."""
+        with self._lock:
+            return self._written.get(target)
 
     def _parent(self, level: str, resource_id: str) -> str:
         with self._lock:

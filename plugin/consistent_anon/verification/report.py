@@ -28,8 +28,9 @@ from ..dicom.scanning import TextFinder, UidNeedles, describe, find_uids, instan
 from ..pipeline.sealing import without_encrypted_attributes
 from ..dicom.uid_attributes import UID_TAGS, is_well_known
 from ..dicom.vocabulary import (DEIDENTIFICATION_METHOD, FRAME_OF_REFERENCE_UID, LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
-                                NUMBER_OF_FRAMES, PATIENT_IDENTITY_REMOVED, REFERENCED_SOP_CLASS_UID, REFERENCED_SOP_INSTANCE_UID,
-                                SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, Path)
+                                NUMBER_OF_FRAMES, PATIENT_IDENTITY_REMOVED, REFERENCED_SOP_CLASS_UID, ROWS,
+                                REFERENCED_SOP_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID,
+                                Path)
 
 INSTANCE, SERIES, STUDY, FRAME = "Instance", "Series", "Study", "FrameOfReference"
 KINDS = (INSTANCE, SERIES, STUDY, FRAME)
@@ -502,16 +503,37 @@ def _without_coincidences(reader: SetReader, finder: LeakFinder, leaks: list[tup
     return kept
 
 
+@dataclass(frozen=True)
+class PixelTextTarget:
+    """What the reading of one anonymized instance's pixels needs to know of its header."""
+    frames: int
+    has_pixels: bool  # an image has Rows; an encapsulated document, a structured report... none to read
+    shifted: bool  # its dates were shifted: the source's dates are searched too, as in headers
+    kept: frozenset[str]  # the labels of the attributes its options keep (K): no leak, as in headers
+
+    @classmethod
+    def of(cls, header: Header) -> "PixelTextTarget":
+        kept = frozenset(keyword_for_tag(tag) for tag in kept_under(recorded_options(header)))
+        return cls(_number_of_frames(header), ROWS in header,
+                   header.text(LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED) == date_shifting.LONGITUDINAL_MODIFIED, kept)
+
+
 def _pixel_text(reader: SetReader, scope: str, reading: TextReading, identifiers: SourceIdentifiers,
-                frames: dict[str, tuple[int, bool]], pixels: PixelReport,
+                targets: dict[str, PixelTextTarget], pixels: PixelReport,
                 log: Callable[[str], None]) -> PixelTextReport:
-    """Read the text in the pixels of the instances `scope` names (`frames`: ID -> number of frames,
-    and whether its dates were shifted: then the source's dates are searched too, as in headers)."""
-    finders = {False: PixelTextFinder(identifiers.texts),
-               True: PixelTextFinder({**identifiers.dates, **identifiers.texts})}
-    wanted = frames if scope == ALL else {i: frames[i] for i in pixels.looked_at}
-    report = PixelTextReport(scope)
-    read_instances({i: (count, finders[shifted]) for i, (count, shifted) in wanted.items()},
+    """Read the text in the pixels of the instances `scope` names that have pixels."""
+    finders: dict[tuple[bool, frozenset[str]], PixelTextFinder] = {}
+
+    def finder(target: PixelTextTarget) -> PixelTextFinder:
+        key = (target.shifted, target.kept)
+        if key not in finders:
+            needles = {**identifiers.dates, **identifiers.texts} if target.shifted else identifiers.texts
+            finders[key] = PixelTextFinder({text: label for text, label in needles.items() if label not in target.kept})
+        return finders[key]
+
+    wanted = targets if scope == ALL else {i: targets[i] for i in pixels.looked_at}
+    report = PixelTextReport(scope, without_pixels=sum(1 for t in wanted.values() if not t.has_pixels))
+    read_instances({i: (t.frames, finder(t)) for i, t in wanted.items() if t.has_pixels},
                    reader.frame_image, reading, report, log)
     return report
 
@@ -538,12 +560,12 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
     finder = identifiers.finder()
     anonymized: list[InstanceSummary] = []
     leaks: list[tuple[str, Path, str]] = []
-    frames: dict[str, tuple[int, bool]] = {}
+    targets: dict[str, PixelTextTarget] = {}
 
     def visit_anonymized(instance: dict[str, str], header: Header) -> None:
         pixels.add(instance["ID"], header)
-        frames[instance["ID"]] = (_number_of_frames(header), header.text(LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED)
-                                  == date_shifting.LONGITUDINAL_MODIFIED)
+        if scope != NONE:
+            targets[instance["ID"]] = PixelTextTarget.of(header)
         header = without_encrypted_attributes(header)  # ciphertext: no leak to search in it
         anonymized.append(summarize(instance["ID"], instance["ParentSeries"], header, uid_tags))
         leaks.extend((instance["ID"], path, label) for path, label in finder.find(header))
@@ -553,7 +575,7 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
     pairs, methods = pair_instances(sources, anonymized, pseudonyms, reader.anonymized_from)
     leaks = _without_coincidences(reader, finder, leaks, pairs)
     pixels.conclude(pairs)
-    text = None if scope == NONE else _pixel_text(reader, scope, text_reading, identifiers, frames, pixels, log)
+    text = None if scope == NONE else _pixel_text(reader, scope, text_reading, identifiers, targets, pixels, log)
     report = compare(sources, anonymized, pairs, leaks)
     answer = {
         "Clean": report.pop("Clean") and pixels.clean and (text is None or text.clean),

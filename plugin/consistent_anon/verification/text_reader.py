@@ -1,8 +1,12 @@
-"""The client of the text reader (ocr/text_service.py): one image in, its lines of text out."""
+"""The client of the text reader (ocr/text_service.py): one image in, its lines of text out.
+
+Frames hold what the patient's header held: they go straight to the configured address, never
+through a proxy the environment names (http_proxy), which urllib would otherwise use even for
+loopback."""
 from __future__ import annotations
 
+import http.client
 import json
-import socket
 import urllib.error
 import urllib.request
 from functools import partial
@@ -10,20 +14,29 @@ from typing import Any
 
 from .pixel_text import TextLine, TextReaderError, TextReading
 
+#: The largest answer read: a frame's lines of text take a few kB.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 
 def read_text(url: str, timeout: float, image: bytes) -> list[TextLine]:
-    """The lines the service at `url` reads in `image`; TextReaderError when it cannot."""
+    """The lines the service at `url` reads in `image`; TextReaderError when it cannot (`timeout`:
+    how long the service may stay silent)."""
     request = urllib.request.Request(url.rstrip("/") + "/read-text", data=image, method="POST",
                                      headers={"Content-Type": "application/octet-stream"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return _lines(json.loads(answer.read()))
+        with _DIRECT.open(request, timeout=timeout) as answer:
+            body = answer.read(MAX_ANSWER_BYTES + 1)
     except urllib.error.HTTPError as error:
         raise TextReaderError(f"the text reader answered HTTP {error.code}") from None
-    except (urllib.error.URLError, socket.timeout, ConnectionError) as error:
-        reason = getattr(error, "reason", error)
-        raise TextReaderError(f"the text reader at {url} cannot be reached ({reason})") from None
-    except (ValueError, TypeError):
+    except (OSError, http.client.HTTPException) as error:  # refused, unreachable, silent too long, cut short
+        reason = getattr(error, "reason", None) or type(error).__name__
+        raise TextReaderError(f"the text reader at {url} cannot be reached ({reason})", unavailable=True) from None
+    if len(body) > MAX_ANSWER_BYTES:
+        raise TextReaderError(f"the text reader's answer is larger than {MAX_ANSWER_BYTES} bytes")
+    try:
+        return _lines(json.loads(body))
+    except (ValueError, TypeError, ArithmeticError):
         raise TextReaderError("the text reader's answer is not understood") from None
 
 
