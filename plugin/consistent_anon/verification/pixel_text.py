@@ -13,7 +13,8 @@ what text recognition imposes:
 - it splits a line into boxes: each line is searched alone and joined with the next;
 - screens write dates in more ways than free text does ("05-MAR-1962", "3/5/1962", "05.03.62").
 Identifiers too short to be searched without their spaces are found as numbers standing alone
-("ID:4711"), or, for words, only where the whole line is that word.
+("ID:4711"), or, for words, as words of the line, as in headers (the shortest and the common ones
+only where they are the whole line).
 """
 from __future__ import annotations
 
