@@ -5,13 +5,11 @@ are, what it finds once a rule cleaned them, what it reads by default, and that 
 cannot read leaves the set not clean."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from orthanc_server import RUNTIME, OrthancServer, free_port
-from pixel_files import real_files, rule_file
-from test_pixels_orthanc import CLEAN, stored_result, variant
+from orthanc_server import OrthancServer, free_port
+from pixel_files import real_files
+from test_pixels_orthanc import CLEAN, stored_result, variant, with_deid_rules
 from text_service import TextService
 
 ACCEPT = {"BurnedInAnnotation": "Accept"}
@@ -31,13 +29,7 @@ def reader():
 
 def plugin_server(url: str) -> OrthancServer:
     """An Orthanc with the plugin, deid's rule file, and the text reader at `url`."""
-    made = OrthancServer()
-    rules = made.workdir / "deid.dicom"
-    shutil.copy(rule_file(), rules)
-    section = {**made.settings["ConsistentAnonymization"], "PixelRuleFiles": [RUNTIME.inside(rules)],
-               "PixelTextReader": {"Url": url, "FramesPerInstance": 2}}
-    made.configure({"ConsistentAnonymization": section})
-    return made.start()
+    return with_deid_rules(PixelTextReader={"Url": url, "FramesPerInstance": 2})
 
 
 @pytest.fixture(scope="module")

@@ -49,16 +49,21 @@ def files():
     return real_files()
 
 
-@pytest.fixture(scope="module")
-def server():
-    """An Orthanc with the plugin, the `deid` package's rule file and the site's rules."""
+def with_deid_rules(**settings) -> OrthancServer:
+    """An Orthanc with the plugin and the `deid` package's rule file, and these settings of the
+    plugin's section; started."""
     made = OrthancServer()
     rules = made.workdir / "deid.dicom"
     shutil.copy(rule_file(), rules)
-    section = {**made.settings["ConsistentAnonymization"], "PixelRuleFiles": [RUNTIME.inside(rules)],
-               "PixelRules": SITE_RULES}
+    section = {**made.settings["ConsistentAnonymization"], "PixelRuleFiles": [RUNTIME.inside(rules)], **settings}
     made.configure({"ConsistentAnonymization": section})
-    made.start()
+    return made.start()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """An Orthanc with the plugin, the `deid` package's rule file and the site's rules."""
+    made = with_deid_rules(PixelRules=SITE_RULES)
     yield made
     made.cleanup()
 

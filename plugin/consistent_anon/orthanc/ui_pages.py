@@ -3,9 +3,9 @@ series' frames of reference, and the verification report of a source or an anony
 
 Orthanc Explorer 2 loads no plugin JavaScript: it reaches these pages through buttons of its
 configuration (docs/explorer-2.md) and through the root URI the plugin registers. The pages are
-static files read once at start from the `ui` folder beside this module (the landing page is
-index.html: Orthanc hands a plugin the folder's URL without its final slash, so relative URLs
-could not be resolved from there); they draw with the same
+static files made once at start from the `ui` folder beside this module, the three pages from one
+template (the landing page is index.html: Orthanc hands a plugin the folder's URL without its
+final slash, so relative URLs could not be resolved from there); they draw with the same
 renderer (ui/views.js) as the panels explorer.js adds to the legacy Orthanc Explorer, and read
 the same routes. Every URL in them is relative, so that they work behind a reverse proxy's path
 prefix. The landing page's data (overview.json) names projects and tells what the latest
@@ -15,6 +15,7 @@ in the audit log.
 from __future__ import annotations
 
 from pathlib import Path
+from string import Template
 from typing import Any, Callable
 
 from ..errors import NotFound
@@ -24,6 +25,8 @@ from .http_answers import json_text
 from .rest_routes import register_route
 
 PREFIX = "/consistent-anonymization/ui/"
+#: The pages (pages.js draws each by its name), and their titles.
+PAGES = {"index": "Consistent anonymization", "frames": "Frames of reference", "verify": "Verify anonymization"}
 LANDING_PAGE = PREFIX + "index.html"
 FOLDER = Path(__file__).with_name("ui")
 DESCRIPTION = ("Consistent anonymization: keyed pseudonyms that keep every UID relationship; "
@@ -40,9 +43,14 @@ HEADERS = {"Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff
 
 
 def static_files(folder: Path = FOLDER) -> dict[str, tuple[bytes, str]]:
-    """Name -> (content, content type) of every file the pages are made of."""
-    return {path.name: (path.read_bytes(), CONTENT_TYPES[path.suffix])
-            for path in sorted(folder.iterdir()) if path.suffix in CONTENT_TYPES}
+    """Name -> (content, content type) of every file the pages are made of: the folder's
+    scripts and style, and each page of PAGES from the one template (ui/page.template)."""
+    files = {path.name: (path.read_bytes(), CONTENT_TYPES[path.suffix])
+             for path in sorted(folder.iterdir()) if path.suffix in CONTENT_TYPES}
+    template = Template((folder / "page.template").read_text(encoding="utf-8"))
+    for page, title in PAGES.items():
+        files[f"{page}.html"] = (template.substitute(page=page, title=title).encode("utf-8"), CONTENT_TYPES[".html"])
+    return files
 
 
 def overview(config: PluginConfig, log: AuditLog) -> dict[str, Any]:

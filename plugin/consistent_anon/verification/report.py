@@ -17,7 +17,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from ..identity import dates as date_shifting
 from ..errors import BadRequest, NotFound
 from .pixel_report import PixelReport
-from .pixel_text import ALL, NONE, PixelTextFinder, PixelTextReport, TextReading, parse_scope, read_instances, scope_for
+from .pixel_text import ALL, AT_RISK, NONE, PixelTextFinder, PixelTextReport, TextReading, parse_scope, read_instances, scope_for
 from ..dicom.filereader import Header
 from ..dicom.identifiers import identifying_dates, identifying_texts, text_leaks
 from ..dicom.option_attributes import kept_under, recorded_options
@@ -564,7 +564,7 @@ def verify(reader: SetReader, request: VerifyRequest, pseudonyms: Pseudonymizer 
 
     def visit_anonymized(instance: dict[str, str], header: Header) -> None:
         pixels.add(instance["ID"], header)
-        if scope != NONE:
+        if scope == ALL or (scope == AT_RISK and instance["ID"] in pixels.results):  # only what may be read
             targets[instance["ID"]] = PixelTextTarget.of(header)
         header = without_encrypted_attributes(header)  # ciphertext: no leak to search in it
         anonymized.append(summarize(instance["ID"], instance["ParentSeries"], header, uid_tags))
