@@ -258,6 +258,10 @@ def test_with_keep_source_the_sources_stay_marked_done_and_a_restart_does_them_n
     storescu(gateway.dicom_port, later.series[0], tmp_path)
     wait_until(lambda: len(instances_of(gateway, pseudonymous_patient(gateway, later))) == len(later.series[0]),
                "the later arrival anonymized")
+    # its result is stored before its call ends (the audit entry, then the mark): wait for the mark
+    wait_until(lambda: all('"Done"' in gateway.get(f"/instances/{s}/metadata/9733").text
+                           for s in instances_of(gateway, later.study.patient.patient_id)),
+               "the later arrival's source marked done")
     assert len(audited_sources(gateway)) == len(audited) + len(later.series[0])
     assert sorted(instances_of(gateway, study.study.patient.patient_id)) == sorted(sources)
     assert listing(gateway)["PendingCount"] == 0
@@ -345,8 +349,9 @@ def test_keep_labels_gives_the_results_the_labels_of_the_study_they_arrived_into
     assert gateway.request("PUT", f"/patients/{source_patient}/labels/COHORT-7").status_code == 200
     storescu(gateway.dicom_port, [ds for series in later for ds in series], tmp_path)
     patient = pseudonymous_patient(gateway, study)
-    wait_until(lambda: len(instances_of(gateway, patient)) == sum(len(series) for series in later),
-               "the arrivals anonymized")
+    wait_until(lambda: len(instances_of(gateway, patient)) == sum(len(series) for series in later)
+               and len(instances_of(gateway, study.study.patient.patient_id)) == len(first),
+               "the arrivals anonymized and their sources deleted (the call ended, its labels copied)")
     [result_patient] = find_patient(gateway, patient)
     [result_study] = gateway.json(f"/patients/{result_patient}")["Studies"]
     assert gateway.json(f"/studies/{result_study}/labels") == ["TRIAL-A"]
