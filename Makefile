@@ -14,8 +14,11 @@ RUN_PACKAGES := orthanc orthanc-python python3-pydicom python3-cryptography
 # and the PostgreSQL index plugin for the two-node tests, dcmtk for DICOM network sends.
 TEST_PACKAGES := $(RUN_PACKAGES) python3-venv debootstrap debian-archive-keyring postgresql \
 	orthanc-postgresql dcmtk chromium
+# What the tests without Orthanc use: the venv's Python, the system Python's pydicom (the README's
+# walkthrough command) and DCMTK's dcmdump (the manual re-identification procedure).
+UNIT_PACKAGES := python3-venv python3-pydicom dcmtk
 
-.PHONY: run test test-unit test-bookworm test-trixie test-sid deps-run deps-test venv ocr-venv clean
+.PHONY: run test test-unit test-bookworm test-trixie test-sid deps-run deps-unit deps-test venv ocr-venv clean
 
 define apt_install
 	missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -37,6 +40,9 @@ run: deps-run
 	exec Orthanc "$(ORTHANC_STORAGE)/orthanc.run.json"
 
 # The packaged services are left alone: the tests start their own servers on free ports.
+deps-unit:
+	@$(call apt_install,$(UNIT_PACKAGES))
+
 deps-test:
 	@$(call apt_install,$(TEST_PACKAGES))
 
@@ -63,7 +69,7 @@ test: test-unit test-bookworm test-trixie test-sid
 # The tests that need no Orthanc (the pure core, the engine against an in-memory Orthanc), on both
 # cores: seconds. Starting an Orthanc is an error here (CONSISTENT_ANON_UNIT_ONLY), so a test that
 # needs one but is not marked `server` fails instead of passing where Orthanc happens to be installed.
-test-unit: venv
+test-unit: deps-unit venv
 	CONSISTENT_ANON_UNIT_ONLY=1 $(PYTHON) -m pytest tests -m "not server" -n 2 $(PYTEST_ARGS)
 
 # Orthanc 1.10.1 + orthanc-python 4.0: the packages of this machine (Debian bookworm).
