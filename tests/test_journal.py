@@ -50,3 +50,21 @@ def test_a_record_that_cannot_be_read_is_said_at_the_error_level_without_its_con
     calls = journal.interrupted()
     assert calls == ([CALL] if "Calls" in saved else [])
     assert len(errors) == 1 and "cannot be read" in errors[0] and "s1" not in errors[0]
+
+
+def test_an_interrupted_call_that_cannot_be_run_again_holds_back_none_of_the_others():
+    """Each interrupted call is run again on its own: one that fails (a body this version refuses,
+    a job queue that refuses it) is said at the error level, and the next ones still run."""
+    second = {**CALL, "resource_id": "s2"}
+    errors: list[str] = []
+    journal = CallJournal(lambda: json.dumps({"Version": 2, "Calls": [CALL, second]}), lambda text: None,
+                          errors.append)
+    ran: list[str] = []
+
+    def resubmit(call: dict) -> None:
+        if call["resource_id"] == "s1":
+            raise ValueError("refused")
+        ran.append(call["resource_id"])
+    assert journal.complete_interrupted(resubmit) == 1
+    assert ran == ["s2"]
+    assert len(errors) == 1 and "could not be run again" in errors[0] and "ValueError" in errors[0]

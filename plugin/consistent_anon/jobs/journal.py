@@ -63,6 +63,21 @@ class CallJournal:
             self._write()
         return calls
 
+    def complete_interrupted(self, resubmit: Callable[[dict[str, Any]], None]) -> int:
+        """Each call the previous run left interrupted, run again by `resubmit`, on its own: one
+        that cannot be (a body this version refuses, a queue that refuses the job) is said at the
+        error level, and holds back none of the others. Answers how many were run again."""
+        resubmitted = 0
+        for call in self.interrupted():
+            try:
+                resubmit(call)
+            except Exception as error:
+                self._log_error(f"a synchronous call interrupted by the previous stop could not be run again "
+                                f"({type(error).__name__}): its result may be partial (run that call again)")
+                continue
+            resubmitted += 1
+        return resubmitted
+
     def _write(self) -> None:
         self._save(json.dumps({"Version": RECORD_VERSION, "Calls": list(self._calls.values())}))
 

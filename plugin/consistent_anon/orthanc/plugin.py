@@ -177,11 +177,9 @@ class Plugin:
             if resumed:
                 self._orthanc.LogWarning(f"Consistent anonymization: resuming {resumed} job(s) "
                                          f"interrupted by the previous stop")
-            interrupted = self.journal.interrupted()
-            for call in interrupted:
-                self._resubmit_interrupted(call)
+            interrupted = self.journal.complete_interrupted(self._resubmit_interrupted)
             if interrupted:
-                self._orthanc.LogWarning(f"Consistent anonymization: completing {len(interrupted)} synchronous "
+                self._orthanc.LogWarning(f"Consistent anonymization: completing {interrupted} synchronous "
                                          f"call(s) interrupted by the previous stop, as job(s)")
             self._restored = True
         self._warn_about_route_clashes()
