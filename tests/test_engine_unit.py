@@ -322,3 +322,15 @@ def test_a_result_whose_own_steps_fail_after_its_store_never_stays():
     with pytest.raises(PluginError):
         engine.anonymize_resource("studies", stored[0]["ParentStudy"], _request(BurnedInAnnotation="Flag"))
     assert sorted(orthanc.files) == sorted(s["ID"] for s in stored)  # the sources, and nothing else
+
+
+@pytest.mark.parametrize("keep_labels", [False, True])
+def test_a_call_whose_sources_go_looks_up_their_parents_only_to_keep_labels(keep_labels):
+    """The gateway's calls (sources deleted once delivered: no AnonymizedFrom to write) read the
+    sources' parents only for KeepLabels, which finds a result's source through them: two reads
+    of Orthanc's index per series and call saved where labels are not kept."""
+    engine, orthanc = _engine()
+    _, stored = _study(orthanc)
+    results = engine.anonymize_arrivals([s["ID"] for s in stored], _request(KeepLabels=keep_labels), linked=False)
+    assert len(results) == len(stored)
+    assert (orthanc.count("parent_of") > 0) == keep_labels

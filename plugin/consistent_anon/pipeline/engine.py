@@ -239,4 +239,5 @@ class Anonymizer:
              linked: bool = True) -> list[Stored]:
         parts = CallParts(self._port, self._ledger, self._index, self._deletions)
         steps = self._steps(plan.request, plan.pseudonyms, plan.markers)
-        return CallRun(plan, parts, steps, self._origins.for_call(linked), progress, canceled).run(check)
+        origins = self._origins.for_call(linked, plan.request.keep_labels)
+        return CallRun(plan, parts, steps, origins, progress, canceled).run(check)

@@ -24,9 +24,10 @@ class OriginWriter:
         self._lock = threading.Lock()
         self._writable: bool | None = None  # None: not tried yet on this Orthanc
 
-    def for_call(self, linked: bool = True) -> "CallOrigins":
-        """A call's links; none where `linked` is False (its sources are about to go)."""
-        return CallOrigins(self._port, self, linked)
+    def for_call(self, linked: bool = True, labels_kept: bool = False) -> "CallOrigins":
+        """A call's links; none written where `linked` is False (its sources are about to go), and
+        none even looked up unless `labels_kept` (KeepLabels finds a result's source by them)."""
+        return CallOrigins(self._port, self, linked, labels_kept)
 
     @property
     def refused(self) -> bool:
@@ -51,18 +52,20 @@ class OriginWriter:
 class CallOrigins:
     """One call's links: the sources' parents, and the links made, looked up once per call."""
 
-    def __init__(self, port: OrthancPort, writer: OriginWriter, linked: bool = True) -> None:
+    def __init__(self, port: OrthancPort, writer: OriginWriter, linked: bool = True,
+                 labels_kept: bool = False) -> None:
         self._port = port
         self._writer = writer
         self._linked = linked
+        self._labels_kept = labels_kept
         self._lock = threading.Lock()  # the call's workers record at once
         self._parents: dict[str, str] = {}
         self._written: dict[str, str] = {}
 
     def record(self, stored: Stored, source: Source) -> None:
         """Link the result to its source at every level (the patient level where Orthanc has one);
-        where the call is not `linked`, only remember the links (`source_of`)."""
-        if self._linked and self._writer.refused:
+        where the call is not `linked`, only remember the links (`source_of`), if labels are kept."""
+        if (self._linked and self._writer.refused) or not (self._linked or self._labels_kept):
             return
         series = source["ParentSeries"]
         study = self._parent("series", series)
