@@ -388,3 +388,22 @@ def test_a_failed_sync_fails_every_entry_it_held_and_the_next_append_works(tmp_p
         log.append(entry())
     monkeypatch.setattr(audit_log.os, "fsync", real_fsync)
     assert log.append(entry()) == 3  # the unsynced line may be there: its number is not reused
+
+
+def test_a_compaction_that_fails_after_the_append_fails_no_call(tmp_path, monkeypatch):
+    """The entries are on disk (synced) before the retention's compaction runs: if the compaction
+    fails (a full disk for the rewritten copy), the calls whose entries were written are not
+    told they went unlogged; the failure is said at the error level, the log keeps everything,
+    and the next due append tries the compaction again."""
+    errors: list[str] = []
+    log = FileAuditLog(tmp_path / "audit.jsonl", Retention(entries=2, check_every=1), log_error=errors.append)
+
+    def full_disk(path, lines):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(audit_log, "replace_atomically", full_disk)
+    assert [log.append(entry()) for _ in range(4)] == [1, 2, 3, 4]
+    assert len(log.read(limit=10)) == 4
+    assert errors and all("could not be compacted" in error and "No space left" in error for error in errors)
+    monkeypatch.undo()
+    log.append(entry())
+    assert [e.sequence for e in log.read(limit=10)] == [5]  # compacted at last: the newest nine tenths of 2

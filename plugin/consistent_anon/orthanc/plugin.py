@@ -103,7 +103,8 @@ class Plugin:
                                                      configuration.get("RemoteAccessAllowed", False)))
         audit_file = self.config.audit_log_file or str(Path(self._storage_directory).resolve() / AUDIT_LOG_NAME)
         self.audit = AuditTrail(FileAuditLog(audit_file, Retention(self.config.audit_retention_days,
-                                                                   self.config.audit_max_entries)),
+                                                                   self.config.audit_max_entries),
+                                             log_error=orthanc.LogError),
                                 functools.partial(request_facts, self.keys), orthanc.LogError,
                                 orthanc_emitter(orthanc))
         self.jobs = JobQueue(self._run_job, lambda: orthanc.GetGlobalProperty(JOBS_PROPERTY, ""),

@@ -198,11 +198,13 @@ class FileAuditLog:
     """The log as a JSON-lines file shared by processes, see the module's docstring."""
 
     def __init__(self, path: str | Path, retention: Retention = Retention(),
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 log_error: Callable[[str], None] = lambda message: None) -> None:
         self.path = Path(path)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._retention = retention
         self._now = now
+        self._log_error = log_error  # Orthanc's error level
         self._turn = threading.Condition()  # the group commit's queue (see append)
         self._queue: list[_Pending] = []
         self._writing = False
@@ -273,9 +275,19 @@ class FileAuditLog:
                 sync_folder(self.path.parent)
             last = first + len(entries) - 1
             every = self._retention.check_every
-            if (first - 1) // every != last // every and self._beyond_retention(last):
-                self._compact()
+            if (first - 1) // every != last // every:
+                self._apply_retention(last)
         return first
+
+    def _apply_retention(self, last: int) -> None:
+        """After the entries are synced: a compaction that fails fails none of their calls (they
+        are logged); it is said, and tried again at the next check."""
+        try:
+            if self._beyond_retention(last):
+                self._compact()
+        except OSError as error:
+            self._log_error(f"The anonymization audit log could not be compacted "
+                            f"({error.strerror or type(error).__name__}); it keeps every entry meanwhile")
 
     def _last_sequence(self, descriptor: int) -> int:
         """The last number written: known without reading where the file is as this process's
