@@ -560,7 +560,10 @@ def send_and_wait(node: Node, folder: Path, study_uid: str, count: int) -> tuple
     command = ["storescu", "-aec", str(node.server.settings.get("DicomAet", "ORTHANC")), "+sd",
                "127.0.0.1", str(node.server.dicom_port), str(folder)]
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, timeout=deadline - time.monotonic())
+    sender = subprocess.run(command, capture_output=True, timeout=deadline - time.monotonic())
+    if sender.returncode:
+        raise RuntimeError(f"{node.name}: storescu exited with {sender.returncode}: "
+                           f"{sender.stderr.decode(errors='replace')[-2000:]}\nOrthanc's log:\n{node.server.log()[-3000:]}")
     sent = time.perf_counter() - start
     while time.monotonic() < deadline:
         sources = node.session.post(node.url + "/tools/lookup", data=study_uid, timeout=60).json()

@@ -64,3 +64,36 @@ def test_a_source_identifier_in_compressed_pixel_data_is_still_refused(orthanc, 
     _jpeg_with_comment(clean, b"no identifier here")
     uploaded = upload(orthanc, study)
     assert orthanc.post(f"/instances/{uploaded[clean.SOPInstanceUID]['ID']}/anonymize", json={}).status_code == 200
+
+
+@pytest.mark.parametrize("leak", ["uid", "text"])
+def test_a_deflated_file_is_searched_after_its_pixel_data_too(orthanc, study, leak):
+    """A deflated file's elements after the pixel data are compressed with the rest: the search
+    reads them inflated, as it reads the header (before, it searched the compressed bytes, where
+    a source UID or identifier in a vendor's trailing element could not be seen)."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    image = study.series[0][1]
+    block = image.private_block(0x7FE1, "SYNTHETIC VENDOR", create=True)
+    block.add_new(0x01, "LT", f"copied from {image.StudyInstanceUID}" if leak == "uid" else
+                  f"patient {image.PatientID.lower()}")
+    image.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    uploaded = upload(orthanc, study)
+    answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
+                          json={"KeepPrivateTags": True})
+    assert answer.status_code == 500, answer.text[:300]
+    assert "after the pixel data" in answer.json()["Message"]
+    assert image.StudyInstanceUID not in answer.text and image.PatientID not in answer.text
+
+
+def test_a_deflated_file_without_a_leak_passes(orthanc, study):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    image = study.series[0][1]
+    image.private_block(0x7FE1, "SYNTHETIC VENDOR", create=True).add_new(0x01, "LT", "nothing of the patient")
+    image.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    uploaded = upload(orthanc, study)
+    answer = orthanc.post(f"/instances/{uploaded[image.SOPInstanceUID]['ID']}/anonymize",
+                          json={"KeepPrivateTags": True})
+    assert answer.status_code == 200, answer.text[:300]
+    assert parse(answer.content).file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian

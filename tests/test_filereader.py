@@ -365,3 +365,17 @@ def test_the_reader_knows_where_the_file_goes_on_after_the_pixel_data(syntax):
         header = read_header(data)
         assert data[header.after_pixel_data:].startswith(b"\xe1\x7f\x10\x00"), (syntax, encapsulated)
         assert b"TRAILER" not in data[:header.after_pixel_data]
+
+
+def test_a_deflated_file_is_read_inflated_with_where_its_pixel_data_ends_there():
+    """The fail-closed check searches a file's bytes after the pixel data: a deflated file's are
+    compressed, so the header keeps them inflated, with the pixel data's end in those; its own
+    offsets stay unknown (blanking reads them in the file's bytes)."""
+    ds = two_frame_study(per_series=1).instances[0]
+    ds.private_block(0x7FE1, "SYNTHETIC VENDOR", create=True).add_new(0x01, "LT", "trailing words")
+    header = read_header(_as(ds, DeflatedExplicitVRLittleEndian))
+    assert header.after_pixel_data is None and header.inflated is not None
+    tail = header.inflated.data[header.inflated.after_pixel_data:]
+    assert tail.startswith(b"\xe1\x7f\x10\x00") and b"trailing words" in tail
+    assert header.inflated.data.startswith(header.searchable)
+    assert read_header(_as(ds, ExplicitVRLittleEndian)).inflated is None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator, NamedTuple
 
@@ -198,19 +199,31 @@ class Element:
         return values if any(values) else ()
 
 
+@dataclass(frozen=True)
+class Inflated:
+    """A deflated file as its elements are written: its meta and its dataset inflated, and where
+    the pixel data's value ends there (None where that is not known)."""
+
+    data: bytes
+    after_pixel_data: int | None
+
+
 class Header:
     """A file's elements up to its pixel data: the dataset's at every depth, in file order, and
     the file meta information's. `searchable` holds the header's bytes as the values are written
     (up to the pixel data; inflated if the file is deflated): a UID not in it is in no element."""
 
     def __init__(self, elements: list[Element], meta: list[Element] | None = None,
-                 searchable: bytes = b"", after_pixel_data: int | None = None) -> None:
+                 searchable: bytes = b"", after_pixel_data: int | None = None,
+                 inflated: Inflated | None = None) -> None:
         self.elements = elements
         self.meta = meta or []
         self.searchable = searchable
         #: Where the file goes on after the pixel data's value (elements a vendor put after it),
         #: None where that is not known (no pixel data read, a deflated or malformed file).
         self.after_pixel_data = after_pixel_data
+        #: A deflated file's bytes inflated (the searches after the pixel data read those); None otherwise.
+        self.inflated = inflated
         self._root = {e.tag: e for e in elements if not e.path[0]}
         self._root.update((e.tag, e) for e in self.meta)
 
@@ -278,7 +291,9 @@ def _read(data: bytes, buffer: memoryview) -> Header:
     syntax = _dataset_syntax(buffer, position, syntax_uid)
     elements: list[Element] = []
     end = _read_dataset(buffer, position, len(buffer), syntax, (), (), elements, top=True)
-    after = None if deflated else _past_pixel_data(buffer, end, syntax)
+    after = _past_pixel_data(buffer, end, syntax)
+    if deflated:  # offsets in the inflated bytes: none for the file's own (blanking uses those)
+        return Header(elements, meta, data[:end], None, Inflated(data, after))
     return Header(elements, meta, data[:end], after)
 
 

@@ -202,14 +202,22 @@ def _raw_pixels_end(header: Header) -> int | None:
     return header.after_pixel_data
 
 
+def _as_written(data: bytes, header: Header) -> tuple[bytes, int | None]:
+    """The file's bytes as its elements are written (a deflated file's inflated: its pixel values
+    are raw there), and where raw pixel values end in them (None: see _raw_pixels_end)."""
+    if header.inflated is not None:
+        return header.inflated.data, header.inflated.after_pixel_data
+    return data, _raw_pixels_end(header)
+
+
 def _outside_pixel_data(data: bytes, header: Header) -> bytes:
-    """The file's bytes for the UID search: the header's bytes (the preamble and what lies between
-    elements included) and whatever follows raw pixel values; the whole file where the pixel data
-    is compressed, its end unknown, or the file deflated."""
-    end = _raw_pixels_end(header)
-    if end is None or not data.startswith(header.searchable):
-        return data
-    return header.searchable + memoryview(data)[end:].tobytes()
+    """The file's bytes for the UID search, as its elements are written: the header's bytes (the
+    preamble and what lies between elements included) and whatever follows raw pixel values; the
+    whole file where the pixel data is compressed or its end unknown."""
+    written, end = _as_written(data, header)
+    if end is None:
+        return written
+    return header.searchable + memoryview(written)[end:].tobytes()
 
 
 class _TextSearch:
@@ -261,13 +269,11 @@ def _text_after_header(data: bytes, header: Header, search: _TextSearch) -> bool
     elements after it, which the header scan does not read), written as in the source, in upper
     or lower case, in UTF-8, UTF-16 of either byte order or the declared character set. Only
     texts of at least TextFinder's word length: shorter ones would be found in any pixel data."""
-    if not data.startswith(header.searchable):
-        return False  # a deflated file: its header was read inflated, the rest is deflated
     # Past raw pixel values where the reader found their end: texts are elements, not pixels
     # (searching 16-bit pixels for every variant cost milliseconds per instance).
-    end = _raw_pixels_end(header)
+    written, end = _as_written(data, header)
     start = end if end is not None else len(header.searchable)
-    tail = memoryview(data)[start:].tobytes()
+    tail = memoryview(written)[start:].tobytes()
     encodings = frozenset({"utf-8", "utf-16-le", "utf-16-be", *header.encodings()})
     return any(needle in tail for needle in search.encoded(encodings))
 

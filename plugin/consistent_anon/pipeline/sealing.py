@@ -29,7 +29,7 @@ def without_encrypted_attributes(header: Header) -> Header:
     kept = [element for element in header.elements if not _in_sequence(element)]
     if len(kept) == len(header.elements):
         return header
-    return Header(kept, header.meta, header.searchable, header.after_pixel_data)
+    return Header(kept, header.meta, header.searchable, header.after_pixel_data, header.inflated)
 
 
 def without_added_sequence(output: Header, source: Header | None) -> Header:
