@@ -103,13 +103,17 @@ class PixelTextFinder:
     """The source identifiers (text -> label, as dicom/identifiers.py gives them) in lines read."""
 
     def __init__(self, needles: dict[str, str]) -> None:
-        self._squashed: dict[str, str] = {}
+        self._letters: dict[str, str] = {}  # squashed identifiers of letters only
+        self._with_digits: dict[str, str] = {}  # squashed identifiers holding digits, letters read as digits
         self._numbers: dict[str, str] = {}
         short: dict[str, str] = {}
         for text, label in needles.items():
-            for key in {squashed(text), *screen_dates(squashed(text))}:
-                if len(key) >= MIN_SQUASHED:
-                    self._squashed.setdefault(key.translate(_AS_DIGITS) if _has_digit(key) else key, label)
+            whole = squashed(text)
+            for key in {whole, *screen_dates(whole)}:
+                if len(key) >= MIN_SQUASHED and _has_digit(key):
+                    self._with_digits.setdefault(key.translate(_AS_DIGITS), label)
+                elif len(key) >= MIN_SQUASHED:
+                    self._letters.setdefault(key, label)
                 elif key.isdigit() and len(key) >= MIN_NUMBER:
                     self._numbers.setdefault(key, label)
                 elif key:
@@ -122,8 +126,8 @@ class PixelTextFinder:
         """The labels of the identifiers the line holds (never the identifiers themselves)."""
         key = squashed(line)
         as_digits = key.translate(_AS_DIGITS)
-        found = {label for needle, label in self._squashed.items()
-                 if needle in (as_digits if _has_digit(needle) else key)}
+        found = {label for needle, label in self._letters.items() if needle in key}
+        found |= {label for needle, label in self._with_digits.items() if needle in as_digits}
         if self._number_pattern is not None:
             spaced = _plain(line).translate(_AS_DIGITS)
             found |= {self._numbers[match.group(1)] for match in self._number_pattern.finditer(spaced)}
